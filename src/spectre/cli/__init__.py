@@ -1,0 +1,68 @@
+"""`spectre <command>`: argument parsing, progress and one-line errors. No pipeline logic lives here.
+
+Each command is a module in this package with ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``; command modules import heavy libraries only inside ``run``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .. import __version__
+
+#: (command, module, one-line help)
+COMMANDS = [
+    ("assets", "spectre.cli.assets_cmd"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spectre",
+        description="Visual-speech-aware 3D face reconstruction from talking-face video.",
+        epilog="Exit codes: 0 ok, 1 some items failed, 2 bad input/usage, 3 missing or invalid asset, "
+               "4 unsafe file refused, 5 output not writable, 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"spectre {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import SpectreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    debug = args.debug or bool(os.environ.get("SPECTRE_DEBUG"))
+    try:
+        return int(args._run(args) or 0)
+    except SpectreError as exc:
+        if debug:
+            raise
+        print(f"spectre: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("spectre: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        print("spectre: error: out of memory (try a smaller --batch-size or fewer --workers)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Face models behind one interface (``FaceModel``) and a loader by name."""
+from __future__ import annotations
+
+from .base import FaceGeometry, FaceModel, ParamSpec
+
+MODEL_NAMES = ("ict", "flame")
+
+
+def load_face_model(name: str = "ict", store=None, **kwargs) -> FaceModel:
+    """Build a face model by name: ``ict`` (bundled default) or ``flame`` (user-supplied pkl)."""
+    from ..errors import ConfigError
+
+    if name == "ict":
+        from .ict import ICTFaceModel
+        return ICTFaceModel.from_store(store, **kwargs)
+    if name == "flame":
+        from .flame import FLAME
+        return FLAME.from_store(store, **kwargs)
+    raise ConfigError(f"unknown face model {name!r} (choose from {', '.join(MODEL_NAMES)})")
+
+
+__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES"]

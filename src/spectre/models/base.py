@@ -1,0 +1,111 @@
+"""One interface for every face model, so pipelines, losses and renderers never branch on the model.
+
+A face model maps a dict of named parameter tensors to vertices in model space (rigid rotation
+included, no translation: translation and scale live in the camera) and to the 68 iBUG landmarks.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+Params = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One named parameter block of a face model."""
+
+    name: str
+    size: int
+    role: str  # "identity" (one per face track), "expression" (per frame) or "pose" (rigid, per frame)
+    default: float = 0.0
+    low: float | None = None  # plausible range, used for clamping and priors
+    high: float | None = None
+    doc: str = ""
+
+
+@dataclass
+class FaceGeometry:
+    vertices: torch.Tensor  # (B, V, 3) model space
+    landmarks: torch.Tensor  # (B, 68, 3) iBUG-68 order, dynamic jaw contour
+
+
+class FaceModel(nn.Module, abc.ABC):
+    """Base class. Subclasses set ``name``, ``param_specs``, ``units_per_metre`` and the ``faces`` buffer."""
+
+    name: str = "face"
+    param_specs: tuple[ParamSpec, ...] = ()
+    #: parameter holding the rigid head rotation (axis-angle, 3 values)
+    rotation_param: str = "rotation"
+    #: model units per metre (FLAME: 1, ICT: 100); cameras and priors use it to stay unit-free
+    units_per_metre: float = 1.0
+    faces: torch.Tensor  # (F, 3) int64 triangle indices
+
+    # ---- parameters -------------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, ParamSpec]:
+        return {p.name: p for p in self.param_specs}
+
+    def params_with_role(self, role: str) -> tuple[str, ...]:
+        return tuple(p.name for p in self.param_specs if p.role == role)
+
+    def default_params(self, batch_size: int = 1, device=None, dtype=None) -> dict[str, torch.Tensor]:
+        device = device or self.faces.device
+        dtype = dtype or torch.float32
+        return {p.name: torch.full((batch_size, p.size), float(p.default), device=device, dtype=dtype)
+                for p in self.param_specs}
+
+    def complete(self, params: Params) -> dict[str, torch.Tensor]:
+        """Fill missing parameter blocks with defaults and check the sizes of given ones."""
+        given = {k: v for k, v in params.items() if v is not None}
+        unknown = set(given) - set(self.spec)
+        if unknown:
+            raise KeyError(f"{self.name} has no parameter(s) {sorted(unknown)}; known: {list(self.spec)}")
+        ref = next(iter(given.values()), None)
+        batch = ref.shape[0] if ref is not None else 1
+        out = self.default_params(batch, device=ref.device if ref is not None else None,
+                                  dtype=ref.dtype if ref is not None and ref.is_floating_point() else None)
+        for k, v in given.items():
+            size = self.spec[k].size
+            if v.shape[-1] > size:
+                raise ValueError(f"{self.name}.{k} has {v.shape[-1]} values, at most {size} expected")
+            out[k] = v if v.shape[-1] == size else torch.cat(
+                [v, out[k][..., v.shape[-1]:].to(v)], dim=-1)
+        return out
+
+    # ---- geometry ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def vertices(self, params: Params) -> torch.Tensor:
+        """(B, V, 3) vertices in model space, rigid rotation applied."""
+
+    @abc.abstractmethod
+    def landmarks(self, vertices: torch.Tensor, params: Params) -> torch.Tensor:
+        """(B, 68, 3) iBUG-68 landmarks on ``vertices``; the jaw contour follows the head yaw."""
+
+    def forward(self, params: Params) -> FaceGeometry:
+        params = self.complete(params)
+        verts = self.vertices(params)
+        return FaceGeometry(verts, self.landmarks(verts, params))
+
+    # ---- optional data for rendering/export -------------------------------------------------
+    @property
+    def uv_coords(self) -> torch.Tensor | None:
+        """(T, 2) texture coordinates in [0, 1] or None."""
+        return None
+
+    @property
+    def uv_faces(self) -> torch.Tensor | None:
+        """(F, 3) indices into ``uv_coords`` or None."""
+        return None
+
+    def render_faces(self) -> torch.Tensor:
+        """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""
+        return self.faces
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.v_template.shape[0]) if hasattr(self, "v_template") else -1

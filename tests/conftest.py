@@ -1,0 +1,96 @@
+"""Shared fixtures. ``../shared`` is found beside the repository root, or at ``$SPECTRE_SHARED``;
+tests that need it skip with a clear reason when it is absent."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPECTRE_SHARED", REPO_ROOT.parent / "shared")).resolve()
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set SPECTRE_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hermetic_asset_lookup(tmp_path_factory):
+    """Tests never see the developer's own assets: empty user data dir, no SPECTRE_HOME."""
+    old = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "SPECTRE_HOME")}
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg"))
+    os.environ.pop("SPECTRE_HOME", None)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def golden_dir(shared_dir) -> Path:
+    return _need(shared_dir / "golden")
+
+
+@pytest.fixture(scope="session")
+def shared_assets(shared_dir) -> Path:
+    return _need(shared_dir / "assets")
+
+
+@pytest.fixture(scope="session")
+def sample_videos(shared_dir) -> dict[str, Path]:
+    """name -> path of every sample clip (LRS3 224x224 and MEAD 1080p)."""
+    root = _need(shared_dir / "samples")
+    vids = {p.stem: p for p in sorted(root.glob("*/*.mp4"))}
+    if not vids:
+        pytest.skip(f"no sample clips under {root}")
+    return vids
+
+
+@pytest.fixture(scope="session")
+def lrs3_video(sample_videos) -> Path:
+    return next(p for p in sample_videos.values() if p.parent.name == "LRS3")
+
+
+@pytest.fixture(scope="session")
+def mead_video(sample_videos) -> Path:
+    return next(p for p in sample_videos.values() if p.parent.name == "MEAD")
+
+
+def _import_from(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def golden_weights(golden_dir):
+    """The deterministic weight/input generator ``golden_weights.py`` (numpy only)."""
+    return _import_from(golden_dir / "golden_weights.py", "golden_weights")
+
+
+@pytest.fixture(scope="session")
+def flame_assets(tmp_path_factory, golden_dir, shared_assets) -> Path:
+    """An asset folder holding the synthetic FLAME (built by ``make_fake_flame.py``) and the
+    FLAME-topology support files, laid out as a user's ``--assets`` folder."""
+    root = tmp_path_factory.mktemp("flame_assets")
+    make = _import_from(golden_dir / "make_fake_flame.py", "make_fake_flame")
+    model = make.build(str(shared_assets / "spectre_data" / "head_template.obj"))
+    (root / "flame").mkdir()
+    make.write(model, str(root / "flame" / "generic_model.pkl"))
+    shutil.copytree(shared_assets / "spectre_data", root / "spectre_data")
+    return root
