@@ -104,7 +104,8 @@ def test_cut_mouth_golden(loss_golden):
 def test_cut_mouth_batches_do_not_mix_and_are_differentiable(loss_golden):
     images, lmk = _mouth_inputs(loss_golden)
     a, b = slice(0, 7), slice(7, 14)
-    lmk_b = lmk[b] + torch.tensor([0.25, 0.0])  # second clip's mouth sits ~28 px further right
+    lmk_b = lmk[b].clone()
+    lmk_b[:, 48:68, 1] += 0.25  # second clip: mouth ~28 px lower relative to the face (smoothing is relative)
     batched = cut_mouth(torch.stack([images[a], images[b]]), torch.stack([lmk[a], lmk_b]))
     assert batched.shape == (2, 7, 96, 96)
     torch.testing.assert_close(batched[0], cut_mouth(images[a], lmk[a]))
