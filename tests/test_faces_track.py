@@ -179,3 +179,28 @@ def test_smoothing_reduces_jitter_on_a_clip(tracked, sample_videos):
     # the mouth still opens and closes (aperture keeps its range)
     ap = lambda L: np.linalg.norm(L[:, 66] - L[:, 62], axis=-1)
     assert np.ptp(ap(smooth)) > 0.6 * np.ptp(ap(raw))
+
+
+def test_track_cli_batch_goes_on_after_bad_input(tmp_path, sample_videos, capsys):
+    from spectre.cli import main
+    from spectre.faces.tracks_file import load_tracks
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    good = sample_videos["PbgB2TaYhio_00007"]
+    out = tmp_path / "out"
+    rc = main(["track", str(bad), str(good), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.mp4" in err and "Traceback" not in err
+    tracks = load_tracks(out / "PbgB2TaYhio_00007.tracks.npz")
+    t = _only(tracks)
+    assert len(tracks) == 35 and t.present.all() and t.points478.shape == (35, 478, 3)
+    with np.load(out / "PbgB2TaYhio_00007.tracks.npz") as z:
+        crops = z["crop_transforms"][0]
+    # stored transforms put the face in the middle of the 224 crop
+    from spectre.faces import transform_points
+    centre = transform_points(crops, t.landmarks68).mean(1)
+    assert np.all(np.abs(centre - 112) < 25)
+    # existing output is not overwritten without --overwrite; single bad input -> exit code 2
+    assert main(["track", str(good), "-o", str(out)]) == 5
+    assert main(["track", str(bad), "-o", str(out)]) == 2

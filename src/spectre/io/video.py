@@ -48,7 +48,9 @@ def apply_rotation(frame: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The reason only (PyAV errors repeat the file name, which our messages already lead with)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 class VideoSource:
