@@ -204,3 +204,22 @@ def test_track_cli_batch_goes_on_after_bad_input(tmp_path, sample_videos, capsys
     # existing output is not overwritten without --overwrite; single bad input -> exit code 2
     assert main(["track", str(good), "-o", str(out)]) == 5
     assert main(["track", str(bad), "-o", str(out)]) == 2
+
+
+def test_mapping_is_mirror_symmetric(tracked):
+    """Track the horizontally flipped clip: iBUG point i must land where its mirror partner was."""
+    src, tracks = tracked["OzA6jRYjVQs_00004"]
+    flipped = np.ascontiguousarray(src.read().frames[:, :, ::-1])
+    got = _only(FaceTracker().track(VideoSource.from_array(flipped))).landmarks68
+    mirror = np.arange(68)
+    pairs = ([(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+             + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+             + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])
+    for a, b in pairs:
+        mirror[a], mirror[b] = b, a
+    back = got[:, mirror].copy()
+    back[..., 0] = src.width - 1 - back[..., 0]
+    ref = _only(tracks).landmarks68
+    iod = np.linalg.norm(ref[:, 36] - ref[:, 45], axis=-1)[:, None]
+    err = np.linalg.norm(back - ref, axis=-1) / iod
+    assert np.median(err) < 0.04 and np.percentile(err, 95) < 0.12
