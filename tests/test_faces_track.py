@@ -108,7 +108,11 @@ def test_short_gaps_interpolated_long_gaps_split(sample_videos):
     frames = open_video(sample_videos["0Fi83BHQsMA_00002"]).read().frames.copy()  # 41 frames
     frames[10:13] = 0          # 3-frame gap  (<= max_gap 5): interpolated, same identity
     frames[20:30] = 0          # 10-frame gap (> max_gap): track split
-    tracks = FaceTracker(TrackerConfig(max_gap=5, max_faces=1)).track(VideoSource.from_array(frames), chunk_size=8)
+    chunks = list(FaceTracker(TrackerConfig(max_gap=5, max_faces=1)).stream(VideoSource.from_array(frames), chunk_size=8))
+    # chunks come out in order, final, and are held back at most max_gap frames
+    assert np.array_equal(np.concatenate([c.frames.indices for c in chunks]), np.arange(41))
+    assert max(len(c.frames) for c in chunks) <= 8 + 5
+    tracks = FaceTracks.concat([c.faces for c in chunks])
     assert len(tracks) == 41 and len(tracks.tracks) == 2
     first, second = (tracks.tracks[k] for k in sorted(tracks.tracks))
     assert first.interpolated[10:13].all() and not first.present[10:13].any()

@@ -23,6 +23,9 @@ from ..io.video import FrameChunk, VideoSource, open_video
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
 
+_DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
+
+
 @dataclass
 class TrackerConfig:
     max_faces: int = 4                    # faces MediaPipe follows at once (1 is fastest)
@@ -225,7 +228,13 @@ class FaceTracker:
         if not score:
             return [(pts, None) for pts in faces]
         dets = []
-        dres = self._det.process(frame)
+        small = frame
+        if max(h, w) > _DETECT_MAX_SIDE:  # BlazeFace sees 128x128 anyway; shrinking first saves the copy
+            import cv2
+
+            f = _DETECT_MAX_SIDE / max(h, w)
+            small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
+        dres = self._det.process(small)
         for d in dres.detections or []:
             b = d.location_data.relative_bounding_box
             dets.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), d.score[0]))
