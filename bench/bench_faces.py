@@ -68,6 +68,7 @@ def bench_clip(path: Path, quick: bool) -> list[tuple[str, str, float, str]]:
         for name, fn in [("crop warp exact (numpy)", lambda: warp_crop(frames[:k], tforms[:k])),
                          ("crop warp fast cv2", lambda: warp_crop_fast(frames[:k], tforms[:k], backend="cv2")),
                          ("crop warp fast torch", lambda: warp_crop_fast(frames[:k], tforms[:k], backend="torch"))]:
+            fn()  # warm-up (lazy initialisation of torch / cv2)
             t = time.perf_counter()
             fn()
             rows.append((label, name, _fps(k, time.perf_counter() - t), "-"))

@@ -185,6 +185,7 @@ class FaceTracker:
             raise InputError(f"max_gap must be >= 0, got {self.config.max_gap}")
         self._mesh = None
         self._det = None
+        self._fresh = False
 
     # -- MediaPipe -----------------------------------------------------------------------------
     def _open_graphs(self) -> None:
@@ -193,6 +194,7 @@ class FaceTracker:
         import mediapipe as mp
 
         c = self.config
+        self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
             min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
@@ -216,6 +218,7 @@ class FaceTracker:
         score is None when ``score`` is False (the detector is skipped)."""
         if self._mesh is None:
             self._open_graphs()
+        self._fresh = False
         h, w = frame.shape[:2]
         frame = np.ascontiguousarray(frame)
         res = self._mesh.process(frame)
@@ -267,7 +270,8 @@ class FaceTracker:
 
     def stream(self, source: VideoSource, chunk_size: int = 32) -> Iterator[FaceChunk]:
         """Track faces chunk by chunk; yields final ``FaceChunk``s in frame order."""
-        self._open_graphs()
+        if self._mesh is None or not self._fresh:
+            self._open_graphs()
         c = self.config
         active: list[_Active] = []
         next_id = 0
