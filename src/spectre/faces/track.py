@@ -152,6 +152,19 @@ def _bbox(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
 
+def _gather(refs: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """Frames given as (chunk array, row) -> one array; consecutive rows of one chunk become a view
+    (1080p chunks are ~200 MB: copying them again would double the cost of the stream)."""
+    parts = []
+    for arr, row in refs:
+        if parts and parts[-1][0] is arr and parts[-1][2] == row:
+            parts[-1][2] = row + 1
+        else:
+            parts.append([arr, row, row + 1])
+    views = [arr[a:b] for arr, a, b in parts]
+    return views[0] if len(views) == 1 else np.concatenate(views)
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -283,7 +296,7 @@ class FaceTracker:
         last = -1
         try:
             for chunk in source.iter_chunks(chunk_size):
-                for frame, fidx, t in zip(chunk.frames, chunk.indices, chunk.pts_seconds):
+                for row, (frame, fidx, t) in enumerate(zip(chunk.frames, chunk.indices, chunk.pts_seconds)):
                     fidx = int(fidx)
                     faces = self.detect(frame, score=(fidx % max(c.detect_every, 1) == 0))
                     active = [a for a in active if fidx - a.last_frame - 1 <= c.max_gap]
@@ -314,7 +327,7 @@ class FaceTracker:
                         active.append(tr)
                         here[tr.track_id] = [tr.points, score, True]
                     obs[fidx] = here
-                    pend_frames.append(frame)
+                    pend_frames.append((chunk.frames, row))  # a reference, not a copy
                     pend_idx.append(fidx)
                     pend_pts.append(float(t))
                     last = fidx
@@ -358,7 +371,7 @@ class FaceTracker:
             obs.pop(fi, None)
         faces = FaceTracks(np.asarray(idx, np.int64), np.asarray(pts_s, np.float64), source.width, source.height,
                            source.fps, tracks)
-        return FaceChunk(FrameChunk(np.stack(frames), faces.indices, faces.pts_seconds), faces)
+        return FaceChunk(FrameChunk(_gather(frames), faces.indices, faces.pts_seconds), faces)
 
     def track(self, source: VideoSource, chunk_size: int = 32) -> FaceTracks:
         """Whole-clip tracks (landmarks only; frames are not kept)."""
