@@ -290,7 +290,7 @@ class FaceTracker:
         next_id = 0
         # pending per-frame data, keyed by frame index: {track_id: [points, score, present]}
         obs: dict[int, dict[int, list]] = {}
-        pend_frames: list[np.ndarray] = []
+        pend_frames: list[tuple[np.ndarray, int]] = []
         pend_idx: list[int] = []
         pend_pts: list[float] = []
         last = -1
@@ -331,8 +331,8 @@ class FaceTracker:
                     pend_idx.append(fidx)
                     pend_pts.append(float(t))
                     last = fidx
-                # frames before the oldest still-open gap are final
-                open_gaps = [a.last_frame + 1 for a in active if a.last_frame < last]
+                # frames before the oldest gap that a returning face could still fill are final
+                open_gaps = [a.last_frame + 1 for a in active if a.last_frame < last and last - a.last_frame <= c.max_gap]
                 frontier = min(open_gaps) if open_gaps else last + 1
                 n_ready = sum(1 for i in pend_idx if i < frontier)
                 if n_ready:
