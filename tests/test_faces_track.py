@@ -241,3 +241,10 @@ def test_fast_landmark_reader_matches_protobuf_attributes(sample_videos):
     np.testing.assert_array_equal(_landmark_array(lm), want)
     lm.landmark[5].visibility = 0.5  # another layout -> the attribute path, same numbers
     np.testing.assert_array_equal(_landmark_array(lm), want)
+
+
+def test_detect_every_keeps_last_confidence(sample_videos):
+    t = _only(track_video(sample_videos["PbgB2TaYhio_00007"], config=TrackerConfig(max_faces=1, detect_every=4)))
+    assert t.present.all() and (t.confidence > 0.5).all()
+    # between detector runs the score is carried over unchanged
+    assert np.array_equal(t.confidence[1:4], np.repeat(t.confidence[0], 3))
