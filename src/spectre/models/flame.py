@@ -169,6 +169,7 @@ class FLAME(FaceModel):
         parents = np.asarray(model["kintree_table"])[0].astype(np.int64)
         parents[0] = -1
         self.register_buffer("parents", torch.from_numpy(parents))
+        self._parent_list = parents.tolist()  # python ints: the kinematic chain loop needs no device sync
         self.register_buffer("lbs_weights", torch.tensor(np.asarray(model["weights"]), dtype=f32))
         chain, j = [], NECK_JOINT
         while j != -1:
@@ -228,7 +229,7 @@ class FLAME(FaceModel):
 
     def _rigid_transforms(self, rot: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         """World transforms of the joints, re-centred so they act on rest-pose vertices."""
-        parents = self.parents.tolist()
+        parents = self._parent_list
         rel = joints.clone()
         rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
         local = torch.cat([F.pad(rot, (0, 0, 0, 1)), F.pad(rel[..., None], (0, 0, 0, 1), value=1.0)], dim=3)
