@@ -68,12 +68,15 @@ def test_neutral_equals_npz_neutral(ict, ict_full, full_npz):
 
 
 def test_full_model_hides_eye_shells(ict_full):
+    from spectre.models.ict import HIDDEN_PARTS
+
     shown = ict_full.render_faces()
-    hidden = ict_full.part_faces("Eye occlusion left", "Lacrimal fluid right", "Eyelashes left")
-    assert len(hidden) > 0 and len(shown) == len(ict_full.faces) - len(
-        ict_full.part_faces(*[p for p in ict_full.part_names if p in
-                              ("Lacrimal fluid left", "Lacrimal fluid right", "Eye blend left", "Eye blend right",
-                               "Eye occlusion left", "Eye occlusion right", "Eyelashes left", "Eyelashes right")]))
+    hidden = ict_full.part_faces(*HIDDEN_PARTS)
+    assert len(ict_full.part_faces("Eye occlusion left")) == 256  # 128 quads
+    assert len(shown) + len(hidden) == len(ict_full.faces)
+    hidden_vertices = set(hidden.flatten().tolist())
+    assert not hidden_vertices & set(shown.flatten().tolist())
+    assert len(ict_full.part_faces("Head and Neck")) > 0 and len(ict_full.part_faces("Teeth")) > 0
 
 
 def test_compact_vs_full_error(ict, ict_full):
@@ -197,10 +200,10 @@ N_IDENTITY_OBJS = 3
 
 def _write_vertices_obj(path, verts, template_lines=None):
     """An OBJ of the neutral topology with moved vertices (v lines only, or a full copy of the neutral)."""
-    vlines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     if template_lines is None:
-        path.write_text("\n".join(vlines) + "\n")
+        np.savetxt(path, verts, fmt="v %.6f %.6f %.6f")
         return
+    vlines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     it = iter(vlines)
     path.write_text("\n".join(next(it) if line.startswith("v ") else line for line in template_lines) + "\n")
 
@@ -228,10 +231,19 @@ def facekit_folder(shared_assets, full_npz, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def converted(facekit_folder, tmp_path_factory):
-    from spectre.models.ict_convert import convert_ict_folder
+def installed_assets(facekit_folder, tmp_path_factory):
+    """An assets folder where `spectre assets convert-ict` installed the converted model (one conversion
+    shared by the tests below)."""
+    from spectre.cli import main
 
-    out = convert_ict_folder(facekit_folder, tmp_path_factory.mktemp("out") / "ict.npz")
+    assets = tmp_path_factory.mktemp("assets")
+    assert main(["assets", "--assets", str(assets), "convert-ict", str(facekit_folder)]) == 0
+    return assets
+
+
+@pytest.fixture(scope="module")
+def converted(installed_assets):
+    out = installed_assets / "ict_facekit" / "ict_face_model.npz"
     with np.load(out) as d:
         return out, {k: d[k] for k in d.files}
 
@@ -267,19 +279,16 @@ def test_converted_model_loads(converted):
         ICTFaceModel.from_file(path, n_identity=100)
 
 
-def test_convert_ict_cli(facekit_folder, tmp_path, capsys):
+def test_convert_ict_cli(installed_assets, facekit_folder, capsys):
     from spectre.cli import main
 
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    assert main(["assets", "--assets", str(assets), "convert-ict", str(facekit_folder)]) == 0
-    target = assets / "ict_facekit" / "ict_face_model.npz"
-    assert target.is_file() and str(target) in capsys.readouterr().out
-    m = ICTFaceModel.from_store(assets, full=True, n_identity=N_IDENTITY_OBJS)
-    assert m.v_template.shape[0] == 26719
-    # no overwrite without --overwrite: exit code 5 and a one-line error
+    target = installed_assets / "ict_facekit" / "ict_face_model.npz"
+    assert target.is_file()
+    m = ICTFaceModel.from_store(installed_assets, full=True, n_identity=N_IDENTITY_OBJS)
+    assert m.v_template.shape[0] == 26719 and m.source == str(target)
+    # no overwrite without --overwrite: exit code 5, a one-line error, the file untouched
     before = target.stat().st_mtime_ns
-    assert main(["assets", "--assets", str(assets), "convert-ict", str(facekit_folder)]) == 5
+    assert main(["assets", "--assets", str(installed_assets), "convert-ict", str(facekit_folder)]) == 5
     err = capsys.readouterr().err
     assert "already exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert target.stat().st_mtime_ns == before
@@ -293,13 +302,16 @@ def test_convert_ict_bad_input(tmp_path, capsys, facekit_folder):
     (tmp_path / "empty").mkdir()
     assert main(["assets", "convert-ict", str(tmp_path / "empty"), "-o", str(tmp_path / "x.npz")]) == 2
     assert "generic_neutral_mesh.obj" in capsys.readouterr().err
-    # a folder whose expression OBJ has the wrong vertex count: the file is named
-    import shutil
-
+    # a folder whose first expression OBJ has the wrong vertex count: the file is named
     bad = tmp_path / "bad"
-    shutil.copytree(facekit_folder, bad)
-    (bad / "jawOpen.obj").write_text("v 0 0 0\n")
+    bad.mkdir()
+    for name in ("generic_neutral_mesh.obj", "vertex_indices.json", "identity000.obj"):
+        (bad / name).symlink_to(facekit_folder / name)
+    (bad / "browDown_L.obj").write_text("v 0 0 0\n")
     assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
     err = capsys.readouterr().err
-    assert "jawOpen.obj" in err and "vertices" in err
+    assert "browDown_L.obj" in err and "vertices" in err
+    (bad / "browDown_L.obj").unlink()
+    assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
+    assert "missing browDown_L.obj" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()

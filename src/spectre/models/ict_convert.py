@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,23 @@ def _parse_floats(path: Path, rows: list[list[str]], width: int) -> np.ndarray:
         raise InputError(f"{path}: malformed coordinates (expected {width} numbers per line)") from None
 
 
+_V_LINE = re.compile(rb"^v[ \t]+([^\r\n]*)", re.M)
+
+
 def read_obj_vertices(path: Path, expected: int = N_VERTICES) -> np.ndarray:
     """The ``v`` lines of an OBJ as (V, 3) float64; the vertex count must match the neutral topology."""
-    rows = [line.split()[1:4] for line in _read_text(path).splitlines() if line.startswith("v ")]
-    verts = _parse_floats(path, rows, 3)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = _V_LINE.findall(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fromstring stops early on a bad token
+        flat = np.fromstring(b" ".join(lines), dtype=np.float64, sep=" ")
+    if flat.size == 3 * len(lines):
+        verts = flat.reshape(-1, 3)
+    else:  # extra values per line (vertex colours) or a malformed number: parse line by line
+        verts = _parse_floats(path, [line.split()[:3] for line in lines], 3)
     if len(verts) != expected:
         raise InputError(f"{path}: {len(verts)} vertices, expected {expected} (not the ICT-FaceKit topology)")
     return verts
