@@ -337,3 +337,14 @@ def test_bundled_compact_is_reproducible(full_npz):
     assert bundled_path(BUNDLED_ICT).stat().st_size <= 10 * 1024 * 1024
     licence = bundled_path("ICT_LICENSE.txt").read_text()
     assert "MIT License" in licence and "ICT-FaceKit" in licence
+
+
+def test_geometry_stays_fp32_under_autocast(ict):
+    p = ict.default_params(3)
+    p["expression"] = torch.rand(3, 53)
+    p["rotation"] = 0.3 * torch.randn(3, 3)
+    ref = ict.landmarks_only(p)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ict.landmarks(ict.vertices(p))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

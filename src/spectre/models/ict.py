@@ -242,7 +242,13 @@ class ICTFaceModel(FaceModel):
         return self._pose(template, basis, coeffs, params["rotation"])
 
     def _pose(self, template, basis, coeffs, rotation) -> torch.Tensor:
-        verts = template.to(coeffs) + (coeffs @ basis.to(coeffs)).view(coeffs.shape[0], -1, 3)
+        # geometry stays in the model's dtype even under bf16/fp16 autocast: centimetre coordinates in
+        # bf16 would be off by ~0.5 mm and flip contour choices
+        with torch.autocast(device_type=coeffs.device.type, enabled=False):
+            return self._pose_exact(template, basis, coeffs, rotation)
+
+    def _pose_exact(self, template, basis, coeffs, rotation) -> torch.Tensor:
+        verts = torch.addmm(template.to(coeffs).reshape(1, -1), coeffs, basis.to(coeffs)).view(coeffs.shape[0], -1, 3)
         R = axis_angle_to_matrix(rotation.to(coeffs))
         return verts @ R.transpose(1, 2)
 
