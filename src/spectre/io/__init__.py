@@ -1,0 +1,1 @@
+"""File input/output: videos, result files, mesh exports."""
