@@ -221,11 +221,12 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tup
     px, py = _to_pixels(vertices, H, W)
     tri_x = _gather_faces(px, faces)  # (B, F, 3), differentiable
     tri_y = _gather_faces(py, faces)
-    fx, fy = tri_x[batch, pix_face], tri_y[batch, pix_face]
+    flat_face = batch * faces.shape[1] + pix_face
+    fx, fy = tri_x.reshape(-1, 3)[flat_face], tri_y.reshape(-1, 3)[flat_face]
     a, b, c, _ = _edge_coefficients(fx, fy)
     cx, cy = _pixel_centres(pix, H, W, fx.dtype)
     bary = a * cx[:, None] + b * cy[:, None] + c
-    fz = _gather_faces(vertices[..., 2], faces)[batch, pix_face]
+    fz = _gather_faces(vertices[..., 2], faces).reshape(-1, 3)[flat_face]
     depth = (bary * fz).sum(-1)
     if perspective_correct:  # 1/z is affine in screen space; attributes follow bary/z
         w = bary / fz
