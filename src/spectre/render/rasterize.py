@@ -1,10 +1,11 @@
 """Differentiable triangle rasteriser in pure PyTorch (CPU and CUDA), no compiled extension.
 
 Why this design: faces are small (a few pixels each at 224x224), so instead of testing every pixel
-against every triangle we enumerate, per triangle, the pixel centres inside its bounding box. Triangles
-are grouped by bounding-box size so every group is one dense (faces x tile) tensor operation; the
-visible triangle of each pixel is found with one ``scatter_reduce(amin)`` over a 64-bit key that packs
-the depth (as an order-preserving integer) above the face index. That search runs without autograd.
+against every triangle we enumerate, per triangle and pixel row of its bounding box, the exact span of
+pixel centres inside it (solving the three edge inequalities), and lay rows and pixels out as flat
+tensors with ``repeat_interleave`` - no Python loop over pixels or triangles. The visible triangle of
+each pixel is found with one ``scatter_reduce(amin)`` over a 64-bit key that packs the depth (as an
+order-preserving integer) above the face index. That search runs without autograd.
 Barycentric coordinates of the winning face are then recomputed from the (differentiable) vertex
 positions, so interpolated attributes carry gradients to the vertices, as pytorch3d's hard rasteriser
 does. Optionally (``soft_edges=True``) the alpha of silhouette pixels becomes the pixel's estimated
