@@ -67,12 +67,15 @@ def naive_rasterize(screen, faces, size, chunk=256):
 
 
 def timeit(fn, repeats, sync):
+    """Wall seconds per call; also stores process CPU seconds per call in ``timeit.cpu`` (a load-robust
+    estimate of the work when the machine is shared)."""
     fn()
     sync()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
     sync()
+    timeit.cpu = (time.process_time() - c) / repeats
     return (time.perf_counter() - t) / repeats
 
 
@@ -113,19 +116,21 @@ def main():
 
             reps = max(1, repeats if B == 1 else repeats // 2)
             fwd = timeit(forward, reps, sync) / B
+            fwd_cpu = timeit.cpu / B
             fb = timeit(forward_backward, reps, sync) / B
             base = None
             if not args.quick or (name == "FLAME" and B == 1):
                 screen = renderer.screen_vertices(c[:1])
                 base = timeit(lambda: naive_rasterize(screen, faces, args.size), 1, sync)
-            rows.append((name, B, 1 / fwd, 1 / fb, None if base is None else 1 / base))
+            rows.append((name, B, 1 / fwd, fwd_cpu * 1e3, 1 / fb, None if base is None else 1 / base))
     print(f"device={device} threads={torch.get_num_threads()} size={args.size}  (naive = per-pixel "
           f"test of every triangle, rasterisation only, batch 1)")
-    print(f"{'mesh':6} {'batch':>5} {'fwd fps':>9} {'fwd+bwd fps':>12} {'naive fps':>10} {'fwd speed-up':>13}")
-    for name, B, f, fb, base in rows:
+    print(f"{'mesh':6} {'batch':>5} {'fwd fps':>9} {'fwd CPU ms/frame':>17} {'fwd+bwd fps':>12} {'naive fps':>10} "
+          f"{'fwd speed-up':>13}")
+    for name, B, f, cpu_ms, fb, base in rows:
         b = f"{base:10.2f}" if base else f"{'-':>10}"
         sp = f"{f / base:12.0f}x" if base else f"{'-':>13}"
-        print(f"{name:6} {B:5d} {f:9.1f} {fb:12.1f} {b} {sp}")
+        print(f"{name:6} {B:5d} {f:9.1f} {cpu_ms:17.1f} {fb:12.1f} {b} {sp}")
 
 
 if __name__ == "__main__":

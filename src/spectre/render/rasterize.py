@@ -115,7 +115,7 @@ def _zbuffer(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: in
     ry = y0[ids].long()[row_face] + (torch.arange(n_rows, device=dev) - first_row[row_face])
     fid = ids[row_face]
     yc = ry.to(a.dtype) + 0.5
-    ra, rb, rc = a[fid], b[fid], c[fid]
+    ra, rb, rc = torch.cat([a, b, c], 1).index_select(0, fid).split(3, 1)
     # the triangle's span on this row: every edge function a*x + (b*y + c) >= 0 bounds x
     off = rb * yc[:, None] + rc
     safe_a = torch.where(ra == 0, torch.ones_like(ra), ra)
@@ -264,17 +264,19 @@ def interpolate(fragments: Fragments, attributes: torch.Tensor, faces: torch.Ten
         if attributes.dim() == 2:
             attributes = attributes.unsqueeze(0)
         if faces.dim() == 3:
-            corner = faces[batch, fragments.pix_face]  # (N, 3)
+            corner = faces.reshape(-1, 3).index_select(0, batch * faces.shape[1] + fragments.pix_face)
         else:
-            corner = faces[fragments.pix_face]
-        ab = batch if attributes.shape[0] > 1 else torch.zeros_like(batch)
-        vals = attributes[ab[:, None], corner]  # (N, 3, C)
+            corner = faces.index_select(0, fragments.pix_face)  # (N, 3)
+        V, C = attributes.shape[1], attributes.shape[-1]
+        rows = corner if attributes.shape[0] == 1 else corner + (batch * V)[:, None]
+        vals = attributes.reshape(-1, C).index_select(0, rows.reshape(-1)).view(-1, 3, C)  # (N, 3, C)
     else:
         if attributes.dim() == 3:
             attributes = attributes.unsqueeze(0)
-        ab = batch if attributes.shape[0] > 1 else torch.zeros_like(batch)
-        vals = attributes[ab, fragments.pix_face]
-    out_vals = (fragments.pix_bary.unsqueeze(-1).to(vals.dtype) * vals).sum(1)
+        Fn, C = attributes.shape[1], attributes.shape[-1]
+        rows = fragments.pix_face if attributes.shape[0] == 1 else batch * Fn + fragments.pix_face
+        vals = attributes.reshape(-1, 3, C).index_select(0, rows)
+    out_vals = torch.bmm(fragments.pix_bary.to(vals.dtype).unsqueeze(1), vals).squeeze(1)
     C = out_vals.shape[-1]
     base = torch.zeros((B * H * W, C), dtype=out_vals.dtype, device=out_vals.device)
     if not (isinstance(background, (int, float)) and background == 0):
