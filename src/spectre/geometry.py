@@ -1,6 +1,8 @@
 """Small differentiable geometry ops shared by face models, renderer, losses and fitting."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -51,17 +53,51 @@ def pixels_to_crop(uv: torch.Tensor, size: int = 224) -> torch.Tensor:
     return uv / (size / 2.0) - 1.0
 
 
+_INCIDENCE_CACHE: dict = {}  # (device, dtype, V, F, data_ptr) -> (faces copy, sparse (V, F) incidence)
+
+
+def _incidence(faces: torch.Tensor, num_vertices: int, dtype: torch.dtype):
+    """Sparse CSR (V, F) vertex-face incidence matrix, cached per faces tensor (checked by content, so
+    a freed and reused pointer can never return a stale matrix). None where CSR matmul is unsupported."""
+    if faces.device.type not in ("cpu", "cuda") or dtype not in (torch.float32, torch.float64):
+        return None
+    key = (str(faces.device), dtype, num_vertices, faces.shape[0], faces.data_ptr())
+    hit = _INCIDENCE_CACHE.get(key)
+    if hit is not None and torch.equal(hit[0], faces):
+        return hit[1]
+    n = faces.shape[0]
+    rows = faces.reshape(-1)
+    cols = torch.arange(n, device=faces.device).repeat_interleave(3)
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(3 * n, dtype=dtype, device=faces.device),
+                                  (num_vertices, n), check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul with it is stable
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = coo.to_sparse_csr()
+    if len(_INCIDENCE_CACHE) >= 16:
+        _INCIDENCE_CACHE.pop(next(iter(_INCIDENCE_CACHE)))
+    _INCIDENCE_CACHE[key] = (faces.clone(), matrix)
+    return matrix
+
+
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals (B,V,3) from faces (F,3), as DECA's ``util.vertex_normals``:
-    un-normalised face normals summed per vertex, then ``F.normalize(eps=1e-6)``."""
-    v0, v1, v2 = (vertices[:, faces[:, i]] for i in range(3))
-    # DECA accumulates the cross product at each corner with the corner's own edge order
-    n0 = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    n1 = torch.cross(v2 - v1, v0 - v1, dim=-1)
-    n2 = torch.cross(v0 - v2, v1 - v2, dim=-1)
-    normals = torch.zeros_like(vertices)
-    idx = faces.long()
-    normals.index_add_(1, idx[:, 1], n1)
-    normals.index_add_(1, idx[:, 2], n2)
-    normals.index_add_(1, idx[:, 0], n0)
+    un-normalised face normals summed per vertex, then ``F.normalize(eps=1e-6)``.
+
+    DECA computes the cross product at each corner with the corner's own edge order; all three are the
+    same vector (up to rounding), so one cross product per face is summed into its corners with a
+    cached sparse vertex-face incidence matrix (one sparse matmul for the whole batch)."""
+    B, V = vertices.shape[:2]
+    idx = faces.to(device=vertices.device, dtype=torch.int64)
+    n_faces = idx.shape[0]
+    tri = vertices.index_select(1, idx.reshape(-1)).view(B, n_faces, 3, 3)
+    v0, v1, v2 = tri.unbind(2)
+    face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (B, F, 3), twice the area times the unit normal
+    incidence = _incidence(idx, V, vertices.dtype)
+    if incidence is not None:
+        normals = (incidence @ face_n.permute(1, 0, 2).reshape(n_faces, B * 3)).view(V, B, 3).permute(1, 0, 2)
+    else:  # flat index_add over the batch
+        flat = (idx.reshape(1, -1) + (torch.arange(B, device=idx.device) * V)[:, None]).reshape(-1)
+        src = face_n.unsqueeze(2).expand(B, n_faces, 3, 3).reshape(-1, 3)
+        normals = torch.zeros(B * V, 3, dtype=vertices.dtype, device=vertices.device).index_add_(0, flat, src)
+        normals = normals.view(B, V, 3)
     return F.normalize(normals, eps=1e-6, dim=2)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import shading
-from .rasterize import Fragments, interpolate, rasterize
+from .rasterize import Fragments, interpolate, interpolate_packed, rasterize, scatter_pixels
 
 __all__ = ["Renderer", "RenderOutput", "warp_affine"]
 
@@ -30,6 +30,16 @@ class RenderOutput:
 
 def _to_chw(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
+
+
+def _light_packed(normals: torch.Tensor, lights: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """``shading.add_directional_light`` for packed pixels (N, 3) of images ``batch`` (N,) -> (N, 3)."""
+    if lights.shape[0] == 1 or (not lights.requires_grad and bool((lights == lights[:1]).all())):
+        directions = F.normalize(lights[0, :, :3], dim=-1)  # (L, 3)
+        return (normals @ directions.T).clamp_(0.0, 1.0) @ (lights[0, :, 3:] / lights.shape[1])
+    directions = F.normalize(lights[..., :3], dim=-1).index_select(0, batch)  # (N, L, 3)
+    ndotl = (directions @ normals.unsqueeze(-1)).squeeze(-1).clamp(0.0, 1.0)  # (N, L)
+    return (ndotl.unsqueeze(-1) * lights[..., 3:].index_select(0, batch)).sum(1) / lights.shape[1]
 
 
 class Renderer:
@@ -88,16 +98,26 @@ class Renderer:
             normals = shading.vertex_normals(vertices, faces)
             screen_normals = shading.vertex_normals(facing, faces)
         frags = rasterize(screen, faces, self.image_size, soft_edges=self.soft_edges)
-        attrs = interpolate(frags, torch.cat([normals, screen_normals], -1), faces)  # (B, H, W, 6)
-        normal_img, screen_normal_img = attrs[..., :3], attrs[..., 3:]
+        # shade the covered pixels only: on the background the interpolated normals are 0, so the
+        # light is 0 there too and the dense result is the same
+        attrs = interpolate_packed(frags, torch.cat([normals, screen_normals[..., 2:]], -1), faces)  # (N, 4)
         B, H, W = frags.shape
-        light = shading.add_directional_light(normal_img.reshape(B, H * W, 3), lights if lights is not None
-                                              else shading.default_shape_lights(B, vertices.device, vertices.dtype))
-        shaded = albedo * _to_chw(light.view(B, H, W, 3))
-        pos_mask = (screen_normal_img[..., 2] < 0.15).to(shaded.dtype).unsqueeze(1)
+        if lights is None:
+            lights = shading.default_shape_lights(B, vertices.device, vertices.dtype)
+        batch = torch.div(frags.pix, H * W, rounding_mode="floor")
+        light = _light_packed(attrs[:, :3], lights, batch)
+        shaded_px = torch.cat([albedo * light, (attrs[:, 3:4] < 0.15).to(light.dtype)], 1)  # rgb | facing
+        # background: black, facing (as the official mask, which is 1 where the normal image is 0)
+        background = shaded_px.new_tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+        dense = scatter_pixels(frags, torch.cat([shaded_px, attrs[:, :3]], 1), background)  # (B, H, W, 7)
+        shaded = _to_chw(dense[..., :3])
+        normal_img = dense[..., 4:7]
+        pos_mask = dense[..., 3].unsqueeze(1)
         alpha = self._alpha(frags) * pos_mask
-        background = images if images is not None else torch.zeros_like(shaded)
-        out = shaded * alpha + background * (1 - alpha)
+        if images is None:  # black background
+            out = shaded * alpha
+        else:
+            out = shaded * alpha + images * (1 - alpha)
         return RenderOutput(out, alpha, _to_chw(normal_img), fragments=frags)
 
     def render_textured(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
