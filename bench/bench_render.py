@@ -1,104 +1,97 @@
-"""Renderer speed: frames/s at 224x224 for FLAME (5,023 vertices) and the ICT model (~26k vertices),
-batch 1 and 32, forward (grey shape render) and forward+backward (SH-shaded render, loss backpropagated
-to the vertices), against a naive per-pixel rasteriser (every pixel tested against every triangle,
-vectorised over pixels) measured in the same run.
+"""Renderer speed: frames/s at 224x224 for FLAME (5,023 vertices, 9,976 triangles) and the bundled ICT
+model (its ``render_faces()``), forward (grey shape render, as the output videos) and forward+backward
+(SH-shaded render, loss backpropagated to the vertices), against the renderer before the speed work
+(``bench/reference_render.py``) measured in the same run.
 
-    PYTHONPATH=src python bench/bench_render.py [--quick] [--threads N] [--device cpu|cuda]
+    PYTHONPATH=src python bench/bench_render.py [--quick] [--threads N] [--device cpu|cuda] [--json PATH]
 
-Needs the shared data (``SPECTRE_SHARED`` or ../shared): golden/shading.npz (FLAME-topology mesh)
-and assets/ict_facekit/ict_face_model.npz.
+FLAME comes from the shared golden ``shading.npz`` (its mesh and camera) when found, else from a FLAME
+model in the asset store; ICT needs nothing but the package.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from spectre.geometry import project_to_crop
-from spectre.render import Renderer, interpolate, rasterize
-from spectre.render.shading import add_sh_light, vertex_normals
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_render as reference  # noqa: E402
+
+from spectre.geometry import project_to_crop  # noqa: E402
+from spectre.render import Renderer, interpolate, rasterize  # noqa: E402
+from spectre.render.shading import add_sh_light, vertex_normals  # noqa: E402
 
 SHARED = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
-def load_meshes(device):
-    g = np.load(SHARED / "golden" / "shading.npz")
-    ict = np.load(SHARED / "assets" / "ict_facekit" / "ict_face_model.npz")
-    return {  # model-space vertices, camera [s, tx, ty] filling the crop like a face track, triangles
-        "FLAME": (torch.from_numpy(g["verts"][:1]).to(device), torch.from_numpy(g["in_cam"][:1]).to(device),
-                  torch.from_numpy(g["faces"][0]).long().to(device)),
-        "ICT": (torch.from_numpy(ict["neutral_vertices"])[None].to(device),
-                torch.tensor([[0.06, 0.0, -3.0]], device=device),
-                torch.from_numpy(ict["triangles"]).long().to(device)),
-    }
+def crop_camera(model, vertices: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """A DECA camera [s, tx, ty] that frames the landmarks like the pipeline's crops (bbox * 1.25)."""
+    lo, hi = landmarks[0, :, :2].amin(0), landmarks[0, :, :2].amax(0)
+    centre, extent = (lo + hi) / 2, float((hi - lo).max())
+    s = 2.0 / (1.25 * extent)
+    return torch.tensor([[s, -float(centre[0]), -float(centre[1])]], dtype=vertices.dtype)
 
 
-def naive_rasterize(screen, faces, size, chunk=256):
-    """Baseline: for every chunk of triangles test all pixel centres, keep the nearest (per-pixel)."""
-    B = screen.shape[0]
-    ys, xs = torch.meshgrid(torch.arange(size, device=screen.device) + 0.5,
-                            torch.arange(size, device=screen.device) + 0.5, indexing="ij")
-    xs, ys = xs.reshape(1, 1, -1), ys.reshape(1, 1, -1)
-    best = torch.full((B, size * size), float("inf"), device=screen.device)
-    idx = torch.full((B, size * size), -1, dtype=torch.long, device=screen.device)
-    px = (screen[..., 0] + 1) * size / 2
-    py = (screen[..., 1] + 1) * size / 2
-    for s in range(0, faces.shape[0], chunk):
-        f = faces[s:s + chunk]
-        x0, x1, x2 = (px[:, f[:, k], None] for k in range(3))
-        y0, y1, y2 = (py[:, f[:, k], None] for k in range(3))
-        z0, z1, z2 = (screen[:, f[:, k], 2, None] for k in range(3))
-        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
-        area = torch.where(area == 0, torch.full_like(area, 1e-12), area)
-        w0 = ((x2 - x1) * (ys - y1) - (y2 - y1) * (xs - x1)) / area
-        w1 = ((x0 - x2) * (ys - y2) - (y0 - y2) * (xs - x2)) / area
-        w2 = 1 - w0 - w1
-        z = w0 * z0 + w1 * z1 + w2 * z2
-        z = torch.where((w0 >= 0) & (w1 >= 0) & (w2 >= 0), z, torch.full_like(z, float("inf")))
-        zmin, arg = z.min(1)
-        upd = zmin < best
-        best = torch.where(upd, zmin, best)
-        idx = torch.where(upd, arg + s, idx)
-    return idx.view(B, size, size)
+def load_meshes(device, flame_assets: str | Path | None = None) -> dict:
+    """name -> (model-space vertices (1, V, 3), camera (1, 3), triangles (F, 3))."""
+    from spectre.assets import AssetStore
+    from spectre.errors import AssetError
+    from spectre.models import load_face_model
+
+    meshes = {}
+    shading_npz = SHARED / "golden" / "shading.npz"
+    if flame_assets is None and shading_npz.is_file():
+        g = np.load(shading_npz)
+        meshes["FLAME"] = (torch.from_numpy(g["verts"][:1]), torch.from_numpy(g["in_cam"][:1]),
+                           torch.from_numpy(g["faces"][0]).long())
+    else:
+        try:
+            flame = load_face_model("flame", AssetStore(flame_assets))
+            geo = flame(flame.default_params(1))
+            meshes["FLAME"] = (geo.vertices.detach(), crop_camera(flame, geo.vertices, geo.landmarks),
+                               flame.render_faces().long())
+        except AssetError as exc:
+            print(f"(FLAME skipped: {exc})")
+    ict = load_face_model("ict")
+    with torch.no_grad():
+        geo = ict(ict.default_params(1))
+    meshes["ICT"] = (geo.vertices, crop_camera(ict, geo.vertices, geo.landmarks), ict.render_faces().long())
+    return {k: tuple(t.to(device) for t in v) for k, v in meshes.items()}
 
 
-def timeit(fn, repeats, sync):
-    """Wall seconds per call; also stores process CPU seconds per call in ``timeit.cpu`` (a load-robust
-    estimate of the work when the machine is shared)."""
+def timeit(fn, repeats: int, sync) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call, after one warm-up call. The CPU time is a
+    load-robust estimate of the work when the machine is shared."""
     fn()
     sync()
     t, c = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
     sync()
-    timeit.cpu = (time.process_time() - c) / repeats
-    return (time.perf_counter() - t) / repeats
+    return (time.perf_counter() - t) / repeats, (time.process_time() - c) / repeats
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, baseline on FLAME batch 1 only")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--size", type=int, default=224)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    meshes = load_meshes(device)
-    renderer = Renderer(args.size)
-    repeats = 2 if args.quick else 5
-    sh = torch.zeros(1, 9, 3, device=device)
+def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
+        flame_assets=None) -> list[dict]:
+    """One row per (mesh, batch, pass): fps of the fast path and of the reference in the same run."""
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    meshes = load_meshes(dev, flame_assets)
+    renderer = Renderer(size)
+    repeats = 2 if quick else 5
+    batches = batches or ((1, 16) if quick else (1, 32))
+    sh = torch.zeros(1, 9, 3, device=dev)
     sh[:, 0] = 3.0
     sh[:, 3] = 0.5
     rows = []
     for name, (v1, cam1, faces) in meshes.items():
-        for B in (1, 32):
+        for B in batches:
             v, cam = v1.expand(B, -1, -1).contiguous(), cam1.expand(B, -1)
             c = project_to_crop(v, cam)
             shb = sh.expand(B, -1, -1)
@@ -107,31 +100,59 @@ def main():
                 with torch.no_grad():
                     renderer.render_shape(v, c, faces)
 
-            def forward_backward():
-                vg = v.clone().requires_grad_(True)
-                frags = rasterize(renderer.screen_vertices(project_to_crop(vg, cam)), faces, args.size)
-                normals = interpolate(frags, vertex_normals(vg, faces), faces)
-                img = add_sh_light(normals.permute(0, 3, 1, 2), shb)
-                img.square().mean().backward()
+            def forward_ref():
+                with torch.no_grad():
+                    reference.reference_render_shape(v, c, faces, size)
+
+            def backward_with(rast, normals_fn, interp):
+                def step():
+                    vg = v.clone().requires_grad_(True)
+                    frags = rast(renderer.screen_vertices(project_to_crop(vg, cam)), faces, size)
+                    normals = interp(frags, normals_fn(vg, faces), faces)
+                    img = add_sh_light(normals.permute(0, 3, 1, 2), shb)
+                    img.square().mean().backward()
+                return step
 
             reps = max(1, repeats if B == 1 else repeats // 2)
-            fwd = timeit(forward, reps, sync) / B
-            fwd_cpu = timeit.cpu / B
-            fb = timeit(forward_backward, reps, sync) / B
-            base = None
-            if not args.quick or (name == "FLAME" and B == 1):
-                screen = renderer.screen_vertices(c[:1])
-                base = timeit(lambda: naive_rasterize(screen, faces, args.size), 1, sync)
-            rows.append((name, B, 1 / fwd, fwd_cpu * 1e3, 1 / fb, None if base is None else 1 / base))
-    print(f"device={device} threads={torch.get_num_threads()} size={args.size}  (naive = per-pixel "
-          f"test of every triangle, rasterisation only, batch 1)")
-    print(f"{'mesh':6} {'batch':>5} {'fwd fps':>9} {'fwd CPU ms/frame':>17} {'fwd+bwd fps':>12} {'naive fps':>10} "
-          f"{'fwd speed-up':>13}")
-    for name, B, f, cpu_ms, fb, base in rows:
-        b = f"{base:10.2f}" if base else f"{'-':>10}"
-        sp = f"{f / base:12.0f}x" if base else f"{'-':>13}"
-        print(f"{name:6} {B:5d} {f:9.1f} {cpu_ms:17.1f} {fb:12.1f} {b} {sp}")
+            passes = (("forward", forward, forward_ref),
+                      ("forward+backward", backward_with(rasterize, vertex_normals, interpolate),
+                       backward_with(reference.rasterize, reference.vertex_normals, reference.interpolate)))
+            for what, fast, base in passes:
+                (tf, cf), (tb, cb) = timeit(fast, reps, sync), timeit(base, reps, sync)
+                rows.append({"stage": f"render {what}", "mesh": name, "batch": B, "unit": "frames/s",
+                             "value": B / tf, "baseline": B / tb, "baseline_name": "renderer before speed work",
+                             "cpu_ms_per_frame": cf / B * 1e3, "baseline_cpu_ms_per_frame": cb / B * 1e3,
+                             "faces": int(faces.shape[0]), "size": size})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'pass':18} {'mesh':6} {'batch':>5} {'fps':>8} {'before':>8} {'speed-up':>9} "
+          f"{'CPU ms/frame':>13} {'before':>8}")
+    for r in rows:
+        print(f"{r['stage'][7:]:18} {r['mesh']:6} {r['batch']:5d} {r['value']:8.1f} {r['baseline']:8.1f} "
+              f"{r['value'] / r['baseline']:8.2f}x {r['cpu_ms_per_frame']:13.1f} {r['baseline_cpu_ms_per_frame']:8.1f}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="batches 1 and 16, fewer repeats")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--assets", help="asset folder with a FLAME model (used when the golden mesh is absent)")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args.quick, args.device, args.size, flame_assets=args.assets)
+    print(f"device={args.device} threads={torch.get_num_threads()} size={args.size} load={os.getloadavg()[0]:.1f}"
+          f"  ('before' = bench/reference_render.py, same run)")
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -79,6 +79,23 @@ def _incidence(faces: torch.Tensor, num_vertices: int, dtype: torch.dtype):
     return matrix
 
 
+class _SumIntoVertices(torch.autograd.Function):
+    """(F, C) per-face values -> (V, C) sums over each vertex's faces with the sparse incidence matrix;
+    the backward pass is a plain gather (each face collects its three corners' gradients), which is
+    much cheaper than autograd's transposed sparse product."""
+
+    @staticmethod
+    def forward(ctx, face_values, incidence, faces):
+        ctx.save_for_backward(faces)
+        return incidence @ face_values
+
+    @staticmethod
+    def backward(ctx, grad):
+        (faces,) = ctx.saved_tensors
+        grad_faces = grad.index_select(0, faces.reshape(-1)).view(faces.shape[0], 3, -1).sum(1)
+        return grad_faces, None, None
+
+
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals (B,V,3) from faces (F,3), as DECA's ``util.vertex_normals``:
     un-normalised face normals summed per vertex, then ``F.normalize(eps=1e-6)``.
@@ -94,7 +111,8 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (B, F, 3), twice the area times the unit normal
     incidence = _incidence(idx, V, vertices.dtype)
     if incidence is not None:
-        normals = (incidence @ face_n.permute(1, 0, 2).reshape(n_faces, B * 3)).view(V, B, 3).permute(1, 0, 2)
+        summed = _SumIntoVertices.apply(face_n.permute(1, 0, 2).reshape(n_faces, B * 3), incidence, idx)
+        normals = summed.view(V, B, 3).permute(1, 0, 2)
     else:  # flat index_add over the batch
         flat = (idx.reshape(1, -1) + (torch.arange(B, device=idx.device) * V)[:, None]).reshape(-1)
         src = face_n.unsqueeze(2).expand(B, n_faces, 3, 3).reshape(-1, 3)
