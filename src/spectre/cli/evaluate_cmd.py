@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lr.add_argument("--transcripts", metavar="PATH",
                     help="ground truth: a text file of '<name> <TRANSCRIPT>' lines, or a folder of <name>.txt")
     lr.add_argument("--video", metavar="PATH", help="input video (or folder of them, matched by name) for the ceiling")
+    lr.add_argument("--render", metavar="PATH",
+                    help="render video (or folder, matched by name) of .npz results, in the input's pixel frame "
+                         "(default: <name>_render.mp4 beside the result)")
     lr.add_argument("--g2p", choices=("auto", "cmudict", "espeak"), default="auto",
                     help="phonemiser for viseme rates (auto: espeak-ng when installed, else cmudict)")
     lr.add_argument("--assets", metavar="DIR", help="asset folder searched first")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(out / "report.json", args.overwrite)
     options = EvaluationOptions(
         reference=args.reference, half=args.half, reference_half=args.reference_half, plots=not args.no_plots,
-        lipread=args.lipread, transcripts=args.transcripts, video=args.video, g2p=args.g2p,
+        lipread=args.lipread, transcripts=args.transcripts, video=args.video, render=args.render, g2p=args.g2p,
         assets=args.assets, device=args.device)
     summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite)
     print(summary.table)

@@ -33,13 +33,20 @@ REFERENCE_478_KEYS = ("tracked478", "points478", "landmarks478", "track_points47
 
 @dataclass
 class LandmarkSequence:
-    """``points`` (T, 68, 2) pixels, NaN where missing; ``valid`` (T,); where they came from."""
+    """``points`` (T, 68, 2) pixels, NaN where missing; ``valid`` (T,); where they came from.
+
+    ``video``/``half`` name the video the points were tracked on (None for array files);
+    ``offset`` is the index of the first frame in that source (after trimming).
+    """
 
     points: np.ndarray
     valid: np.ndarray
     source: str
     fps: float = 25.0
     extras: dict = field(default_factory=dict)
+    video: Optional[Path] = None
+    half: str = "full"
+    offset: int = 0
 
     def __post_init__(self) -> None:
         self.points = as_landmarks(self.points, self.source)[..., :2]
@@ -160,7 +167,7 @@ def track_video_landmarks(path: str | Path, half: str = "full") -> LandmarkSeque
     if not valid.any():
         raise InputError(f"{path}: no face found{'' if half == 'full' else f' in the {half} half'}")
     return LandmarkSequence(pts, valid, f"{path}" + ("" if half == "full" else f" ({half} half)"),
-                            float(tracks.fps or 25.0))
+                            float(tracks.fps or 25.0), video=path, half=half)
 
 
 def load_landmarks(path: str | Path, half: str = "full", role: str = "prediction") -> LandmarkSequence:
@@ -202,4 +209,5 @@ def align_lengths(pred: LandmarkSequence, ref: LandmarkSequence, name: str) -> t
 
 
 def _slice(seq: LandmarkSequence, s: slice) -> LandmarkSequence:
-    return LandmarkSequence(seq.points[s], seq.valid[s], seq.source, seq.fps, seq.extras)
+    return LandmarkSequence(seq.points[s], seq.valid[s], seq.source, seq.fps, seq.extras, seq.video, seq.half,
+                            seq.offset + (s.start or 0))

@@ -25,6 +25,7 @@ class EvaluationOptions:
     lipread: bool = False
     transcripts: Optional[str] = None
     video: Optional[str] = None            #: input video(s) for the lip-reading ceiling
+    render: Optional[str] = None           #: render video(s) of .npz results, in the input's pixel frame
     g2p: str = "auto"
     assets: Optional[str] = None
     device: str = "auto"
