@@ -111,14 +111,26 @@ def load_prediction_file(path: str | Path) -> LandmarkSequence:
                             _fps_from(arrays), extras={"arrays": arrays})
 
 
+def _input_video(arrays: dict) -> Optional[Path]:
+    """The input video a result names (``video`` key), when that file is still there."""
+    try:
+        p = Path(str(np.asarray(arrays["video"]).reshape(-1)[0]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return p if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() else None
+
+
 def reference_from_result(path: str | Path, arrays: Optional[dict] = None) -> Optional[LandmarkSequence]:
-    """The tracked landmarks a result file stores (68 points, or the 478 mesh mapped to 68); None if absent."""
+    """The tracked landmarks a result file stores (68 points, or the 478 mesh mapped to 68); None if absent.
+
+    ``video`` of the returned sequence is the result's input video when it still exists."""
     path = Path(path)
     arrays = _read_arrays(path) if arrays is None else arrays
     for key in REFERENCE_68_KEYS:
         if key in arrays:
             pts = as_landmarks(arrays[key], f"{path}:{key}")
-            return LandmarkSequence(pts, _valid_from(arrays, pts), f"{path}:{key}", _fps_from(arrays))
+            return LandmarkSequence(pts, _valid_from(arrays, pts), f"{path}:{key}", _fps_from(arrays),
+                                    video=_input_video(arrays))
     for key in REFERENCE_478_KEYS:
         if key in arrays:
             from ..faces.landmarks import mp478_to_ibug68
@@ -127,7 +139,8 @@ def reference_from_result(path: str | Path, arrays: Optional[dict] = None) -> Op
             if pts478.ndim != 3 or pts478.shape[1] != 478:
                 raise InputError(f"{path}:{key}: expected (T, 478, D), got {pts478.shape}")
             pts = mp478_to_ibug68(pts478)[..., :2]
-            return LandmarkSequence(pts, _valid_from(arrays, pts), f"{path}:{key}", _fps_from(arrays))
+            return LandmarkSequence(pts, _valid_from(arrays, pts), f"{path}:{key}", _fps_from(arrays),
+                                    video=_input_video(arrays))
     return None
 
 
