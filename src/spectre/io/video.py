@@ -1,0 +1,262 @@
+"""Streaming video/image reader: frames arrive in bounded chunks with their timestamps.
+
+Why streaming: a 1-hour 1080p video is ~560 GB of RGB pixels, so no stage may hold a whole clip.
+``open_video`` validates the input once (first frame decoded) and returns a ``VideoSource`` whose
+``iter_chunks`` re-opens the file and yields ``FrameChunk``s of at most ``chunk_size`` frames.
+
+Conventions: frames are uint8 RGB (H, W, 3) *after* applying the container's display rotation;
+``indices`` count decoded frames from 0; ``pts_seconds`` are presentation times (variable frame
+rate survives). Every failure is a one-line ``InputError`` naming the file and the reason.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: The lipreader (and SPECTRE's training data) run at this rate.
+LIPREADER_FPS = 25.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class FrameChunk:
+    """Consecutive decoded frames: ``frames`` (N,H,W,3) uint8 RGB, ``indices`` (N,) int64,
+    ``pts_seconds`` (N,) float64."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    pts_seconds: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def apply_rotation(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a decoded frame upright: ``rotation`` is the counter-clockwise angle (degrees, a
+    multiple of 90) the display matrix asks for, as PyAV's ``VideoFrame.rotation`` reports it."""
+    k = (int(round(rotation / 90.0))) % 4
+    return np.ascontiguousarray(np.rot90(frame, k=k)) if k else frame
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class VideoSource:
+    """A readable video, image folder or single image. Metadata attributes:
+
+    ``path``, ``kind`` ('video' | 'images'), ``fps``, ``num_frames`` (container estimate for videos,
+    exact for images), ``width``/``height`` (after rotation), ``rotation``, ``has_audio``,
+    ``audio_stream_index`` (for muxing the original audio back, or None), ``duration`` (seconds).
+    """
+
+    def __init__(self, path: Path, kind: str, fps: float, num_frames: int, width: int, height: int,
+                 rotation: int, has_audio: bool, audio_stream_index: int | None, duration: float,
+                 image_files: list[Path] | None = None):
+        self.path = path
+        self.kind = kind
+        self.fps = fps
+        self.num_frames = num_frames
+        self.width = width
+        self.height = height
+        self.rotation = rotation
+        self.has_audio = has_audio
+        self.audio_stream_index = audio_stream_index
+        self.duration = duration
+        self._image_files = image_files
+
+    def __repr__(self) -> str:
+        return (f"VideoSource({str(self.path)!r}, kind={self.kind}, {self.width}x{self.height}, "
+                f"fps={self.fps:g}, ~{self.num_frames} frames, rotation={self.rotation}, audio={self.has_audio})")
+
+    # -- frames ------------------------------------------------------------------------------
+    def iter_frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """Yield ``(index, pts_seconds, frame)`` one at a time (bounded memory)."""
+        if self.kind == "images":
+            for i, f in enumerate(self._image_files or []):
+                yield i, i / self.fps, _read_image(f)
+            return
+        yield from _decode_video(self.path, self.fps)
+
+    def iter_chunks(self, chunk_size: int = 32) -> Iterator[FrameChunk]:
+        """Yield ``FrameChunk``s of at most ``chunk_size`` frames. Raises ``InputError`` if the
+        stream turns out to hold no frame or breaks mid-way (frames before the break were yielded)."""
+        if chunk_size < 1:
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+        buf: list[np.ndarray] = []
+        idx: list[int] = []
+        pts: list[float] = []
+        total = 0
+        for i, t, frame in self.iter_frames():
+            buf.append(frame)
+            idx.append(i)
+            pts.append(t)
+            if len(buf) == chunk_size:
+                yield _make_chunk(buf, idx, pts)
+                total += len(buf)
+                buf, idx, pts = [], [], []
+        if buf:
+            total += len(buf)
+            yield _make_chunk(buf, idx, pts)
+        if total == 0:
+            raise InputError(f"{self.path}: no decodable video frame")
+
+    def read(self, max_frames: int | None = None) -> FrameChunk:
+        """Read the whole clip (or its first ``max_frames``) into one chunk. Only for short clips."""
+        chunks = []
+        n = 0
+        for chunk in self.iter_chunks(64):
+            chunks.append(chunk)
+            n += len(chunk)
+            if max_frames is not None and n >= max_frames:
+                break
+        out = FrameChunk(np.concatenate([c.frames for c in chunks]), np.concatenate([c.indices for c in chunks]),
+                         np.concatenate([c.pts_seconds for c in chunks]))
+        if max_frames is not None:
+            out = FrameChunk(out.frames[:max_frames], out.indices[:max_frames], out.pts_seconds[:max_frames])
+        return out
+
+    # -- audio -------------------------------------------------------------------------------
+    def read_audio(self) -> tuple[np.ndarray, int] | None:
+        """Decode the first audio stream to float32 (channels, samples) and its sample rate,
+        or None when there is none. (Small: 1 h of 48 kHz stereo is ~1.4 GB, so prefer remuxing
+        the packets of ``audio_stream_index`` from ``path`` for very long inputs.)"""
+        if not self.has_audio:
+            return None
+        import av
+
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.audio[0]
+                rate = stream.codec_context.sample_rate or stream.rate
+                parts = []
+                for frame in container.decode(stream):
+                    a = frame.to_ndarray()
+                    if a.dtype.kind in "iu":
+                        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+                    if frame.format.is_planar:
+                        parts.append(a.astype(np.float32))
+                    else:  # packed: (1, samples*channels)
+                        ch = len(frame.layout.channels)
+                        parts.append(a.reshape(-1, ch).T.astype(np.float32))
+        except Exception as exc:  # av.error.* and friends
+            raise InputError(f"{self.path}: cannot decode audio: {_short(exc)}") from None
+        if not parts:
+            return None
+        return np.concatenate(parts, axis=1), int(rate)
+
+
+def _make_chunk(buf, idx, pts) -> FrameChunk:
+    return FrameChunk(np.stack(buf), np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if img is None:
+        raise InputError(f"{path}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarray]]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: cannot open video: {_short(exc)}") from None
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        i = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None and tb:
+                    t = frame.pts * tb - (float(stream.start_time * stream.time_base) if stream.start_time else 0.0)
+                else:
+                    t = i / fps
+                img = apply_rotation(frame.to_ndarray(format="rgb24"), frame.rotation)
+                yield i, float(t), img
+                i += 1
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
+
+
+def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:
+    """Open a video file (any container/codec FFmpeg reads), an image folder (sorted by name, at
+    ``image_fps``) or a single image; validate it by decoding its first frame.
+
+    Raises ``InputError`` (one line) for missing, unreadable, corrupt, zero-frame, audio-only and
+    non-video files. Logs a warning when the frame rate is not the lipreader's 25 fps.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise InputError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        return _image_source(path, files, image_fps)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _image_source(path, [path], image_fps)
+    source = _probe_video(path)
+    if warn_fps and abs(source.fps - LIPREADER_FPS) > 0.01:
+        log.warning("%s: frame rate is %.3g fps, not %g fps (the lipreader's rate); frames are used "
+                    "as they are, not resampled", path, source.fps, LIPREADER_FPS)
+    return source
+
+
+def _image_source(path: Path, files: list[Path], fps: float) -> VideoSource:
+    first = _read_image(files[0])
+    h, w = first.shape[:2]
+    return VideoSource(path, "images", float(fps), len(files), w, h, 0, False, None, len(files) / fps, files)
+
+
+def _probe_video(path: Path) -> VideoSource:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable video ({_short(exc)})") from None
+    with container:
+        if not container.streams.video:
+            what = "audio-only file" if container.streams.audio else "no video stream"
+            raise InputError(f"{path}: {what}, nothing to track")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else LIPREADER_FPS
+        if not math.isfinite(fps) or fps <= 0:
+            fps = LIPREADER_FPS
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path}: video stream is corrupt ({_short(exc)})") from None
+        if first is None:
+            raise InputError(f"{path}: video stream holds no frame")
+        rotation = int(first.rotation or 0) % 360
+        w, h = first.width, first.height
+        if rotation in (90, 270):
+            w, h = h, w
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / 1e6
+        else:
+            duration = 0.0
+        num = int(stream.frames) if stream.frames else int(round(duration * fps))
+        audio = container.streams.audio
+        return VideoSource(path, "video", fps, max(num, 1), w, h, rotation, bool(audio),
+                           audio[0].index if audio else None, duration)
