@@ -54,7 +54,7 @@ def _short(exc: BaseException) -> str:
 class VideoSource:
     """A readable video, image folder or single image. Metadata attributes:
 
-    ``path``, ``kind`` ('video' | 'images'), ``fps``, ``num_frames`` (container estimate for videos,
+    ``path``, ``kind`` ('video' | 'images' | 'array'), ``fps``, ``num_frames`` (container estimate for videos,
     exact for images), ``width``/``height`` (after rotation), ``rotation``, ``has_audio``,
     ``audio_stream_index`` (for muxing the original audio back, or None), ``duration`` (seconds).
     """
@@ -78,9 +78,24 @@ class VideoSource:
         return (f"VideoSource({str(self.path)!r}, kind={self.kind}, {self.width}x{self.height}, "
                 f"fps={self.fps:g}, ~{self.num_frames} frames, rotation={self.rotation}, audio={self.has_audio})")
 
+    @classmethod
+    def from_array(cls, frames: np.ndarray, fps: float = LIPREADER_FPS, name: str = "<array>") -> "VideoSource":
+        """Wrap in-memory RGB frames (N,H,W,3) uint8, e.g. frames produced by another tool."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+            raise InputError(f"{name}: expected non-empty uint8 frames (N,H,W,3), got {frames.dtype} {frames.shape}")
+        src = cls(Path(name), "array", float(fps), len(frames), frames.shape[2], frames.shape[1], 0, False, None,
+                  len(frames) / fps)
+        src._array = frames
+        return src
+
     # -- frames ------------------------------------------------------------------------------
     def iter_frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
         """Yield ``(index, pts_seconds, frame)`` one at a time (bounded memory)."""
+        if self.kind == "array":
+            for i, f in enumerate(self._array):
+                yield i, i / self.fps, f
+            return
         if self.kind == "images":
             for i, f in enumerate(self._image_files or []):
                 yield i, i / self.fps, _read_image(f)
