@@ -152,13 +152,11 @@ def track_video_landmarks(path: str | Path, half: str = "full") -> LandmarkSeque
     """
     if half not in HALVES:
         raise InputError(f"half must be one of {', '.join(HALVES)}, got {half!r}")
-    from ..faces.track import track_video
-
     path = Path(path)
-    tracks = track_video(path, face="all" if half != "full" else "largest")
+    tracks = _tracked(path)
     T = len(tracks.indices)
     if half == "full":
-        track = tracks.largest_per_frame()
+        track = tracks.largest_per_frame()  # the official rule: per frame, the face with the largest bbox
         pts = np.asarray(track.landmarks68, dtype=np.float64)
         valid = np.asarray(track.valid, dtype=bool)
     else:
@@ -171,7 +169,7 @@ def track_video_landmarks(path: str | Path, half: str = "full") -> LandmarkSeque
             cx = 0.5 * (bbox[:, 0] + bbox[:, 2])
             size = (bbox[:, 2] - bbox[:, 0]) + (bbox[:, 3] - bbox[:, 1])
             inside = (cx < mid) if half == "left" else (cx >= mid)
-            take = np.asarray(track.valid, bool) & inside & np.nan_to_num(size > best)
+            take = np.asarray(track.valid, bool) & inside & (size > best)
             pts[take] = lm[take]
             best[take] = size[take]
         if half == "right":
@@ -181,6 +179,22 @@ def track_video_landmarks(path: str | Path, half: str = "full") -> LandmarkSeque
         raise InputError(f"{path}: no face found{'' if half == 'full' else f' in the {half} half'}")
     return LandmarkSequence(pts, valid, f"{path}" + ("" if half == "full" else f" ({half} half)"),
                             float(tracks.fps or 25.0), video=path, half=half)
+
+
+_TRACKED: dict[tuple, object] = {}
+
+
+def _tracked(path: Path):
+    """All face tracks of a video; the last few are kept so both halves of a grid video track once."""
+    from ..faces.track import track_video
+
+    st = path.stat()
+    key = (path.resolve(), st.st_mtime_ns, st.st_size)
+    if key not in _TRACKED:
+        if len(_TRACKED) >= 2:
+            _TRACKED.pop(next(iter(_TRACKED)))
+        _TRACKED[key] = track_video(path, face="all")
+    return _TRACKED[key]
 
 
 def load_landmarks(path: str | Path, half: str = "full", role: str = "prediction") -> LandmarkSequence:
