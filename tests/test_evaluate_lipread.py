@@ -163,14 +163,21 @@ def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_pat
     from spectre.cli import main
     from spectre.evaluate.report import load_run
 
+    import shutil
+
     root, _, _ = talking_clip
+    shutil.copy(root / "clip.npz", tmp_path / "untranscribed.npz")
     out = tmp_path / "run"
-    rc = main(["evaluate", str(root / "clip.npz"), "-o", str(out), "--no-plots", "--lipread",
-               "--transcripts", str(root / "transcripts.txt"), "--assets", str(lipreader_assets),
-               "--g2p", "cmudict", "--device", "cpu"])
-    assert rc == 0, capsys.readouterr().err
+    rc = main(["evaluate", str(root / "clip.npz"), str(tmp_path / "untranscribed.npz"), "-o", str(out),
+               "--no-plots", "--lipread", "--transcripts", str(root / "transcripts.txt"),
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+    assert rc == 1  # one video has no transcript: its geometry is kept, the failure is reported
+    assert "untranscribed: no transcript" in capsys.readouterr().err
     report = load_run(out)
-    lip = report["videos"][0]["lipread"]
+    videos = {v["name"]: v for v in report["videos"]}
+    assert videos["untranscribed"]["geometry"]["nme_all"] == 0.0
+    assert "no transcript" in videos["untranscribed"]["lipread"]["error"]
+    lip = videos["clip"]["lipread"]
     assert lip["transcript"] == "BOB MET A POET"
     for side in ("render", "input"):
         s = lip[side]

@@ -1,7 +1,6 @@
 """`spectre evaluate` as a library call: inputs -> (prediction, reference) pairs -> metrics -> run folder."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -10,8 +9,6 @@ from ..errors import InputError, SpectreError
 from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
                      load_prediction_file, reference_from_result)
 from .report import VideoResult, build_report, evaluate_geometry, markdown_report, write_run
-
-log = logging.getLogger(__name__)
 
 NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
 
@@ -124,9 +121,15 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
             pred, ref = resolve_pair(path, options, single)
             result = evaluate_geometry(name, pred.points, ref.points, pred.valid & ref.valid,
                                        prediction=pred.source, reference=ref.source, fps=ref.fps)
-            if lipreading is not None:
-                result.lipread = lipreading.evaluate(name, path, pred, ref)
             results.append(result)
+            if lipreading is not None:
+                try:
+                    result.lipread = lipreading.evaluate(name, path, pred, ref)
+                except SpectreError as exc:  # keep the geometry, record why the lips were not read
+                    if single:
+                        raise
+                    result.lipread = {"error": str(exc)}
+                    failed.append((str(path), f"lip reading: {exc}"))
         except SpectreError as exc:
             if single:
                 raise

@@ -107,7 +107,7 @@ def aggregate(results: Sequence[VideoResult]) -> dict:
     out["geometry"]["frames"] = int(sum(r.geometry.get("frames", 0) for r in results))
     out["geometry"]["closed_frames_ref"] = int(sum(r.geometry.get("closed_frames_ref", 0) for r in results))
     out["groups"] = {k: _nanmean([r.groups.get(k, math.nan) for r in results]) for k in results[0].groups}
-    lip = [r.lipread for r in results if r.lipread]
+    lip = [r.lipread for r in results if r.lipread and "error" not in r.lipread]
     if lip:
         out["lipread"] = {}
         for side in ("render", "input"):
@@ -166,7 +166,7 @@ def markdown_report(report: dict) -> str:
         g_rows = [[v["name"]] + [_fmt(v["groups"].get(g), "{:.4f}") for g in group_names] for v in videos]
         g_rows.append(["**mean**"] + [_fmt(agg["groups"].get(g), "{:.4f}") for g in group_names])
         parts += ["## NME per landmark group", "", _table(["video"] + group_names, g_rows), ""]
-    lip_videos = [v for v in videos if v.get("lipread")]
+    lip_videos = [v for v in videos if v.get("lipread") and "error" not in v["lipread"]]
     if lip_videos:
         header = ["video", "source"] + [t for _, t in LIPREAD_COLUMNS] + ["transcript / hypothesis"]
         rows = []
