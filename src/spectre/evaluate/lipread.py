@@ -154,6 +154,37 @@ def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> "torch.Tens
     return mouth_transform(mouths)[0]
 
 
+# ------------------------------------------------------------------------------ render lookup
+def _arrays_of(path: Path) -> dict:
+    from .inputs import _read_arrays
+
+    return _read_arrays(path)
+
+
+def reconstruct_render(result: Path, arrays: dict) -> Optional[tuple[Path, str]]:
+    """The render video ``spectre reconstruct`` wrote beside ``<name>.npz`` and the half holding the
+    render: ``<name>.mp4`` with layout ``grid`` (render | input) -> left, ``render`` -> full."""
+    video = result.with_suffix(".mp4")
+    if not video.is_file() or "config" not in arrays:
+        return None
+    try:
+        import yaml
+
+        layout = (yaml.safe_load(str(np.asarray(arrays["config"]).reshape(-1)[0])) or {}).get("layout")
+    except Exception:  # an unreadable config just means: not a spectre render
+        return None
+    recorded = str(np.asarray(arrays.get("video", "")).reshape(-1)[0]) if "video" in arrays else ""
+    if recorded and Path(recorded).resolve() == video.resolve():
+        return None  # that is the input itself
+    if layout == "grid":
+        return video, "left"
+    if layout == "render":
+        return video, "full"
+    if layout == "overlay":
+        raise InputError(f"{video}: an overlay render cannot be lip-read; reconstruct with --layout grid or render")
+    return None
+
+
 # ----------------------------------------------------------------------------------- evaluator
 @dataclass
 class FrameSource:
@@ -226,19 +257,22 @@ class LipreadEvaluator:
             return FrameSource(path, self.half, pred.offset)
         if self.renders is not None:
             if self.renders.is_file():
-                return FrameSource(self.renders, "full", pred.offset)
+                return FrameSource(self.renders, self.half, pred.offset)
             from .pipeline import find_by_name
 
             found = find_by_name(self.renders, name, VIDEO_SUFFIXES)
             if found is not None:
-                return FrameSource(found, "full", pred.offset)
+                return FrameSource(found, self.half, pred.offset)
+        written = reconstruct_render(path, pred.extras.get("arrays", {}))
+        if written is not None:
+            return FrameSource(written[0], written[1], pred.offset)
         for suffix in RENDER_SUFFIXES:
             for ext in (".mp4", ".avi", ".mkv"):
                 candidate = path.parent / f"{name}{suffix}{ext}"
                 if candidate.is_file():
                     return FrameSource(candidate, "full", pred.offset)
         raise InputError(f"{path}: lip reading needs the reconstruction rendered in the input's pixel frame: "
-                         f"pass --render, or put {name}_render.mp4 beside it")
+                         f"run spectre reconstruct with --layout grid or render, or pass --render")
 
     def input_source(self, name: str, path: Path, ref: LandmarkSequence) -> Optional[FrameSource]:
         if self.videos is not None:
@@ -252,6 +286,10 @@ class LipreadEvaluator:
             return FrameSource(self.videos, "full", ref.offset)
         if ref.video is not None:
             return FrameSource(Path(ref.video), ref.half, ref.offset)
+        if path.suffix.lower() == ".npz":
+            written = reconstruct_render(path, ref.extras.get("arrays") or _arrays_of(path))
+            if written is not None and written[1] == "left":  # the grid's right half is the input
+                return FrameSource(written[0], "right", ref.offset)
         return None
 
     # -- reading -------------------------------------------------------------------------------
