@@ -35,12 +35,12 @@ class FitConfig:
 
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
-    lips: float = 4.0              # absolute L2-ish term on the 20 lip points
+    lips: float = 8.0              # absolute L2-ish term on the 20 lip points
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
     expression_prior: float = 1e-4  # L2 on expression coefficients
-    smooth_expression: float = 0.02  # second differences, per frame
-    smooth_pose: float = 1.0
-    smooth_camera: float = 1.0
+    smooth_expression: float = 0.2  # second differences, per frame
+    smooth_pose: float = 10.0
+    smooth_camera: float = 10.0
     identity_frames: int = 48      # frames (spread over the track) used to estimate the identity
     identity_iterations: int = 150
     iterations: int = 80           # per window, warm-started
