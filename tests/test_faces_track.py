@@ -108,7 +108,11 @@ def test_short_gaps_interpolated_long_gaps_split(sample_videos):
     frames = open_video(sample_videos["0Fi83BHQsMA_00002"]).read().frames.copy()  # 41 frames
     frames[10:13] = 0          # 3-frame gap  (<= max_gap 5): interpolated, same identity
     frames[20:30] = 0          # 10-frame gap (> max_gap): track split
-    tracks = FaceTracker(TrackerConfig(max_gap=5, max_faces=1)).track(VideoSource.from_array(frames), chunk_size=8)
+    chunks = list(FaceTracker(TrackerConfig(max_gap=5, max_faces=1)).stream(VideoSource.from_array(frames), chunk_size=8))
+    # chunks come out in order, final, and are held back at most max_gap frames
+    assert np.array_equal(np.concatenate([c.frames.indices for c in chunks]), np.arange(41))
+    assert max(len(c.frames) for c in chunks) <= 8 + 5
+    tracks = FaceTracks.concat([c.faces for c in chunks])
     assert len(tracks) == 41 and len(tracks.tracks) == 2
     first, second = (tracks.tracks[k] for k in sorted(tracks.tracks))
     assert first.interpolated[10:13].all() and not first.present[10:13].any()
@@ -179,3 +183,47 @@ def test_smoothing_reduces_jitter_on_a_clip(tracked, sample_videos):
     # the mouth still opens and closes (aperture keeps its range)
     ap = lambda L: np.linalg.norm(L[:, 66] - L[:, 62], axis=-1)
     assert np.ptp(ap(smooth)) > 0.6 * np.ptp(ap(raw))
+
+
+def test_track_cli_batch_goes_on_after_bad_input(tmp_path, sample_videos, capsys):
+    from spectre.cli import main
+    from spectre.faces.tracks_file import load_tracks
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    good = sample_videos["PbgB2TaYhio_00007"]
+    out = tmp_path / "out"
+    rc = main(["track", str(bad), str(good), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.mp4" in err and "Traceback" not in err
+    tracks = load_tracks(out / "PbgB2TaYhio_00007.tracks.npz")
+    t = _only(tracks)
+    assert len(tracks) == 35 and t.present.all() and t.points478.shape == (35, 478, 3)
+    with np.load(out / "PbgB2TaYhio_00007.tracks.npz") as z:
+        crops = z["crop_transforms"][0]
+    # stored transforms put the face in the middle of the 224 crop
+    from spectre.faces import transform_points
+    centre = transform_points(crops, t.landmarks68).mean(1)
+    assert np.all(np.abs(centre - 112) < 25)
+    # existing output is not overwritten without --overwrite; single bad input -> exit code 2
+    assert main(["track", str(good), "-o", str(out)]) == 5
+    assert main(["track", str(bad), "-o", str(out)]) == 2
+
+
+def test_mapping_is_mirror_symmetric(tracked):
+    """Track the horizontally flipped clip: iBUG point i must land where its mirror partner was."""
+    src, tracks = tracked["OzA6jRYjVQs_00004"]
+    flipped = np.ascontiguousarray(src.read().frames[:, :, ::-1])
+    got = _only(FaceTracker().track(VideoSource.from_array(flipped))).landmarks68
+    mirror = np.arange(68)
+    pairs = ([(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+             + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+             + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])
+    for a, b in pairs:
+        mirror[a], mirror[b] = b, a
+    back = got[:, mirror].copy()
+    back[..., 0] = src.width - 1 - back[..., 0]
+    ref = _only(tracks).landmarks68
+    iod = np.linalg.norm(ref[:, 36] - ref[:, 45], axis=-1)[:, None]
+    err = np.linalg.norm(back - ref, axis=-1) / iod
+    assert np.median(err) < 0.04 and np.percentile(err, 95) < 0.12

@@ -23,6 +23,9 @@ from ..io.video import FrameChunk, VideoSource, open_video
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
 
+_DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
+
+
 @dataclass
 class TrackerConfig:
     max_faces: int = 4                    # faces MediaPipe follows at once (1 is fastest)
@@ -149,6 +152,19 @@ def _bbox(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
 
+def _gather(refs: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """Frames given as (chunk array, row) -> one array; consecutive rows of one chunk become a view
+    (1080p chunks are ~200 MB: copying them again would double the cost of the stream)."""
+    parts = []
+    for arr, row in refs:
+        if parts and parts[-1][0] is arr and parts[-1][2] == row:
+            parts[-1][2] = row + 1
+        else:
+            parts.append([arr, row, row + 1])
+    views = [arr[a:b] for arr, a, b in parts]
+    return views[0] if len(views) == 1 else np.concatenate(views)
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -182,6 +198,7 @@ class FaceTracker:
             raise InputError(f"max_gap must be >= 0, got {self.config.max_gap}")
         self._mesh = None
         self._det = None
+        self._fresh = False
 
     # -- MediaPipe -----------------------------------------------------------------------------
     def _open_graphs(self) -> None:
@@ -190,6 +207,7 @@ class FaceTracker:
         import mediapipe as mp
 
         c = self.config
+        self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
             min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
@@ -213,6 +231,7 @@ class FaceTracker:
         score is None when ``score`` is False (the detector is skipped)."""
         if self._mesh is None:
             self._open_graphs()
+        self._fresh = False
         h, w = frame.shape[:2]
         frame = np.ascontiguousarray(frame)
         res = self._mesh.process(frame)
@@ -225,7 +244,13 @@ class FaceTracker:
         if not score:
             return [(pts, None) for pts in faces]
         dets = []
-        dres = self._det.process(frame)
+        small = frame
+        if max(h, w) > _DETECT_MAX_SIDE:  # BlazeFace sees 128x128 anyway; shrinking first saves the copy
+            import cv2
+
+            f = _DETECT_MAX_SIDE / max(h, w)
+            small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
+        dres = self._det.process(small)
         for d in dres.detections or []:
             b = d.location_data.relative_bounding_box
             dets.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), d.score[0]))
@@ -258,7 +283,8 @@ class FaceTracker:
 
     def stream(self, source: VideoSource, chunk_size: int = 32) -> Iterator[FaceChunk]:
         """Track faces chunk by chunk; yields final ``FaceChunk``s in frame order."""
-        self._open_graphs()
+        if self._mesh is None or not self._fresh:
+            self._open_graphs()
         c = self.config
         active: list[_Active] = []
         next_id = 0
@@ -270,7 +296,7 @@ class FaceTracker:
         last = -1
         try:
             for chunk in source.iter_chunks(chunk_size):
-                for frame, fidx, t in zip(chunk.frames, chunk.indices, chunk.pts_seconds):
+                for row, (frame, fidx, t) in enumerate(zip(chunk.frames, chunk.indices, chunk.pts_seconds)):
                     fidx = int(fidx)
                     faces = self.detect(frame, score=(fidx % max(c.detect_every, 1) == 0))
                     active = [a for a in active if fidx - a.last_frame - 1 <= c.max_gap]
@@ -301,7 +327,7 @@ class FaceTracker:
                         active.append(tr)
                         here[tr.track_id] = [tr.points, score, True]
                     obs[fidx] = here
-                    pend_frames.append(frame)
+                    pend_frames.append((chunk.frames, row))  # a reference, not a copy
                     pend_idx.append(fidx)
                     pend_pts.append(float(t))
                     last = fidx
@@ -345,7 +371,7 @@ class FaceTracker:
             obs.pop(fi, None)
         faces = FaceTracks(np.asarray(idx, np.int64), np.asarray(pts_s, np.float64), source.width, source.height,
                            source.fps, tracks)
-        return FaceChunk(FrameChunk(np.stack(frames), faces.indices, faces.pts_seconds), faces)
+        return FaceChunk(FrameChunk(_gather(frames), faces.indices, faces.pts_seconds), faces)
 
     def track(self, source: VideoSource, chunk_size: int = 32) -> FaceTracks:
         """Whole-clip tracks (landmarks only; frames are not kept)."""

@@ -48,7 +48,9 @@ def apply_rotation(frame: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The reason only (PyAV errors repeat the file name, which our messages already lead with)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 class VideoSource:
@@ -107,21 +109,29 @@ class VideoSource:
         stream turns out to hold no frame or breaks mid-way (frames before the break were yielded)."""
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
-        buf: list[np.ndarray] = []
+        buf: np.ndarray | None = None  # filled in place: one copy per frame, no list + stack
+        n = 0
         idx: list[int] = []
         pts: list[float] = []
         total = 0
         for i, t, frame in self.iter_frames():
-            buf.append(frame)
+            if buf is None or frame.shape != buf.shape[1:]:
+                if n:  # frame size changed mid-stream: close the current chunk
+                    yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
+                    total += n
+                    n, idx, pts = 0, [], []
+                buf = np.empty((chunk_size, *frame.shape), np.uint8)
+            buf[n] = frame
+            n += 1
             idx.append(i)
             pts.append(t)
-            if len(buf) == chunk_size:
-                yield _make_chunk(buf, idx, pts)
-                total += len(buf)
-                buf, idx, pts = [], [], []
-        if buf:
-            total += len(buf)
-            yield _make_chunk(buf, idx, pts)
+            if n == chunk_size:
+                yield FrameChunk(buf, np.asarray(idx, np.int64), np.asarray(pts, np.float64))
+                total += n
+                buf, n, idx, pts = None, 0, [], []
+        if n:
+            total += n
+            yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
         if total == 0:
             raise InputError(f"{self.path}: no decodable video frame")
 
@@ -168,10 +178,6 @@ class VideoSource:
         if not parts:
             return None
         return np.concatenate(parts, axis=1), int(rate)
-
-
-def _make_chunk(buf, idx, pts) -> FrameChunk:
-    return FrameChunk(np.stack(buf), np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64))
 
 
 def _read_image(path: Path) -> np.ndarray:
