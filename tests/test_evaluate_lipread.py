@@ -211,3 +211,32 @@ def test_lipread_errors_are_one_line(lipreader_assets, talking_clip, tmp_path, c
     assert main(base + ["--transcripts", str(root / "transcripts.txt"), "--assets", str(tmp_path)]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("spectre: error:") and "lipreader" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_fit_backend_samples_end_to_end(sample_videos, lipreader_assets, tmp_path, capsys):
+    """`spectre reconstruct` (fit backend, grid render) on the shortest sample, then `spectre evaluate`
+    with geometry and lip reading of its render (left half) and of the input video."""
+    from spectre.cli import main
+    from spectre.evaluate.report import load_run
+
+    clip = min((p for p in sample_videos.values() if p.parent.name == "LRS3"), key=lambda p: p.stat().st_size)
+    res_dir = tmp_path / "results"
+    assert main(["reconstruct", str(clip), "-o", str(res_dir), "--no-arkit", "--quiet"]) == 0
+    (tmp_path / "t.txt").write_text(f"{clip.stem} THIS IS A TEST\n")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", str(res_dir), "-o", str(out), "--lipread", "--transcripts", str(tmp_path / "t.txt"),
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    video = load_run(out)["videos"][0]
+    assert video["name"] == clip.stem
+    g = video["geometry"]
+    # the fit follows the tracked mouth closely (measured on this clip: NME mouth 0.026, aperture r
+    # 0.995, width r 0.993, jitter 0.020); thresholds leave ~3x margin
+    assert g["nme_mouth"] < 0.08
+    assert g["aperture_r"] > 0.8
+    assert g["width_r"] > 0.7
+    assert g["jitter_pred"] < 0.06
+    for side in ("render", "input"):  # synthetic weights: garbage text, but both sides were read
+        assert 0.0 <= video["lipread"][side]["wer"] and video["lipread"][side]["visemes_reference"]
+    assert (out / "plots" / f"{clip.stem}_aperture.png").stat().st_size > 2000
