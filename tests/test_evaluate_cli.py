@@ -71,6 +71,14 @@ def test_compare_prints_both_runs(results_dir, tmp_path, capsys):
     assert "videos in only one run: good, shifted" in text
     assert main(["evaluate", "--compare", str(a), str(tmp_path / "c")]) == 0
     assert "per video (1 in both)" in capsys.readouterr().out
+    # different video sets: the means are taken over the shared videos only
+    main(["evaluate", str(results_dir), "-o", str(tmp_path / "both"), "--no-plots"])
+    capsys.readouterr()
+    assert main(["evaluate", "--compare", str(a), str(tmp_path / "both")]) == 0
+    text = capsys.readouterr().out
+    assert "means over the 1 video(s) in both runs" in text
+    row = next(line for line in text.splitlines() if line.startswith("NME mouth"))
+    assert row.split()[2:] == ["0.0000", "0.0000"]  # same video, no winner
 
 
 def test_reference_file_and_reference_folder(tmp_path, capsys):

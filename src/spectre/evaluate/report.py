@@ -99,15 +99,20 @@ def _nanmean(values: Sequence[float]) -> float:
 
 def aggregate(results: Sequence[VideoResult]) -> dict:
     """Unweighted mean over videos of every numeric metric (NaN entries skipped)."""
-    out: dict[str, Any] = {"videos": len(results)}
-    if not results:
+    return aggregate_videos([r.to_json() for r in results])
+
+
+def aggregate_videos(videos: Sequence[dict]) -> dict:
+    """``aggregate`` on the JSON form of the videos (``report["videos"]``); None counts as NaN."""
+    out: dict[str, Any] = {"videos": len(videos)}
+    if not videos:
         return out
-    geo_keys = list(results[0].geometry)
-    out["geometry"] = {k: _nanmean([r.geometry.get(k, math.nan) for r in results]) for k in geo_keys}
-    out["geometry"]["frames"] = int(sum(r.geometry.get("frames", 0) for r in results))
-    out["geometry"]["closed_frames_ref"] = int(sum(r.geometry.get("closed_frames_ref", 0) for r in results))
-    out["groups"] = {k: _nanmean([r.groups.get(k, math.nan) for r in results]) for k in results[0].groups}
-    lip = [r.lipread for r in results if r.lipread and "error" not in r.lipread]
+    geo_keys = list(videos[0]["geometry"])
+    out["geometry"] = {k: _nanmean([v["geometry"].get(k) for v in videos]) for k in geo_keys}
+    out["geometry"]["frames"] = int(sum(v["geometry"].get("frames") or 0 for v in videos))
+    out["geometry"]["closed_frames_ref"] = int(sum(v["geometry"].get("closed_frames_ref") or 0 for v in videos))
+    out["groups"] = {k: _nanmean([v["groups"].get(k) for v in videos]) for k in videos[0]["groups"]}
+    lip = [v["lipread"] for v in videos if v.get("lipread") and "error" not in v["lipread"]]
     if lip:
         out["lipread"] = {}
         for side in ("render", "input"):
@@ -215,9 +220,19 @@ def load_run(path: str | Path) -> dict:
 
 
 def compare_runs(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
-    """Side-by-side text table of two runs: aggregate metrics, then each shared video's key metrics."""
+    """Side-by-side text table of two runs: the means (over the videos both runs scored, when their
+    video sets differ), then each shared video's key metrics."""
     lines = []
+    va = {v["name"]: v for v in a["videos"]}
+    vb = {v["name"]: v for v in b["videos"]}
+    shared = [n for n in va if n in vb]
     agg_a, agg_b = a["aggregate"], b["aggregate"]
+    if set(va) != set(vb) and shared:
+        agg_a = aggregate_videos([va[n] for n in shared])
+        agg_b = aggregate_videos([vb[n] for n in shared])
+        lines.append(f"means over the {len(shared)} video(s) in both runs")
+    elif not shared:
+        lines.append("the runs share no video: means over different videos")
     rows = [("videos", agg_a.get("videos"), agg_b.get("videos"), "{:.0f}", "")]
     for k, title, fmt, better in GEOMETRY_COLUMNS:
         rows.append((title, agg_a.get("geometry", {}).get(k), agg_b.get("geometry", {}).get(k), fmt, better))
@@ -227,9 +242,6 @@ def compare_runs(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
             for k, title in LIPREAD_COLUMNS:
                 rows.append((f"{title} ({side})", _pct((la or {}).get(k)), _pct((lb or {}).get(k)), "{:.1f}", "low"))
     lines.append(_side_by_side(rows, name_a, name_b))
-    va = {v["name"]: v for v in a["videos"]}
-    vb = {v["name"]: v for v in b["videos"]}
-    shared = [n for n in va if n in vb]
     if shared:
         lines += ["", f"per video ({len(shared)} in both): NME mouth / aperture r"]
         width = max(len(n) for n in shared)
@@ -250,7 +262,8 @@ def _side_by_side(rows, name_a: str, name_b: str) -> str:
     out = [f"{'metric':<{w0}}  {name_a:>{wa}}  {name_b:>{wb}}  better"]
     for title, va, vb, fmt, better in rows:
         mark = ""
-        if better and va is not None and vb is not None and math.isfinite(va) and math.isfinite(vb) and va != vb:
+        if (better and va is not None and vb is not None and math.isfinite(va) and math.isfinite(vb)
+                and _fmt(va, fmt) != _fmt(vb, fmt)):  # no winner within the printed precision
             a_wins = va < vb if better == "low" else va > vb
             mark = "A" if a_wins else "B"
         out.append(f"{title:<{w0}}  {_fmt(va, fmt):>{wa}}  {_fmt(vb, fmt):>{wb}}  {mark}")
