@@ -59,7 +59,8 @@ class LandmarkSequence:
         return int(self.points.shape[0])
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a ``.npz`` (or ``{"landmarks": array}`` of a ``.npy``); no pickles; ``InputError`` on failure."""
     if path.suffix.lower() not in ARRAY_SUFFIXES:
         raise InputError(f"{path}: unsupported file type (expected a result .npz, a (T,68,2) .npy/.npz or a video)")
     try:
@@ -102,7 +103,7 @@ def _fps_from(arrays: dict, default: float = 25.0) -> float:
 def load_prediction_file(path: str | Path) -> LandmarkSequence:
     """Predicted landmarks from a result ``.npz`` or a ``(T, 68, 2)`` ``.npy``/``.npz``."""
     path = Path(path)
-    arrays = _read_arrays(path)
+    arrays = read_arrays(path)
     key = next((k for k in PREDICTION_KEYS if k in arrays), None)
     if key is None:
         raise InputError(f"{path}: no predicted landmarks (expected one of {', '.join(PREDICTION_KEYS)})")
@@ -125,7 +126,7 @@ def reference_from_result(path: str | Path, arrays: Optional[dict] = None) -> Op
 
     ``video`` of the returned sequence is the result's input video when it still exists."""
     path = Path(path)
-    arrays = _read_arrays(path) if arrays is None else arrays
+    arrays = read_arrays(path) if arrays is None else arrays
     for key in REFERENCE_68_KEYS:
         if key in arrays:
             pts = as_landmarks(arrays[key], f"{path}:{key}")
@@ -207,7 +208,7 @@ def load_landmarks(path: str | Path, half: str = "full", role: str = "prediction
         return track_video_landmarks(path, half)
     if suffix in ARRAY_SUFFIXES:
         if role == "reference":
-            arrays = _read_arrays(path)
+            arrays = read_arrays(path)
             ref = reference_from_result(path, arrays)
             if ref is not None:
                 return ref

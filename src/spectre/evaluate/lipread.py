@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from ..errors import InputError
-from .inputs import VIDEO_SUFFIXES, LandmarkSequence
+from ..faces.crop import FACE_CROP_SIZE
+from .inputs import VIDEO_SUFFIXES, LandmarkSequence, read_arrays
 from .visemes import G2P, normalize_transcript, text_to_visemes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .pipeline import EvaluationOptions
 
+#: the official face-crop scale at test time (SPEC §1.3)
 FACE_CROP_SCALE = 1.6
-FACE_CROP_SIZE = 224
 #: names of a result's render looked for beside it
 RENDER_SUFFIXES = ("_render", "_textured", "_shape")
 
@@ -155,12 +156,6 @@ def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> "torch.Tens
 
 
 # ------------------------------------------------------------------------------ render lookup
-def _arrays_of(path: Path) -> dict:
-    from .inputs import _read_arrays
-
-    return _read_arrays(path)
-
-
 def reconstruct_render(result: Path, arrays: dict) -> Optional[tuple[Path, str]]:
     """The render video ``spectre reconstruct`` wrote beside ``<name>.npz`` and the half holding the
     render: ``<name>.mp4`` with layout ``grid`` (render | input) -> left, ``render`` -> full."""
@@ -287,7 +282,7 @@ class LipreadEvaluator:
         if ref.video is not None:
             return FrameSource(Path(ref.video), ref.half, ref.offset)
         if path.suffix.lower() == ".npz":
-            written = reconstruct_render(path, ref.extras.get("arrays") or _arrays_of(path))
+            written = reconstruct_render(path, ref.extras.get("arrays") or read_arrays(path))
             if written is not None and written[1] == "left":  # the grid's right half is the input
                 return FrameSource(written[0], "right", ref.offset)
         return None
