@@ -11,7 +11,6 @@ from spectre.errors import InputError
 from spectre.evaluate.lipread import load_transcripts, score_transcript
 
 
-
 @pytest.fixture(scope="module")
 def viseme_tools(shared_assets):
     from spectre.evaluate.visemes import CmudictG2P, load_viseme_map

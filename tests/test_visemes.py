@@ -7,7 +7,6 @@ from spectre.errors import AssetError, ConfigError, InputError
 from spectre.evaluate import visemes as V
 
 
-
 @pytest.fixture(scope="module")
 def table(shared_assets):
     return V.load_viseme_map(shared_assets / "spectre_data" / "phonemes2visemes.csv")
