@@ -162,7 +162,7 @@ def lrs3_frames(lrs3_video):
     return open_video(lrs3_video, warn_fps=False).read().frames
 
 
-def test_grid_video_halves_are_retracked_and_compared(lrs3_frames, tmp_path):
+def test_grid_video_halves_are_retracked_and_compared(lrs3_frames, lrs3_video, tmp_path):
     """The official demo's layout (render | input): an identical left half scores ~0 error, a
     time-reversed one loses the aperture correlation."""
     same = _grid(tmp_path, lrs3_frames, lrs3_frames, "same")
@@ -175,3 +175,8 @@ def test_grid_video_halves_are_retracked_and_compared(lrs3_frames, tmp_path):
     assert videos["same"]["aperture_r"] > 0.85  # tracker noise between the halves: measured 0.95
     assert videos["reversed"]["nme_mouth"] > 5 * videos["same"]["nme_mouth"]
     assert videos["reversed"]["aperture_r"] < 0.3  # measured -0.58
+    # a separate reference video is used whole (not its "other half")
+    assert main(["evaluate", str(same), "--half", "left", "-r", str(lrs3_video), "-o", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    g = load_run(tmp_path / "r")["videos"][0]["geometry"]
+    assert g["frames"] >= len(lrs3_frames) - 2 and g["nme_all"] < 0.03

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", choices=("full", "left", "right"), default="full",
                    help="for side-by-side videos: the half holding the reconstruction (official grid: left)")
     p.add_argument("--reference-half", choices=("full", "left", "right"), default=None,
-                   help="half of a reference video holding the input (default: the other half when --half is set)")
+                   help="half of a reference video holding the input (default: full for -r, else the other half of "
+                        "the --half video)")
     p.add_argument("-o", "--output", metavar="DIR", default="evaluation", help="run folder (default: ./evaluation)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

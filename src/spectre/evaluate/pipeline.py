@@ -80,8 +80,8 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[
     is_video = path.suffix.lower() in VIDEO_SUFFIXES
     pred = load_landmarks(path, options.half, role="prediction") if is_video else load_prediction_file(path)
     other = {"left": "right", "right": "left"}.get(options.half, "full")
-    ref_half = options.reference_half or other
     if options.reference:
+        ref_half = options.reference_half or "full"
         ref_path = Path(options.reference)
         if ref_path.is_dir():
             found = find_by_name(ref_path, name, ARRAY_SUFFIXES + VIDEO_SUFFIXES)
@@ -95,8 +95,8 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[
         ref = reference_from_result(path, pred.extras.get("arrays"))
         if ref is None:
             raise InputError(f"{path}: holds no tracked landmarks to compare with: pass --reference")
-    elif options.half != "full":
-        ref = load_landmarks(path, ref_half, role="reference")
+    elif options.half != "full":  # the other half of the same side-by-side video
+        ref = load_landmarks(path, options.reference_half or other, role="reference")
     else:
         raise InputError(f"{path}: a rendered video needs --reference (the input video or its landmarks) "
                          "or --half for a side-by-side video")
