@@ -16,6 +16,8 @@ from .. import __version__
 COMMANDS = [
     ("assets", "spectre.cli.assets_cmd"),
     ("track", "spectre.cli.track_cmd"),
+    ("reconstruct", "spectre.cli.reconstruct_cmd"),
+    ("evaluate", "spectre.cli.evaluate_cmd"),
 ]
 
 
