@@ -24,6 +24,9 @@ from spectre.io import open_video  # noqa: E402
 from spectre.io.video import VideoSource  # noqa: E402
 
 
+DEFAULT_SAMPLES = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"
+
+
 def _fps(n, seconds):
     return n / seconds if seconds > 0 else float("inf")
 
@@ -99,21 +102,56 @@ def bench_clip(path: Path, quick: bool, loops: int) -> list[tuple[str, str, floa
     return rows
 
 
+def _clips(samples: Path, quick: bool) -> list[Path]:
+    clips = sorted(samples.glob("LRS3/*.mp4")) + sorted(samples.glob("MEAD/*.mp4"))
+    lrs3 = [c for c in clips if c.parent.name == "LRS3"]
+    mead = [c for c in clips if c.parent.name == "MEAD"]
+    return (lrs3[:1] + mead[:1]) if quick else (lrs3[:2] + mead[:2])
+
+
+def run(quick: bool = True, samples: str | Path | None = None, loops: int | None = None) -> list[dict]:
+    """Rows for the harness: decode, decode + detection/landmarks (baseline: decode alone), crop
+    warps (baseline: the exact numpy warp), per sample clip."""
+    root = Path(samples) if samples else DEFAULT_SAMPLES
+    clips = _clips(root, quick)
+    if not clips:
+        raise FileNotFoundError(f"no sample clips under {root}")
+    FaceTracker().track(VideoSource.from_array(open_video(clips[0]).read(3).frames))  # one-time start-up
+    rows = []
+    for clip in clips:
+        got = bench_clip(clip, quick, loops or (2 if quick else 3))
+        decode = next(fps for _, stage, fps, _ in got if stage.startswith("decode only"))
+        exact = next((fps for _, stage, fps, _ in got if stage == "crop warp exact (numpy)"), None)
+        for label, stage, fps, _ in got:
+            if stage.startswith("jitter"):
+                continue
+            if stage.startswith("decode only"):
+                row = {"stage": "decode", "case": label, "value": fps, "baseline": None}
+            elif stage.startswith("decode + "):
+                row = {"stage": "detection+landmarks", "case": f"{label} {stage[9:]}", "value": fps,
+                       "baseline": decode, "baseline_name": "decode only"}
+            elif stage.startswith("crop warp") and exact is not None:
+                row = {"stage": "crop", "case": f"{label} {stage[10:]}", "value": fps, "baseline": exact,
+                       "baseline_name": "exact numpy warp"}
+            else:
+                row = {"stage": "detection+landmarks", "case": f"{label} {stage}", "value": fps, "baseline": decode,
+                       "baseline_name": "decode only"}
+            row["unit"] = "frames/s"
+            rows.append(row)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one LRS3 and one MEAD clip, default tracker only")
     ap.add_argument("--loops", type=int, default=None, help="decode each clip N times in a row (default 3, quick 2)")
-    ap.add_argument("--samples", default=str(Path(__file__).resolve().parents[2] / "shared" / "samples"))
+    ap.add_argument("--samples", default=str(DEFAULT_SAMPLES))
     args = ap.parse_args()
     root = Path(args.samples)
-    clips = sorted(root.glob("LRS3/*.mp4")) + sorted(root.glob("MEAD/*.mp4"))
+    clips = _clips(root, args.quick)
     if not clips:
         print(f"no sample clips under {root}", file=sys.stderr)
         return 2
-    if args.quick:
-        clips = [next(c for c in clips if c.parent.name == "LRS3"), next(c for c in clips if c.parent.name == "MEAD")]
-    else:
-        clips = [c for c in clips if c.parent.name == "LRS3"][:2] + [c for c in clips if c.parent.name == "MEAD"][:2]
     try:
         load = os.getloadavg()[0]
     except OSError:

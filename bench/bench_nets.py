@@ -98,6 +98,54 @@ def time_call(fn, x, iters: int) -> float:
     return best
 
 
+def run(quick: bool = True, batch: int = 32, iters: int = 3, device: str = "cpu", threads: int | None = None,
+        compile: bool = False) -> list[dict]:
+    """One row per network: images/s of the fastest fast-path variant vs fp32 eager (same run), with the
+    rates of every variant and their drift from fp32 eager."""
+    if quick:
+        batch, iters = min(batch, 8), 1
+    threads = configure_threads(threads) if device == "cpu" else None
+    nets, golden = build_networks()
+    if quick:
+        nets.pop("lipreader conformer (88²)")
+    variants = [("fp32 eager", None), ("fp32 fold+CL", Runtime.create(device, "fp32"))]
+    low = Runtime.create(device, "auto")
+    if low.precision == "fp32" and device == "cpu":
+        low = Runtime.create(device, "bf16")  # emulated: measured anyway, to show it does not pay
+    variants.append((f"{low.precision} fold+CL", low))
+    rows = []
+    for name, (model, method, gin, make) in nets.items():
+        x = make(batch).to(device)
+        eager = model.to(device)
+
+        def base(inp, m=eager, meth=method):
+            with torch.inference_mode():
+                return getattr(m, meth)(inp)
+
+        rates, drifts = {}, {}
+        with torch.inference_mode():
+            ref = _flat(getattr(eager, method)(gin.to(device))).float()
+        for vname, rt in variants:
+            if rt is None:
+                fn = base
+            else:
+                fast = prepare_for_inference(model, rt)
+                fn = (lambda inp, f=fast, meth=method: f.call(meth, inp))
+                out = _flat(fn(gin)).float().cpu()
+                drifts[vname] = float((out - ref.cpu()).abs().max() / ref.abs().max().clamp_min(1e-12))
+            rates[vname] = batch / time_call(fn, x, iters)
+        if compile:
+            fast = prepare_for_inference(model, low, compile=True)
+            rates["compiled"] = batch / time_call(
+                lambda inp: fast.call(method, inp) if method != "forward" else fast(inp), x, iters)
+        best = max((k for k in rates if k != "fp32 eager"), key=rates.get)
+        rows.append({"stage": "network", "case": name, "unit": "images/s", "value": rates[best],
+                     "variant": best, "baseline": rates["fp32 eager"], "baseline_name": "fp32 eager",
+                     "rates": rates, "drift": drifts, "batch": batch, "threads": threads,
+                     "weights": "golden" if golden else "random"})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 8, 1 timed run, skip the conformer")
@@ -107,58 +155,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the reduced-precision path")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.batch, args.iters = min(args.batch, 8), 1
-    threads = configure_threads(args.threads) if args.device == "cpu" else None
-    nets, golden = build_networks()
-    if args.quick:
-        nets.pop("lipreader conformer (88²)")
-
-    variants = [("fp32 eager", None), ("fp32 fold+CL", Runtime.create(args.device, "fp32"))]
-    low = Runtime.create(args.device, "auto")
-    has_low = low.precision != "fp32"
-    if not has_low and args.device == "cpu":
-        low = Runtime.create(args.device, "bf16")  # emulated: measured anyway, to show it does not pay
-    variants.append((f"{low.precision} fold+CL", low))
-    print(f"# device={args.device} threads={threads} batch={args.batch} iters={args.iters} "
+    rows = run(args.quick, args.batch, args.iters, args.device, args.threads, args.compile)
+    first = rows[0]
+    print(f"# device={args.device} threads={first['threads']} batch={first['batch']} "
           f"native_bf16={cpu_supports_bf16() if args.device == 'cpu' else 'n/a'} "
-          f"weights={'golden' if golden else 'random'} torch={torch.__version__}")
+          f"weights={first['weights']} torch={torch.__version__}")
     try:
         print(f"# load: {os.getloadavg()}")
     except OSError:
         pass
-    header = f"{'network':30s} " + " ".join(f"{name:>15s}" for name, _ in variants)
-    if args.compile:
-        header += f" {'compiled':>15s}"
-    print(header + f" {'speed-up':>9s} {'drift fp32CL':>12s} {'drift low':>10s}")
-    for name, (model, method, gin, make) in nets.items():
-        x = make(args.batch).to(args.device)
-        eager = model.to(args.device)
-
-        def base(inp, m=eager, meth=method):
-            with torch.inference_mode():
-                return getattr(m, meth)(inp)
-
-        rates, drifts = [], []
-        with torch.inference_mode():
-            ref = _flat(getattr(eager, method)(gin.to(args.device))).float()
-        for vname, rt in variants:
-            if rt is None:
-                fn = base
-            else:
-                fast = prepare_for_inference(model, rt)
-                fn = (lambda inp, f=fast, meth=method: f.call(meth, inp))
-                out = _flat(fn(gin)).float().cpu()
-                drifts.append(float((out - ref.cpu()).abs().max() / ref.abs().max().clamp_min(1e-12)))
-            rates.append(args.batch / time_call(fn, x, args.iters))
-        line = f"{name:30s} " + " ".join(f"{r:11.1f} i/s" for r in rates)
-        if args.compile:
-            fast = prepare_for_inference(model, low, compile=True)
-            rates.append(args.batch / time_call(lambda inp: fast.call(method, inp) if method != "forward" else fast(inp),
-                                                x, args.iters))
-            line += f" {rates[-1]:11.1f} i/s"
-        line += f" {max(rates[1:]) / rates[0]:8.2f}x {drifts[0]:12.1e} {drifts[1]:10.1e}"
-        print(line, flush=True)
+    names = list(first["rates"])
+    drift_names = list(first["drift"])
+    print(f"{'network':30s} " + " ".join(f"{n:>15s}" for n in names) + f" {'speed-up':>9s} "
+          + " ".join(f"{'drift ' + n:>20s}" for n in drift_names))
+    for r in rows:
+        print(f"{r['case']:30s} " + " ".join(f"{r['rates'][n]:11.1f} i/s" for n in names)
+              + f" {r['value'] / r['baseline']:8.2f}x " + " ".join(f"{r['drift'][n]:20.1e}" for n in drift_names),
+              flush=True)
     return 0
 
 

@@ -81,6 +81,17 @@ def flame_rows(batches, repeat, assets):
     return rows
 
 
+def run(quick: bool = True, assets=None) -> list[dict]:
+    """Rows for the harness: landmark evaluation per fit iteration, subset path vs full mesh."""
+    batches, repeat = ((50,), 3) if quick else ((50, 500), 5)
+    rows = []
+    for name, B, base, fast in ict_rows(batches, repeat) + flame_rows(batches, repeat, assets):
+        rows.append({"stage": "face model", "case": name, "batch": B, "unit": "ms/call", "value": fast if fast == fast
+                     else base, "baseline": base if fast == fast else None, "baseline_name": "full mesh",
+                     "lower_is_better": True})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small batches, few repeats")

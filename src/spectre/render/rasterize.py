@@ -18,13 +18,55 @@ normalised ``((j+0.5)/W*2-1, (i+0.5)/H*2-1)``, which matches pytorch3d after its
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+
 import torch
 
 __all__ = ["Fragments", "rasterize", "interpolate", "interpolate_packed", "scatter_pixels",
-           "perspective_project"]
+           "perspective_project", "cpu_render_threads", "RENDER_THREADS"]
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 _EPS = 1e-5  # pixels; spans are widened by this so shared edges never leave pin-holes
+
+
+def _render_threads_default() -> int:
+    try:
+        return max(1, int(os.environ.get("SPECTRE_RENDER_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+#: intra-op CPU threads while rasterising. The rasteriser runs hundreds of small tensor ops per frame;
+#: extra OpenMP threads barely help them and, on a busy machine, their spin-waiting made renders tens of
+#: times slower. Set ``SPECTRE_RENDER_THREADS`` (or this attribute) to change it; 0 leaves torch's setting.
+RENDER_THREADS = _render_threads_default()
+
+
+@contextlib.contextmanager
+def cpu_render_threads(device: torch.device | str | None = None):
+    """Run the enclosed CPU rendering with :data:`RENDER_THREADS` intra-op threads (restored after)."""
+    before = torch.get_num_threads()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if RENDER_THREADS <= 0 or dev.type != "cpu" or before <= RENDER_THREADS:
+        yield
+        return
+    torch.set_num_threads(RENDER_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def with_render_threads(fn):
+    """Decorator: run ``fn(..., vertices-like first tensor argument ...)`` under :func:`cpu_render_threads`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        dev = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+        with cpu_render_threads(dev):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 class Fragments:
@@ -282,6 +324,7 @@ def _soft_alpha(mask, face_of, tri_x_all, tri_y_all, height, width):
     return alpha.view(mask.shape)
 
 
+@with_render_threads
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int], *,
               soft_edges: bool = False, perspective_correct: bool = False,
               cull_backfaces: bool = False) -> Fragments:

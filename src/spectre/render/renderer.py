@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from . import shading
-from .rasterize import Fragments, interpolate, interpolate_packed, rasterize, scatter_pixels
+from .rasterize import (Fragments, interpolate, interpolate_packed, rasterize, scatter_pixels,
+                        with_render_threads)
 
 __all__ = ["Renderer", "RenderOutput", "warp_affine"]
 
@@ -67,6 +68,7 @@ class Renderer:
         alpha = frags.alpha if self.soft_edges else frags.alpha.detach()
         return alpha.unsqueeze(1)
 
+    @with_render_threads
     def render_attributes(self, crop_vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Tensor,
                           attribute_faces: torch.Tensor | None = None) -> RenderOutput:
         """Interpolate any attribute: per vertex (B, V, C) (``attribute_faces`` defaults to ``faces``)
@@ -80,6 +82,7 @@ class Renderer:
         return RenderOutput(_to_chw(img), self._alpha(frags), fragments=frags)
 
     # ---- official renders ------------------------------------------------------------------
+    @with_render_threads
     def render_shape(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                      images: torch.Tensor | None = None, lights: torch.Tensor | None = None,
                      albedo: float = shading.SHAPE_GREY, detach_normals: bool = True,
@@ -120,6 +123,7 @@ class Renderer:
             out = shaded * alpha + images * (1 - alpha)
         return RenderOutput(out, alpha, _to_chw(normal_img), fragments=frags)
 
+    @with_render_threads
     def render_textured(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                         texture: torch.Tensor, uv_coords: torch.Tensor, uv_faces: torch.Tensor,
                         sh_coeffs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> RenderOutput:
