@@ -1,0 +1,327 @@
+"""One benchmark harness: every stage benchmark plus the end-to-end ones, one table, optional JSON.
+
+    PYTHONPATH=src python -m bench [--quick] [--json PATH] [--only STAGE ...] [--threads N]
+
+Each stage runs in its own subprocess, so its peak RSS is its own and a failing stage (missing data,
+missing optional dependency) is reported without stopping the others. Every figure is printed next to
+a baseline measured in the same run (``-`` where a stage has none, e.g. the decode rate that is itself
+the baseline of detection). Stages:
+
+  faces     decode, detection + landmarks, crop warps           (bench_faces.run; baseline decode / numpy warp)
+  nets      each network, fp32 eager vs the fast path           (bench_nets.run)
+  model     landmark evaluation per fit iteration               (models.run; baseline full mesh)
+  fit       fit solver on a synthetic track                     (baseline: full-forward evaluator)
+  render    renderer forward / forward+backward                 (bench_render.run; baseline old renderer)
+  video     render + compose + encode a grid video              (baseline: encode of ready frames)
+  e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
+  length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
+  workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
+SAMPLES = SHARED / "samples"
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _lrs3_clip() -> Path:
+    clips = sorted((SAMPLES / "LRS3").glob("*.mp4"))
+    if not clips:
+        raise FileNotFoundError(f"no LRS3 sample clip under {SAMPLES}")
+    return clips[0]
+
+
+def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
+    """A clip of ``frames`` frames made of ``src``'s first frames played forwards and backwards (so the
+    motion stays continuous), written with the package's writer."""
+    import numpy as np
+
+    from spectre.io import open_video
+    from spectre.io.writer import VideoWriter
+
+    video = open_video(src)
+    base = video.read().frames
+    cycle = np.concatenate([base, base[::-1]])
+    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True) as w:
+        for i in range(frames):
+            w.write(cycle[i % len(cycle)])
+    return dst
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------------------- stages
+def stage_faces(quick: bool) -> list[dict]:
+    import bench_faces
+    return bench_faces.run(quick=quick, samples=SAMPLES)
+
+
+def stage_nets(quick: bool) -> list[dict]:
+    import bench_nets
+    return bench_nets.run(quick=quick)
+
+
+def stage_model(quick: bool) -> list[dict]:
+    import models
+    return models.run(quick=quick)
+
+
+def stage_fit(quick: bool) -> list[dict]:
+    """The landmark fit on a synthetic 50-frame ICT track (landmarks of random expressions and poses)."""
+    import numpy as np
+    import torch
+
+    from spectre.geometry import crop_to_pixels, project_to_crop
+    from spectre.models import load_face_model
+    from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+
+    model = load_face_model("ict")
+    T = 50 if quick else 200
+    g = torch.Generator().manual_seed(0)
+    p = model.default_params(T)
+    p["expression"] = 0.3 * torch.rand(T, p["expression"].shape[1], generator=g)
+    p["rotation"] = 0.15 * torch.randn(T, 3, generator=g)
+    with torch.no_grad():
+        lm = model(p).landmarks
+    cam = torch.tensor([[2.0 / (1.25 * float((lm[0, :, :2].amax(0) - lm[0, :, :2].amin(0)).max())), 0.0, 0.0]])
+    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2]).numpy().astype(np.float64)
+    cfg = FitConfig(iterations=40 if quick else 80, identity_iterations=60 if quick else 150)
+    fast_ev, full_ev = PointEvaluator(model), PointEvaluator(model, try_fast=False)
+    t_fast = _timed(lambda: fit_track(model, target, config=cfg, evaluator=fast_ev))
+    t_full = _timed(lambda: fit_track(model, target, config=cfg, evaluator=full_ev))
+    return [{"stage": "fit solver", "case": f"ICT, {T} frames, {cfg.iterations} it/window", "unit": "frames/s",
+             "value": T / t_fast, "baseline": T / t_full, "baseline_name": "full-forward evaluator"}]
+
+
+def stage_render(quick: bool) -> list[dict]:
+    import bench_render
+    return bench_render.run(quick=quick, batches=(1, 16) if quick else (1, 32))
+
+
+def stage_video(quick: bool) -> list[dict]:
+    """The grid video of a sequence at 224²: render + compose + H.264 encode vs encoding ready frames."""
+    import numpy as np
+    import torch
+
+    from spectre.geometry import project_to_crop
+    from spectre.io.writer import VideoWriter
+    from spectre.models import load_face_model
+    from spectre.render.visualize import shape_frames
+
+    model = load_face_model("ict")
+    T = 48 if quick else 200
+    p = model.default_params(T)
+    p["expression"] = 0.3 * torch.rand(T, p["expression"].shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        geo = model(p)
+    lm = geo.landmarks[0, :, :2]
+    s = 2.0 / (1.25 * float((lm.amax(0) - lm.amin(0)).max()))
+    c = (lm.amax(0) + lm.amin(0)) / 2
+    cam = torch.tensor([[s, -float(c[0]), -float(c[1])]]).expand(T, -1)
+    crop = project_to_crop(geo.vertices, cam)
+    images = [np.full((224, 224, 3), 90, np.uint8) for _ in range(T)]
+    faces = model.render_faces()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        frames = list(shape_frames(geo.vertices, crop, faces, images, "grid"))  # warm-up + ready frames
+
+        def encode_ready():
+            with VideoWriter(Path(d) / "a.mp4", 25, (448, 224), overwrite=True) as w:
+                for f in frames:
+                    w.write(f)
+
+        def render_and_encode():
+            with VideoWriter(Path(d) / "b.mp4", 25, (448, 224), overwrite=True) as w:
+                for f in shape_frames(geo.vertices, crop, faces, images, "grid"):
+                    w.write(f)
+
+        t_enc, t_all = _timed(encode_ready), _timed(render_and_encode)
+        t_render = _timed(lambda: list(shape_frames(geo.vertices, crop, faces, images, "grid")))
+    rows.append({"stage": "video writing", "case": "ICT grid 448x224: render+compose+encode", "unit": "frames/s",
+                 "value": T / t_all, "baseline": T / t_enc, "baseline_name": "encode only (ready frames)"})
+    rows.append({"stage": "video writing", "case": "ICT grid 448x224: render+compose only", "unit": "frames/s",
+                 "value": T / t_render, "baseline": None})
+    return rows
+
+
+def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
+    from spectre.reconstruct import reconstruct
+    return _timed(lambda: reconstruct(clip, out_dir, overwrite=True, **kw))
+
+
+def stage_e2e(quick: bool) -> list[dict]:
+    from spectre.errors import AssetError
+    from spectre.io import open_video
+
+    clip = _lrs3_clip()
+    video = open_video(clip)
+    n = video.num_frames
+    t_decode = _timed(lambda: sum(len(c) for c in video.iter_chunks(32)))
+    _reconstruct_seconds(clip, None, backend="fit")  # warm-up: model load, MediaPipe start-up
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for case, out, kw in (("fit, no video", None, {}), ("fit + grid video", Path(d), {"layout": "grid"}),
+                              ("learned + grid video", Path(d), {"layout": "grid", "backend": "learned"})):
+            kw.setdefault("backend", "fit")
+            try:
+                t = _reconstruct_seconds(clip, out, **kw)
+            except AssetError as exc:
+                rows.append({"stage": "end-to-end", "case": f"LRS3 224² {n} frames, {case}", "unit": "frames/s",
+                             "value": None, "baseline": None, "note": f"skipped: {exc}"})
+                continue
+            rows.append({"stage": "end-to-end", "case": f"LRS3 224² {n} frames, {case}", "unit": "frames/s",
+                         "value": n / t, "baseline": n / t_decode, "baseline_name": "decode only"})
+    return rows
+
+
+def stage_length(quick: bool) -> list[dict]:
+    base = 10 if quick else 25
+    rows, seconds = [], {}
+    with tempfile.TemporaryDirectory() as d:
+        _reconstruct_seconds(_looped_clip(_lrs3_clip(), base, Path(d) / "warm.mp4"), None, backend="fit")
+        for k in (1, 4, 16):
+            clip = _looped_clip(_lrs3_clip(), base * k, Path(d) / f"x{k}.mp4")
+            seconds[k] = _reconstruct_seconds(clip, Path(d) / f"out{k}", backend="fit", layout="grid")
+    for k, t in seconds.items():
+        rows.append({"stage": "clip length", "case": f"{k}x ({base * k} frames), fit + grid video", "unit": "s",
+                     "value": t, "baseline": seconds[1] * k, "baseline_name": "1x cost times k (linear)",
+                     "lower_is_better": True})
+    return rows
+
+
+def stage_workers(quick: bool) -> list[dict]:
+    from spectre.reconstruct.pipeline import ReconstructConfig, run_batch
+
+    frames = 20 if quick else 50
+    rows, rates = [], {}
+    with tempfile.TemporaryDirectory() as d:
+        clips = [_looped_clip(_lrs3_clip(), frames, Path(d) / f"clip{i}.mp4") for i in range(4)]
+        cfg = ReconstructConfig(backend="fit", layout="grid")
+        for workers in (1, 2):
+            t = _timed(lambda: run_batch(clips, Path(d) / f"out{workers}", cfg, workers=workers, overwrite=True))
+            rates[workers] = len(clips) * frames / t
+    for workers, rate in rates.items():
+        rows.append({"stage": "workers", "case": f"{workers} worker(s), 4 clips x {frames} frames, fit + grid",
+                     "unit": "frames/s", "value": rate, "baseline": rates[1], "baseline_name": "1 worker"})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- driver
+def _child(stage: str, quick: bool, out: Path) -> int:
+    sys.path.insert(0, str(BENCH))
+    t = time.perf_counter()
+    try:
+        rows = globals()[f"stage_{stage}"](quick)
+        error = None
+    except Exception as exc:  # a stage that cannot run is reported, the others go on
+        rows, error = [], f"{type(exc).__name__}: {exc}".splitlines()[0]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out.write_text(json.dumps({"stage": stage, "rows": rows, "error": error, "peak_rss_mb": peak_mb,
+                               "seconds": time.perf_counter() - t}, default=float))
+    return 0
+
+
+def run_stage(stage: str, quick: bool, timeout: float, threads: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "out.json"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(BENCH), env.get("PYTHONPATH", "")])
+        env.setdefault("GLOG_minloglevel", "2")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--out", str(out)]
+        if quick:
+            cmd.append("--quick")
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"stage": stage, "rows": [], "error": f"timed out after {timeout:.0f} s", "peak_rss_mb": None,
+                    "seconds": time.perf_counter() - t}
+        if out.is_file():
+            return json.loads(out.read_text())
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"stage": stage, "rows": [], "error": f"exit {proc.returncode}: {tail[0]}", "peak_rss_mb": None,
+                "seconds": time.perf_counter() - t}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"{'stage':20} {'case':58} {'value':>9} {'baseline':>9} {'ratio':>7} {'unit':9} {'baseline is'}")
+    for res in results:
+        for r in res["rows"]:
+            v, b = r.get("value"), r.get("baseline")
+            ratio = "-"
+            if v and b:
+                ratio = f"{(b / v if r.get('lower_is_better') else v / b):.2f}x"
+            case = f"{r.get('case', r.get('mesh', ''))}" + (f" B={r['batch']}" if "batch" in r else "")
+            print(f"{r['stage'][:20]:20} {case[:58]:58} {_fmt(v):>9} {_fmt(b):>9} {ratio:>7} {r.get('unit', ''):9} "
+                  f"{r.get('baseline_name', '') if b else r.get('note', '')}")
+        peak = res.get("peak_rss_mb")
+        status = res["error"] or "ok"
+        print(f"{'':20} [{res['stage']}: {res['seconds']:.0f} s, peak RSS "
+              f"{'-' if peak is None else f'{peak:.0f} MB'}, {status}]")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small inputs, few repeats (whole run < 5 min on 2 cores)")
+    ap.add_argument("--json", help="write all rows, errors, peak RSS and timings here")
+    ap.add_argument("--only", nargs="+", choices=STAGES, help="run only these stages")
+    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the stage processes")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per stage (default 120 quick, 900 full)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.quick, Path(args.out))
+    timeout = args.timeout or (120.0 if args.quick else 900.0)
+    stages = args.only or STAGES
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    print(f"# spectre bench  quick={args.quick}  cpus={os.cpu_count()}  load={load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    t0 = time.perf_counter()
+    results = []
+    for stage in stages:
+        res = run_stage(stage, args.quick, timeout, args.threads)
+        results.append(res)
+        print(f"# {stage}: {res['seconds']:.0f} s{'' if not res['error'] else '  (' + res['error'] + ')'}",
+              file=sys.stderr, flush=True)
+    print_table(results)
+    total = time.perf_counter() - t0
+    print(f"# total {total:.0f} s")
+    if args.json:
+        payload = {"quick": args.quick, "load": load, "cpus": os.cpu_count(), "total_seconds": total,
+                   "stages": results}
+        Path(args.json).write_text(json.dumps(payload, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
