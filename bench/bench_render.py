@@ -25,6 +25,7 @@ import reference_render as reference  # noqa: E402
 
 from spectre.geometry import project_to_crop  # noqa: E402
 from spectre.render import Renderer, interpolate, rasterize  # noqa: E402
+from spectre.render.rasterize import cpu_render_threads  # noqa: E402
 from spectre.render.shading import add_sh_light, vertex_normals  # noqa: E402
 
 SHARED = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -90,6 +91,8 @@ def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
     sh[:, 0] = 3.0
     sh[:, 3] = 0.5
     rows = []
+    with cpu_render_threads(dev):
+        threads = torch.get_num_threads()
     for name, (v1, cam1, faces) in meshes.items():
         for B in batches:
             v, cam = v1.expand(B, -1, -1).contiguous(), cam1.expand(B, -1)
@@ -100,17 +103,18 @@ def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
                 with torch.no_grad():
                     renderer.render_shape(v, c, faces)
 
-            def forward_ref():
-                with torch.no_grad():
+            def forward_ref():  # with the same intra-op threads as the fast path: compares the algorithms
+                with torch.no_grad(), cpu_render_threads(dev):
                     reference.reference_render_shape(v, c, faces, size)
 
             def backward_with(rast, normals_fn, interp):
                 def step():
-                    vg = v.clone().requires_grad_(True)
-                    frags = rast(renderer.screen_vertices(project_to_crop(vg, cam)), faces, size)
-                    normals = interp(frags, normals_fn(vg, faces), faces)
-                    img = add_sh_light(normals.permute(0, 3, 1, 2), shb)
-                    img.square().mean().backward()
+                    with cpu_render_threads(dev):
+                        vg = v.clone().requires_grad_(True)
+                        frags = rast(renderer.screen_vertices(project_to_crop(vg, cam)), faces, size)
+                        normals = interp(frags, normals_fn(vg, faces), faces)
+                        img = add_sh_light(normals.permute(0, 3, 1, 2), shb)
+                        img.square().mean().backward()
                 return step
 
             reps = max(1, repeats if B == 1 else repeats // 2)
@@ -122,7 +126,7 @@ def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
                 rows.append({"stage": f"render {what}", "mesh": name, "batch": B, "unit": "frames/s",
                              "value": B / tf, "baseline": B / tb, "baseline_name": "renderer before speed work",
                              "cpu_ms_per_frame": cf / B * 1e3, "baseline_cpu_ms_per_frame": cb / B * 1e3,
-                             "faces": int(faces.shape[0]), "size": size})
+                             "faces": int(faces.shape[0]), "size": size, "threads": threads})
     return rows
 
 
@@ -146,7 +150,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args.quick, args.device, args.size, flame_assets=args.assets)
-    print(f"device={args.device} threads={torch.get_num_threads()} size={args.size} load={os.getloadavg()[0]:.1f}"
+    print(f"device={args.device} render threads={rows[0]['threads'] if rows else '-'} size={args.size} load={os.getloadavg()[0]:.1f}"
           f"  ('before' = bench/reference_render.py, same run)")
     print_table(rows)
     if args.json:

@@ -31,28 +31,46 @@ _INT64_MAX = torch.iinfo(torch.int64).max
 _EPS = 1e-5  # pixels; spans are widened by this so shared edges never leave pin-holes
 
 
-def _render_threads_default() -> int:
+def _render_threads_setting() -> int | None:
+    value = os.environ.get("SPECTRE_RENDER_THREADS", "auto").strip().lower()
+    if value in ("", "auto"):
+        return None
     try:
-        return max(1, int(os.environ.get("SPECTRE_RENDER_THREADS", "1")))
+        return max(0, int(value))
     except ValueError:
-        return 1
+        return None
 
 
-#: intra-op CPU threads while rasterising. The rasteriser runs hundreds of small tensor ops per frame;
-#: extra OpenMP threads barely help them and, on a busy machine, their spin-waiting made renders tens of
-#: times slower. Set ``SPECTRE_RENDER_THREADS`` (or this attribute) to change it; 0 leaves torch's setting.
-RENDER_THREADS = _render_threads_default()
+#: intra-op CPU threads while rasterising: None = automatic, 0 = torch's setting, N = N threads.
+#: The rasteriser runs hundreds of small tensor ops per frame. On free cores a second thread helps
+#: (~1.5x at batch 16), but on a machine whose cores are busy (other processes, parallel workers)
+#: OpenMP threads spin-wait on each other and renders became tens of times slower. Automatic mode
+#: therefore uses torch's thread count while the 1-minute load average leaves a core free, else 1.
+#: Set with ``SPECTRE_RENDER_THREADS`` (auto | 0 | N) or by assigning this attribute.
+RENDER_THREADS = _render_threads_setting()
+
+
+def _wanted_threads(current: int) -> int:
+    if RENDER_THREADS is not None:
+        return current if RENDER_THREADS == 0 else RENDER_THREADS
+    try:
+        busy = os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+    except (OSError, AttributeError):  # no load average (Windows): keep torch's setting
+        busy = False
+    return 1 if busy else current
 
 
 @contextlib.contextmanager
 def cpu_render_threads(device: torch.device | str | None = None):
-    """Run the enclosed CPU rendering with :data:`RENDER_THREADS` intra-op threads (restored after)."""
+    """Run the enclosed CPU rendering with the intra-op thread count that :data:`RENDER_THREADS`
+    asks for (restored afterwards); nothing changes on other devices."""
     before = torch.get_num_threads()
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if RENDER_THREADS <= 0 or dev.type != "cpu" or before <= RENDER_THREADS:
+    wanted = _wanted_threads(before) if dev.type == "cpu" else before
+    if wanted == before:
         yield
         return
-    torch.set_num_threads(RENDER_THREADS)
+    torch.set_num_threads(wanted)
     try:
         yield
     finally:
