@@ -167,27 +167,36 @@ def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
 
 
 def stage_e2e(quick: bool) -> list[dict]:
+    rows = _e2e_clip(_lrs3_clip(), "LRS3 224²")
+    mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
+    if not quick and mead:
+        rows += _e2e_clip(mead[0], "MEAD 1080p", learned=False)
+    return rows
+
+
+def _e2e_clip(clip: Path, label: str, learned: bool = True) -> list[dict]:
     from spectre.errors import AssetError
     from spectre.io import open_video
 
-    clip = _lrs3_clip()
     video = open_video(clip)
     n = video.num_frames
     t_decode = _timed(lambda: sum(len(c) for c in video.iter_chunks(32)))
     _reconstruct_seconds(clip, None, backend="fit")  # warm-up: model load, MediaPipe start-up
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for case, out, kw in (("fit, no video", None, {}), ("fit + grid video", Path(d), {"layout": "grid"}),
-                              ("learned + grid video", Path(d), {"layout": "grid", "backend": "learned"})):
+        cases = [("fit, no video", None, {}), ("fit + grid video", Path(d), {"layout": "grid"})]
+        if learned:
+            cases.append(("learned + grid video", Path(d), {"layout": "grid", "backend": "learned"}))
+        for case, out, kw in cases:
             kw.setdefault("backend", "fit")
             try:
                 t = _reconstruct_seconds(clip, out, **kw)
             except (AssetError, ImportError) as exc:  # no checkpoints here / backend not merged yet
-                rows.append({"stage": "end-to-end", "case": f"LRS3 224² {n} frames, {case}", "unit": "frames/s",
+                rows.append({"stage": "end-to-end", "case": f"{label} {n} frames, {case}", "unit": "frames/s",
                              "value": None, "baseline": None,
                              "note": f"skipped: {type(exc).__name__}: {exc}".splitlines()[0][:90]})
                 continue
-            rows.append({"stage": "end-to-end", "case": f"LRS3 224² {n} frames, {case}", "unit": "frames/s",
+            rows.append({"stage": "end-to-end", "case": f"{label} {n} frames, {case}", "unit": "frames/s",
                          "value": n / t, "baseline": n / t_decode, "baseline_name": "decode only"})
     return rows
 
@@ -204,6 +213,12 @@ def stage_length(quick: bool) -> list[dict]:
         rows.append({"stage": "clip length", "case": f"{k}x ({base * k} frames), fit + grid video", "unit": "s",
                      "value": t, "baseline": seconds[1] * k, "baseline_name": "1x cost times k (linear)",
                      "lower_is_better": True})
+    # linear = a fixed start-up cost plus the same cost per extra frame at every length
+    early = (seconds[4] - seconds[1]) / (3 * base)
+    late = (seconds[16] - seconds[4]) / (12 * base)
+    rows.append({"stage": "clip length", "case": "marginal cost per frame, 4x -> 16x", "unit": "ms/frame",
+                 "value": late * 1e3, "baseline": early * 1e3, "baseline_name": "marginal cost, 1x -> 4x",
+                 "lower_is_better": True})
     return rows
 
 

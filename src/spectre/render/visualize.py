@@ -6,6 +6,7 @@ crop vertices are mapped with the inverse of the per-frame 2x3 crop transform (o
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -38,10 +39,37 @@ def crop_to_frame_vertices(crop_vertices: torch.Tensor, crop_transforms: torch.T
 def render_shape_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                           crop_transforms: torch.Tensor, frame_size: tuple[int, int],
                           crop_size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grey shape render at the original frame resolution -> (images (B,3,H,W), alpha (B,1,H,W))."""
+    """Grey shape render at the original frame resolution -> (images (B,3,H,W), alpha (B,1,H,W)).
+
+    Only the window of the frame that the batch's meshes can cover is rasterised (same pixel centres,
+    so the same pixels as a full-frame render); on a 1080p frame the face is a small part of it."""
+    H, W = frame_size
     frame_vertices = crop_to_frame_vertices(crop_vertices, crop_transforms, frame_size, crop_size)
-    out = Renderer(frame_size).render_shape(vertices, frame_vertices, faces, facing_vertices=crop_vertices)
-    return out.images, out.alpha
+    with torch.no_grad():
+        px = (frame_vertices[..., 0] + 1.0) * (W / 2.0)
+        py = (frame_vertices[..., 1] + 1.0) * (H / 2.0)
+        finite = torch.isfinite(px) & torch.isfinite(py)
+        if not bool(finite.any()):
+            x0, x1, y0, y1 = 0, W, 0, H
+        else:
+            x0 = max(0, int(math.floor(float(px[finite].min()))) - 1)
+            x1 = min(W, int(math.ceil(float(px[finite].max()))) + 1)
+            y0 = max(0, int(math.floor(float(py[finite].min()))) - 1)
+            y1 = min(H, int(math.ceil(float(py[finite].max()))) + 1)
+    B = vertices.shape[0]
+    images = torch.zeros((B, 3, H, W), dtype=vertices.dtype, device=vertices.device)
+    alpha = torch.zeros((B, 1, H, W), dtype=vertices.dtype, device=vertices.device)
+    if x1 <= x0 or y1 <= y0:  # entirely off the frame
+        return images, alpha
+    h, w = y1 - y0, x1 - x0
+    # frame pixel (x0 + j) is window pixel j: same centres, window-normalised coordinates
+    scale = frame_vertices.new_tensor([W / w, H / h, 1.0])
+    shift = frame_vertices.new_tensor([(W - w - 2 * x0) / w, (H - h - 2 * y0) / h, 0.0])
+    window_vertices = frame_vertices * scale + shift
+    out = Renderer((h, w)).render_shape(vertices, window_vertices, faces, facing_vertices=crop_vertices)
+    images[:, :, y0:y1, x0:x1] = out.images
+    alpha[:, :, y0:y1, x0:x1] = out.alpha
+    return images, alpha
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
