@@ -1,0 +1,187 @@
+"""ICT face model: bundled compact model, full npz, landmarks with a dynamic contour, convert-ict."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spectre.errors import AssetError
+from spectre.models import load_face_model
+from spectre.models.ict import HEAD_PIVOT_CM, ICTFaceModel
+
+
+@pytest.fixture(scope="module")
+def ict() -> ICTFaceModel:
+    return load_face_model("ict")  # nothing but the installed package
+
+
+@pytest.fixture(scope="module")
+def full_npz(shared_assets):
+    path = shared_assets / "ict_facekit" / "ict_face_model.npz"
+    if not path.is_file():
+        pytest.skip(f"shared ICT npz not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ict_full(full_npz) -> ICTFaceModel:
+    return ICTFaceModel.from_file(full_npz)
+
+
+def _expr(model, name, value=1.0, batch=1):
+    p = model.default_params(batch)
+    p["expression"][:, model.source_expression_names.index(name)] = value
+    return p
+
+
+def test_interface_and_names(ict):
+    assert [s.name for s in ict.param_specs] == ["identity", "expression", "rotation"]
+    assert ict.spec["identity"].size == 100 and ict.spec["expression"].size == 53
+    assert ict.spec["identity"].role == "identity" and ict.spec["rotation"].role == "pose"
+    assert ict.units_per_metre == 100
+    assert len(ict.expression_names) == 53
+    for arkit in ("jawOpen", "mouthSmileLeft", "eyeBlinkRight", "mouthFunnel", "browInnerUp"):
+        assert arkit in ict.expression_names
+    geo = ict(ict.default_params(2))
+    assert geo.vertices.shape == (2, ict.v_template.shape[0], 3)
+    assert geo.landmarks.shape == (2, 68, 3)
+    assert ict.faces.max() < ict.v_template.shape[0]
+    assert ict.uv_coords is not None and ict.uv_faces.shape == ict.faces.shape
+
+
+def test_compact_has_render_parts(ict):
+    for part in ("Face", "Mouth socket", "Gums and tongue", "Teeth", "Eyeball left", "Eyeball right"):
+        assert len(ict.part_vertex_idx(part)) > 100
+        assert len(ict.part_faces(part)) > 100
+    assert "Head and Neck" not in ict.part_names
+    assert ict.render_faces().shape[0] == ict.faces.shape[0]  # no hidden shells in the compact model
+
+
+def test_neutral_equals_npz_neutral(ict, ict_full, full_npz):
+    with np.load(full_npz) as d:
+        neutral = d["neutral_vertices"]
+    pivot = np.float32(HEAD_PIVOT_CM)
+    v_full = ict_full.vertices(ict_full.default_params(1))[0].numpy() + pivot
+    np.testing.assert_allclose(v_full, neutral, atol=1e-5)
+    v_compact = ict.vertices(ict.default_params(1))[0].numpy() + pivot
+    np.testing.assert_allclose(v_compact, neutral[ict.source_vertex_idx.numpy()], atol=1e-5)
+
+
+def test_full_model_hides_eye_shells(ict_full):
+    shown = ict_full.render_faces()
+    hidden = ict_full.part_faces("Eye occlusion left", "Lacrimal fluid right", "Eyelashes left")
+    assert len(hidden) > 0 and len(shown) == len(ict_full.faces) - len(
+        ict_full.part_faces(*[p for p in ict_full.part_names if p in
+                              ("Lacrimal fluid left", "Lacrimal fluid right", "Eye blend left", "Eye blend right",
+                               "Eye occlusion left", "Eye occlusion right", "Eyelashes left", "Eyelashes right")]))
+
+
+def test_compact_vs_full_error(ict, ict_full):
+    g = torch.Generator().manual_seed(0)
+    p = ict.default_params(16)
+    p["identity"] = torch.randn(16, 100, generator=g).clamp(-3, 3)
+    p["expression"] = torch.rand(16, 53, generator=g)
+    p["rotation"] = 0.3 * torch.rand(16, 3, generator=g) - 0.15
+    v_c = ict.vertices(p)
+    v_f = ict_full.vertices(p)[:, ict.source_vertex_idx]
+    err = (v_c - v_f).norm(dim=-1)
+    assert err.max().item() < 0.1  # cm (measured: ~0.05 cm max on all-on expressions)
+    assert err.mean().item() < 0.02
+    # the landmarks match too (same contour choice up to quantisation)
+    lm_err = (ict.landmarks(v_c) - ict_full.landmarks(ict_full.vertices(p))).norm(dim=-1)
+    assert lm_err[:, 17:].max().item() < 0.1
+
+
+def test_jaw_open_lowers_chin(ict):
+    neutral = ict.landmarks_only(ict.default_params(1))[0]
+    opened = ict.landmarks_only(_expr(ict, "jawOpen"))[0]
+    assert opened[8, 1] < neutral[8, 1] - 1.5  # chin moves down by centimetres
+    assert opened[57, 1] < neutral[57, 1] - 0.5  # lower lip follows
+    assert abs(opened[51, 1] - neutral[51, 1]) < 0.5  # upper lip nearly stays
+
+
+def test_identity_changes_shape(ict):
+    p = ict.default_params(2)
+    p["identity"][1, 0] = 2.0
+    v = ict.vertices(p)
+    d = (v[1] - v[0]).norm(dim=-1)
+    assert d.max() > 0.3 and d.mean() > 0.05
+
+
+def test_landmark_left_right_order(ict):
+    lm = ict.landmarks_only(ict.default_params(1))[0]
+    # iBUG-68: subject's right (x < 0, image left for a frontal face) first
+    assert lm[0, 0] < 0 < lm[16, 0]
+    assert lm[36, 0] < lm[39, 0] < lm[42, 0] < lm[45, 0]  # eye corners
+    assert lm[48, 0] < lm[54, 0]  # mouth corners
+    assert lm[30, 2] == lm[:, 2].max()  # nose tip is frontmost
+    assert lm[19, 1] > lm[37, 1] > lm[30, 1] > lm[51, 1] > lm[57, 1] > lm[8, 1]  # brow > eye > nose > lips > chin
+    np.testing.assert_allclose(lm[:17, 0].numpy(), -lm[:17, 0].flip(0).numpy(), atol=0.05)  # symmetric contour
+
+
+def test_dynamic_contour_follows_yaw(ict):
+    p = ict.default_params(3)
+    p["rotation"][:, 1] = torch.tensor([0.0, 0.6, -0.6])
+    v = ict.vertices(p)
+    lm = ict.landmarks(v)
+    static = v[:, ict.static_landmark_idx[:17]]
+    moved = (lm[:, :17] - static).norm(dim=-1)
+    assert (moved[1] > 0.8).sum() >= 4 and (moved[2] > 0.8).sum() >= 4
+    # the choice mirrors between the two yaws
+    np.testing.assert_array_equal((moved[1] > 0.8).numpy(), (moved[2] > 0.8).flip(0).numpy())
+    # every contour point is the outermost of its candidates (on the silhouette)
+    cand_x = v[:, ict.contour_candidates, 0]  # (B,17,C)
+    side = torch.sign(v[0, ict.static_landmark_idx[:17], 0])
+    outer = (cand_x * side[None, :, None]).amax(dim=2)
+    torch.testing.assert_close(lm[:, :17, 0] * side, outer)
+
+
+def test_landmarks_subset_path_and_gradient(ict):
+    p = ict.default_params(4)
+    p["identity"] = torch.randn(4, 100)
+    p["expression"] = torch.rand(4, 53)
+    p["rotation"] = 0.4 * torch.randn(4, 3)
+    full = ict.landmarks(ict.vertices(p))
+    fast = ict.landmarks_only(p)
+    torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
+    sub = ict.vertices(p, vertex_idx=ict.mouth_vertex_idx)
+    torch.testing.assert_close(sub, ict.vertices(p)[:, ict.mouth_vertex_idx], atol=1e-4, rtol=1e-4)
+    expr = p["expression"].clone().requires_grad_(True)
+    rot = p["rotation"].clone().requires_grad_(True)
+    ict.landmarks_only({**p, "expression": expr, "rotation": rot}).sum().backward()
+    assert expr.grad.abs().sum() > 0 and rot.grad.abs().sum() > 0
+
+
+def test_rotation_pivots_near_head_centre(ict):
+    p = ict.default_params(2)
+    p["rotation"][1, 1] = 0.5
+    v = ict.vertices(p)
+    centre_shift = (v[1].mean(0) - v[0].mean(0)).norm()
+    assert centre_shift < 3.0  # cm; a pivot at the neck or the nose would swing the face much further
+
+
+def test_mouth_region(ict):
+    lm = ict.landmarks_only(ict.default_params(1))[0]
+    v = ict.v_template[ict.mouth_vertex_idx]
+    mouth_centre = lm[48:68].mean(0)
+    assert ((v - mouth_centre).norm(dim=-1) < 9).all()  # lips, mouth socket, teeth, tongue
+    assert set(ict.part_vertex_idx("Teeth").tolist()) <= set(ict.mouth_vertex_idx.tolist())
+
+
+def test_full_model_from_store(tmp_path, shared_assets, full_npz):
+    full = ICTFaceModel.from_store(shared_assets, full=True)
+    assert full.v_template.shape[0] == 26719
+    # nothing installed: the bundled compact copy is used
+    fallback = ICTFaceModel.from_store(tmp_path, full=True)
+    assert fallback.v_template.shape[0] < 26719
+    assert fallback.source.endswith("ict_compact.npz")
+
+
+def test_bad_npz_is_refused(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(AssetError, match="bad.npz"):
+        ICTFaceModel.from_file(bad)
+    np.savez(tmp_path / "partial.npz", neutral_vertices=np.zeros((3, 3), np.float32))
+    with pytest.raises(AssetError, match="missing"):
+        ICTFaceModel.from_file(tmp_path / "partial.npz")
