@@ -292,6 +292,6 @@ def test_ddp_two_processes_match_single_process_gradients(cache, tmp_path):
             acc[n] = acc.get(n, 0) + p.grad / 2
     for name, g in acc.items():  # tolerance relative to the largest gradient entry (a conv bias feeding
         # a train-mode BatchNorm has a structurally zero gradient: pure rounding noise)
-        scale = float(max(g.abs().max(), acc["head.weight"].abs().max() * 1e-3))
-        torch.testing.assert_close(r[0]["grads"][name], g, rtol=1e-5, atol=1e-5 * scale)
+        scale = max(float(v.abs().max()) for v in acc.values())
+        torch.testing.assert_close(r[0]["grads"][name], g, rtol=1e-5, atol=1e-6 * scale)
     assert float(acc["head.weight"].abs().max()) > 1e-3
