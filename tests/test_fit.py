@@ -142,3 +142,28 @@ def test_camera_in_crop_matches_crop_coordinates(toy):
     q = project_to_crop(torch.from_numpy(fit.landmarks3d), cam_crop)[..., :2].numpy()
     expected = (fit.landmarks2d * k[:, None, None] + b[:, None]) / 112.0 - 1.0
     np.testing.assert_allclose(q, expected, atol=1e-4)
+
+
+def test_fit_with_the_bundled_ict_model():
+    from spectre.models import load_face_model
+
+    ict = load_face_model("ict")
+    ev = PointEvaluator(ict)
+    assert ev.kind in ("subset", "fast"), "the default model must never need its full mesh per iteration"
+    T = 40
+    t = torch.linspace(0, 1, T)
+    exp = torch.zeros(T, 53)
+    exp[:, ict.expression_names.index("jawOpen")] = 0.45 * (1 - torch.cos(2 * math.pi * 2 * t))
+    exp[:, ict.expression_names.index("mouthPucker")] = 0.5 * t
+    ident = (torch.randn(1, 100, generator=torch.Generator().manual_seed(3)) * 0.7).repeat(T, 1)
+    rot = torch.stack([0.05 * torch.sin(3 * t), 0.4 * torch.sin(2 * t), torch.zeros(T)], -1)
+    cam = torch.tensor([[0.1, 0.0, 0.0]]).repeat(T, 1)
+    with torch.no_grad():
+        lmk = ict({"identity": ident, "expression": exp, "rotation": rot}).landmarks
+    px = project_to_crop(lmk, cam)[..., :2].numpy() * 250 + 300
+    fit = fit_track(ict, px, config=FitConfig(window=30, overlap=4), evaluator=ev)
+    iod = np.linalg.norm(px[:, 36:42].mean(1) - px[:, 42:48].mean(1), axis=-1)
+    err = np.linalg.norm(fit.landmarks2d - px, axis=-1) / iod[:, None]
+    assert err.mean() < 0.02 and err[:, 48:68].mean() < 0.02, (err.mean(), err[:, 48:68].mean())
+    assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.95
+    assert np.corrcoef(_width(fit.landmarks2d), _width(px))[0, 1] > 0.9

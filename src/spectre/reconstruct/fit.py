@@ -98,7 +98,8 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
 class PointEvaluator:
     """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
 
-    ``fast``: for models linear in their non-rotation parameters (checked numerically), a point basis
+    ``subset``: the model offers ``landmarks_only(params)`` (landmarks from a vertex subset, e.g. ICT).
+    ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
     (68×3 per coefficient, one per yaw bin for the dynamic contour) is probed once from the model; the
     rotation is applied here. The result is verified against ``model.forward`` up to a per-frame 2D
     translation (which the camera absorbs); if the check fails the full forward is used instead.
@@ -112,7 +113,10 @@ class PointEvaluator:
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
         self.kind = "full"
-        if try_fast:
+        if callable(getattr(model, "landmarks_only", None)):
+            # the model evaluates its landmarks from a vertex subset itself (ICT)
+            self.kind = "subset"
+        elif try_fast:
             try:
                 self._build_fast()
                 if self._verify():
@@ -121,6 +125,7 @@ class PointEvaluator:
                 self.kind = "full"
         if self.kind != "fast":
             self.mean = self.basis = None
+            self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
 
     # -- helpers
     def _split(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -213,6 +218,8 @@ class PointEvaluator:
             return self._rotate(pts, rot)
         p = self._split(coef)
         p[self.rot] = rot
+        if self.kind == "subset":
+            return self.model.landmarks_only(p)
         return self.model(self.model.complete(p)).landmarks
 
 
