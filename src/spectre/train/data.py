@@ -103,11 +103,15 @@ class ClipReader:
         return int(self.landmarks.shape[0])
 
     def crop_tforms(self) -> np.ndarray:
+        if self.meta.get("crop_format") == "none":  # frames come from the video itself
+            return np.broadcast_to(np.eye(3), (self.num_frames, 3, 3))
         return np.load(self.folder / "crop_tforms.npy", mmap_mode="r")
 
     def crops(self, start: int, stop: int) -> np.ndarray:
-        """(n, S, S, 3) uint8 RGB loose crops of frames [start, stop)."""
+        """(n, S, S, 3) uint8 RGB loose crops of frames [start, stop) (whole frames without stored crops)."""
         fmt = self.meta.get("crop_format", "raw")
+        if fmt == "none":
+            return self._video_frames(start, stop)
         if fmt == "raw":
             return np.asarray(np.load(self.folder / "crops.npy", mmap_mode="r")[start:stop])
         import cv2
@@ -122,6 +126,20 @@ class ClipReader:
             if img is None:
                 raise InputError(f"{self.folder}: corrupt JPEG crop for frame {t}")
             out.append(img[:, :, ::-1])
+        return np.stack(out)
+
+    def _video_frames(self, start: int, stop: int) -> np.ndarray:
+        """Decode frames [start, stop) from the source video (slow path: prepare without crops)."""
+        from ..io.video import open_video
+
+        out = []
+        for i, _, frame in open_video(self.meta["source"], warn_fps=False).iter_frames():
+            if i >= stop:
+                break
+            if i >= start:
+                out.append(frame)
+        if len(out) != stop - start:
+            raise InputError(f"{self.meta['source']}: video has fewer frames than its prepared landmarks")
         return np.stack(out)
 
     def fit(self, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -48,6 +48,10 @@ class TrainStep:
         self.trainable = trainable
         self.runner: nn.Module = trainable
 
+    def to(self, device) -> "TrainStep":
+        self.trainable.to(device)
+        return self
+
     def set_train(self, flag: bool) -> None:
         """Only the trainable module switches mode; frozen networks stay in eval (SPEC §2.1)."""
         self.trainable.train(flag)

@@ -358,3 +358,66 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create {run_dir}: {exc.strerror or exc}") from None
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole run (what `spectre train` calls)
+# ---------------------------------------------------------------------------------------------
+def resolve_face_model(name: str, store) -> str:
+    """``auto``: FLAME (official SPECTRE training) when FLAME and DECA/SPECTRE weights are installed,
+    else ICT over fit-backend targets."""
+    if name in ("flame", "ict"):
+        return name
+    if name != "auto":
+        raise ConfigError(f"unknown face model {name!r} (flame, ict or auto)")
+    has_flame = store.find("flame") is not None
+    has_deca = store.find("deca") is not None or store.find("spectre") is not None
+    return "flame" if has_flame and has_deca else "ict"
+
+
+def build_step(cfg: TrainConfig, store, init: str | None, face_model: str) -> TrainStep:
+    from .step import build_flame_step, build_ict_step
+
+    if face_model == "flame":
+        if cfg.data.image_size != 224:
+            raise ConfigError("FLAME/DECA training needs --image-size 224 (DECA's encoder input)")
+        return build_flame_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    return build_ict_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+
+
+def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = None, resume: bool = False,
+                 overwrite: bool = False, init: str | None = None,
+                 on_log: Callable[[int, dict], None] | None = None) -> TrainSummary:
+    """Build everything from ``cfg`` (one process, or one rank of a ``torchrun`` job) and train."""
+    from ..assets import AssetStore
+    from ..device import configure_threads
+    from .data import PreparedCache
+    from .ddp import device_for_rank, env_dist_info, init_distributed, shutdown_distributed
+
+    info = env_dist_info()
+    base = Runtime.create(cfg.device, cfg.precision)
+    rt = Runtime(device_for_rank(base.device, info), base.precision)
+    if rt.device.type == "cpu" and info.enabled:
+        configure_threads(max(1, (torch.get_num_threads() or 1) // info.world_size))
+    init_distributed(rt.device, info)
+    try:
+        if info.is_main:
+            run_dir = prepare_run_dir(run_dir, resume, overwrite)
+        barrier(info)
+        run_dir = Path(run_dir)
+        torch.manual_seed(cfg.seed)
+        store = AssetStore(assets)
+        face_model = resolve_face_model(cfg.face_model, store)
+        cfg.face_model = face_model
+        cfg.data.with_fit = face_model == "ict"
+        cache = PreparedCache.open(cfg.cache)
+        train_set = ClipDataset(cache, cache.split(cfg.train_split), cfg.data, train=True, seed=cfg.seed)
+        val_ids = cache.split(cfg.val_split) if (cache.root / "splits" / f"{cfg.val_split}.txt").is_file() else []
+        val_set = ClipDataset(cache, val_ids, cfg.data, train=False) if val_ids else None
+        step = build_step(cfg, store, init, face_model).to(rt.device)
+        trainer = Trainer(cfg, step, train_set, val_set, run_dir, rt, info)
+        if resume:
+            trainer.load(run_dir / CHECKPOINT_DIR / LAST)
+        return trainer.fit(on_log)
+    finally:
+        shutdown_distributed()
