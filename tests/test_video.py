@@ -109,9 +109,13 @@ def test_image_folder_and_single_image(tmp_path):
 
 
 def test_chunks_are_bounded(mead_video):
+    from itertools import islice
+
     src = open_video(mead_video)
-    sizes = [len(c) for c in src.iter_chunks(8)]
-    assert max(sizes) == 8 and sum(sizes) >= src.num_frames - 1
+    assert (src.width, src.height) == (1920, 1080)
+    chunks = list(islice(src.iter_chunks(8), 3))  # a generator: nothing beyond these is decoded
+    assert [len(c) for c in chunks] == [8, 8, 8]
+    assert np.array_equal(np.concatenate([c.indices for c in chunks]), np.arange(24))
 
 
 # ---- bad input: one-line InputError -------------------------------------------------------------
@@ -151,6 +155,29 @@ def test_corrupt_and_truncated(tmp_path, lrs3_video):
             src = open_video(path)
             list(src.iter_chunks(8))
         _assert_one_line(e.value, path)
+
+
+def test_truncated_faststart_file_is_reported(tmp_path):
+    import av
+
+    frames = (np.random.default_rng(0).random((50, 64, 64, 3)) * 255).astype(np.uint8)
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:  # index first, then data
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert len(open_video(full).read()) == 50
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    src = open_video(cut)  # the index is intact, the data is not
+    with pytest.raises(InputError, match="truncated") as e:
+        list(src.iter_chunks(8))
+    _assert_one_line(e.value, cut)
 
 
 def test_zero_frame_and_audio_only(tmp_path):

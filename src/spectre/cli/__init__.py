@@ -15,6 +15,7 @@ from .. import __version__
 #: (command, module, one-line help)
 COMMANDS = [
     ("assets", "spectre.cli.assets_cmd"),
+    ("track", "spectre.cli.track_cmd"),
     ("prepare", "spectre.cli.prepare_cmd"),
     ("train", "spectre.cli.train_cmd"),
 ]

@@ -48,13 +48,15 @@ def apply_rotation(frame: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The reason only (PyAV errors repeat the file name, which our messages already lead with)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 class VideoSource:
     """A readable video, image folder or single image. Metadata attributes:
 
-    ``path``, ``kind`` ('video' | 'images'), ``fps``, ``num_frames`` (container estimate for videos,
+    ``path``, ``kind`` ('video' | 'images' | 'array'), ``fps``, ``num_frames`` (container estimate for videos,
     exact for images), ``width``/``height`` (after rotation), ``rotation``, ``has_audio``,
     ``audio_stream_index`` (for muxing the original audio back, or None), ``duration`` (seconds).
     """
@@ -78,9 +80,24 @@ class VideoSource:
         return (f"VideoSource({str(self.path)!r}, kind={self.kind}, {self.width}x{self.height}, "
                 f"fps={self.fps:g}, ~{self.num_frames} frames, rotation={self.rotation}, audio={self.has_audio})")
 
+    @classmethod
+    def from_array(cls, frames: np.ndarray, fps: float = LIPREADER_FPS, name: str = "<array>") -> "VideoSource":
+        """Wrap in-memory RGB frames (N,H,W,3) uint8, e.g. frames produced by another tool."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+            raise InputError(f"{name}: expected non-empty uint8 frames (N,H,W,3), got {frames.dtype} {frames.shape}")
+        src = cls(Path(name), "array", float(fps), len(frames), frames.shape[2], frames.shape[1], 0, False, None,
+                  len(frames) / fps)
+        src._array = frames
+        return src
+
     # -- frames ------------------------------------------------------------------------------
     def iter_frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
         """Yield ``(index, pts_seconds, frame)`` one at a time (bounded memory)."""
+        if self.kind == "array":
+            for i, f in enumerate(self._array):
+                yield i, i / self.fps, f
+            return
         if self.kind == "images":
             for i, f in enumerate(self._image_files or []):
                 yield i, i / self.fps, _read_image(f)
@@ -92,21 +109,29 @@ class VideoSource:
         stream turns out to hold no frame or breaks mid-way (frames before the break were yielded)."""
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
-        buf: list[np.ndarray] = []
+        buf: np.ndarray | None = None  # filled in place: one copy per frame, no list + stack
+        n = 0
         idx: list[int] = []
         pts: list[float] = []
         total = 0
         for i, t, frame in self.iter_frames():
-            buf.append(frame)
+            if buf is None or frame.shape != buf.shape[1:]:
+                if n:  # frame size changed mid-stream: close the current chunk
+                    yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
+                    total += n
+                    n, idx, pts = 0, [], []
+                buf = np.empty((chunk_size, *frame.shape), np.uint8)
+            buf[n] = frame
+            n += 1
             idx.append(i)
             pts.append(t)
-            if len(buf) == chunk_size:
-                yield _make_chunk(buf, idx, pts)
-                total += len(buf)
-                buf, idx, pts = [], [], []
-        if buf:
-            total += len(buf)
-            yield _make_chunk(buf, idx, pts)
+            if n == chunk_size:
+                yield FrameChunk(buf, np.asarray(idx, np.int64), np.asarray(pts, np.float64))
+                total += n
+                buf, n, idx, pts = None, 0, [], []
+        if n:
+            total += n
+            yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
         if total == 0:
             raise InputError(f"{self.path}: no decodable video frame")
 
@@ -155,10 +180,6 @@ class VideoSource:
         return np.concatenate(parts, axis=1), int(rate)
 
 
-def _make_chunk(buf, idx, pts) -> FrameChunk:
-    return FrameChunk(np.stack(buf), np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64))
-
-
 def _read_image(path: Path) -> np.ndarray:
     import cv2
 
@@ -192,6 +213,9 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
                 i += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
+        expected = int(stream.frames or 0)
+        if expected and i < 0.9 * expected - 1:  # the container's index promises more than the data holds
+            raise InputError(f"{path}: file is truncated (decoded {i} of the {expected} frames its index lists)")
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:

@@ -1,0 +1,108 @@
+"""Throughput of the face front end on the sample clips: decode alone (baseline, same run) vs
+decode + MediaPipe mesh + detection + tracking, a few tracker settings, MediaPipe mesh alone
+(decode excluded, the reference figure), the face-crop warps, and the One-Euro jitter effect.
+
+    PYTHONPATH=src python bench/bench_faces.py [--quick] [--samples ../shared/samples]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+
+from spectre.faces import (FaceTracker, OneEuroConfig, TrackerConfig, face_crop_transform, landmark_jitter,  # noqa: E402
+                           warp_crop, warp_crop_fast)
+from spectre.io import open_video  # noqa: E402
+
+
+def _fps(n, seconds):
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def bench_clip(path: Path, quick: bool) -> list[tuple[str, str, float, str]]:
+    rows = []
+    src = open_video(path)
+    label = f"{path.parent.name} {src.width}x{src.height}"
+    t = time.perf_counter()
+    n = sum(len(c) for c in src.iter_chunks(32))
+    base = _fps(n, time.perf_counter() - t)
+    rows.append((label, "decode only (baseline)", base, "1.00x"))
+
+    configs = [("track default (max_faces=4)", TrackerConfig())]
+    if not quick:
+        configs += [("track max_faces=1", TrackerConfig(max_faces=1)),
+                    ("track max_faces=1, detect_every=5", TrackerConfig(max_faces=1, detect_every=5)),
+                    ("track + One-Euro", TrackerConfig(smoothing=OneEuroConfig()))]
+    results = {}
+    for name, cfg in configs:
+        tracker = FaceTracker(cfg)
+        tracker._open_graphs()  # graph start-up (~0.3 s) is not per-frame cost
+        t = time.perf_counter()
+        tracks = tracker.track(src)
+        fps = _fps(n, time.perf_counter() - t)
+        results[name] = tracks
+        rows.append((label, "decode + " + name, fps, f"{fps / base:.2f}x"))
+
+    frames = src.read().frames
+    import mediapipe as mp
+
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+    mesh.process(frames[0])
+    t = time.perf_counter()
+    for f in frames:
+        mesh.process(f)
+    rows.append((label, "MediaPipe mesh alone, max_faces=1 (no decode)", _fps(len(frames), time.perf_counter() - t), "-"))
+    mesh.close()
+
+    tr = next(iter(results["track default (max_faces=4)"].tracks.values()), None)
+    if tr is not None and tr.valid.all():
+        tforms = face_crop_transform(tr.landmarks68, 1.6)
+        k = min(len(frames), 8 if quick else 32)
+        for name, fn in [("crop warp exact (numpy)", lambda: warp_crop(frames[:k], tforms[:k])),
+                         ("crop warp fast cv2", lambda: warp_crop_fast(frames[:k], tforms[:k], backend="cv2")),
+                         ("crop warp fast torch", lambda: warp_crop_fast(frames[:k], tforms[:k], backend="torch"))]:
+            fn()  # warm-up (lazy initialisation of torch / cv2)
+            t = time.perf_counter()
+            fn()
+            rows.append((label, name, _fps(k, time.perf_counter() - t), "-"))
+        if "track + One-Euro" in results:
+            sm = next(iter(results["track + One-Euro"].tracks.values()))
+            rows.append((label, "jitter raw -> One-Euro", landmark_jitter(tr.landmarks68), f"-> {landmark_jitter(sm.landmarks68):.4f}"))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one LRS3 and one MEAD clip, default tracker only")
+    ap.add_argument("--samples", default=str(Path(__file__).resolve().parents[2] / "shared" / "samples"))
+    args = ap.parse_args()
+    root = Path(args.samples)
+    clips = sorted(root.glob("LRS3/*.mp4")) + sorted(root.glob("MEAD/*.mp4"))
+    if not clips:
+        print(f"no sample clips under {root}", file=sys.stderr)
+        return 2
+    if args.quick:
+        clips = [next(c for c in clips if c.parent.name == "LRS3"), next(c for c in clips if c.parent.name == "MEAD")]
+    else:
+        clips = [c for c in clips if c.parent.name == "LRS3"][:2] + [c for c in clips if c.parent.name == "MEAD"][:2]
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"# bench_faces  load average {load:.2f}  cpus {os.cpu_count()}")
+    print(f"{'clip':<20} {'stage':<48} {'frames/s':>10} {'vs decode':>12}")
+    for clip in clips:
+        for label, stage, fps, ratio in bench_clip(clip, args.quick):
+            print(f"{label:<20} {stage:<48} {fps:>10.4g} {ratio:>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
