@@ -1,0 +1,203 @@
+"""``VideoWriter``: H.264/yuv420p MP4 via PyAV with the input's audio muxed in.
+
+Why its own module: outputs must play everywhere (H.264 + yuv420p), keep the input's frame count and
+timestamps (so renders line up with the audio and with the input frame by frame), carry the input's
+audio (copied when the codec fits MP4, otherwise re-encoded to AAC), and never leave a half-written
+file (the video is written to a temporary file and renamed on ``close``).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import InputError, OutputError
+
+__all__ = ["VideoWriter"]
+
+_TIME_BASE = Fraction(1, 90000)
+_COPYABLE_AUDIO = {"aac", "mp3", "alac", "opus", "ac3"}
+
+
+def _frame_to_uint8(frame) -> np.ndarray:
+    """(H, W, 3) uint8, or float in [0, 1] as (H, W, 3) / (3, H, W) numpy or torch -> (H, W, 3) uint8."""
+    if hasattr(frame, "detach"):
+        frame = frame.detach().cpu().numpy()
+    frame = np.asarray(frame)
+    if frame.ndim == 3 and frame.shape[0] == 3 and frame.shape[-1] != 3:
+        frame = frame.transpose(1, 2, 0)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frames must be (H, W, 3) RGB, got shape {frame.shape}")
+    if frame.dtype != np.uint8:
+        frame = np.clip(frame.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(frame)
+
+
+class VideoWriter:
+    """Write RGB frames to ``path`` (.mp4/.mov/.mkv) as H.264 yuv420p.
+
+    ``size`` is (width, height) of the frames; odd sizes are padded by one edge pixel (yuv420p needs
+    even sizes). ``pts``: presentation time in seconds of every frame (e.g. the input's, so timing is
+    identical, variable frame rate included); default ``i / fps``. ``audio_from``: a media file whose
+    first audio stream is muxed in (copied, or re-encoded to AAC). Use as a context manager; on an
+    exception the partial file is removed and any existing file at ``path`` is left untouched.
+    """
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], audio_from: str | Path | None = None,
+                 pts: Sequence[float] | None = None, *, overwrite: bool = False, crf: int = 18,
+                 preset: str = "medium"):
+        import av
+
+        self.path = Path(path)
+        self.fps = float(fps)
+        if not self.fps > 0:
+            raise InputError(f"{self.path}: frame rate must be positive, got {fps}")
+        self.width, self.height = int(size[0]), int(size[1])
+        if self.width <= 0 or self.height <= 0:
+            raise InputError(f"{self.path}: invalid frame size {size}")
+        self.pts = None if pts is None else [float(t) for t in pts]
+        self.frames_written = 0
+        self._audio_from = Path(audio_from) if audio_from is not None else None
+        self._ctx = atomic_path(self.path, overwrite)
+        self._tmp = self._ctx.__enter__()
+        try:
+            self._out = av.open(str(self._tmp), mode="w")
+            self._video = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
+            self._video.width = self.width + self.width % 2
+            self._video.height = self.height + self.height % 2
+            self._video.pix_fmt = "yuv420p"
+            self._video.time_base = _TIME_BASE
+            self._video.codec_context.time_base = _TIME_BASE
+            self._video.options = {"crf": str(crf), "preset": preset}
+            self._audio_in = self._audio_out = self._audio_src = None
+            if self._audio_from is not None:
+                self._open_audio()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    # ---- audio -----------------------------------------------------------------------------
+    def _open_audio(self) -> None:
+        import av
+
+        try:
+            src = av.open(str(self._audio_from))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot read audio from {self._audio_from}: {exc}") from None
+        if not src.streams.audio:
+            src.close()  # a silent input gives a silent output
+            return
+        self._audio_src = src
+        self._audio_in = src.streams.audio[0]
+        name = self._audio_in.codec_context.name
+        if name in _COPYABLE_AUDIO:
+            self._audio_out = self._out.add_stream_from_template(self._audio_in)
+            self._audio_copy = True
+        else:
+            rate = self._audio_in.codec_context.sample_rate or 48000
+            self._audio_out = self._out.add_stream("aac", rate=rate)
+            channels = self._audio_in.codec_context.channels or 2
+            self._audio_out.layout = "mono" if channels == 1 else "stereo"
+            self._audio_copy = False
+
+    def _mux_audio(self) -> None:
+        import av
+
+        if self._audio_in is None:
+            return
+        if self._audio_copy:
+            for packet in self._audio_src.demux(self._audio_in):
+                if packet.dts is None:
+                    continue
+                packet.stream = self._audio_out
+                self._out.mux(packet)
+            return
+        resampler = av.AudioResampler(format=self._audio_out.codec_context.format or "fltp",
+                                      layout=self._audio_out.layout, rate=self._audio_out.rate,
+                                      frame_size=self._audio_out.codec_context.frame_size or 1024)
+        for frame in self._audio_src.decode(self._audio_in):
+            for rf in resampler.resample(frame):
+                self._out.mux(self._audio_out.encode(rf))
+        for rf in resampler.resample(None):
+            self._out.mux(self._audio_out.encode(rf))
+        self._out.mux(self._audio_out.encode(None))
+
+    # ---- video -----------------------------------------------------------------------------
+    def write(self, frame) -> None:
+        """Append one RGB frame ((H, W, 3) uint8, or float in [0, 1])."""
+        import av
+
+        img = _frame_to_uint8(frame)
+        if img.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {img.shape[1]}x{img.shape[0]}, writer expects {self.width}x{self.height}")
+        if self.width % 2 or self.height % 2:
+            img = np.pad(img, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
+        i = self.frames_written
+        if self.pts is not None:
+            if i >= len(self.pts):
+                raise ValueError(f"more frames than the {len(self.pts)} timestamps given")
+            t = self.pts[i]
+        else:
+            t = i / self.fps
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts = int(round(t / _TIME_BASE))
+        vf.time_base = _TIME_BASE
+        for packet in self._video.encode(vf):
+            self._out.mux(packet)
+        self.frames_written += 1
+
+    def write_all(self, frames) -> None:
+        for f in frames:
+            self.write(f)
+
+    def close(self) -> Path:
+        """Flush the encoder, mux the audio and move the file into place."""
+        import av
+
+        if self._ctx is None:
+            return self.path
+        try:
+            for packet in self._video.encode(None):
+                self._out.mux(packet)
+            self._mux_audio()
+            self._out.close()
+            if self._audio_src is not None:
+                self._audio_src.close()
+        except av.error.FFmpegError as exc:
+            err = OutputError(f"cannot write {self.path}: {exc}")
+            self._abort(err)
+            raise err from None
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        ctx, self._ctx = self._ctx, None
+        ctx.__exit__(None, None, None)
+        return self.path
+
+    def _abort(self, exc: BaseException) -> None:
+        for res in (getattr(self, "_out", None), getattr(self, "_audio_src", None)):
+            try:
+                if res is not None:
+                    res.close()
+            except Exception:  # noqa: BLE001 - best effort while already failing
+                pass
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            try:
+                ctx.__exit__(type(exc), exc, exc.__traceback__)
+            except BaseException:  # noqa: BLE001 - the original error is what the caller sees
+                pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self._abort(exc)

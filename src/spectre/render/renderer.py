@@ -1,0 +1,153 @@
+"""``Renderer``: the official SPECTRE/DECA renders (``SRenderY``) on our own rasteriser.
+
+Inputs are the mesh twice, as in the official code: ``vertices`` in model/world space (for lighting
+normals) and ``crop_vertices`` = ``spectre.geometry.project_to_crop(vertices, cam)`` (normalised crop
+coordinates, x right, y down, z away). The renderer adds the official ``z + 10`` itself. Any
+``FaceModel`` works: pass ``model.render_faces()`` as ``faces``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import shading
+from .rasterize import Fragments, interpolate, rasterize
+
+__all__ = ["Renderer", "RenderOutput", "warp_affine"]
+
+
+@dataclass
+class RenderOutput:
+    images: torch.Tensor  # (B, 3, H, W) composited image
+    alpha: torch.Tensor  # (B, 1, H, W) coverage used for compositing
+    normal_images: torch.Tensor | None = None  # (B, 3, H, W) interpolated world normals
+    uv_grid: torch.Tensor | None = None  # (B, H, W, 2) texture lookup grid (textured render)
+    albedo_images: torch.Tensor | None = None
+    fragments: Fragments | None = None
+
+
+def _to_chw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+class Renderer:
+    """Differentiable mesh renderer at ``image_size`` (int or (H, W)).
+
+    ``soft_edges`` makes silhouette alpha differentiable (anti-aliased coverage); the official render
+    uses hard edges (the default). ``z_offset`` is the official +10 that puts the mesh in front.
+    """
+
+    def __init__(self, image_size: int | tuple[int, int] = 224, *, z_offset: float = 10.0,
+                 soft_edges: bool = False):
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.z_offset = z_offset
+        self.soft_edges = soft_edges
+
+    # ---- building blocks -------------------------------------------------------------------
+    def screen_vertices(self, crop_vertices: torch.Tensor) -> torch.Tensor:
+        """Crop coordinates -> the rasteriser's space (official ``transformed_vertices[..., 2] += 10``)."""
+        return crop_vertices + crop_vertices.new_tensor([0.0, 0.0, self.z_offset])
+
+    def rasterize(self, crop_vertices: torch.Tensor, faces: torch.Tensor) -> Fragments:
+        return rasterize(self.screen_vertices(crop_vertices), faces, self.image_size, soft_edges=self.soft_edges)
+
+    def _alpha(self, frags: Fragments) -> torch.Tensor:
+        alpha = frags.alpha if self.soft_edges else frags.alpha.detach()
+        return alpha.unsqueeze(1)
+
+    def render_attributes(self, crop_vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Tensor,
+                          attribute_faces: torch.Tensor | None = None) -> RenderOutput:
+        """Interpolate any attribute: per vertex (B, V, C) (``attribute_faces`` defaults to ``faces``)
+        or per face corner (B, F, 3, C). Returns images (B, C, H, W) (0 on background) and alpha."""
+        faces = faces.to(crop_vertices.device).long()
+        frags = self.rasterize(crop_vertices, faces)
+        if attributes.dim() == 3 or (attributes.dim() == 2 and attribute_faces is not None):
+            img = interpolate(frags, attributes, attribute_faces if attribute_faces is not None else faces)
+        else:
+            img = interpolate(frags, attributes)
+        return RenderOutput(_to_chw(img), self._alpha(frags), fragments=frags)
+
+    # ---- official renders ------------------------------------------------------------------
+    def render_shape(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
+                     images: torch.Tensor | None = None, lights: torch.Tensor | None = None,
+                     albedo: float = shading.SHAPE_GREY, detach_normals: bool = True,
+                     facing_vertices: torch.Tensor | None = None) -> RenderOutput:
+        """The grey shape image of the official demo (``SRenderY.render_shape``): constant albedo
+        180/255, 5 directional lights of intensity 1.7 on interpolated world normals, pixels whose
+        screen-space normal points away (z >= 0.15) dropped, composited over ``images`` (B, 3, H, W)
+        or black. ``facing_vertices`` (default: the screen vertices) decide which side faces the camera."""
+        faces = faces.to(vertices.device).long()
+        screen = self.screen_vertices(crop_vertices)
+        normals = shading.vertex_normals(vertices, faces)
+        if detach_normals:
+            normals = normals.detach()
+        screen_normals = shading.vertex_normals(screen if facing_vertices is None else facing_vertices,
+                                                faces).detach()
+        frags = rasterize(screen, faces, self.image_size, soft_edges=self.soft_edges)
+        attrs = interpolate(frags, torch.cat([normals, screen_normals], -1), faces)  # (B, H, W, 6)
+        normal_img, screen_normal_img = attrs[..., :3], attrs[..., 3:]
+        B, H, W = frags.shape
+        light = shading.add_directional_light(normal_img.reshape(B, H * W, 3), lights if lights is not None
+                                              else shading.default_shape_lights(B, vertices.device, vertices.dtype))
+        shaded = albedo * _to_chw(light.view(B, H, W, 3))
+        pos_mask = (screen_normal_img[..., 2] < 0.15).to(shaded.dtype).unsqueeze(1)
+        alpha = self._alpha(frags) * pos_mask
+        background = images if images is not None else torch.zeros_like(shaded)
+        out = shaded * alpha + background * (1 - alpha)
+        return RenderOutput(out, alpha, _to_chw(normal_img), fragments=frags)
+
+    def render_textured(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
+                        texture: torch.Tensor, uv_coords: torch.Tensor, uv_faces: torch.Tensor,
+                        sh_coeffs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> RenderOutput:
+        """The official textured render (``SRenderY.forward``): albedo ``texture`` (B, 3, h, w) read
+        with ``grid_sample`` at the interpolated UVs (``uv_coords`` (T, 2) in [0, 1], ``uv_faces`` (F, 3)),
+        times SH shading (``sh_coeffs`` (B, 9, 3)) of the interpolated world normals (not
+        re-normalised), times alpha; background black or ``images``. Gradients reach the vertices
+        through the UVs and normals."""
+        faces = faces.to(vertices.device).long()
+        _, face_uv = shading.uv_attributes(uv_coords.to(vertices), uv_faces.to(vertices.device).long())
+        frags = self.rasterize(crop_vertices, faces)
+        normals = shading.vertex_normals(vertices, faces)
+        uv_img = interpolate(frags, face_uv)  # (B, H, W, 3)
+        normal_img = interpolate(frags, normals, faces)
+        grid = uv_img[..., :2]
+        B = vertices.shape[0]
+        tex = texture.to(vertices.dtype)
+        if tex.shape[0] != B:
+            tex = tex.expand(B, -1, -1, -1)
+        albedo = F.grid_sample(tex, grid, align_corners=False)
+        normal_chw = _to_chw(normal_img)
+        color = albedo * shading.add_sh_light(normal_chw, sh_coeffs) if sh_coeffs is not None else albedo
+        alpha = self._alpha(frags)
+        out = color * alpha
+        if images is not None:
+            out = out + images * (1 - alpha)
+        return RenderOutput(out, alpha, normal_chw * alpha, grid, albedo * alpha, frags)
+
+    def render_mouth(self, rendered: torch.Tensor, mouth_transform: torch.Tensor,
+                     size: int | tuple[int, int] = 88) -> torch.Tensor:
+        """The mouth region of a render with the same 2x3 crop transform (render pixels -> mouth
+        pixels) that cut the input's mouth, so the lipread loss compares like with like."""
+        return warp_affine(rendered, mouth_transform, size)
+
+
+def warp_affine(images: torch.Tensor, matrix: torch.Tensor, size: int | tuple[int, int],
+                mode: str = "bilinear") -> torch.Tensor:
+    """Differentiable ``cv2.warpAffine``: ``matrix`` (B, 2, 3) or (2, 3) maps source pixel coordinates
+    to output pixel coordinates, pixel centres at integers (the OpenCV/scikit-image convention of the
+    pipeline's crop transforms); zeros outside. Returns (B, C, H_out, W_out)."""
+    Ho, Wo = (size, size) if isinstance(size, int) else tuple(size)
+    B, _, Hi, Wi = images.shape
+    m = matrix.to(images.dtype)
+    if m.dim() == 2:
+        m = m.expand(B, 2, 3)
+    full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], 1)
+    inv = torch.linalg.inv(full)[:, :2]  # output px -> source px
+    ys, xs = torch.meshgrid(torch.arange(Ho, dtype=images.dtype, device=images.device),
+                            torch.arange(Wo, dtype=images.dtype, device=images.device), indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)
+    src = pts @ inv.transpose(1, 2)  # (B, Ho*Wo, 2)
+    grid = torch.stack([(src[..., 0] + 0.5) / Wi * 2 - 1, (src[..., 1] + 0.5) / Hi * 2 - 1], -1).view(-1, Ho, Wo, 2)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)

@@ -1,0 +1,110 @@
+"""VideoWriter: frame count, timestamps, H.264/yuv420p, audio muxed from the input, atomic output."""
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from spectre.errors import OutputError
+from spectre.io.writer import VideoWriter
+from spectre.render.visualize import compose, shape_frames
+
+
+def read_video(path):
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        frames, pts = [], []
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            pts.append(float(f.pts * vs.time_base))
+        info = {"codec": vs.codec_context.name, "pix_fmt": vs.codec_context.pix_fmt,
+                "audio": [(a.codec_context.name, a.codec_context.sample_rate,
+                           float(a.duration * a.time_base) if a.duration else None) for a in c.streams.audio]}
+    return frames, pts, info
+
+
+def test_grid_video_keeps_frames_timing_and_audio(lrs3_video, tmp_path):
+    frames, pts, info_in = read_video(lrs3_video)
+    out = tmp_path / "grid.mp4"
+    H, W = frames[0].shape[:2]
+    with VideoWriter(out, 25, (2 * W, H), audio_from=lrs3_video, pts=pts) as w:
+        for f in frames:
+            w.write(compose("grid", 255 - f, np.ones(f.shape[:2]), f))
+    got, got_pts, info = read_video(out)
+    assert len(got) == len(frames)
+    np.testing.assert_allclose(got_pts, pts, atol=1e-3)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert len(info["audio"]) == 1 and info["audio"][0][:2] == info_in["audio"][0][:2]
+    assert abs(info["audio"][0][2] - info_in["audio"][0][2]) < 0.05
+    # right half is the input: lossy but close
+    err = np.abs(got[len(got) // 2][:, W:].astype(float) - frames[len(got) // 2]).mean()
+    assert err < 4.0
+
+
+def test_uncopyable_audio_is_reencoded_to_aac(tmp_path):
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=16000, layout="mono")
+        t = np.arange(16000) / 16000
+        samples = (0.3 * np.sin(2 * math.pi * 440 * t) * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, 25, (33, 17), audio_from=wav) as w:  # odd size is padded
+        for i in range(25):
+            w.write(np.full((17, 33, 3), i * 10, np.uint8))
+    frames, pts, info = read_video(out)
+    assert len(frames) == 25 and frames[0].shape[:2] == (18, 34)
+    np.testing.assert_allclose(pts, np.arange(25) / 25, atol=1e-3)
+    assert info["audio"][0][0] == "aac" and abs(info["audio"][0][2] - 1.0) < 0.1
+
+
+def test_no_overwrite_and_no_partial_file(tmp_path):
+    out = tmp_path / "a.mp4"
+    out.write_bytes(b"keep")
+    with pytest.raises(OutputError):
+        VideoWriter(out, 25, (16, 16))
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, 25, (16, 16), overwrite=True) as w:
+            w.write(np.zeros((16, 16, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert out.read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+    with pytest.raises(ValueError):
+        with VideoWriter(tmp_path / "b.mp4", 25, (16, 16)) as w:
+            w.write(np.zeros((8, 16, 3), np.uint8))
+    assert not (tmp_path / "b.mp4").exists()
+
+
+def test_shape_frames_layouts(golden_dir):
+    g = np.load(golden_dir / "shading.npz")
+    from spectre.geometry import project_to_crop
+    verts = torch.from_numpy(g["verts"])
+    crop = project_to_crop(verts, torch.from_numpy(g["in_cam"]))
+    faces = torch.from_numpy(g["faces"][0]).long()
+    images = [np.full((224, 224, 3), 200, np.uint8)] * 2
+    grid = list(shape_frames(verts, crop, faces, images, "grid"))
+    assert len(grid) == 2 and grid[0].shape == (224, 448, 3)
+    assert (grid[0][:, 224:] == 200).all()  # right half: the input
+    render = list(shape_frames(verts, crop, faces, None, "render"))
+    np.testing.assert_array_equal(render[0], grid[0][:, :224])
+    over = list(shape_frames(verts, crop, faces, images, "overlay"))[0]
+    fg = render[0].sum(-1) > 0
+    assert (over[~fg] == 200).all() and (over[fg] != 200).any()
+    # the same render placed into a 2x larger "original frame" by the crop transform
+    m = torch.tensor([[[0.5, 0.0, -10.0], [0.0, 0.5, -20.0]]]).repeat(2, 1, 1)  # frame px -> crop px
+    frame = [np.zeros((500, 480, 3), np.uint8)] * 2
+    big = list(shape_frames(verts, crop, faces, frame, "render", crop_transforms=m))[0]
+    assert big.shape == (500, 480, 3)
+    small = torch.from_numpy(big).permute(2, 0, 1)[None].float()
+    from spectre.render.renderer import warp_affine
+    back = warp_affine(small, m[0], 224)[0].permute(1, 2, 0).numpy()
+    inner = fg & (np.abs(np.diff(render[0].astype(float), axis=0, prepend=0)).sum(-1) < 20)
+    assert np.abs(back[inner] - render[0][inner]).mean() < 12
