@@ -68,12 +68,15 @@ def test_neutral_equals_npz_neutral(ict, ict_full, full_npz):
 
 
 def test_full_model_hides_eye_shells(ict_full):
+    from spectre.models.ict import HIDDEN_PARTS
+
     shown = ict_full.render_faces()
-    hidden = ict_full.part_faces("Eye occlusion left", "Lacrimal fluid right", "Eyelashes left")
-    assert len(hidden) > 0 and len(shown) == len(ict_full.faces) - len(
-        ict_full.part_faces(*[p for p in ict_full.part_names if p in
-                              ("Lacrimal fluid left", "Lacrimal fluid right", "Eye blend left", "Eye blend right",
-                               "Eye occlusion left", "Eye occlusion right", "Eyelashes left", "Eyelashes right")]))
+    hidden = ict_full.part_faces(*HIDDEN_PARTS)
+    assert len(ict_full.part_faces("Eye occlusion left")) == 256  # 128 quads
+    assert len(shown) + len(hidden) == len(ict_full.faces)
+    hidden_vertices = set(hidden.flatten().tolist())
+    assert not hidden_vertices & set(shown.flatten().tolist())
+    assert len(ict_full.part_faces("Head and Neck")) > 0 and len(ict_full.part_faces("Teeth")) > 0
 
 
 def test_compact_vs_full_error(ict, ict_full):
@@ -189,3 +192,126 @@ def test_bad_npz_is_refused(tmp_path):
     np.savez(tmp_path / "partial.npz", neutral_vertices=np.zeros((3, 3), np.float32))
     with pytest.raises(AssetError, match="missing"):
         ICTFaceModel.from_file(tmp_path / "partial.npz")
+
+
+# ---- spectre assets convert-ict --------------------------------------------------------------------
+N_IDENTITY_OBJS = 3
+
+
+def _write_vertices_obj(path, verts, template_lines=None):
+    """An OBJ of the neutral topology with moved vertices (v lines only, or a full copy of the neutral)."""
+    if template_lines is None:
+        np.savetxt(path, verts, fmt="v %.6f %.6f %.6f")
+        return
+    vlines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+    it = iter(vlines)
+    path.write_text("\n".join(next(it) if line.startswith("v ") else line for line in template_lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def facekit_folder(shared_assets, full_npz, tmp_path_factory):
+    """raw/ of the shared ICT folder plus identity/expression OBJs written from the npz rows."""
+    import shutil
+
+    raw = shared_assets / "ict_facekit" / "raw"
+    if not (raw / "generic_neutral_mesh.obj").is_file():
+        pytest.skip(f"ICT-FaceKit raw files not found at {raw}")
+    folder = tmp_path_factory.mktemp("FaceXModel")
+    for p in raw.iterdir():
+        (shutil.copytree if p.is_dir() else shutil.copy)(p, folder / p.name)
+    template = (raw / "generic_neutral_mesh.obj").read_text().splitlines()
+    with np.load(full_npz) as d:
+        neutral = d["neutral_vertices"].astype(np.float64)
+        for i in range(N_IDENTITY_OBJS):
+            _write_vertices_obj(folder / f"identity{i:03d}.obj", neutral + d["identity_deltas"][i],
+                                template if i == 0 else None)
+        for name, delta in zip(d["expression_names"], d["expression_deltas"]):
+            _write_vertices_obj(folder / f"{name}.obj", neutral + delta)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def installed_assets(facekit_folder, tmp_path_factory):
+    """An assets folder where `spectre assets convert-ict` installed the converted model (one conversion
+    shared by the tests below)."""
+    from spectre.cli import main
+
+    assets = tmp_path_factory.mktemp("assets")
+    assert main(["assets", "--assets", str(assets), "convert-ict", str(facekit_folder)]) == 0
+    return assets
+
+
+@pytest.fixture(scope="module")
+def converted(installed_assets):
+    out = installed_assets / "ict_facekit" / "ict_face_model.npz"
+    with np.load(out) as d:
+        return out, {k: d[k] for k in d.files}
+
+
+def test_convert_ict_matches_shared_npz(converted, full_npz):
+    _, got = converted
+    with np.load(full_npz) as ref:
+        for key in ("neutral_vertices", "faces", "face_sizes", "triangles", "triangle_to_face", "uv_coords",
+                    "uv_faces", "uv_triangles", "material_names", "material_face_range", "part_names",
+                    "part_vertex_range", "part_face_range", "face_area_names", "face_area_vertex_range",
+                    "eyeball_part_vertex_range", "tooth_names", "tooth_vertex_range", "tooth_face_range",
+                    "landmarks68_vertex_idx", "jawline_left_vertex_idx", "jawline_right_extended_vertex_idx",
+                    "fitting_vertex_idx", "rigid_vertex_idx", "laplacian_rigid_vertex_idx", "rigid_landmark_idx",
+                    "expression_names", "expression_arkit_names", "sample_identity_coefficients"):
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+        assert got["identity_deltas"].shape == (N_IDENTITY_OBJS, 26719, 3)
+        assert got["expression_deltas"].shape == (53, 26719, 3) and got["expression_deltas"].dtype == np.float16
+        for key, rows in (("identity_deltas", slice(0, N_IDENTITY_OBJS)), ("expression_deltas", slice(None))):
+            a = got[key].astype(np.float32)
+            b = ref[key][rows].astype(np.float32)
+            # OBJ printing (1e-6) + one float16 rounding step at the largest deltas (|d| < 4 cm)
+            np.testing.assert_allclose(a, b, atol=2e-3, err_msg=key)
+            assert np.abs(a - b).mean() < 1e-5
+        assert float(got["expression_deltas_float16_max_error_cm"]) < 2e-3
+        assert "MIT" in str(got["license"])
+
+
+def test_converted_model_loads(converted):
+    path, _ = converted
+    m = ICTFaceModel.from_file(path, n_identity=N_IDENTITY_OBJS)
+    assert m.v_template.shape == (26719, 3) and m.spec["identity"].size == N_IDENTITY_OBJS
+    with pytest.raises(AssetError, match="identity modes"):
+        ICTFaceModel.from_file(path, n_identity=100)
+
+
+def test_convert_ict_cli(installed_assets, facekit_folder, capsys):
+    from spectre.cli import main
+
+    target = installed_assets / "ict_facekit" / "ict_face_model.npz"
+    assert target.is_file()
+    m = ICTFaceModel.from_store(installed_assets, full=True, n_identity=N_IDENTITY_OBJS)
+    assert m.v_template.shape[0] == 26719 and m.source == str(target)
+    # no overwrite without --overwrite: exit code 5, a one-line error, the file untouched
+    before = target.stat().st_mtime_ns
+    assert main(["assets", "--assets", str(installed_assets), "convert-ict", str(facekit_folder)]) == 5
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert target.stat().st_mtime_ns == before
+
+
+def test_convert_ict_bad_input(tmp_path, capsys, facekit_folder):
+    from spectre.cli import main
+
+    assert main(["assets", "convert-ict", str(tmp_path / "nope"), "-o", str(tmp_path / "x.npz")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["assets", "convert-ict", str(tmp_path / "empty"), "-o", str(tmp_path / "x.npz")]) == 2
+    assert "generic_neutral_mesh.obj" in capsys.readouterr().err
+    # a folder whose first expression OBJ has the wrong vertex count: the file is named
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("generic_neutral_mesh.obj", "vertex_indices.json", "identity000.obj"):
+        (bad / name).symlink_to(facekit_folder / name)
+    (bad / "browDown_L.obj").write_text("v 0 0 0\n")
+    assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "browDown_L.obj" in err and "vertices" in err
+    (bad / "browDown_L.obj").unlink()
+    assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
+    assert "missing browDown_L.obj" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()

@@ -16,6 +16,7 @@ from .. import __version__
 COMMANDS = [
     ("assets", "spectre.cli.assets_cmd"),
     ("track", "spectre.cli.track_cmd"),
+    ("reconstruct", "spectre.cli.reconstruct_cmd"),
     ("prepare", "spectre.cli.prepare_cmd"),
     ("train", "spectre.cli.train_cmd"),
 ]

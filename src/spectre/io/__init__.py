@@ -1,4 +1,4 @@
-"""File input/output: videos (streaming reader and writer), result files, mesh exports.
+"""File input/output: videos (streaming reader, writer), result files, mesh exports.
 Heavy imports (PyAV, cv2) happen inside functions."""
 from .video import FrameChunk, VideoSource, apply_rotation, open_video
 

@@ -166,9 +166,12 @@ class FLAME(FaceModel):
         self.register_buffer("shapedirs", torch.tensor(sd, dtype=f32))
         self.register_buffer("posedirs", torch.tensor(posedirs.reshape(-1, posedirs.shape[-1]).T, dtype=f32))
         self.register_buffer("J_regressor", torch.tensor(np.asarray(model["J_regressor"]), dtype=f32))
+        # the joint regressor is sparse: only these vertices feed the joints (skip the zero columns)
+        self.register_buffer("_J_cols", torch.from_numpy(np.flatnonzero(np.any(self.J_regressor.numpy() != 0, 0))))
         parents = np.asarray(model["kintree_table"])[0].astype(np.int64)
         parents[0] = -1
         self.register_buffer("parents", torch.from_numpy(parents))
+        self._parent_list = parents.tolist()  # python ints: the kinematic chain loop needs no device sync
         self.register_buffer("lbs_weights", torch.tensor(np.asarray(model["weights"]), dtype=f32))
         chain, j = [], NECK_JOINT
         while j != -1:
@@ -217,7 +220,7 @@ class FLAME(FaceModel):
         betas, pose = betas.to(dtype), pose.to(dtype)
         B = betas.shape[0]
         v_shaped = self.v_template[None] + torch.einsum("bl,mkl->bmk", betas, self.shapedirs)
-        joints = torch.einsum("bik,ji->bjk", v_shaped, self.J_regressor)  # (B, J, 3)
+        joints = self.J_regressor[:, self._J_cols] @ v_shaped[:, self._J_cols]  # (B, J, 3)
         rot = axis_angle_to_matrix(pose.reshape(-1, 3)).view(B, -1, 3, 3)
         eye3 = torch.eye(3, dtype=dtype, device=pose.device)
         pose_feature = (rot[:, 1:] - eye3).reshape(B, -1)
@@ -228,7 +231,7 @@ class FLAME(FaceModel):
 
     def _rigid_transforms(self, rot: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         """World transforms of the joints, re-centred so they act on rest-pose vertices."""
-        parents = self.parents.tolist()
+        parents = self._parent_list
         rel = joints.clone()
         rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
         local = torch.cat([F.pad(rot, (0, 0, 0, 1)), F.pad(rel[..., None], (0, 0, 0, 1), value=1.0)], dim=3)

@@ -35,12 +35,12 @@ class FitConfig:
 
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
-    lips: float = 4.0              # absolute L2-ish term on the 20 lip points
+    lips: float = 8.0              # absolute L2-ish term on the 20 lip points
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
     expression_prior: float = 1e-4  # L2 on expression coefficients
-    smooth_expression: float = 0.02  # second differences, per frame
-    smooth_pose: float = 1.0
-    smooth_camera: float = 1.0
+    smooth_expression: float = 0.2  # second differences, per frame
+    smooth_pose: float = 10.0
+    smooth_camera: float = 10.0
     identity_frames: int = 48      # frames (spread over the track) used to estimate the identity
     identity_iterations: int = 150
     iterations: int = 80           # per window, warm-started
@@ -98,7 +98,8 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
 class PointEvaluator:
     """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
 
-    ``subset``: the model offers ``landmarks_only(params)`` (landmarks from a vertex subset, e.g. ICT).
+    ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
+    ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
     ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
     (68×3 per coefficient, one per yaw bin for the dynamic contour) is probed once from the model; the
     rotation is applied here. The result is verified against ``model.forward`` up to a per-frame 2D
@@ -113,17 +114,23 @@ class PointEvaluator:
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
         self.kind = "full"
-        if callable(getattr(model, "landmarks_only", None)):
-            # the model evaluates its landmarks from a vertex subset itself (ICT)
-            self.kind = "subset"
-        elif try_fast:
+        self.fixed = None
+        if try_fast and callable(getattr(model, "landmark_vertices", None)):
+            # the model exposes the few vertices its landmarks need (ICT): probe their linear basis once
+            try:
+                self._build_subset()
+                if self._verify():
+                    self.kind = "subset"
+            except (RuntimeError, ValueError, IndexError, KeyError):
+                self.kind = "full"
+        if self.kind == "full" and try_fast:
             try:
                 self._build_fast()
                 if self._verify():
                     self.kind = "fast"
             except (RuntimeError, ValueError, IndexError, KeyError):
                 self.kind = "full"
-        if self.kind != "fast":
+        if self.kind == "full":
             self.mean = self.basis = None
             self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
 
@@ -173,6 +180,41 @@ class PointEvaluator:
         self.basis = torch.stack(bases)     # (Y, 68, 3, K)
         self.defaults = defaults
 
+    @torch.no_grad()
+    def _build_subset(self) -> None:
+        m = self.model
+        K = sum(self.sizes)
+        dev = m.faces.device
+        base = m.complete({})
+        defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]
+        coefs = defaults.repeat(K + 1, 1)
+        coefs[1:] += torch.eye(K, device=dev)
+        params = self._split(coefs)
+        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
+        V = m.landmark_vertices(m.complete(params))  # (K+1, S, 3)
+        self.S = V.shape[1]
+        self.sub_mean = V[0].reshape(-1)                       # (S*3,)
+        self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
+        self.defaults = defaults
+        self.transpose = True
+
+    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> "PointEvaluator":
+        """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
+        ignored), so each iteration multiplies only the free coefficients (e.g. identity fixed)."""
+        import copy
+
+        ev = copy.copy(self)
+        if self.kind != "subset":
+            return ev
+        free = ~fixed_mask
+        delta = fixed_values - self.defaults[fixed_mask]
+        ev.sub_mean = self.sub_mean + delta @ self.sub_basis[fixed_mask]
+        ev.sub_basis = self.sub_basis[free].contiguous()
+        ev.defaults = self.defaults.clone()
+        ev.defaults[fixed_mask] = fixed_values
+        ev.free = free
+        return ev
+
     def _rotate(self, pts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         R = axis_angle_to_matrix(rot)  # (B, 3, 3)
         return pts @ (R.transpose(1, 2) if self.transpose else R)
@@ -212,14 +254,19 @@ class PointEvaluator:
     # -- public
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
+        if self.kind == "subset":
+            free = getattr(self, "free", None)
+            d = coef - self.defaults
+            if free is not None:
+                d = d[:, free]
+            verts = (self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S, 3)
+            return self.model.landmarks(self._rotate(verts, rot))
         if self.kind == "fast":
             b = self._yaw_bin(rot)
             pts = self.mean[b] + torch.einsum("bpck,bk->bpc", self.basis[b], coef - self.defaults)
             return self._rotate(pts, rot)
         p = self._split(coef)
         p[self.rot] = rot
-        if self.kind == "subset":
-            return self.model.landmarks_only(p)
         return self.model(self.model.complete(p)).landmarks
 
 
@@ -332,6 +379,17 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
         o += s
     defaults = torch.cat([model.complete({})[n] for n in names], -1)[0].to(dev, torch_dtype)
     objective = _Objective(cfg, ev, dev)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
+    try:
+        return _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
+                    names, sizes, id_mask, lo, hi, defaults, identity)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
+         names, sizes, id_mask, lo, hi, defaults, identity) -> TrackFit:
 
     # ---- rigid initialisation (closed-form orthographic Procrustes per frame on the neutral face)
     with torch.no_grad():
@@ -403,6 +461,7 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
         id_vec = torch.as_tensor(np.asarray(identity).reshape(-1), dtype=torch_dtype, device=dev)
     base = defaults.clone()
     base[id_mask] = id_vec
+    objective.ev = ev.specialise(id_mask, id_vec)
 
     # ---- stage B: per-frame parameters in overlapping windows, identity fixed
     coef_out = base.repeat(T, 1)
