@@ -315,3 +315,25 @@ def test_convert_ict_bad_input(tmp_path, capsys, facekit_folder):
     assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
     assert "missing browDown_L.obj" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_bundled_compact_is_reproducible(full_npz):
+    """The shipped npz is exactly what scripts/make_compact_ict.py builds from the full model."""
+    import importlib.util
+    from pathlib import Path
+
+    from spectre.assets import BUNDLED_ICT, bundled_path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_compact_ict.py"
+    spec = importlib.util.spec_from_file_location("make_compact_ict", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with np.load(full_npz) as f:
+        built, _ = mod.build({k: f[k] for k in f.files})
+    with np.load(bundled_path(BUNDLED_ICT)) as shipped:
+        assert set(shipped.files) == set(built)
+        for key, value in built.items():
+            np.testing.assert_array_equal(shipped[key], value, err_msg=key)
+    assert bundled_path(BUNDLED_ICT).stat().st_size <= 10 * 1024 * 1024
+    licence = bundled_path("ICT_LICENSE.txt").read_text()
+    assert "MIT License" in licence and "ICT-FaceKit" in licence
