@@ -291,8 +291,9 @@ def make_splits(clip_ids: Sequence[str], cfg: PrepareConfig, lists: dict[str, li
     keys = sorted(groups)
     random.Random(cfg.seed).shuffle(keys)
     n = len(keys)
-    n_test = int(round(n * cfg.test_fraction)) if n >= 3 else 0
-    n_val = int(round(n * cfg.val_fraction)) if n >= 2 else 0
+    # at least one folder for each requested split, as long as one is left for training
+    n_test = max(1, int(round(n * cfg.test_fraction))) if cfg.test_fraction > 0 and n >= 3 else 0
+    n_val = max(1, int(round(n * cfg.val_fraction))) if cfg.val_fraction > 0 and n >= 2 else 0
     if n - n_test - n_val < 1:
         n_test, n_val = 0, min(n_val, max(n - 1, 0))
     split = {"test": keys[:n_test], "val": keys[n_test:n_test + n_val], "train": keys[n_test + n_val:]}
