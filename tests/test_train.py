@@ -295,3 +295,74 @@ def test_ddp_two_processes_match_single_process_gradients(cache, tmp_path):
         scale = max(float(v.abs().max()) for v in acc.values())
         torch.testing.assert_close(r[0]["grads"][name], g, rtol=1e-5, atol=1e-6 * scale)
     assert float(acc["head.weight"].abs().max()) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI on a real sample clip, with synthetic network weights (slow: real networks on CPU)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sample_cache(tmp_path_factory, lrs3_video):
+    from spectre.cli import main
+
+    root = tmp_path_factory.mktemp("sample")
+    (root / "videos").mkdir()
+    os.symlink(lrs3_video, root / "videos" / lrs3_video.name)
+    assert main(["prepare", str(root / "videos"), "-o", str(root / "cache"), "--fit"]) == 0
+    return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def train_assets(tmp_path_factory, golden_dir, golden_weights, flame_assets):
+    from train_helpers import write_synthetic_assets
+
+    return write_synthetic_assets(tmp_path_factory.mktemp("assets"), golden_dir, golden_weights, flame_assets)
+
+
+def _events(run: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run / "logs"), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    out = {t: [e.value for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    out["_images"] = ea.Tags()["images"]
+    return out
+
+
+@pytest.mark.slow
+def test_cli_ict_trains_resumes_and_logs(sample_cache, train_assets, tmp_path):
+    from spectre.cli import main
+    from spectre.safeload import load_checkpoint
+
+    run = tmp_path / "run"
+    common = [str(sample_cache), "-o", str(run), "--model", "ict", "--assets", str(train_assets),
+              "--clip-length", "7", "--image-size", "112", "--weight", "expression=0", "--workers", "0",
+              "--log-every", "1", "--image-every", "1", "--checkpoint-every", "1", "--val-every", "0",
+              "--device", "cpu"]
+    assert main(["train", *common, "--steps", "2"]) == 0
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["global_step"] == 2 and ck["face_model"] == "ict" and "E_expression" in ck
+    assert main(["train", *common, "--steps", "3"]) == 5  # the run exists: refuse without --resume
+    assert main(["train", *common, "--steps", "3", "--resume"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == 3
+    ev = _events(run)
+    assert len(ev["train/total"]) == 3 and all(math.isfinite(v) for v in ev["train/total"])
+    assert {"train/lipread", "train/landmark", "lr", "throughput/steps_per_s"} <= set(ev)
+    assert ev["_images"] == ["train/input|render|mouths"]
+    assert "face_model: ict" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_cli_flame_step_writes_an_official_layout_checkpoint(sample_cache, train_assets, tmp_path):
+    from spectre.cli import main
+    from spectre.nets.checkpoints import load_spectre
+
+    run = tmp_path / "flame"
+    assert main(["train", str(sample_cache), "-o", str(run), "--model", "flame", "--init", "spectre",
+                 "--assets", str(train_assets), "--clip-length", "7", "--steps", "1", "--workers", "0",
+                 "--log-every", "1", "--val-every", "0", "--device", "cpu"]) == 0
+    deca, enc = load_spectre(path=run / "checkpoints" / "last.pt")  # inference can use it as is
+    _, before = load_spectre(train_assets)
+    moved = [n for n, p in enc.state_dict().items() if not torch.equal(p, before.state_dict()[n])]
+    assert "layers.0.weight" in moved  # the encoder was trained ...
+    ev = _events(run)
+    assert math.isfinite(ev["train/total"][0]) and math.isfinite(ev["train/lipread"][0])
