@@ -172,6 +172,8 @@ def test_dataset_window_crop_and_landmarks(cache):
     assert (other["start"], float(other["crop_scale"])) != (s["start"], float(s["crop_scale"]))
     ev = ClipDataset(c, c.split("train"), cfg, train=False)[(5, 1)]
     assert float(ev["crop_scale"]) == pytest.approx(1.6) and int(ev["start"]) == 0
+    fixed = ClipDataset(c, c.split("train"), ClipDataConfig(clip_length=K, image_size=64, augment=False), train=True)
+    assert torch.equal(fixed[(3, 1)]["image"], ev["image"])
 
 
 def test_jpeg_cache_matches_raw(tmp_path):
@@ -366,3 +368,31 @@ def test_cli_flame_step_writes_an_official_layout_checkpoint(sample_cache, train
     assert "layers.0.weight" in moved  # the encoder was trained ...
     ev = _events(run)
     assert math.isfinite(ev["train/total"][0]) and math.isfinite(ev["train/lipread"][0])
+
+
+def test_cli_config_errors_are_one_line(cache, tmp_path, capsys):
+    from spectre.cli import main
+
+    for bad in (["--weight", "lipread"], ["--weight", "nosuch=1"], ["--weight", "lipread=x"],
+                ["--config", str(tmp_path / "missing.yaml")], ["--model", "ict", "--resume"]):
+        rc = main(["train", str(cache), "-o", str(tmp_path / "run"), *bad])
+        err = capsys.readouterr().err.strip()
+        assert rc in (2, 3) and err.startswith("spectre: error:") and len(err.splitlines()) == 1, (bad, err)
+
+
+def test_config_yaml_round_trip_and_overrides(cache, tmp_path):
+    import argparse
+
+    from spectre.cli import train_cmd
+    from spectre.config import save_config
+
+    p = argparse.ArgumentParser()
+    train_cmd.add_arguments(p)
+    cfg = train_cmd.resolve_config(p.parse_args([str(cache), "-o", "r", "--lr", "1e-4", "--weight", "lipread=3",
+                                                 "--lipread-loss", "mse", "--clip-length", "9"]))
+    assert (cfg.optim.lr, cfg.loss.lipread, cfg.loss.lipread_kind, cfg.data.clip_length) == (1e-4, 3.0, "mse", 9)
+    assert (cfg.loss.landmark, cfg.optim.milestones, cfg.optim.gamma, cfg.optim.epochs) == (50.0, [50000], 0.2, 6)
+    save_config(cfg, tmp_path / "c.yaml")
+    again = train_cmd.resolve_config(p.parse_args([str(cache), "-o", "r", "--config", str(tmp_path / "c.yaml"),
+                                                   "--steps", "7"]))
+    assert again.loss == cfg.loss and again.data == cfg.data and again.optim.max_steps == 7

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-length", type=int, help="frames per clip K (default 20)")
     p.add_argument("--image-size", type=int, help="crop size (default 224; ICT may use less)")
     p.add_argument("--workers", type=int, help="data-loader processes (default 2)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="first K frames at scale 1.6 instead of a random window and scale (overfitting, debugging)")
     p.add_argument("--seed", type=int, help="seed of data order and augmentation (default 0)")
     p.add_argument("--lipread-loss", choices=("cosine", "mse"), help="lip-reading feature distance")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE",
@@ -78,6 +80,8 @@ def resolve_config(args: argparse.Namespace):
         for arg, key in names.items():
             if getattr(args, arg, None) is not None:
                 data[section][key] = getattr(args, arg)
+    if args.no_augment:
+        data["data"]["augment"] = False
     known = {f.name for f in dataclasses.fields(TrainConfig().loss)} - {"lipread_kind"}
     for item in args.weight:
         name, sep, value = item.partition("=")

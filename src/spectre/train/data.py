@@ -166,6 +166,7 @@ class ClipDataConfig:
     batch_size: int = 1
     workers: int = 2
     with_fit: bool = False  # also return fit-backend targets (ICT training)
+    augment: bool = True  # random window + crop scale in training; off: first K frames at eval_scale
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -207,7 +208,7 @@ class ClipDataset(torch.utils.data.Dataset):
         the first K frames at scale 1.6 in evaluation."""
         n = self.cache.clips[self.clip_ids[index]].frames
         k = min(self.cfg.clip_length, n)
-        if not self.train:
+        if not (self.train and self.cfg.augment):
             return 0, k, self.cfg.eval_scale
         rng = self._rng(epoch, index)
         start = int(rng.integers(0, n - k + 1))
