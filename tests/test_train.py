@@ -396,3 +396,21 @@ def test_config_yaml_round_trip_and_overrides(cache, tmp_path):
     again = train_cmd.resolve_config(p.parse_args([str(cache), "-o", "r", "--config", str(tmp_path / "c.yaml"),
                                                    "--steps", "7"]))
     assert again.loss == cfg.loss and again.data == cfg.data and again.optim.max_steps == 7
+
+
+def test_grad_clip_and_mixed_precision(cache, tmp_path):
+    from spectre.train.data import collate
+
+    cfg = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=1, grad_clip=1e-3), tensorboard=False)
+    t = build(cfg, tmp_path / "clip")
+    batch = collate([t.train_set[(0, 0)]])
+    t.train_step(batch)
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in t.params))
+    assert float(norm) <= 1e-3 * 1.0001
+    cfg = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=2), tensorboard=False, precision="bf16",
+                   val_every=0, checkpoint_every=0)
+    cache_ = PreparedCache.open(cfg.cache)
+    train = ClipDataset(cache_, cache_.split("train"), cfg.data, train=True)
+    bf = Trainer(cfg, TinyStep(), train, None, tmp_path / "bf16", Runtime.create("cpu", "bf16"))
+    out = bf.fit()
+    assert out.steps == 2 and all(math.isfinite(v) for _, v in out.history)

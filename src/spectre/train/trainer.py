@@ -82,6 +82,10 @@ class _Logger:
         self.jsonl = None
         if not enabled:
             return
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {run_dir}: {exc.strerror or exc}") from None
         if use_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
