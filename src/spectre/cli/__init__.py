@@ -17,6 +17,7 @@ COMMANDS = [
     ("assets", "spectre.cli.assets_cmd"),
     ("track", "spectre.cli.track_cmd"),
     ("reconstruct", "spectre.cli.reconstruct_cmd"),
+    ("evaluate", "spectre.cli.evaluate_cmd"),
     ("prepare", "spectre.cli.prepare_cmd"),
     ("train", "spectre.cli.train_cmd"),
 ]
