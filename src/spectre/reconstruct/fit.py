@@ -37,7 +37,14 @@ class FitConfig:
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
     lips: float = 8.0              # absolute L2-ish term on the 20 lip points
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
-    expression_prior: float = 1e-4  # L2 on expression coefficients
+    expression_prior: float = 1e-3  # L2 on expression coefficients
+    #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
+    #: mouth is explained by the jaw first, as in speech
+    lip_opening_prior: float = 1e-2
+    lip_opening_shapes: tuple = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+                                 "mouthUpperUpRight", "mouthLowerDown_L", "mouthLowerDown_R",
+                                 "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose", "mouthRollLower",
+                                 "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
     smooth_expression: float = 0.2  # second differences, per frame
     smooth_pose: float = 10.0
     smooth_camera: float = 10.0
@@ -306,6 +313,7 @@ class _Objective:
         self.ev = evaluator
         w = landmark_weights_68(device)
         self.w = w / w.sum()
+        self.exp_prior = None  # (E,) per-coefficient prior weights on the non-identity coefficients
         self.mouth = torch.arange(48, 68, device=device)
 
     def predict(self, coef, rot, cam):
@@ -325,7 +333,8 @@ class _Objective:
         l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
         loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
-        loss = loss + cfg.expression_prior * (exp_part ** 2).sum(-1).mean()
+        prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
+        loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
         if smooth:
             loss = loss + cfg.smooth_expression * _second_diff(exp_part) \
                 + cfg.smooth_pose * _second_diff(rot) + cfg.smooth_camera * _second_diff(cam)
@@ -379,6 +388,19 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
         o += s
     defaults = torch.cat([model.complete({})[n] for n in names], -1)[0].to(dev, torch_dtype)
     objective = _Objective(cfg, ev, dev)
+    names_e = list(getattr(model, "expression_names", ()))
+    if cfg.lip_opening_prior and names_e:
+        prior = torch.full((int((~id_mask).sum()),), cfg.expression_prior, device=dev)
+        o = 0
+        for n, s_ in zip(names, sizes):
+            if model.spec[n].role == "identity":
+                continue
+            if n == "expression" and len(names_e) == s_:
+                for j, en in enumerate(names_e):
+                    if en in cfg.lip_opening_shapes:
+                        prior[o + j] += cfg.lip_opening_prior
+            o += s_
+        objective.exp_prior = prior
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
     try:
