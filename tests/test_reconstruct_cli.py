@@ -147,3 +147,28 @@ def test_python_api_returns_result_without_writing(short_video, tmp_path, monkey
     assert face.params["expression"].shape == (res.num_frames, 53)
     assert face.arkit.shape == (res.num_frames, 52)
     assert res.timings["track"] > 0 and res.timings["fit"] > 0
+
+
+@pytest.mark.slow
+def test_parallel_workers(short_video, bad_video, tmp_path):
+    from spectre.reconstruct.pipeline import make_config, run_batch
+
+    second = tmp_path / "second.mp4"
+    shutil.copy(short_video, second)
+    summary = run_batch([short_video, second, bad_video], tmp_path / "o", make_config(layout="none"), workers=2)
+    assert [o.status for o in summary.outcomes] == ["ok", "ok", "failed"]
+    assert summary.exit_code == 1 and "broken.mp4" in summary.text()
+    assert (tmp_path / "o" / "clip.npz").exists() and (tmp_path / "o" / "second.npz").exists()
+
+
+@pytest.mark.slow
+def test_ray_local_cluster(short_video, tmp_path):
+    pytest.importorskip("ray.data", reason="Ray is an optional extra (pip install 'spectre-face[ray]')")
+    from spectre.reconstruct.pipeline import make_config, run_batch
+
+    out = tmp_path / "o"
+    summary = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
+    assert summary.exit_code == 0 and summary.outcomes[0].status == "ok"
+    assert (out / "clip.npz").exists() and (out / "clip.yaml").exists()
+    again = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
+    assert again.outcomes[0].status == "skipped"
