@@ -1,5 +1,4 @@
-"""File input/output: videos (streaming reader, writer), result files, mesh exports.
-Heavy imports (PyAV, cv2) happen inside functions."""
+"""Video input (streaming reader) and output. Heavy imports (PyAV, cv2) happen inside functions."""
 from .video import FrameChunk, VideoSource, apply_rotation, open_video
 
 __all__ = ["FrameChunk", "VideoSource", "apply_rotation", "open_video"]

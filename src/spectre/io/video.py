@@ -213,6 +213,9 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
                 i += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
+        expected = int(stream.frames or 0)
+        if expected and i < 0.9 * expected - 1:  # the container's index promises more than the data holds
+            raise InputError(f"{path}: file is truncated (decoded {i} of the {expected} frames its index lists)")
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:
