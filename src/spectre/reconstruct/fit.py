@@ -152,20 +152,20 @@ class PointEvaluator:
         dev = m.faces.device
         base = m.complete({})
         defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]  # (K,)
-        coefs = defaults.repeat(K + 1, 1)
-        coefs[1:] += torch.eye(K, device=dev)
-        # linearity check: f(d + e_a + e_b) == f(d + e_a) + f(d + e_b) - f(d)
-        idx = torch.randperm(K)[:2]
-        probe = defaults.repeat(1, 1) + torch.eye(K, device=dev)[idx].sum(0, keepdim=True)
+        coefs = defaults.repeat(2 * K + 1, 1)
+        coefs[1:K + 1] += torch.eye(K, device=dev)
+        coefs[K + 1:] += 2 * torch.eye(K, device=dev)
         params = self._split(coefs)
-        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
-        V = m.vertices(m.complete(params))  # (K+1, V, 3), rotation 0
-        p2 = self._split(probe)
-        p2[self.rot] = torch.zeros(1, 3, device=dev)
-        v2 = m.vertices(m.complete(p2))
-        lin = V[1 + idx[0]] + V[1 + idx[1]] - V[0]
-        if not torch.allclose(v2[0], lin, atol=1e-3 * float(V[0].abs().max())):
+        params[self.rot] = torch.zeros(2 * K + 1, 3, device=dev)
+        V2 = m.vertices(m.complete(params))  # (2K+1, V, 3), rotation 0
+        # linearity check of every coefficient: f(d + 2 e_k) - f(d) == 2 (f(d + e_k) - f(d))
+        extent = float((V2[0].amax(0) - V2[0].amin(0)).max())
+        dev_lin = (V2[K + 1:] - V2[0] - 2 * (V2[1:K + 1] - V2[0])).abs().max()
+        if float(dev_lin) > 1e-4 * extent:
             raise ValueError("model is not linear in its coefficients")
+        V = V2[:K + 1]
+        params = self._split(coefs[:K + 1])
+        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
         # rotation convention: v_rot = v @ R^T + c (or v @ R + c)
         r = torch.tensor([[0.2, -0.3, 0.1]], device=dev)
         p3 = {n: base[n] for n in self.coef_names}
