@@ -172,3 +172,26 @@ def test_ray_local_cluster(short_video, tmp_path):
     assert (out / "clip.npz").exists() and (out / "clip.yaml").exists()
     again = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
     assert again.outcomes[0].status == "skipped"
+
+
+def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):
+    """Two speakers side by side: ``--face all`` gives one npz/csv per face track and one render."""
+    from spectre.io.video import open_video
+    from spectre.io.writer import VideoWriter
+
+    names = ["OzA6jRYjVQs_00004", "PbgB2TaYhio_00007"]
+    if not all(n in sample_videos for n in names):
+        pytest.skip("LRS3 samples not found")
+    a, b = (open_video(sample_videos[n]).read().frames for n in names)
+    n = min(len(a), len(b), 20)
+    p = tmp_path / "two.mp4"
+    with VideoWriter(p, 25, (448, 224)) as w:
+        for i in range(n):
+            w.write(np.concatenate([a[i], b[i]], axis=1))
+    out = tmp_path / "o"
+    assert main(["reconstruct", str(p), "-o", str(out), "--face", "all", "--layout", "overlay", "--quiet"]) == 0
+    npzs = sorted(out.glob("two_face*.npz"))
+    assert len(npzs) == 2 and len(sorted(out.glob("two_face*_arkit.csv"))) == 2
+    centres = sorted(float(np.nanmean(load_face_npz(f)["landmarks2d"][..., 0])) for f in npzs)
+    assert centres[0] < 224 < centres[1], "one face on each side"
+    assert len(open_video(out / "two.mp4").read()) == n
