@@ -103,7 +103,8 @@ sys.path.insert(0, {src!r})
 from spectre.reconstruct.pipeline import Reconstructor, make_config
 rec = Reconstructor(make_config(layout="none"))
 r = rec.process({video!r})
-print(r.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(r.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, r.num_frames / r.timings["fit"],
+      r.num_frames / r.timings["track"])
 """
 
 
@@ -120,11 +121,12 @@ def make_long_video(src: Path, repeats: int, out: Path) -> Path:
     return out
 
 
-def peak_rss(video: Path) -> tuple[int, float]:
+def peak_rss(video: Path) -> tuple[int, float, float, float]:
+    """(frames, peak RSS MB, fit fps, track fps) of the fit path in a fresh process."""
     code = RSS_SNIPPET.format(src=str(ROOT / "src"), video=str(video))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    n, mb = out.stdout.strip().splitlines()[-1].split()
-    return int(n), float(mb)
+    n, mb, fit_fps, track_fps = out.stdout.strip().splitlines()[-1].split()
+    return int(n), float(mb), float(fit_fps), float(track_fps)
 
 
 def main() -> int:
@@ -159,9 +161,11 @@ def main() -> int:
             print(f"learned fast / fp32 eager speed-up: {learned[-1][2] / learned[0][2]:.2f}x")
         repeats = 4 if args.quick else 20
         long_video = make_long_video(lrs3[0], repeats, Path(tmp) / "long.mp4")
-        n1, m1 = peak_rss(lrs3[0])
-        n2, m2 = peak_rss(long_video)
-        print(f"\npeak RSS (fit, no render): {n1} frames {m1:.0f} MB | {n2} frames {m2:.0f} MB "
+        n1, m1, f1, t1 = peak_rss(lrs3[0])
+        n2, m2, f2, t2 = peak_rss(long_video)
+        print(f"\nfit path, no render, fresh process: {n1} frames: fit {f1:.1f} fps, track {t1:.1f} fps | "
+              f"{n2} frames (concatenated): fit {f2:.1f} fps, track {t2:.1f} fps")
+        print(f"peak RSS: {n1} frames {m1:.0f} MB | {n2} frames {m2:.0f} MB "
               f"(ratio {m2 / m1:.2f} for {n2 / max(n1, 1):.0f}x the frames)")
     rec.close()
     return 0
