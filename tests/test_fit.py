@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from spectre.geometry import axis_angle_to_matrix, project_to_crop
-from spectre.losses import rel_dis
 from spectre.models.base import FaceModel, ParamSpec
 from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track, matrix_to_axis_angle
 

@@ -17,13 +17,13 @@ precomputed point basis (never all vertices per iteration); other models use the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..geometry import axis_angle_to_matrix, project_to_crop
-from ..losses import MOUTH_PAIRS, landmark_weights_68, rel_dis
+from ..losses import landmark_weights_68, rel_dis
 from ..models.base import FaceModel
 
 __all__ = ["FitConfig", "TrackFit", "PointEvaluator", "fit_track", "matrix_to_axis_angle"]
@@ -255,9 +255,6 @@ class PointEvaluator:
         size = float((full[..., :2].amax(1) - full[..., :2].amin(1)).max())
         return bool(d.abs().max() <= 2e-3 * size)
 
-    def _bounds(self) -> dict[str, tuple[float | None, float | None]]:
-        return {n: (self.model.spec[n].low, self.model.spec[n].high) for n in self.coef_names}
-
     # -- public
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
@@ -278,21 +275,20 @@ class PointEvaluator:
 
 
 # ------------------------------------------------------------------------------------------------
-def _procrustes_init(model_pts: np.ndarray, image_pts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Orthographic rigid init for one frame: returns (R (3,3), s, t (2,)) with
-    ``image_xy ≈ s * (R X)[:2] + s*t`` in a y-up image frame."""
+def _procrustes_init_batch(model_pts: np.ndarray, image_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orthographic rigid init for every frame at once: model points (P, 3), image points (T, P, 2) in a
+    y-up frame -> R (T, 3, 3), s (T,), t (T, 2) with ``image ≈ s * (R X)[:2] + s * t``."""
     X = model_pts - model_pts.mean(0)
-    Y = image_pts - image_pts.mean(0)
-    M = np.linalg.lstsq(X, Y, rcond=None)[0].T  # (2, 3)
-    U, S, Vt = np.linalg.svd(M, full_matrices=False)
-    s = float(S.mean())
+    Y = image_pts - image_pts.mean(1, keepdims=True)
+    pinv = np.linalg.pinv(X)                             # (3, P)
+    M = np.einsum("kp,tpc->tck", pinv, Y)                # (T, 2, 3) affine camera
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)     # (T,2,2), (T,2), (T,2,3)
+    s = S.mean(-1)
     r12 = U @ Vt
-    r3 = np.cross(r12[0], r12[1])
-    R = np.stack([r12[0], r12[1], r3])
-    if np.linalg.det(R) < 0:
-        R[2] *= -1
-    proj = s * (model_pts @ R.T)[:, :2]
-    t = (image_pts.mean(0) - proj.mean(0)) / s
+    r3 = np.cross(r12[:, 0], r12[:, 1])
+    R = np.concatenate([r12, r3[:, None]], 1)
+    proj = s[:, None, None] * np.einsum("pk,tck->tpc", model_pts, R[:, :2])
+    t = (image_pts.mean(1) - proj.mean(1)) / np.maximum(s, 1e-9)[:, None]
     return R, s, t
 
 
@@ -416,24 +412,18 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
     # ---- rigid initialisation (closed-form orthographic Procrustes per frame on the neutral face)
     with torch.no_grad():
         neutral = ev.landmarks(defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
-    rot0 = np.zeros((T, 3))
-    cam0 = np.zeros((T, 3))
     rigid = list(range(17, 48))  # brows, nose, eyes: stable under expression
-    last = None
-    for t in range(T):
-        if not valid[t]:
-            continue
-        img = target_np[t].copy()
-        img[:, 1] *= -1  # y up, as the model
-        R, s, tr = _procrustes_init(neutral[rigid], img[rigid])
-        rot0[t] = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
-        cam0[t] = [math.log(max(s, 1e-6)), tr[0], tr[1]]
-        last = t
-    # fill invalid frames from the nearest valid one
+    img = target_np[:, rigid].copy()
+    img[..., 1] *= -1  # y up, as the model
+    R, s, tr = _procrustes_init_batch(neutral[rigid], img)
+    rot0 = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+    cam0 = np.concatenate([np.log(np.maximum(s, 1e-6))[:, None], tr], -1)
+    # frames without a detection start from the nearest valid one
     vi = np.flatnonzero(valid)
-    nearest = vi[np.abs(np.arange(T)[:, None] - vi[None]).argmin(1)]
+    pos = np.clip(np.searchsorted(vi, np.arange(T)), 1, max(len(vi) - 1, 1))
+    left, right = vi[np.maximum(pos - 1, 0)], vi[np.minimum(pos, len(vi) - 1)]
+    nearest = np.where(np.abs(np.arange(T) - left) <= np.abs(right - np.arange(T)), left, right)
     rot0, cam0 = rot0[nearest], cam0[nearest]
-    del last
 
     def clamp_(coef):
         coef.data = torch.maximum(torch.minimum(coef.data, hi), lo)
