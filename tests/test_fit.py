@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from spectre.geometry import axis_angle_to_matrix, project_to_crop
-from spectre.losses import rel_dis
 from spectre.models.base import FaceModel, ParamSpec
 from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track, matrix_to_axis_angle
 
@@ -167,3 +166,27 @@ def test_fit_with_the_bundled_ict_model():
     assert err.mean() < 0.02 and err[:, 48:68].mean() < 0.02, (err.mean(), err[:, 48:68].mean())
     assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.95
     assert np.corrcoef(_width(fit.landmarks2d), _width(px))[0, 1] > 0.9
+
+
+def test_fit_with_flame(flame_assets):
+    """FLAME (non-linear in the jaw) goes through its full forward; the fit still recovers the landmarks."""
+    from spectre.assets import AssetStore
+    from spectre.models import load_face_model
+
+    flame = load_face_model("flame", AssetStore(flame_assets))
+    T = 12
+    t = torch.linspace(0, 1, T)
+    params = {"shape": torch.randn(1, 100, generator=torch.Generator().manual_seed(0)).repeat(T, 1) * 0.5,
+              "expression": torch.zeros(T, 50), "jaw_pose": torch.stack([0.25 * t, 0 * t, 0 * t], -1),
+              "global_pose": torch.stack([0 * t, 0.3 * t, 0 * t], -1)}
+    cam = torch.tensor([[9.0, 0.0, 0.0]]).repeat(T, 1)
+    with torch.no_grad():
+        lmk = flame(flame.complete(params)).landmarks
+    px = project_to_crop(lmk, cam)[..., :2].numpy() * 200 + 250
+    assert PointEvaluator(flame).kind == "full", "the jaw rotation is not linear: no linear shortcut"
+    fit = fit_track(flame, px, config=FitConfig(identity_iterations=200, iterations=200, window=T))
+    iod = np.linalg.norm(px[:, 36:42].mean(1) - px[:, 42:48].mean(1), axis=-1)
+    err = np.linalg.norm(fit.landmarks2d - px, axis=-1) / iod[:, None]
+    assert err.mean() < 0.05 and err[:, 48:68].mean() < 0.05, (err.mean(), err[:, 48:68].mean())
+    assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.8
+    assert set(fit.params) == set(flame.spec)
