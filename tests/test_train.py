@@ -414,3 +414,17 @@ def test_grad_clip_and_mixed_precision(cache, tmp_path):
     bf = Trainer(cfg, TinyStep(), train, None, tmp_path / "bf16", Runtime.create("cpu", "bf16"))
     out = bf.fit()
     assert out.steps == 2 and all(math.isfinite(v) for _, v in out.history)
+
+
+def test_every_trainable_encoder_parameter_gets_a_gradient():
+    """DDP (without find_unused_parameters) needs a gradient for every trainable parameter: the
+    MobileNetV2 classifier, kept only for the official state-dict layout, must be frozen."""
+    from spectre.nets.perceptual import PerceptualEncoder
+    from spectre.train.step import IctPerceptualEncoder, _trainable
+
+    for enc in (_trainable(PerceptualEncoder()), _trainable(IctPerceptualEncoder())):
+        exp, rot = enc(torch.rand(1, 5, 3, 32, 32))
+        (exp.sum() + rot.sum()).backward()
+        missing = [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing
+        assert not any(p.requires_grad for p in enc.encoder.classifier.parameters())

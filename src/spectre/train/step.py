@@ -357,7 +357,12 @@ def textured_renderer(model: nn.Module, texture: torch.Tensor, image_size: int =
 
 
 def _trainable(module: nn.Module) -> nn.Module:
+    """Train every parameter the forward pass uses. MobileNetV2's ImageNet classifier stays in the
+    state dict (official layout) but never runs: frozen, so DDP does not wait for its gradients."""
     module.requires_grad_(True)
+    classifier = getattr(getattr(module, "encoder", None), "classifier", None)
+    if classifier is not None:
+        classifier.requires_grad_(False)
     return module.train()
 
 
