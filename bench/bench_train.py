@@ -110,8 +110,6 @@ def flame_step(device, lip, emo, weights, tmp: Path):
 
 
 def flame_batch(k: int, device):
-    from spectre.geometry import project_to_crop  # noqa: F401  (landmarks only need a face layout)
-
     g = np.load(SHARED / "golden" / "losses.npz")["base_landmarks"]
     lmk = torch.from_numpy(g).float()[None].repeat(k, 1, 1)
     lmk = torch.cat([lmk, torch.ones(k, 68, 1)], -1)

@@ -256,8 +256,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, cache: str, out_dir: str)
         cfg = tiny_cfg(Path(cache), optim=OptimConfig(lr=3e-3, max_steps=1), val_every=0, checkpoint_every=0,
                        tensorboard=False)
         t = build(cfg, Path(out_dir) / f"rank{rank}", dist=info)
-        t.sampler.set_epoch(0)
-        batch = t.train_set.__class__.__getitem__  # noqa: F841 (keeps the import side-effect-free)
         from spectre.train.data import collate
 
         idx = t.sampler.indices(0)[0]

@@ -13,7 +13,6 @@ and a resumed run continues with exactly the samples it would have seen.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -317,11 +316,3 @@ def make_loader(dataset: ClipDataset, sampler: EpochSampler, workers: int,
         dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=workers,
         collate_fn=collate, pin_memory=pin_memory, drop_last=True,
         prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
-
-
-def steps_per_epoch(num_clips: int, batch_size: int, world_size: int = 1) -> int:
-    return (num_clips // world_size) // batch_size
-
-
-def num_epochs_for(steps: int, per_epoch: int) -> int:
-    return math.ceil(steps / max(per_epoch, 1))

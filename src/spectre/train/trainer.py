@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path
 from ..config import save_config, to_dict
 from ..device import Runtime
 from ..errors import CheckpointError, ConfigError, OutputError
