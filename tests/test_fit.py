@@ -190,3 +190,16 @@ def test_fit_with_flame(flame_assets):
     assert err.mean() < 0.05 and err[:, 48:68].mean() < 0.05, (err.mean(), err[:, 48:68].mean())
     assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.8
     assert set(fit.params) == set(flame.spec)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_fit_handles_very_short_tracks(toy, T):
+    px, _ = synthetic_clip(toy, T=T, seed=4)
+    fit = fit_track(toy, px, config=FitConfig(identity_iterations=30, iterations=30))
+    assert fit.landmarks2d.shape == (T, 68, 2) and np.isfinite(fit.landmarks2d).all()
+
+
+def test_fit_rejects_tracks_without_valid_frames(toy):
+    px, _ = synthetic_clip(toy, T=4)
+    with pytest.raises(ValueError, match="no valid frame"):
+        fit_track(toy, px, np.zeros(4, bool))
