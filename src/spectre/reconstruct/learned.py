@@ -40,8 +40,8 @@ class LearnedBackend:
             self.deca = prepare_for_inference(deca, runtime)
             self.perceptual = prepare_for_inference(perceptual, runtime)
         else:
-            deca.eval().requires_grad_(False)
-            perceptual.eval().requires_grad_(False)
+            deca.eval().requires_grad_(False).to(runtime.device)
+            perceptual.eval().requires_grad_(False).to(runtime.device)
             self.deca = lambda x: deca(x.to(runtime.device)).float()
             self.perceptual = lambda x: tuple(t.float() for t in perceptual(x.to(runtime.device)))
 
