@@ -61,7 +61,8 @@ class LearnedBackend:
             new = np.array([p for p in need if p not in cache], dtype=np.int64)
             if len(new):
                 crops = get_crops(new).float()
-                params = self.deca(crops).float().cpu()
+                # DECA is per frame: micro-batches bound the activation memory of its ResNet-50
+                params = torch.cat([self.deca(crops[i:i + 16]).float().cpu() for i in range(0, len(crops), 16)])
                 for i, p in enumerate(new):
                     cache[int(p)] = (crops[i], params[i])
             images = torch.stack([cache[int(p)][0] for p in chunk.frames])
