@@ -12,6 +12,9 @@ from ..io.results import FaceResult
 
 __all__ = ["face_vertices", "write_render_video", "write_meshes"]
 
+#: the render window around each face is the official crop zoomed out by this factor
+ZOOM = 0.5
+
 
 def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(vertices (B, V, 3) model space, crop_vertices (B, V, 3) normalised crop coords) for some frames."""
@@ -24,7 +27,7 @@ def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[
 
 def write_render_video(model, result, path: str | Path, layout: str, overwrite: bool = False,
                        chunk: int = 16, progress: Callable[[int], None] | None = None,
-                       max_render: int = 512) -> Path:
+                       max_render: int = 768) -> Path:
     """``<name>.mp4``: the grey shape render of every face in the original frame (``render``), blended over
     the input (``overlay``) or beside it (``grid``, as the official demo); the input's frame count, timing and
     audio. Frames without a valid face show no mesh."""
@@ -59,17 +62,21 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
                 inv = np.linalg.inv(tf)  # crop px -> frame px
                 # render in the crop at about the face's size in the frame (capped), then warp into the
                 # frame: far fewer pixels to rasterise than the whole frame, same geometry
-                crop_px = float(np.sqrt(np.abs(np.linalg.det(inv[:, :2, :2]))).max()) * 224.0
+                # the render window is the crop zoomed out 2x, so the whole head fits (the crop is tight)
+                crop_px = float(np.sqrt(np.abs(np.linalg.det(inv[:, :2, :2]))).max()) * 224.0 / ZOOM
                 R = int(min(max(224, round(crop_px / 32) * 32), max_render))
                 if R not in renderers:
                     renderers[R] = Renderer(R)
                 verts, crop = face_vertices(model, face, sel)
                 with torch.no_grad():
-                    out = renderers[R].render_shape(verts, crop, faces_idx)
+                    out = renderers[R].render_shape(verts, crop * ZOOM, faces_idx)
                 rgb = out.images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
                 a = out.alpha[:, 0].cpu().numpy()
                 for j, fi in enumerate(np.flatnonzero(ok)):
-                    M = (inv[j] @ np.diag([224.0 / R, 224.0 / R, 1.0]))[:2]
+                    # render px -> crop px -> frame px
+                    k = 224.0 / (R * ZOOM)
+                    A = np.array([[k, 0.0, 112.0 * (1 - 1 / ZOOM)], [0.0, k, 112.0 * (1 - 1 / ZOOM)], [0, 0, 1]])
+                    M = (inv[j] @ A)[:2]
                     img = cv2.warpAffine(rgb[j], M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
                     aj = cv2.warpAffine(a[j], M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
                     m = aj[..., None]
