@@ -168,6 +168,7 @@ def test_fit_with_the_bundled_ict_model():
     assert np.corrcoef(_width(fit.landmarks2d), _width(px))[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_fit_with_flame(flame_assets):
     """FLAME (non-linear in the jaw) goes through its full forward; the fit still recovers the landmarks."""
     from spectre.assets import AssetStore
