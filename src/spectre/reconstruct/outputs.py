@@ -1,0 +1,108 @@
+"""Render videos and mesh exports of a reconstruction; streamed in chunks so memory stays flat."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..geometry import project_to_crop
+from ..io.results import FaceResult
+
+__all__ = ["face_vertices", "write_render_video", "write_meshes"]
+
+
+def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vertices (B, V, 3) model space, crop_vertices (B, V, 3) normalised crop coords) for some frames."""
+    params = {k: torch.as_tensor(np.asarray(v)[frames]) for k, v in face.params.items()}
+    with torch.no_grad():
+        verts = model.vertices(model.complete(params))
+        crop = project_to_crop(verts, torch.as_tensor(np.asarray(face.cam)[frames]).to(verts))
+    return verts, crop
+
+
+def write_render_video(model, result, path: str | Path, layout: str, overwrite: bool = False,
+                       chunk: int = 16, progress: Callable[[int], None] | None = None) -> Path:
+    """``<name>.mp4``: the grey shape render of every face in the original frame (``render``), blended over
+    the input (``overlay``) or beside it (``grid``, as the official demo); the input's frame count, timing and
+    audio. Frames without a valid face show no mesh."""
+    from ..io.video import open_video
+    from ..io.writer import VideoWriter
+    from ..render.visualize import compose, render_shape_in_frame, to_uint8
+
+    source = open_video(result.video, warn_fps=False)
+    W, H = result.width, result.height
+    out_w = 2 * W if layout == "grid" else W
+    faces_idx = model.render_faces()
+    pos_of = {int(fi): i for i, fi in enumerate(result.faces[0].frame_index)} if result.faces else {}
+    audio = result.video if getattr(source, "has_audio", False) else None
+    with VideoWriter(path, result.fps, (out_w, H), audio_from=audio,
+                     pts=result.faces[0].timestamps if result.faces else None, overwrite=overwrite) as writer:
+        for ch in source.iter_chunks(chunk):
+            frames = ch.frames
+            rows = np.array([pos_of.get(int(i), -1) for i in ch.indices])
+            render = np.zeros_like(frames)
+            alpha = np.zeros(frames.shape[:3], np.float32)
+            for face in result.faces:
+                ok = rows >= 0
+                ok[ok] = np.asarray(face.valid)[rows[ok]]
+                if not ok.any():
+                    continue
+                sel = rows[ok]
+                verts, crop = face_vertices(model, face, sel)
+                tf = torch.as_tensor(np.asarray(face.crop_tform)[sel][:, :2], dtype=verts.dtype)
+                with torch.no_grad():
+                    rgb, a = render_shape_in_frame(verts, crop, faces_idx, tf, (H, W))
+                for j, fi in enumerate(np.flatnonzero(ok)):
+                    aj = a[j, 0].cpu().numpy()
+                    img = to_uint8(rgb[j])
+                    m = aj[..., None]
+                    render[fi] = (img * m + render[fi] * (1 - m)).astype(np.uint8)
+                    alpha[fi] = np.maximum(alpha[fi], aj)
+            for k in range(len(frames)):
+                writer.write(compose(layout, render[k], alpha[k], frames[k]))
+            if progress is not None:
+                progress(len(frames))
+    return Path(path)
+
+
+def write_meshes(model, face: FaceResult, base: str | Path, fmt: str, overwrite: bool = False,
+                 chunk: int = 32) -> Path:
+    """Per-frame meshes: ``obj``/``ply`` -> folder ``<base>/%06d.<fmt>`` (frame index); ``glb`` -> one
+    animated ``<base>.glb`` (ICT: identity mesh + named ARKit morph targets with the per-frame weights and
+    no head rotation; other models: vertex animation with rotation)."""
+    from ..io import export
+
+    base = Path(base)
+    faces = model.render_faces().cpu().numpy()
+    if fmt == "glb":
+        path = base.with_suffix(".glb")
+        T = face.num_frames
+        if getattr(model, "name", "") == "ict" and "expression" in face.params:
+            ident = {"identity": torch.as_tensor(face.params["identity"][:1])}
+            with torch.no_grad():
+                neutral = model.vertices(model.complete(ident))[0].numpy()
+                K = model.spec["expression"].size
+                unit = model.complete({"identity": ident["identity"].repeat(K, 1), "expression": torch.eye(K)})
+                deltas = model.vertices(unit).numpy() - neutral[None]
+            return export.write_glb_morph(path, neutral, deltas, list(model.expression_names),
+                                          face.params["expression"], fps=_fps(face), faces=faces, overwrite=overwrite)
+        verts = np.concatenate([face_vertices(model, face, slice(a, min(a + chunk, T)))[0].numpy()
+                                for a in range(0, T, chunk)])
+        return export.write_glb_vertex_animation(path, verts, faces, fps=_fps(face), overwrite=overwrite)
+    base.mkdir(parents=True, exist_ok=True)
+    writer = export.write_obj if fmt == "obj" else export.write_ply
+    T = face.num_frames
+    for a in range(0, T, chunk):
+        verts, _ = face_vertices(model, face, slice(a, min(a + chunk, T)))
+        for j in range(verts.shape[0]):
+            writer(base / f"{int(face.frame_index[a + j]):06d}.{fmt}", verts[j].numpy(), faces, overwrite=overwrite)
+    return base
+
+
+def _fps(face: FaceResult) -> float:
+    ts = np.asarray(face.timestamps, np.float64)
+    if len(ts) > 1 and ts[-1] > ts[0]:
+        return float((len(ts) - 1) / (ts[-1] - ts[0]))
+    return 25.0
