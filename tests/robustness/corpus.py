@@ -6,12 +6,16 @@ same list. Inputs are synthesised with PyAV/numpy; faces come from the sample cl
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import resource
+import signal
+import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -50,6 +54,7 @@ class Case:
     behaviour: str = ""                    # the result the user gets, for the table
     check: Callable[[Ctx], None] | None = None  # extra assertions on the outputs
     runs_before: Callable[[Ctx], None] | None = None  # e.g. a first run for the resume cases
+    around: Callable[[Ctx], ContextManager] | None = None  # e.g. a file-size limit during the run
     needs_non_root: bool = False
 
 
@@ -96,7 +101,7 @@ def _zero_byte(ctx):
 
 def _truncated(fraction: float, faststart: bool = False):
     def build(ctx):
-        src = _face_clip(ctx, "full.mp4", 10, options={"movflags": "+faststart"} if faststart else None)
+        src = _face_clip(ctx, "full.mp4", 10, container_options={"movflags": "+faststart"} if faststart else None)
         data = src.read_bytes()
         cut = ctx.tmp / "cut.mp4"
         cut.write_bytes(data[: int(len(data) * fraction)])
@@ -105,8 +110,15 @@ def _truncated(fraction: float, faststart: bool = False):
     return build
 
 
+def _check_truncated(ctx):
+    data = _npz(ctx, "cut.npz")
+    n = len(data["valid"])
+    assert 0 < n < 10, f"{n} frames from a clip cut at 60% of 10 frames"
+    _finite_result(data, n)
+
+
 def _corrupt_middle(ctx):
-    src = _face_clip(ctx, "clip.mp4", 10, options={"movflags": "+faststart"})
+    src = _face_clip(ctx, "clip.mp4", 10, container_options={"movflags": "+faststart"})
     data = bytearray(src.read_bytes())
     mid = len(data) // 2
     data[mid: mid + 2048] = np.random.default_rng(7).integers(0, 256, 2048, dtype=np.uint8).tobytes()
@@ -166,8 +178,9 @@ def _big_frame(h: int, w: int, n: int):
     def build(ctx):
         import cv2
 
-        face = np.stack([cv2.resize(f, (h // 3, h // 3)) for f in ctx.faces(n)])
-        frames = media.place((h, w), [face], [(h // 4, w // 3)])
+        # a talking head filling most of the height (the detector's short range model)
+        face = np.stack([cv2.resize(f, (h * 4 // 5, h * 4 // 5)) for f in ctx.faces(n)])
+        frames = media.place((h, w), [face], [(h // 10, w // 3)])
         return ctx.reconstruct(media.write_video(ctx.tmp / f"big{w}.mp4", frames, options={"preset": "ultrafast"}))
     return build
 
@@ -183,7 +196,7 @@ def _rotated(ctx):
 def _check_rotated(ctx):
     data = _npz(ctx, "phone.npz")
     _finite_result(data, 6)
-    assert (data["width"], data["height"]) == (192, 224), "rotation metadata not applied to the frame size"
+    assert (data["width"], data["height"]) == (224, 192), "rotation metadata not applied to the frame size"
     assert data["valid"].all(), "the upright face was not found in every frame"
 
 
@@ -235,12 +248,11 @@ def _many(n_faces: int, face_opt: str | None):
         import cv2
 
         size = 112
-        f = ctx.faces(4)
-        faces = [np.stack([cv2.resize(x, (size - 8 * i, size - 8 * i)) for x in f]) for i in range(n_faces)]
+        face = np.stack([cv2.resize(x, (size, size)) for x in ctx.faces(4)])
         cols = min(n_faces, 3)
-        pos = [((i // cols) * (size + 16) + 8, (i % cols) * (size + 16) + 8) for i in range(n_faces)]
-        h = ((n_faces - 1) // cols + 1) * (size + 16) + 16
-        frames = media.place((h, cols * (size + 16) + 16), faces, pos)
+        pos = [((i // cols) * (size + 8) + 8, (i % cols) * (size + 8) + 8) for i in range(n_faces)]
+        h = ((n_faces - 1) // cols + 1) * (size + 8) + 8
+        frames = media.place((h, cols * (size + 8) + 8), [face] * n_faces, pos)
         path = media.write_video(ctx.tmp / f"group{n_faces}.mp4", frames)
         return ctx.reconstruct(path, extra=("--face", face_opt) if face_opt else ())
     return build
@@ -370,6 +382,44 @@ def _check_input_untouched(ctx):
     assert (ctx.tmp / "clip.mp4").read_bytes() == ctx.original, "the input video was replaced or deleted"
 
 
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Writes past ``nbytes`` fail with EFBIG (SIGXFSZ ignored), as when a disk fills up mid-file."""
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def tiny_tmpfs(folder: Path, size: str = "12k"):
+    """Mount a tiny tmpfs on ``folder`` (a real ENOSPC); returns an unmount callable, or None when
+    mounting is not permitted here (not root / no CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return None
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if r.returncode != 0:
+        return None
+    return lambda: subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _disk_full(ctx):
+    return ctx.reconstruct(_face_clip(ctx, n=6))
+
+
+def _check_disk_full_then_resume(ctx):
+    from spectre.cli import main
+
+    assert not any(p.name.endswith(".npz") or ".partial" in p.name for p in ctx.out.iterdir()), _outputs(ctx)
+    assert main(ctx.reconstruct(ctx.tmp / "clip.mp4")) == 0, "the rerun after the disk was freed failed"
+    _one_face_ok("clip", 6)(ctx)
+    assert not any(p.name.startswith(".") for p in ctx.out.iterdir()), _outputs(ctx)
+
+
 def _malicious_pickle_payload(sentinel: Path) -> bytes:
     class Payload:
         def __reduce__(self):
@@ -407,6 +457,7 @@ def _malicious_checkpoint(ctx):
     evil = ctx.tmp / "spectre_model.tar"
     torch.save({"E_flame": {"w": torch.zeros(2)}, "E_expression": Payload()}, evil)
     assert not ctx.sentinel.exists()
+    (ctx.tmp / "assets").mkdir()
     return ["assets", "--assets", str(ctx.tmp / "assets"), "add", "spectre", str(evil)]
 
 
@@ -415,11 +466,12 @@ def _deca_as_spectre(ctx):
 
     deca = ctx.tmp / "deca_model.tar"
     torch.save({"E_flame": {"layers.0.weight": torch.zeros(3, 3)}, "E_detail": {}, "D_detail": {}}, deca)
+    (ctx.tmp / "assets").mkdir()
     return ["assets", "--assets", str(ctx.tmp / "assets"), "add", "spectre", str(deca)]
 
 
 def _check_not_installed(ctx):
-    assert not (ctx.tmp / "assets").exists() or not any((ctx.tmp / "assets").rglob("*.tar"))
+    assert not any((ctx.tmp / "assets").rglob("*")), "a refused asset was installed"
 
 
 def _corrupt_config(ctx):
@@ -476,10 +528,11 @@ CASES: list[Case] = [
          "one-line error, no output", _no_outputs),
     Case("truncated_50", "mp4 cut at 50% (index at the end)", _truncated(0.50), 2, ("cut.mp4", "not a readable video"),
          "one-line error, no output", _no_outputs),
-    Case("truncated_95", "mp4 cut at 95% (index at the end)", _truncated(0.95), 2, ("cut.mp4", "not a readable video"),
+    Case("truncated_95", "mp4 cut at 95% (index at the end)", _truncated(0.95), 2, ("cut.mp4", "truncated or not a video"),
          "one-line error, no output", _no_outputs),
-    Case("truncated_faststart_60", "fast-start mp4 (index first) cut at 60%", _truncated(0.60, faststart=True), 2,
-         ("cut.mp4", "truncated"), "one-line error naming the last good frame, no output", _no_outputs),
+    Case("truncated_faststart_60", "fast-start mp4 (index first) cut at 60%", _truncated(0.60, faststart=True), 0,
+         ("cut.mp4", "of the 10 frames", "truncated"), "the decodable frames are reconstructed, with a warning "
+         "naming how many of the listed frames were read", _check_truncated),
     Case("corrupt_middle", "2 KiB of random bytes in the middle of an H.264 mp4", _corrupt_middle, 2,
          ("clip.mp4", "corrupt"), "one-line error, no output", _no_outputs),
     Case("text_as_mp4", "a text file named .mp4", _text_as_mp4, 2, ("notes.mp4", "not a readable video"),
@@ -514,8 +567,8 @@ CASES: list[Case] = [
          "the largest face only", _check_many("group2", 1)),
     Case("two_faces_all", "two faces, --face all", _many(2, "all"), 0, (), "one result per face (_face<id>)",
          _check_many("group2", 2)),
-    Case("five_faces_all", "five faces, --face all", _many(5, "all"), 0, (),
-         "the 4 largest faces (tracker limit max_faces=4, a warning names the limit)", _check_many("group5", 4)),
+    Case("five_faces_all", "five faces, --face all", _many(5, "all"), 0, ("max_faces",),
+         "4 faces (tracker limit max_faces=4) and a warning naming the limit", _check_many("group5", 4)),
     Case("extreme_head_turns", "roll -90..+90 degrees with yaw-like foreshortening", _head_turns, 0, (),
          "finite parameters for every frame; untrackable frames marked invalid", _check_turns),
     Case("odd_path", "folder and file names with spaces, accents, CJK and '#'", _odd_path, 0, (),
@@ -537,6 +590,9 @@ CASES: list[Case] = [
     Case("render_would_replace_input", "--layout render into the input's folder (clip.mp4 -> clip.mp4)",
          _render_over_input, 5, ("clip.mp4", "input"), "refused even with --overwrite; the input is untouched",
          _check_input_untouched),
+    Case("disk_full_on_write", "output file system full while the .npz is written (file-size limit)", _disk_full,
+         5, ("clip.npz", "file too large"), "one-line error, no partial file; a rerun completes",
+         _check_disk_full_then_resume, around=lambda ctx: file_size_limit(8000)),
     Case("malicious_flame_pickle", "FLAME generic_model.pkl whose pickle calls os.system", _malicious_flame, 4,
          ("generic_model.pkl", "refusing"), "refused, the payload never runs", _no_sentinel),
     Case("truncated_flame_pickle", "FLAME pkl cut in half", _truncated_flame, 3,
@@ -555,7 +611,7 @@ CASES: list[Case] = [
     Case("missing_input", "input path does not exist", _missing_input, 2, ("nowhere.mp4", "no such file"),
          "one-line error before any work"),
     Case("mixed_batch", "1 good clip + 0-byte + text + faceless in one batch", _mixed_batch, 1,
-         ("b_empty.mp4", "c_text.mp4", "d_noface.mp4", "1 done", "3 failed"),
+         ("b_empty.mp4", "not a readable video", "c_text.mp4", "d_noface.mp4", "no face", "1 done", "3 failed"),
          "the good clip is finished, each failure listed on one line", _check_mixed),
     Case("list_with_missing_entry", ".txt list naming a missing file", _list_missing, 2, ("videos.txt", "gone.mp4"),
          "one-line error before any work"),

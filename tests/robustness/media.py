@@ -60,13 +60,15 @@ def place(canvas_hw: tuple[int, int], faces: Sequence[np.ndarray], positions: Se
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 25, codec: str = "libx264",
                 pix_fmt: str = "yuv420p", pts: Sequence[int] | None = None, time_base: Fraction | None = None,
-                audio_seconds: float = 0.0, options: dict | None = None) -> Path:
-    """Encode RGB frames (n,H,W,3) into ``path``; ``pts`` (in ``time_base`` units) gives variable timing."""
+                audio_seconds: float = 0.0, options: dict | None = None,
+                container_options: dict | None = None) -> Path:
+    """Encode RGB frames (n,H,W,3) into ``path``; ``pts`` (in ``time_base`` units) gives variable timing;
+    ``options`` go to the encoder, ``container_options`` to the muxer (e.g. ``movflags=+faststart``)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as c:
+    with av.open(str(path), "w", options=container_options or {}) as c:
         s = c.add_stream(codec, rate=rate)
         s.width, s.height = int(frames.shape[2]), int(frames.shape[1])
         s.pix_fmt = pix_fmt

@@ -11,6 +11,7 @@ only while a face is missing (at most ``max_gap`` frames) so memory stays bounde
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import InputError, NoFaceError
 from ..io.video import FrameChunk, VideoSource, open_video
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
+log = logging.getLogger(__name__)
 
 _DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
 
@@ -208,6 +210,7 @@ class FaceTracker:
 
         c = self.config
         self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
+        self._warned_max = False
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
             min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
@@ -254,6 +257,10 @@ class FaceTracker:
         for d in dres.detections or []:
             b = d.location_data.relative_bounding_box
             dets.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), d.score[0]))
+        if len(dets) > self.config.max_faces and not self._warned_max:
+            self._warned_max = True  # once per video
+            log.warning("%d faces in one frame but only %d are tracked (TrackerConfig.max_faces); the others are "
+                        "ignored", len(dets), self.config.max_faces)
         out = []
         for pts in faces:
             box = _bbox(pts)

@@ -213,6 +213,10 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
                 i += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
+        listed = int(stream.frames or 0)
+        if 0 < i < listed:  # FFmpeg ends a cut-off file quietly: say so rather than return a short clip silently
+            log.warning("%s: only %d of the %d frames the container lists could be decoded (file truncated?); "
+                        "the result covers those frames", path, i, listed)
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:
@@ -254,7 +258,7 @@ def _probe_video(path: Path) -> VideoSource:
         raise InputError(f"{path}: not a readable video ({_short(exc)})") from None
     with container:
         if not container.streams.video:
-            what = "audio-only file" if container.streams.audio else "no video stream"
+            what = "audio-only file" if container.streams.audio else "no video stream (truncated or not a video)"
             raise InputError(f"{path}: {what}, nothing to track")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -23,6 +23,7 @@ from .. import __version__
 from ..config import from_dict, load_yaml, to_dict
 from ..errors import ConfigError, InputError, NoFaceError, OutputError, SpectreError
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
+from ..io.video import IMAGE_SUFFIXES
 from .fit import FitConfig
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class Reconstructor:
             raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
         stem = stem or result.video.stem
         names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
+        guard_input(result.video, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
         written: list[Path] = []
         cfg_yaml = self.cfg.to_yaml()
         t0 = time.perf_counter()
@@ -359,8 +361,11 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             vids = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            if not vids and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
+                add(p)  # a folder of frames is one image-sequence input
+                continue
             if not vids:
-                raise InputError(f"{p}: folder contains no video files ({', '.join(VIDEO_SUFFIXES)})")
+                raise InputError(f"{p}: folder contains no video or image files ({', '.join(VIDEO_SUFFIXES)})")
             for q in vids:
                 add(q)
         elif p.is_file() and p.suffix.lower() == ".txt":
@@ -451,13 +456,53 @@ def is_finished(output_dir: Path, stem: str) -> bool:
 
 
 def _stale_outputs(output_dir: Path, stem: str) -> list[Path]:
-    """Files of an unfinished earlier run of this video (they are redone)."""
+    """Files under this video's output names (an unfinished earlier run's, or someone else's)."""
     pats = [f"{stem}.npz", f"{stem}_face*.npz", f"{stem}_arkit.csv", f"{stem}_face*_arkit.csv", f"{stem}.mp4",
             f"{stem}.yaml"]
     found = []
     for pat in pats:
         found += [p for p in output_dir.glob(pat) if p.is_file()]
     return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def guard_input(video: Path, targets: Iterable[Path]) -> None:
+    """Refuse (even with --overwrite) to write an output over the input itself, e.g. the render
+    ``clip.mp4`` when the output folder is the input's folder."""
+    for t in targets:
+        if _same_file(Path(video), t):
+            raise OutputError(f"{t}: output would replace the input video; choose another output folder")
+
+
+def _marker(output_dir: Path, stem: str) -> Path:
+    """Present while a video's outputs are being written: the files under its names are ours."""
+    return output_dir / f".{stem}.spectre-writing"
+
+
+def _ours(output_dir: Path, stem: str) -> set[Path]:
+    """Files an earlier spectre run of this video wrote: all of them if it was interrupted while
+    writing (marker present), else those its sidecar lists."""
+    if _marker(output_dir, stem).exists():
+        return set(_stale_outputs(output_dir, stem))
+    sidecar = output_dir / f"{stem}.yaml"
+    try:
+        data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    if not (isinstance(data, dict) and "spectre_version" in data and isinstance(data.get("outputs"), list)):
+        return set()
+    return {output_dir / str(o) for o in data["outputs"]} | {sidecar}
+
+
+def _without_prefix(message: str, video: str) -> str:
+    """The reason only when the message starts with the video's own path (the summary names it)."""
+    return message[len(video) + 2:] if message.startswith(f"{video}: ") else message
 
 
 _WORKER: Reconstructor | None = None
@@ -478,20 +523,32 @@ def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: b
     t0 = time.perf_counter()
     try:
         if not overwrite and is_finished(out, stem):
+            _marker(out, stem).unlink(missing_ok=True)  # stopped between the sidecar and the marker's removal
             return JobOutcome(video, "skipped", "already finished")
         rec = reconstructor or _WORKER
         if rec is None:
             rec = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
+        existing = [p for p in _stale_outputs(out, stem) if not _same_file(Path(video), p)]
         if not overwrite:
-            # a previous interrupted run left some outputs but no sidecar: they are ours, redo them
-            for p in _stale_outputs(out, stem):
+            # an earlier unfinished run's outputs are ours to redo; anybody else's file is left alone
+            ours = _ours(out, stem)
+            foreign = [p for p in existing if p not in ours]
+            if foreign:
+                raise OutputError(f"{foreign[0]} already exists and was not written by spectre for this video "
+                                  "(pass --overwrite to replace it)")
+            for p in existing:
                 p.unlink()
         result = rec.process(video)
+        marker = _marker(out, stem)
+        if out.is_dir():
+            marker.touch()
         written = rec.write(result, out, stem=stem, overwrite=True,
                             progress=progress)
+        marker.unlink(missing_ok=True)
         return JobOutcome(video, "ok", "", [str(p) for p in written], time.perf_counter() - t0)
     except SpectreError as exc:
-        return JobOutcome(video, "failed", str(exc), seconds=time.perf_counter() - t0, exit_code=exc.exit_code)
+        return JobOutcome(video, "failed", _without_prefix(str(exc), video), seconds=time.perf_counter() - t0,
+                          exit_code=exc.exit_code)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug on one video must not stop a batch; reported in the summary
