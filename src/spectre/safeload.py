@@ -121,10 +121,15 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc).splitlines()
-        detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), msg[0] if msg else "")
-        raise UnsafeFileError(f"{path}: refused to load {what}: it references code or objects outside "
-                              f"plain tensors ({detail.strip()[:200]})") from None
+        msg = [m.strip() for m in str(exc).splitlines() if m.strip()]
+        detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), None)
+        if detail is not None:
+            raise UnsafeFileError(f"{path}: refused to load {what}: it references code or objects outside "
+                                  f"plain tensors ({detail[:200]})") from None
+        # no code reference: a corrupt or foreign file (torch's own text advises weights_only=False: not us)
+        reason = next((msg[i + 1] for i, m in enumerate(msg[:-1]) if m.endswith("WeightsUnpickler error:")),
+                      msg[-1] if msg else type(exc).__name__)
+        raise AssetError(f"{path} is not a readable {what} (corrupt or not a PyTorch file: {reason[:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise AssetError(f"{path} is not a readable {what} ({first[:200]})") from None

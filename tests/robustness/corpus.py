@@ -628,3 +628,115 @@ CASES: list[Case] = [
          "one-line error before any work"),
     Case("bad_option_value", "--workers 0", _bad_workers, 2, ("--workers",), "one-line usage error"),
 ]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+# No CLI command loads network weights yet without the full official assets, so these cases call the
+# strict loaders (spectre.nets.checkpoints) the learned backend uses, and check the error they raise.
+@dataclass
+class LoaderCase:
+    name: str
+    what: str
+    load: Callable[[Ctx], object]   # builds the file and loads it
+    code: int
+    says: tuple[str, ...]
+    behaviour: str
+
+
+def _deca_state_dict() -> dict:
+    from spectre.nets.deca import DecaEncoder
+
+    return DecaEncoder().state_dict()
+
+
+def _save(path: Path, obj) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
+
+def _load_deca_with(edit: Callable[[dict], dict]):
+    def load(ctx):
+        from spectre.nets.checkpoints import load_deca
+
+        path = _save(ctx.tmp / "deca_model.tar", {"E_flame": edit(_deca_state_dict())})
+        return load_deca(path=path)
+    return load
+
+
+def _drop_head(sd):
+    return dict(list(sd.items())[:-2])
+
+
+def _rename(sd):
+    return {("module." + k if k.startswith("layers.") else k): v for k, v in sd.items()}
+
+
+def _reshape(sd):
+    import torch
+
+    k = next(k for k in sd if k.endswith("weight") and sd[k].ndim == 2)
+    return {**sd, k: torch.zeros(sd[k].shape[0] + 1, sd[k].shape[1])}
+
+
+def _spectre_from_deca(ctx):
+    from spectre.nets.checkpoints import load_spectre
+
+    return load_spectre(path=_save(ctx.tmp / "deca_model.tar", {"E_flame": _deca_state_dict()}))
+
+
+def _evil_deca(ctx):
+    import torch
+
+    from spectre.nets.checkpoints import load_deca
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch '{ctx.sentinel}'",))
+
+    path = ctx.tmp / "deca_model.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"E_flame": {"w": Payload()}}, path)
+    return load_deca(path=path)
+
+
+def _garbage_checkpoint(ctx):
+    from spectre.nets.checkpoints import load_deca
+
+    path = ctx.tmp / "deca_model.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(4096))
+    return load_deca(path=path)
+
+
+LOADER_CASES: list[LoaderCase] = [
+    LoaderCase("checkpoint_missing_keys", "DECA checkpoint without its last layer", _load_deca_with(_drop_head), 3,
+               ("deca_model.tar", "missing keys"), "CheckpointError listing the missing keys"),
+    LoaderCase("checkpoint_renamed_keys", "DECA checkpoint with 'module.'-prefixed keys", _load_deca_with(_rename), 3,
+               ("deca_model.tar", "unexpected keys [module."), "CheckpointError listing missing and unexpected keys"),
+    LoaderCase("checkpoint_wrong_shape", "DECA checkpoint with one tensor of the wrong shape",
+               _load_deca_with(_reshape), 3, ("deca_model.tar", "wrong-shape"),
+               "CheckpointError naming the key, its shape and the expected one"),
+    LoaderCase("deca_loaded_as_spectre", "DECA's file given where SPECTRE's is expected", _spectre_from_deca, 3,
+               ("deca_model.tar", "expected spectre"), "CheckpointError: is a DECA checkpoint, expected SPECTRE's"),
+    LoaderCase("malicious_checkpoint_loader", "checkpoint whose pickle calls os.system, loaded by the network "
+               "loader", _evil_deca, 4, ("deca_model.tar", "refused"), "UnsafeFileError, the payload never runs"),
+    LoaderCase("garbage_checkpoint", "4 KiB of random bytes as a checkpoint", _garbage_checkpoint, 3,
+               ("deca_model.tar", "not a readable"), "AssetError: not a readable checkpoint"),
+]
+
+
+def markdown_table() -> str:
+    """The table of docs/robustness.md, generated from the cases above."""
+    rows = ["| # | case | input | exit | behaviour |", "|---|---|---|---|---|"]
+    for i, c in enumerate(CASES, 1):
+        rows.append(f"| {i} | `{c.name}` | {c.what} | {c.code} | {c.behaviour} |")
+    for i, c in enumerate(LOADER_CASES, len(CASES) + 1):
+        rows.append(f"| {i} | `{c.name}` | {c.what} | {c.code} | {c.behaviour} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # PYTHONPATH=src:tests python -m robustness.corpus  -> the table for docs/robustness.md
+    print(markdown_table())

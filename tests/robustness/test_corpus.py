@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
 from spectre.cli import main
+from spectre.errors import SpectreError
 
-from .corpus import CASES, Ctx
+from .corpus import CASES, LOADER_CASES, Ctx, markdown_table
 
 
-def test_corpus_is_big_enough():
-    assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
+def test_corpus_is_big_enough_and_documented():
+    names = [c.name for c in CASES + LOADER_CASES]
+    assert len(names) >= 30 and len(set(names)) == len(names)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text(encoding="utf-8")
+    assert markdown_table() in doc, "docs/robustness.md is out of date: paste `PYTHONPATH=src:tests python -m robustness.corpus`"
+
+
+@pytest.mark.parametrize("case", LOADER_CASES, ids=lambda c: c.name)
+def test_checkpoint_case(case, tmp_path):
+    ctx = Ctx(tmp_path / "in", tmp_path / "out", tmp_path)
+    with pytest.raises(SpectreError) as info:
+        case.load(ctx)
+    msg = str(info.value)
+    assert info.value.exit_code == case.code, (type(info.value).__name__, msg)
+    assert "\n" not in msg
+    for word in case.says:
+        assert word.lower() in msg.lower(), msg
+    assert not ctx.sentinel.exists(), "the malicious payload ran"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

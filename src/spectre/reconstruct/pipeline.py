@@ -506,14 +506,53 @@ def _without_prefix(message: str, video: str) -> str:
 
 
 _WORKER: Reconstructor | None = None
+_IN_JOB = False
+_STOPPING = False
+
+
+def _worker_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    """SIGTERM from the parent: abandon the current video cleanly (temporary files removed), or leave."""
+    global _STOPPING
+    _STOPPING = True
+    if _IN_JOB:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
 
 
 def _worker_init(cfg_dict: dict) -> None:
     global _WORKER
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, _worker_stop)
     torch.set_num_threads(1)
     _WORKER = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
+
+
+def _worker_job(*args) -> JobOutcome:
+    global _IN_JOB
+    if _STOPPING:  # a video queued before the stop request: do not start it
+        return JobOutcome(str(args[0]), "failed", "interrupted", exit_code=130)
+    _IN_JOB = True
+    try:
+        return run_job(*args)
+    finally:
+        _IN_JOB = False
+
+
+def _stop_pool(pool, timeout: float = 30.0) -> None:
+    """Cancel pending videos and stop the running ones (SIGTERM: each worker removes its temporary files)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
 
 
 def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: bool,
@@ -623,14 +662,19 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(cfg_dict,)) as pool:
-            futs = {pool.submit(run_job, v, s, str(out), cfg_dict, overwrite): v for v, s in jobs}
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(cfg_dict,))
+        try:
+            futs = {pool.submit(_worker_job, v, s, str(out), cfg_dict, overwrite): v for v, s in jobs}
             for fut in as_completed(futs):
                 try:
                     done(fut.result())
                 except Exception as exc:  # noqa: BLE001 - a crashed worker process
                     done(JobOutcome(futs[fut], "failed", f"worker crashed ({type(exc).__name__}: {exc})", exit_code=1))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers, then report the interruption
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     if bar is not None:
         bar.close()
     order = {v: i for i, (v, _) in enumerate(jobs)}
