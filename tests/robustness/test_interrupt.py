@@ -57,14 +57,19 @@ def _assert_complete(out: Path) -> set[str]:
 
 # SIGTERM with renders: the render (a video file with audio) is the longest write, so the signal most
 # likely lands inside it; SIGINT without renders: the signal lands in tracking/fitting or a small write.
-@pytest.mark.parametrize("sig,layout", [(signal.SIGINT, "none"), (signal.SIGTERM, "render")],
-                         ids=["SIGINT", "SIGTERM-render"])
-def test_signal_mid_batch_then_resume(sig, layout, tmp_path, shared_dir, capsys):
+# --workers 2: the parent stops its worker processes (each removes its temporary files) and exits.
+@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1), (signal.SIGTERM, "render", 1),
+                                                (signal.SIGTERM, "none", 2)],
+                         ids=["SIGINT", "SIGTERM-render", "SIGTERM-workers"])
+def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
     faces = media.face_frames(shared_dir / "samples", 5, size=128)
-    for i in range(N_VIDEOS):
+    n_videos = N_VIDEOS + workers - 1
+    for i in range(n_videos):
         media.write_video(inp / f"clip{i}.mp4", np.ascontiguousarray(np.roll(faces, i, axis=0)), audio_seconds=0.2)
     argv = ["reconstruct", str(inp), "-o", str(out), "--layout", layout, "--config", str(fast_config(tmp_path))]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     proc = subprocess.Popen([sys.executable, "-m", "spectre", *argv], env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -72,9 +77,11 @@ def test_signal_mid_batch_then_resume(sig, layout, tmp_path, shared_dir, capsys)
         # wait until the first video is finished and the second one is under way (with renders: until a
         # temporary render file of it is being written), then stop the batch
         def ready() -> bool:
-            if not (out / "clip0.yaml").exists():
+            if not (out.is_dir() and any(p.suffix == ".yaml" for p in out.iterdir())):
                 return False
-            return layout == "none" or any(".partial" in p.name and "clip1" in p.name for p in out.iterdir())
+            finished = {p.stem for p in out.iterdir() if p.suffix == ".yaml"}
+            return layout == "none" or any(".partial" in p.name and p.name.split(".")[1] not in finished
+                                           for p in out.iterdir())
 
         while not ready():
             assert proc.poll() is None, f"the batch ended before it was interrupted:\n{proc.stderr.read()}"
@@ -93,12 +100,13 @@ def test_signal_mid_batch_then_resume(sig, layout, tmp_path, shared_dir, capsys)
     assert "Traceback" not in err, err
     assert ("interrupted" if sig == signal.SIGINT else "terminated") in err
     done_before = _assert_complete(out)
-    assert "clip0" in done_before and len(done_before) < N_VIDEOS, done_before
+    assert 1 <= len(done_before) < n_videos, done_before
 
     capsys.readouterr()
-    assert main(argv) == 0
+    resume = argv[: argv.index("--workers")] if "--workers" in argv else argv  # resume sequentially (faster)
+    assert main(resume) == 0
     summary = capsys.readouterr().err
-    assert f"{len(done_before)} skipped" in summary and f"{N_VIDEOS - len(done_before)} done" in summary, summary
+    assert f"{len(done_before)} skipped" in summary and f"{n_videos - len(done_before)} done" in summary, summary
     finished = _assert_complete(out)
-    assert finished == {f"clip{i}" for i in range(N_VIDEOS)}
+    assert finished == {f"clip{i}" for i in range(n_videos)}
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "a temporary/marker file is visible"

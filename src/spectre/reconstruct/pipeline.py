@@ -485,19 +485,38 @@ def _marker(output_dir: Path, stem: str) -> Path:
     return output_dir / f".{stem}.spectre-writing"
 
 
+def _looks_like_ours(path: Path) -> bool:
+    """A result file spectre wrote (npz with our schema, our ARKit CSV header, our sidecar)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return "schema" in z.files and str(z["schema"]).startswith("spectre.")
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(4096)
+        if path.suffix == ".csv":
+            return head.startswith("frame,time,valid,")
+        if path.suffix == ".yaml":
+            return head.startswith("spectre_version:")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return False
+
+
 def _ours(output_dir: Path, stem: str) -> set[Path]:
     """Files an earlier spectre run of this video wrote: all of them if it was interrupted while
-    writing (marker present), else those its sidecar lists."""
+    writing (marker present), else those its sidecar lists and result files that carry our format."""
+    found = _stale_outputs(output_dir, stem)
     if _marker(output_dir, stem).exists():
-        return set(_stale_outputs(output_dir, stem))
+        return set(found)
+    ours = {p for p in found if _looks_like_ours(p)}
     sidecar = output_dir / f"{stem}.yaml"
     try:
-        data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+        data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) if sidecar in ours else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         data = None
-    if not (isinstance(data, dict) and "spectre_version" in data and isinstance(data.get("outputs"), list)):
-        return set()
-    return {output_dir / str(o) for o in data["outputs"]} | {sidecar}
+    if isinstance(data, dict) and isinstance(data.get("outputs"), list):
+        ours |= {output_dir / str(o) for o in data["outputs"]}
+    return ours
 
 
 def _without_prefix(message: str, video: str) -> str:
