@@ -115,3 +115,17 @@ def test_long_faceless_video_through_the_cli(tmp_path, capsys):
     code = main(["reconstruct", str(clip), "-o", str(tmp_path / "out"), "--layout", "none"])
     err = capsys.readouterr().err
     assert code == 2 and "no face found in any of its 1500 frames" in err, err
+
+
+def test_huge_frames_come_in_smaller_chunks(tmp_path, monkeypatch):
+    """64 frames of 8K would be 6 GB per chunk: a chunk never holds more than MAX_CHUNK_BYTES of pixels
+    (shown here with a small cap, so the test stays small)."""
+    import spectre.io.video as video
+
+    clip = media.write_video(tmp_path / "c.mp4", media.blank_frames(10, 64, 96))
+    frame_bytes = 64 * 96 * 3
+    monkeypatch.setattr(video, "MAX_CHUNK_BYTES", 3 * frame_bytes + 5)
+    sizes = [len(c) for c in video.open_video(clip).iter_chunks(64)]
+    assert sizes == [3, 3, 3, 1]
+    monkeypatch.setattr(video, "MAX_CHUNK_BYTES", frame_bytes // 2)  # smaller than one frame: one per chunk
+    assert [len(c) for c in video.open_video(clip).iter_chunks(4)] == [1] * 10
