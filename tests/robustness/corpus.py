@@ -531,6 +531,36 @@ def _bad_workers(ctx):
     return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--workers", "0"))
 
 
+def _track(ctx, *inputs, extra=()):
+    return ["track", *map(str, inputs), "-o", str(ctx.out), *extra]
+
+
+def _track_zero_byte(ctx):
+    (ctx.tmp / "empty.mp4").write_bytes(b"")
+    return _track(ctx, ctx.tmp / "empty.mp4")
+
+
+def _track_first(ctx):
+    from spectre.cli import main
+
+    assert main(_track(ctx, _face_clip(ctx, n=3))) == 0
+    ctx.first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ctx.out.iterdir()}
+
+
+def _track_again(ctx):
+    return _track(ctx, ctx.tmp / "clip.mp4")
+
+
+def _track_mixed(ctx):
+    good = _face_clip(ctx, "a.mp4", 3)
+    (ctx.tmp / "b.mp4").write_text("not a video")
+    return _track(ctx, good, ctx.tmp / "b.mp4")
+
+
+def _check_track_mixed(ctx):
+    assert _outputs(ctx) == ["a.tracks.npz"], _outputs(ctx)
+
+
 # ------------------------------------------------------------------------------------------------ the table
 CASES: list[Case] = [
     Case("zero_byte", "0-byte .mp4", _zero_byte, 2, ("empty.mp4", "not a readable video"),
@@ -539,7 +569,8 @@ CASES: list[Case] = [
          "one-line error, no output", _no_outputs),
     Case("truncated_50", "mp4 cut at 50% (index at the end)", _truncated(0.50), 2, ("cut.mp4", "not a readable video"),
          "one-line error, no output", _no_outputs),
-    Case("truncated_95", "mp4 cut at 95% (index at the end)", _truncated(0.95), 2, ("cut.mp4", "truncated or not a video"),
+    Case("truncated_95", "mp4 cut at 95% (index at the end)", _truncated(0.95), 2,
+         ("cut.mp4", "truncated or not a video"),
          "one-line error, no output", _no_outputs),
     Case("truncated_faststart_60", "fast-start mp4 (index first) cut at 60%", _truncated(0.60, faststart=True), 0,
          ("cut.mp4", "of the 10 frames", "truncated"), "the decodable frames are reconstructed, with a warning "
@@ -627,6 +658,14 @@ CASES: list[Case] = [
     Case("list_with_missing_entry", ".txt list naming a missing file", _list_missing, 2, ("videos.txt", "gone.mp4"),
          "one-line error before any work"),
     Case("bad_option_value", "--workers 0", _bad_workers, 2, ("--workers",), "one-line usage error"),
+    Case("track_zero_byte", "`spectre track` on a 0-byte file", _track_zero_byte, 2,
+         ("empty.mp4", "not a readable video"), "one-line error, no output", _no_outputs),
+    Case("track_output_present", "`spectre track` twice into the same folder", _track_again, 5,
+         ("clip.tracks.npz", "--overwrite"), "refused without --overwrite, the first result untouched",
+         _check_untouched, runs_before=_track_first),
+    Case("track_mixed_batch", "`spectre track` on a good clip and a text file", _track_mixed, 1,
+         ("b.mp4", "not a readable video"), "the good clip is tracked, the bad one reported on one line",
+         _check_track_mixed),
 ]
 
 

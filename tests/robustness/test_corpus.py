@@ -18,7 +18,8 @@ def test_corpus_is_big_enough_and_documented():
     names = [c.name for c in CASES + LOADER_CASES]
     assert len(names) >= 30 and len(set(names)) == len(names)
     doc = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text(encoding="utf-8")
-    assert markdown_table() in doc, "docs/robustness.md is out of date: paste `PYTHONPATH=src:tests python -m robustness.corpus`"
+    assert markdown_table() in doc, \
+        "docs/robustness.md is out of date: paste `PYTHONPATH=src:tests python -m robustness.corpus`"
 
 
 @pytest.mark.parametrize("case", LOADER_CASES, ids=lambda c: c.name)
