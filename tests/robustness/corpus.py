@@ -311,6 +311,13 @@ def _odd_path_check(ctx):
     _one_face_ok("vidéo 東京 #1", 4)(ctx)
 
 
+NON_UTF8_STEM = os.fsdecode(b"caf\xe9 latin-1")
+
+
+def _non_utf8_name(ctx):
+    return ctx.reconstruct(_face_clip(ctx, f"{NON_UTF8_STEM}.mp4", 4))
+
+
 def _odd_pix_fmt(ctx):
     f = ctx.faces(4)[:, :223, :221]  # odd width and height
     return ctx.reconstruct(media.write_video(ctx.tmp / "odd.mkv", np.ascontiguousarray(f), codec="ffv1",
@@ -615,6 +622,8 @@ CASES: list[Case] = [
          "finite parameters for every frame; untrackable frames marked invalid", _check_turns),
     Case("odd_path", "folder and file names with spaces, accents, CJK and '#'", _odd_path, 0, (),
          "outputs named after the file", _odd_path_check),
+    Case("non_utf8_file_name", "a file name that is not valid UTF-8 (Latin-1 bytes)", _non_utf8_name, 0, (),
+         "outputs named with the same bytes", _one_face_ok(NON_UTF8_STEM, 4)),
     Case("odd_size_10bit", "221x223 frames, 10-bit FFV1", _odd_pix_fmt, 0, (), "reconstructed",
          _one_face_ok("odd", 4)),
     Case("output_is_a_file", "-o points below a regular file", _output_is_file, 5,
