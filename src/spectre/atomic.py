@@ -36,7 +36,10 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
 
     The temporary name keeps the suffix so libraries that pick a format by extension still work.
     """
-    path = check_writable(path, overwrite)
+    try:
+        path = check_writable(path, overwrite)
+    except OSError as exc:  # e.g. a file name too long for the file system
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)

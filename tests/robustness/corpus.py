@@ -356,6 +356,20 @@ def _check_untouched(ctx):
     assert now == ctx.first, "a finished result was rewritten without --overwrite"
 
 
+def _other_config(ctx):
+    return ctx.reconstruct(ctx.tmp / "clip.mp4", extra=("--face", "all"))
+
+
+def _long_name(ctx):
+    return ctx.reconstruct(_face_clip(ctx, "v" * 240 + ".mp4", 3))
+
+
+def _binary_config(ctx):
+    cfg = ctx.tmp / "settings.yaml"
+    cfg.write_bytes(bytes(range(256)) * 4)
+    return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--config", str(cfg)))
+
+
 def _overwrite(ctx):
     return ctx.reconstruct(ctx.tmp / "clip.mp4", extra=("--overwrite",))
 
@@ -632,6 +646,13 @@ CASES: list[Case] = [
          "one-line error, exit 5", needs_non_root=True),
     Case("already_finished", "same command twice", _already_done, 0, ("1 skipped",),
          "second run skips the video, files untouched", _check_untouched, runs_before=_already_done_first),
+    Case("finished_other_config", "finished output, then the same video with another option (--face all)",
+         _other_config, 0, ("1 skipped", "different config", "--overwrite"),
+         "skipped with a warning that the finished result used another config", _check_untouched,
+         runs_before=_already_done_first),
+    Case("file_name_too_long", "a 244-byte file name (the outputs' names would pass the 255-byte limit)", _long_name,
+         5, ("vvvvvvvv", "too long"), "one-line error before any work, saying how long the name may be",
+         _no_outputs),
     Case("overwrite", "finished output, then --overwrite", _overwrite, 0, ("1 done",),
          "redone and replaced atomically", _check_rewritten, runs_before=_already_done_first),
     Case("foreign_file_in_the_way", "the output folder already holds a user's clip.npz", _foreign_file, 5,
@@ -655,6 +676,8 @@ CASES: list[Case] = [
          ("deca_model.tar", "looks like a deca checkpoint"), "refused with the reason", _check_not_installed),
     Case("corrupt_config", "YAML syntax error in --config", _corrupt_config, 2, ("broken.yaml",),
          "one-line config error naming the file", _no_outputs),
+    Case("binary_config", "--config pointing at a binary file", _binary_config, 2,
+         ("settings.yaml", "not a utf-8 text file"), "one-line config error", _no_outputs),
     Case("config_unknown_key", "misspelt key in --config", _config_bad_values, 2, ("odd.yaml", "layuot"),
          "one-line config error naming the key", _no_outputs),
     Case("config_not_a_mapping", "--config holding a YAML list", _config_not_mapping, 2, ("list.yaml",),

@@ -455,6 +455,16 @@ def is_finished(output_dir: Path, stem: str) -> bool:
     return isinstance(outs, list) and all((output_dir / str(o)).exists() for o in outs)
 
 
+def _same_config(output_dir: Path, stem: str, cfg_dict: dict) -> bool:
+    """Whether a finished video's sidecar records the config asked for now."""
+    try:
+        data = yaml.safe_load((output_dir / f"{stem}.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    now = yaml.safe_load(yaml.safe_dump(cfg_dict, sort_keys=False))
+    return isinstance(data, dict) and data.get("config") == now
+
+
 def _stale_outputs(output_dir: Path, stem: str) -> list[Path]:
     """Files under this video's output names (an unfinished earlier run's, or someone else's)."""
     pats = [f"{stem}.npz", f"{stem}_face*.npz", f"{stem}_arkit.csv", f"{stem}_face*_arkit.csv", f"{stem}.mp4",
@@ -519,6 +529,20 @@ def _ours(output_dir: Path, stem: str) -> set[Path]:
     return ours
 
 
+def _check_name_length(output_dir: Path, stem: str) -> None:
+    """Fail before the work when this video's longest output name (a temporary multi-face ARKit CSV)
+    would not fit the file system's limit on a file name."""
+    try:
+        name_max = os.pathconf(output_dir, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = f".{stem}_face00_arkit.XXXXXXXX.partial.csv"
+    if len(os.fsencode(longest)) > name_max:
+        spare = name_max - (len(os.fsencode(longest)) - len(os.fsencode(stem)))
+        raise OutputError(f"the output names for {stem[:40]}... would be too long for {output_dir} (file names "
+                          f"are limited to {name_max} bytes: rename the input to at most {spare} bytes)")
+
+
 def _without_prefix(message: str, video: str) -> str:
     """The reason only when the message starts with the video's own path (the summary names it)."""
     return message[len(video) + 2:] if message.startswith(f"{video}: ") else message
@@ -580,8 +604,13 @@ def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: b
     out = Path(output_dir)
     t0 = time.perf_counter()
     try:
+        _check_name_length(out, stem)
         if not overwrite and is_finished(out, stem):
             _marker(out, stem).unlink(missing_ok=True)  # stopped between the sidecar and the marker's removal
+            if not _same_config(out, stem, cfg_dict):
+                log.warning("%s: skipped: already finished in %s with a different config (pass --overwrite to "
+                            "redo it)", video, out)
+                return JobOutcome(video, "skipped", "already finished with a different config")
             return JobOutcome(video, "skipped", "already finished")
         rec = reconstructor or _WORKER
         if rec is None:
@@ -598,8 +627,10 @@ def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: b
                 p.unlink()
         result = rec.process(video)
         marker = _marker(out, stem)
-        if out.is_dir():
+        try:
             marker.touch()
+        except OSError as exc:
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc} ({marker.name})") from None
         written = rec.write(result, out, stem=stem, overwrite=True,
                             progress=progress)
         marker.unlink(missing_ok=True)
