@@ -227,3 +227,24 @@ def test_mapping_is_mirror_symmetric(tracked):
     iod = np.linalg.norm(ref[:, 36] - ref[:, 45], axis=-1)[:, None]
     err = np.linalg.norm(back - ref, axis=-1) / iod
     assert np.median(err) < 0.04 and np.percentile(err, 95) < 0.12
+
+
+def test_fast_landmark_reader_matches_protobuf_attributes(sample_videos):
+    import mediapipe as mp
+
+    from spectre.faces.track import _landmark_array
+
+    frame = open_video(sample_videos["OzA6jRYjVQs_00004"]).read(1).frames[0]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        lm = mesh.process(frame).multi_face_landmarks[0]
+    want = np.array([(p.x, p.y, p.z) for p in lm.landmark], np.float32)
+    np.testing.assert_array_equal(_landmark_array(lm), want)
+    lm.landmark[5].visibility = 0.5  # another layout -> the attribute path, same numbers
+    np.testing.assert_array_equal(_landmark_array(lm), want)
+
+
+def test_detect_every_keeps_last_confidence(sample_videos):
+    t = _only(track_video(sample_videos["PbgB2TaYhio_00007"], config=TrackerConfig(max_faces=1, detect_every=4)))
+    assert t.present.all() and (t.confidence > 0.5).all()
+    # between detector runs the score is carried over unchanged
+    assert np.array_equal(t.confidence[1:4], np.repeat(t.confidence[0], 3))

@@ -89,6 +89,15 @@ def test_golden_forward_float64(flame64, golden_dir, case):
     np.testing.assert_allclose(lmk3d.numpy(), g["landmarks3d_f64"], atol=F64_ATOL, rtol=0)
 
 
+def test_golden_under_bf16_autocast(flame, golden_dir):
+    g = _golden(golden_dir, "yaw")
+    t, _ = _inputs(g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        verts, lmk2d, _ = flame.decode(t["in_shape"], t["in_exp"], t["in_pose"])
+    assert verts.dtype == torch.float32
+    np.testing.assert_allclose(lmk2d.numpy(), g["landmarks2d"], atol=ATOL, rtol=RTOL)
+
+
 def test_face_model_interface(flame, golden_dir):
     g = _golden(golden_dir, "random")
     t, _ = _inputs(g)

@@ -90,9 +90,9 @@ def test_compact_vs_full_error(ict, ict_full):
     err = (v_c - v_f).norm(dim=-1)
     assert err.max().item() < 0.1  # cm (measured: ~0.05 cm max on all-on expressions)
     assert err.mean().item() < 0.02
-    # the landmarks match too (same contour choice up to quantisation)
+    # the landmarks match too, the soft contour included (measured 0.07 cm max)
     lm_err = (ict.landmarks(v_c) - ict_full.landmarks(ict_full.vertices(p))).norm(dim=-1)
-    assert lm_err[:, 17:].max().item() < 0.1
+    assert lm_err.max().item() < 0.2
 
 
 def test_jaw_open_lowers_chin(ict):
@@ -105,7 +105,7 @@ def test_jaw_open_lowers_chin(ict):
 
 def test_identity_changes_shape(ict):
     p = ict.default_params(2)
-    p["identity"][1, 0] = 2.0
+    p["identity"][1, 0] = 2.0  # two standard deviations of the first identity mode
     v = ict.vertices(p)
     d = (v[1] - v[0]).norm(dim=-1)
     assert d.max() > 0.3 and d.mean() > 0.05
@@ -132,18 +132,37 @@ def test_dynamic_contour_follows_yaw(ict):
     assert (moved[1] > 0.8).sum() >= 4 and (moved[2] > 0.8).sum() >= 4
     # the choice mirrors between the two yaws
     np.testing.assert_array_equal((moved[1] > 0.8).numpy(), (moved[2] > 0.8).flip(0).numpy())
-    # every contour point is the outermost of its candidates (on the silhouette)
+    # every contour point sits on the silhouette: as far out as its outermost candidate, up to the
+    # softness of the pick (a softmax cannot go beyond the outermost candidate)
     cand_x = v[:, ict.contour_candidates, 0]  # (B,17,C)
     side = torch.sign(v[0, ict.static_landmark_idx[:17], 0])
     outer = (cand_x * side[None, :, None]).amax(dim=2)
-    torch.testing.assert_close(lm[:, :17, 0] * side, outer)
+    got = lm[:, :17, 0] * side
+    assert (got <= outer + 1e-5).all() and (got >= outer - 3 * ict.contour_softness_cm).all()
+
+
+def test_contour_hard_pick_and_smoothness():
+    hard = ICTFaceModel.from_store(contour_softness_cm=0.0)
+    soft = ICTFaceModel.from_store()
+    p = hard.default_params(121)
+    p["rotation"][:, 1] = torch.linspace(-0.9, 0.9, 121)  # a slow head turn, 0.86 deg per frame
+    v = hard.vertices(p)
+    lm_hard, lm_soft = hard.landmarks(v)[:, :17], soft.landmarks(v)[:, :17]
+    # the hard pick lands exactly on a candidate vertex
+    d = (lm_hard[:, :, None] - v[:, hard.contour_candidates]).norm(dim=-1).amin(dim=2)
+    assert d.max() < 1e-6
+    # the hard pick jumps from vertex to vertex (~1 cm); the soft one glides (measured 1.3 mm per frame)
+    step_hard = (lm_hard[1:] - lm_hard[:-1]).norm(dim=-1).max()
+    step_soft = (lm_soft[1:] - lm_soft[:-1]).norm(dim=-1).max()
+    assert step_hard > 0.8 and step_soft < 0.3
 
 
 def test_landmarks_subset_path_and_gradient(ict):
+    g = torch.Generator().manual_seed(1)
     p = ict.default_params(4)
-    p["identity"] = torch.randn(4, 100)
-    p["expression"] = torch.rand(4, 53)
-    p["rotation"] = 0.4 * torch.randn(4, 3)
+    p["identity"] = torch.randn(4, 100, generator=g)
+    p["expression"] = torch.rand(4, 53, generator=g)
+    p["rotation"] = 0.4 * torch.randn(4, 3, generator=g)
     full = ict.landmarks(ict.vertices(p))
     fast = ict.landmarks_only(p)
     torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
@@ -315,3 +334,37 @@ def test_convert_ict_bad_input(tmp_path, capsys, facekit_folder):
     assert main(["assets", "convert-ict", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
     assert "missing browDown_L.obj" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_bundled_compact_is_reproducible(full_npz):
+    """The shipped npz is exactly what scripts/make_compact_ict.py builds from the full model."""
+    import importlib.util
+    from pathlib import Path
+
+    from spectre.assets import BUNDLED_ICT, bundled_path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_compact_ict.py"
+    spec = importlib.util.spec_from_file_location("make_compact_ict", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with np.load(full_npz) as f:
+        built, _ = mod.build({k: f[k] for k in f.files})
+    with np.load(bundled_path(BUNDLED_ICT)) as shipped:
+        assert set(shipped.files) == set(built)
+        for key, value in built.items():
+            np.testing.assert_array_equal(shipped[key], value, err_msg=key)
+    assert bundled_path(BUNDLED_ICT).stat().st_size <= 10 * 1024 * 1024
+    licence = bundled_path("ICT_LICENSE.txt").read_text()
+    assert "MIT License" in licence and "ICT-FaceKit" in licence
+
+
+def test_geometry_stays_fp32_under_autocast(ict):
+    g = torch.Generator().manual_seed(2)
+    p = ict.default_params(3)
+    p["expression"] = torch.rand(3, 53, generator=g)
+    p["rotation"] = 0.3 * torch.randn(3, 3, generator=g)
+    ref = ict.landmarks_only(p)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ict.landmarks(ict.vertices(p))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

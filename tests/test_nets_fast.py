@@ -21,7 +21,7 @@ def perceptual(golden_dir, golden_weights):
 
 @pytest.fixture(scope="module")
 def images(golden_dir):
-    return u8_images(np.load(golden_dir / "spectre_encoder.npz")["in_images_u8"][:5])
+    return u8_images(np.load(golden_dir / "spectre_encoder.npz")["in_images_u8"][:3])
 
 
 def test_fold_batchnorms_is_exact_and_leaves_original(perceptual, images):

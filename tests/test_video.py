@@ -157,6 +157,29 @@ def test_corrupt_and_truncated(tmp_path, lrs3_video):
         _assert_one_line(e.value, path)
 
 
+def test_truncated_faststart_file_is_reported(tmp_path):
+    import av
+
+    frames = (np.random.default_rng(0).random((50, 64, 64, 3)) * 255).astype(np.uint8)
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:  # index first, then data
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert len(open_video(full).read()) == 50
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    src = open_video(cut)  # the index is intact, the data is not
+    with pytest.raises(InputError, match="truncated") as e:
+        list(src.iter_chunks(8))
+    _assert_one_line(e.value, cut)
+
+
 def test_zero_frame_and_audio_only(tmp_path):
     import av
 

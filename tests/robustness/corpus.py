@@ -121,10 +121,20 @@ def _truncated(fraction: float, faststart: bool = False):
     return build
 
 
+def _cut_last_frame(ctx):
+    src = _face_clip(ctx, "full.mp4", 30, container_options={"movflags": "+faststart"})
+    data = src.read_bytes()
+    # drop the tail of the file: the last frame's data (the index, at the front, still lists it)
+    cut = ctx.tmp / "cut.mp4"
+    cut.write_bytes(data[: len(data) - 64])
+    src.unlink()
+    return ctx.reconstruct(cut)
+
+
 def _check_truncated(ctx):
     data = _npz(ctx, "cut.npz")
     n = len(data["valid"])
-    assert 0 < n < 10, f"{n} frames from a clip cut at 60% of 10 frames"
+    assert 27 <= n < 30, f"{n} frames from a 30-frame clip missing its last frame"
     _finite_result(data, n)
 
 
@@ -593,9 +603,11 @@ CASES: list[Case] = [
     Case("truncated_95", "mp4 cut at 95% (index at the end)", _truncated(0.95), 2,
          ("cut.mp4", "truncated or not a video"),
          "one-line error, no output", _no_outputs),
-    Case("truncated_faststart_60", "fast-start mp4 (index first) cut at 60%", _truncated(0.60, faststart=True), 0,
-         ("cut.mp4", "of the 10 frames", "truncated"), "the decodable frames are reconstructed, with a warning "
-         "naming how many of the listed frames were read", _check_truncated),
+    Case("truncated_faststart_60", "fast-start mp4 (index first) cut at 60%", _truncated(0.60, faststart=True), 2,
+         ("cut.mp4", "truncated"), "one-line error: decoded N of the M frames the index lists", _no_outputs),
+    Case("truncated_faststart_last_frame", "fast-start mp4 of 30 frames missing its last frame's data",
+         _cut_last_frame, 0, ("cut.mp4", "of the 30 frames", "truncated"),
+         "the decodable frames are reconstructed, with a warning naming how many were read", _check_truncated),
     Case("corrupt_middle", "2 KiB of random bytes in the middle of an H.264 mp4", _corrupt_middle, 2,
          ("clip.mp4", "corrupt"), "one-line error, no output", _no_outputs),
     Case("text_as_mp4", "a text file named .mp4", _text_as_mp4, 2, ("notes.mp4", "not a readable video"),

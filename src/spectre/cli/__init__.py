@@ -20,6 +20,7 @@ COMMANDS = [
     ("assets", "spectre.cli.assets_cmd"),
     ("track", "spectre.cli.track_cmd"),
     ("reconstruct", "spectre.cli.reconstruct_cmd"),
+    ("evaluate", "spectre.cli.evaluate_cmd"),
 ]
 
 

@@ -154,6 +154,64 @@ def _bbox(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
 
+def _open_mesh(c: TrackerConfig):
+    """MediaPipe's face-mesh graph in tracking mode with 478 points. Besides the landmarks we ask for
+    the graph's own face detections: whenever it runs its detector (every frame while it follows fewer
+    than ``max_faces`` faces) their scores give the per-face confidence without a second detector.
+    Falls back to the plain ``FaceMesh`` solution if this MediaPipe build lays the graph out differently."""
+    import mediapipe as mp
+
+    try:
+        from mediapipe.python.solution_base import SolutionBase
+        from mediapipe.python.solutions import face_mesh as fm
+
+        return SolutionBase(
+            binary_graph_path=fm._BINARYPB_FILE_PATH,
+            side_inputs={"num_faces": c.max_faces, "with_attention": True, "use_prev_landmarks": True},
+            calculator_params={
+                "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
+                "TensorsToDetectionsCalculator.min_score_thresh": c.min_detection_confidence,
+                "facelandmarkcpu__ThresholdingCalculator.threshold": c.min_tracking_confidence},
+            outputs=["multi_face_landmarks", "face_detections"])
+    except Exception:  # pragma: no cover - depends on the MediaPipe build
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
+            min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
+
+
+def _detection_boxes(detections, w: int, h: int) -> list[tuple[np.ndarray, float]]:
+    out = []
+    for d in detections or []:
+        b = d.location_data.relative_bounding_box
+        out.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), float(d.score[0])))
+    return out
+
+
+def _match_score(points: np.ndarray, dets: list[tuple[np.ndarray, float]]) -> float:
+    box = _bbox(points)
+    return max((s for db, s in dets if _iou(box, db) > 0.2), default=0.0)
+
+
+_LM_RECORD = 17  # serialized NormalizedLandmark with x, y, z set: tag, len=15, 3 x (tag + float32)
+
+
+def _landmark_array(lm) -> np.ndarray:
+    """MediaPipe NormalizedLandmarkList -> (N,3) float32 [x, y, z] (normalised).
+
+    Reading 478 protobuf messages attribute by attribute costs ~0.6 ms per face; when the serialized
+    list has the fixed layout (only x, y, z set) the floats are read straight from the bytes (~0.1 ms).
+    Any other layout takes the attribute path, so a MediaPipe change cannot silently corrupt points."""
+    raw = lm.SerializeToString()
+    n = len(lm.landmark)
+    if len(raw) == n * _LM_RECORD:
+        rec = np.frombuffer(raw, np.uint8).reshape(n, _LM_RECORD)
+        if ((rec[:, 0] == 0x0A) & (rec[:, 1] == 15) & (rec[:, 2] == 0x0D) & (rec[:, 7] == 0x15)
+                & (rec[:, 12] == 0x1D)).all():
+            cols = [3, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16]
+            return np.ascontiguousarray(rec[:, cols]).view("<f4").reshape(n, 3).astype(np.float32)
+    return np.array([(p.x, p.y, p.z) for p in lm.landmark], np.float32)
+
+
 def _gather(refs: list[tuple[np.ndarray, int]]) -> np.ndarray:
     """Frames given as (chunk array, row) -> one array; consecutive rows of one chunk become a view
     (1080p chunks are ~200 MB: copying them again would double the cost of the stream)."""
@@ -211,9 +269,7 @@ class FaceTracker:
         c = self.config
         self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
         self._warned_max = False
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
-            min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
+        self._mesh = _open_mesh(c)
         self._det = mp.solutions.face_detection.FaceDetection(
             model_selection=c.detector_model, min_detection_confidence=min(c.min_detection_confidence, 0.3))
 
@@ -241,32 +297,27 @@ class FaceTracker:
         if not res.multi_face_landmarks:
             return []
         faces = []
+        scale = np.array([w, h, w], np.float32)
         for lm in res.multi_face_landmarks:
-            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], np.float32)
-            faces.append(pts)
+            faces.append(_landmark_array(lm) * scale)
+        # the mesh graph ran its own (short-range) detector on this frame: its scores come for free
+        graph_dets = getattr(res, "face_detections", None) if self.config.detector_model == 0 else None
+        if graph_dets:
+            return [(pts, _match_score(pts, _detection_boxes(graph_dets, w, h))) for pts in faces]
         if not score:
             return [(pts, None) for pts in faces]
-        dets = []
         small = frame
         if max(h, w) > _DETECT_MAX_SIDE:  # BlazeFace sees 128x128 anyway; shrinking first saves the copy
             import cv2
 
             f = _DETECT_MAX_SIDE / max(h, w)
             small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
-        dres = self._det.process(small)
-        for d in dres.detections or []:
-            b = d.location_data.relative_bounding_box
-            dets.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), d.score[0]))
+        dets = _detection_boxes(self._det.process(small).detections, w, h)
         if len(dets) > self.config.max_faces and not self._warned_max:
             self._warned_max = True  # once per video
             log.warning("%d faces in one frame but only %d are tracked (TrackerConfig.max_faces); the others are "
                         "ignored", len(dets), self.config.max_faces)
-        out = []
-        for pts in faces:
-            box = _bbox(pts)
-            score = max((s for db, s in dets if _iou(box, db) > 0.2), default=0.0)
-            out.append((pts, float(score)))
-        return out
+        return [(pts, _match_score(pts, dets)) for pts in faces]
 
     # -- tracking ------------------------------------------------------------------------------
     def _assign(self, active: list[_Active], faces: list[tuple[np.ndarray, float]]) -> list[tuple[int, int]]:
@@ -297,7 +348,7 @@ class FaceTracker:
         next_id = 0
         # pending per-frame data, keyed by frame index: {track_id: [points, score, present]}
         obs: dict[int, dict[int, list]] = {}
-        pend_frames: list[np.ndarray] = []
+        pend_frames: list[tuple[np.ndarray, int]] = []
         pend_idx: list[int] = []
         pend_pts: list[float] = []
         last = -1
@@ -338,8 +389,8 @@ class FaceTracker:
                     pend_idx.append(fidx)
                     pend_pts.append(float(t))
                     last = fidx
-                # frames before the oldest still-open gap are final
-                open_gaps = [a.last_frame + 1 for a in active if a.last_frame < last]
+                # frames before the oldest gap that a returning face could still fill are final
+                open_gaps = [a.last_frame + 1 for a in active if a.last_frame < last and last - a.last_frame <= c.max_gap]
                 frontier = min(open_gaps) if open_gaps else last + 1
                 n_ready = sum(1 for i in pend_idx if i < frontier)
                 if n_ready:

@@ -218,10 +218,12 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
                 i += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
-        listed = int(stream.frames or 0)
-        if 0 < i < listed:  # FFmpeg ends a cut-off file quietly: say so rather than return a short clip silently
+        expected = int(stream.frames or 0)
+        if expected and i < 0.9 * expected - 1:  # the container's index promises more than the data holds
+            raise InputError(f"{path}: file is truncated (decoded {i} of the {expected} frames its index lists)")
+        if 0 < i < expected:  # a few frames short: FFmpeg ends such a file quietly, so say it
             log.warning("%s: only %d of the %d frames the container lists could be decoded (file truncated?); "
-                        "the result covers those frames", path, i, listed)
+                        "the result covers those frames", path, i, expected)
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:

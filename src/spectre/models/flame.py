@@ -216,6 +216,10 @@ class FLAME(FaceModel):
         return torch.cat([params["global_pose"], params["neck_pose"], params["jaw_pose"], params["eye_pose"]], 1)
 
     def _lbs(self, betas: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=betas.device.type, enabled=False):  # geometry in the model's dtype
+            return self._lbs_exact(betas, pose)
+
+    def _lbs_exact(self, betas: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         dtype = self.v_template.dtype
         betas, pose = betas.to(dtype), pose.to(dtype)
         B = betas.shape[0]
@@ -276,7 +280,8 @@ class FLAME(FaceModel):
         dyn_idx, dyn_bary = self.dynamic_contour(pose)
         idx = torch.cat([dyn_idx, self.lmk_faces_idx.expand(B, -1)], dim=1)
         bary = torch.cat([dyn_bary, self.lmk_bary_coords.expand(B, -1, -1)], dim=1)
-        return faces_to_landmarks(vertices, self.faces, idx, bary)
+        with torch.autocast(device_type=vertices.device.type, enabled=False):
+            return faces_to_landmarks(vertices, self.faces, idx, bary)
 
     def landmarks3d(self, vertices: torch.Tensor) -> torch.Tensor:
         """The fixed-contour 68 landmarks (``full_lmk_*``; the official ``landmarks3d``, for visualisation)."""
@@ -296,10 +301,3 @@ class FLAME(FaceModel):
         return verts, self.landmarks(verts, params), self.landmarks3d(verts)
 
     # ---- texture ----------------------------------------------------------------------------
-    @property
-    def uv_coords(self) -> torch.Tensor | None:
-        return self._uv_coords
-
-    @property
-    def uv_faces(self) -> torch.Tensor | None:
-        return self._uv_faces

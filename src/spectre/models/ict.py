@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import AssetError
 from ..geometry import axis_angle_to_matrix
@@ -111,10 +112,11 @@ def contour_candidates(neutral: np.ndarray, landmarks: np.ndarray, jaw_right: np
 
     Landmark k (right side 0-7, left side 9-16) pairs its static vertex v_k with the jawline vertex j_k
     that ICT-FaceKit suggests as its substitute (the mandible edge, further back). Candidates are the
-    narrow-face-area vertices within 3.5 mm of the path j_k -> v_k -> a point 60 % of the way from v_k
-    to the face's mid-line at the same height (where a cheek silhouette lies when that side turns away).
-    The chin (8) stays fixed. ``landmarks()`` picks the candidate that is outermost in x after rotation,
-    i.e. on the silhouette seen by the orthographic camera.
+    narrow-face-area vertices within 3.5 mm of the segment j_k -> v_k (the near side of a turned head,
+    where the silhouette moves back to the jaw edge) plus the skin vertices at v_k's height (+-3.5 mm)
+    from v_k forward to halfway towards the mid-line (the cheek silhouette of the far side).
+    The chin (8) stays fixed. ``landmarks()`` takes the candidate that is outermost in x after rotation
+    (softly, see there), i.e. on the silhouette seen by the orthographic camera.
     """
     face = neutral[:NARROW_FACE_END]
     front_z = float(face[:, 2].max())
@@ -145,8 +147,11 @@ class ICTFaceModel(FaceModel):
     rotation_param = "rotation"
     units_per_metre = 100.0
 
-    def __init__(self, arrays: dict[str, np.ndarray], n_identity: int = 100, source: str = ""):
+    def __init__(self, arrays: dict[str, np.ndarray], n_identity: int = 100, source: str = "",
+                 contour_softness_cm: float = 0.1):
         super().__init__()
+        #: temperature of the soft silhouette pick (cm of outward x); 0 picks the single outermost vertex
+        self.contour_softness_cm = float(contour_softness_cm)
         n_avail = arrays["identity"].shape[0]
         if not 0 <= n_identity <= n_avail:
             raise AssetError(f"{source or 'ICT model'} has {n_avail} identity modes; {n_identity} requested")
@@ -192,6 +197,7 @@ class ICTFaceModel(FaceModel):
         local = np.searchsorted(subset, np.arange(V)).clip(0, len(subset) - 1)  # full index -> subset index
         width = max(len(c) for c in cands)
         cand = np.stack([np.pad(c, (0, width - len(c)), mode="edge") for c in cands])
+        valid = np.stack([np.arange(width) < len(c) for c in cands])  # padding repeats the last candidate
         side = np.sign(neutral[lmk[:17], 0]).astype(np.float32)  # outward direction of each contour point
         self.register_buffer("landmark_vertex_idx", torch.from_numpy(subset))
         self.register_buffer("static_landmark_idx", torch.from_numpy(lmk))
@@ -199,6 +205,7 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("_local_static", torch.from_numpy(local[lmk]))
         self.register_buffer("_local_candidates", torch.from_numpy(local[cand]))
         self.register_buffer("_contour_side", torch.from_numpy(side))
+        self.register_buffer("_candidate_valid", torch.from_numpy(valid))
         self.register_buffer("_landmark_basis", self.basis.view(-1, V, 3)[:, torch.from_numpy(subset)]
                              .reshape(len(basis), -1).contiguous())
 
@@ -212,18 +219,18 @@ class ICTFaceModel(FaceModel):
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path, n_identity: int = 100) -> "ICTFaceModel":
-        return cls(load_ict_arrays(path), n_identity=n_identity, source=str(path))
+    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> "ICTFaceModel":
+        return cls(load_ict_arrays(path), n_identity=n_identity, source=str(path), **kwargs)
 
     @classmethod
-    def from_store(cls, store=None, n_identity: int = 100, full: bool = False) -> "ICTFaceModel":
+    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> "ICTFaceModel":
         """The bundled compact model, or with ``full=True`` the full npz installed as asset ``ict``
         (falls back to the bundled copy when no full model is installed)."""
         if full:
             from ..assets import AssetStore
 
-            return cls.from_file(AssetStore.coerce(store).path("ict"), n_identity)
-        return cls.from_file(_bundled_compact(), n_identity)
+            return cls.from_file(AssetStore.coerce(store).path("ict"), n_identity, **kwargs)
+        return cls.from_file(_bundled_compact(), n_identity, **kwargs)
 
     # ---- geometry ---------------------------------------------------------------------------
     def _coefficients(self, params: Params) -> torch.Tensor:
@@ -242,7 +249,13 @@ class ICTFaceModel(FaceModel):
         return self._pose(template, basis, coeffs, params["rotation"])
 
     def _pose(self, template, basis, coeffs, rotation) -> torch.Tensor:
-        verts = template.to(coeffs) + (coeffs @ basis.to(coeffs)).view(coeffs.shape[0], -1, 3)
+        # geometry stays in the model's dtype even under bf16/fp16 autocast: centimetre coordinates in
+        # bf16 would be off by ~0.5 mm and flip contour choices
+        with torch.autocast(device_type=coeffs.device.type, enabled=False):
+            return self._pose_exact(template, basis, coeffs, rotation)
+
+    def _pose_exact(self, template, basis, coeffs, rotation) -> torch.Tensor:
+        verts = torch.addmm(template.to(coeffs).reshape(1, -1), coeffs, basis.to(coeffs)).view(coeffs.shape[0], -1, 3)
         R = axis_angle_to_matrix(rotation.to(coeffs))
         return verts @ R.transpose(1, 2)
 
@@ -259,8 +272,13 @@ class ICTFaceModel(FaceModel):
 
     def landmarks(self, vertices: torch.Tensor, params: Params | None = None) -> torch.Tensor:
         """iBUG-68 landmarks. ``vertices`` is the full mesh or ``landmark_vertices()``; the rotation is
-        already in the vertices, so the contour needs no parameters: each contour landmark is the
-        candidate vertex outermost in x (on the silhouette). Differentiable w.r.t. the vertices."""
+        already in the vertices, so the contour needs no parameters.
+
+        Each contour landmark is the candidate vertex outermost in x (on the silhouette the orthographic
+        camera sees), taken as a softmax over the candidates' outward x with temperature
+        ``contour_softness_cm``: where two candidates are nearly equally far out the landmark blends
+        them, so it glides instead of jumping from vertex to vertex as the head turns. Differentiable
+        w.r.t. the vertices (and through them every parameter)."""
         if vertices.shape[1] == self.v_template.shape[0]:
             static, cand = self.static_landmark_idx, self.contour_candidates
         elif vertices.shape[1] == self.landmark_vertex_idx.shape[0]:
@@ -268,12 +286,20 @@ class ICTFaceModel(FaceModel):
         else:
             raise ValueError(f"expected {self.v_template.shape[0]} or {self.landmark_vertex_idx.shape[0]} "
                              f"vertices, got {vertices.shape[1]}")
+        with torch.autocast(device_type=vertices.device.type, enabled=False):
+            return self._landmarks_exact(vertices, static, cand)
+
+    def _landmarks_exact(self, vertices, static, cand) -> torch.Tensor:
         B = vertices.shape[0]
         lmk = vertices[:, static]  # (B, 68, 3)
-        cx = vertices[:, cand.reshape(-1), 0].view(B, *cand.shape)  # (B, 17, C)
-        pick = torch.argmax(cx * self._contour_side.to(cx)[None, :, None], dim=2)  # (B, 17)
-        contour_idx = torch.gather(cand.expand(B, -1, -1), 2, pick[..., None])[..., 0]
-        contour = torch.gather(vertices, 1, contour_idx[..., None].expand(-1, -1, 3))
+        cv = vertices[:, cand.reshape(-1)].view(B, *cand.shape, 3)  # (B, 17, C, 3)
+        outward = cv[..., 0] * self._contour_side.to(cv)[None, :, None]
+        outward = outward.masked_fill(~self._candidate_valid, float("-inf"))
+        if self.contour_softness_cm > 0:
+            weights = torch.softmax(outward / self.contour_softness_cm, dim=2)
+        else:
+            weights = F.one_hot(outward.argmax(dim=2), cand.shape[1]).to(cv)
+        contour = torch.einsum("bkc,bkcd->bkd", weights, cv)
         return torch.cat([contour, lmk[:, 17:]], dim=1)
 
     # ---- parts, rendering, texture ----------------------------------------------------------
@@ -292,10 +318,3 @@ class ICTFaceModel(FaceModel):
     def render_faces(self) -> torch.Tensor:
         return self.part_faces(*[p for p in self.part_names if p not in HIDDEN_PARTS])
 
-    @property
-    def uv_coords(self) -> torch.Tensor | None:
-        return self._uv_coords
-
-    @property
-    def uv_faces(self) -> torch.Tensor | None:
-        return self._uv_faces

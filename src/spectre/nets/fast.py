@@ -97,13 +97,20 @@ class FastPath:
 def prepare_for_inference(model: nn.Module, runtime: Runtime | None = None, *, fold_bn: bool = True,
                           channels_last: bool | None = None, compile: bool = False,
                           copy_model: bool = True) -> FastPath:
-    """Inference copy of ``model`` for ``runtime`` (default: ``Runtime.create('auto', 'auto')``).
+    """Inference copy of ``model`` for ``runtime``.
+
+    Default runtime: the 'auto' device; reduced precision on CUDA, float32 on CPU, where folded BN +
+    channels_last gave a steady ~2x with no drift while bf16 autocast was not reliably faster on the
+    2-core EPYC we measured (see docs/nets.md); pass ``Runtime.create('cpu', 'bf16')`` to opt in.
 
     ``channels_last`` defaults to True for convolutional work on CPU and CUDA (it helps oneDNN in
     both fp32 and bf16 on x86, see ``bench/bench_nets.py``) and False on MPS. ``compile`` wraps the
     forward in ``torch.compile`` and falls back to eager (with a warning) when compilation fails.
     """
-    runtime = runtime or Runtime.create("auto", "auto")
+    if runtime is None:
+        runtime = Runtime.create("auto", "fp32")
+        if runtime.device.type == "cuda":
+            runtime = Runtime.create(runtime.device, "auto")
     module = copy.deepcopy(model) if copy_model else model
     module.eval().requires_grad_(False)
     if fold_bn:

@@ -1,10 +1,11 @@
 """Differentiable triangle rasteriser in pure PyTorch (CPU and CUDA), no compiled extension.
 
 Why this design: faces are small (a few pixels each at 224x224), so instead of testing every pixel
-against every triangle we enumerate, per triangle, the pixel centres inside its bounding box. Triangles
-are grouped by bounding-box size so every group is one dense (faces x tile) tensor operation; the
-visible triangle of each pixel is found with one ``scatter_reduce(amin)`` over a 64-bit key that packs
-the depth (as an order-preserving integer) above the face index. That search runs without autograd.
+against every triangle we enumerate, per triangle and pixel row of its bounding box, the exact span of
+pixel centres inside it (solving the three edge inequalities), and lay rows and pixels out as flat
+tensors with ``repeat_interleave`` - no Python loop over pixels or triangles. The visible triangle of
+each pixel is found with one ``scatter_reduce(amin)`` over a 64-bit key that packs the depth (as an
+order-preserving integer) above the face index. That search runs without autograd.
 Barycentric coordinates of the winning face are then recomputed from the (differentiable) vertex
 positions, so interpolated attributes carry gradients to the vertices, as pytorch3d's hard rasteriser
 does. Optionally (``soft_edges=True``) the alpha of silhouette pixels becomes the pixel's estimated
@@ -114,7 +115,7 @@ def _zbuffer(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: in
     ry = y0[ids].long()[row_face] + (torch.arange(n_rows, device=dev) - first_row[row_face])
     fid = ids[row_face]
     yc = ry.to(a.dtype) + 0.5
-    ra, rb, rc = a[fid], b[fid], c[fid]
+    ra, rb, rc = torch.cat([a, b, c], 1).index_select(0, fid).split(3, 1)
     # the triangle's span on this row: every edge function a*x + (b*y + c) >= 0 bounds x
     off = rb * yc[:, None] + rc
     safe_a = torch.where(ra == 0, torch.ones_like(ra), ra)
@@ -221,11 +222,12 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tup
     px, py = _to_pixels(vertices, H, W)
     tri_x = _gather_faces(px, faces)  # (B, F, 3), differentiable
     tri_y = _gather_faces(py, faces)
-    fx, fy = tri_x[batch, pix_face], tri_y[batch, pix_face]
+    flat_face = batch * faces.shape[1] + pix_face
+    fx, fy = tri_x.reshape(-1, 3)[flat_face], tri_y.reshape(-1, 3)[flat_face]
     a, b, c, _ = _edge_coefficients(fx, fy)
     cx, cy = _pixel_centres(pix, H, W, fx.dtype)
     bary = a * cx[:, None] + b * cy[:, None] + c
-    fz = _gather_faces(vertices[..., 2], faces)[batch, pix_face]
+    fz = _gather_faces(vertices[..., 2], faces).reshape(-1, 3)[flat_face]
     depth = (bary * fz).sum(-1)
     if perspective_correct:  # 1/z is affine in screen space; attributes follow bary/z
         w = bary / fz
@@ -262,17 +264,19 @@ def interpolate(fragments: Fragments, attributes: torch.Tensor, faces: torch.Ten
         if attributes.dim() == 2:
             attributes = attributes.unsqueeze(0)
         if faces.dim() == 3:
-            corner = faces[batch, fragments.pix_face]  # (N, 3)
+            corner = faces.reshape(-1, 3).index_select(0, batch * faces.shape[1] + fragments.pix_face)
         else:
-            corner = faces[fragments.pix_face]
-        ab = batch if attributes.shape[0] > 1 else torch.zeros_like(batch)
-        vals = attributes[ab[:, None], corner]  # (N, 3, C)
+            corner = faces.index_select(0, fragments.pix_face)  # (N, 3)
+        V, C = attributes.shape[1], attributes.shape[-1]
+        rows = corner if attributes.shape[0] == 1 else corner + (batch * V)[:, None]
+        vals = attributes.reshape(-1, C).index_select(0, rows.reshape(-1)).view(-1, 3, C)  # (N, 3, C)
     else:
         if attributes.dim() == 3:
             attributes = attributes.unsqueeze(0)
-        ab = batch if attributes.shape[0] > 1 else torch.zeros_like(batch)
-        vals = attributes[ab, fragments.pix_face]
-    out_vals = (fragments.pix_bary.unsqueeze(-1).to(vals.dtype) * vals).sum(1)
+        Fn, C = attributes.shape[1], attributes.shape[-1]
+        rows = fragments.pix_face if attributes.shape[0] == 1 else batch * Fn + fragments.pix_face
+        vals = attributes.reshape(-1, 3, C).index_select(0, rows)
+    out_vals = torch.bmm(fragments.pix_bary.to(vals.dtype).unsqueeze(1), vals).squeeze(1)
     C = out_vals.shape[-1]
     base = torch.zeros((B * H * W, C), dtype=out_vals.dtype, device=out_vals.device)
     if not (isinstance(background, (int, float)) and background == 0):

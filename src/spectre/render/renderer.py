@@ -80,11 +80,13 @@ class Renderer:
         or black. ``facing_vertices`` (default: the screen vertices) decide which side faces the camera."""
         faces = faces.to(vertices.device).long()
         screen = self.screen_vertices(crop_vertices)
-        normals = shading.vertex_normals(vertices, faces)
-        if detach_normals:
-            normals = normals.detach()
-        screen_normals = shading.vertex_normals(screen if facing_vertices is None else facing_vertices,
-                                                faces).detach()
+        facing = (screen if facing_vertices is None else facing_vertices).detach()
+        if detach_normals:  # one batched call for both normal sets (the official detaches both)
+            both = shading.vertex_normals(torch.cat([vertices.detach(), facing.to(vertices.dtype)]), faces)
+            normals, screen_normals = both[:vertices.shape[0]], both[vertices.shape[0]:]
+        else:
+            normals = shading.vertex_normals(vertices, faces)
+            screen_normals = shading.vertex_normals(facing, faces)
         frags = rasterize(screen, faces, self.image_size, soft_edges=self.soft_edges)
         attrs = interpolate(frags, torch.cat([normals, screen_normals], -1), faces)  # (B, H, W, 6)
         normal_img, screen_normal_img = attrs[..., :3], attrs[..., 3:]
