@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint") -> Any:
     if not path.is_file():
         raise AssetError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 31" on a corrupt file: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = [m.strip() for m in str(exc).splitlines() if m.strip()]
         detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), None)
@@ -133,3 +136,6 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint") -> Any:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise AssetError(f"{path} is not a readable {what} ({first[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler fails on garbage with any error (IndexError, ...)
+        first = (str(exc).splitlines() or [""])[0]
+        raise AssetError(f"{path} is not a readable {what} (corrupt: {type(exc).__name__} {first[:160]})") from None
