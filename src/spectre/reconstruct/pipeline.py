@@ -445,14 +445,14 @@ class BatchSummary:
 def is_finished(output_dir: Path, stem: str) -> bool:
     """A video is finished when its sidecar exists and lists only outputs that exist."""
     sidecar = output_dir / f"{stem}.yaml"
-    if not sidecar.is_file():
-        return False
     try:
+        if not sidecar.is_file():
+            return False
         data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        outs = data.get("outputs") if isinstance(data, dict) else None
+        return isinstance(outs, list) and all((output_dir / str(o)).exists() for o in outs)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # e.g. a name too long for the file system
         return False
-    outs = data.get("outputs") if isinstance(data, dict) else None
-    return isinstance(outs, list) and all((output_dir / str(o)).exists() for o in outs)
 
 
 def _same_config(output_dir: Path, stem: str, cfg_dict: dict) -> bool:
@@ -692,6 +692,9 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
     if workers <= 1 or len(jobs) == 1:
         rec = Reconstructor(cfg)
         try:
+            # a missing or unsafe face model fails every video the same way: say it once, before any work
+            if not all(is_finished(out, s) for _, s in jobs) or overwrite:
+                rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
                 frame_bar = None
                 cb = None
