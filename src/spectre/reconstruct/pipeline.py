@@ -393,9 +393,10 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
     """Output base names: the file stem, prefixed by parent folders when two inputs share a stem."""
-    stems = [p.stem for p in paths]
+    original = [p.stem for p in paths]
+    stems = list(original)
     for i, p in enumerate(paths):
-        if stems.count(p.stem) > 1:
+        if original.count(p.stem) > 1:
             parts = p.with_suffix("").parts
             stems[i] = "_".join(parts[-2:])
     if len(set(stems)) < len(stems):  # still ambiguous: add the index
