@@ -6,12 +6,16 @@ same list. Inputs are synthesised with PyAV/numpy; faces come from the sample cl
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import pickle
 import resource
 import signal
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -485,6 +489,49 @@ def _truncated_flame(ctx):
     return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--model", "flame", "--assets", str(assets)))
 
 
+@functools.lru_cache(maxsize=1)
+def _fake_flame(golden: str, spectre_data: str) -> Path:
+    """The synthetic FLAME of the golden folder, built once per test session (76 MB, a few seconds)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fake_flame", Path(golden) / "make_fake_flame.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    folder = Path(tempfile.mkdtemp(prefix="spectre_robust_flame_"))
+    atexit.register(shutil.rmtree, folder, True)
+    make.write(make.build(str(Path(spectre_data) / "head_template.obj")), str(folder / "generic_model.pkl"))
+    return folder / "generic_model.pkl"
+
+
+def _learned_assets(ctx) -> Path:
+    """An --assets folder with a (synthetic) FLAME and the FLAME-topology files, but no SPECTRE weights."""
+    shared = ctx.samples.parent
+    assets = ctx.tmp / "assets"
+    (assets / "flame").mkdir(parents=True)
+    (assets / "flame" / "generic_model.pkl").symlink_to(
+        _fake_flame(str(shared / "golden"), str(shared / "assets" / "spectre_data")))
+    (assets / "spectre_data").symlink_to(shared / "assets" / "spectre_data", target_is_directory=True)
+    return assets
+
+
+def _learned_missing_weights(ctx):
+    assets = _learned_assets(ctx)
+    return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--backend", "learned", "--assets", str(assets)))
+
+
+def _learned_malicious_weights(ctx):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch '{ctx.sentinel}'",))
+
+    assets = _learned_assets(ctx)
+    (assets / "spectre").mkdir()
+    torch.save({"E_flame": {"w": Payload()}, "E_expression": {}}, assets / "spectre" / "spectre_model.tar")
+    return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--backend", "learned", "--assets", str(assets)))
+
+
 def _no_sentinel(ctx):
     assert not ctx.sentinel.exists(), "the malicious payload ran"
 
@@ -681,6 +728,12 @@ CASES: list[Case] = [
          ("generic_model.pkl", "refusing"), "refused, the payload never runs", _no_sentinel),
     Case("truncated_flame_pickle", "FLAME pkl cut in half", _truncated_flame, 3,
          ("generic_model.pkl", "not a readable pickle"), "one-line asset error"),
+    Case("learned_without_weights", "--backend learned with FLAME but no SPECTRE checkpoint installed",
+         _learned_missing_weights, 3, ("missing asset 'spectre'", "spectre assets add"),
+         "one-line error saying where to get the file and where to put it", _no_outputs),
+    Case("learned_malicious_weights", "--backend learned with a spectre_model.tar whose pickle calls os.system",
+         _learned_malicious_weights, 4, ("spectre_model.tar", "refused"), "refused, the payload never runs",
+         lambda ctx: (_no_sentinel(ctx), _no_outputs(ctx))),
     Case("malicious_checkpoint", "torch checkpoint whose pickle calls os.system (spectre assets add)",
          _malicious_checkpoint, 4, ("spectre_model.tar", "refused"), "refused, the payload never runs",
          lambda ctx: (_no_sentinel(ctx), _check_not_installed(ctx))),
