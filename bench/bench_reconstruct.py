@@ -98,12 +98,14 @@ def bench_learned(frames: int) -> list[tuple[str, str, float]]:
 
 
 RSS_SNIPPET = r"""
-import resource, sys
+import sys
 sys.path.insert(0, {src!r})
 from spectre.reconstruct.pipeline import Reconstructor, make_config
 rec = Reconstructor(make_config(layout="none"))
 r = rec.process({video!r})
-print(r.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, r.num_frames / r.timings["fit"],
+# VmHWM (not ru_maxrss, which Linux carries over from the parent across exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(r.num_frames, int(hwm) / 1024, r.num_frames / r.timings["fit"],
       r.num_frames / r.timings["track"])
 """
 

@@ -11,6 +11,7 @@ only while a face is missing (at most ``max_gap`` frames) so memory stays bounde
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import InputError, NoFaceError
 from ..io.video import FrameChunk, VideoSource, open_video
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
+log = logging.getLogger(__name__)
 
 _DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
 
@@ -266,6 +268,7 @@ class FaceTracker:
 
         c = self.config
         self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
+        self._warned_max = False
         self._mesh = _open_mesh(c)
         self._det = mp.solutions.face_detection.FaceDetection(
             model_selection=c.detector_model, min_detection_confidence=min(c.min_detection_confidence, 0.3))
@@ -310,6 +313,10 @@ class FaceTracker:
             f = _DETECT_MAX_SIDE / max(h, w)
             small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
         dets = _detection_boxes(self._det.process(small).detections, w, h)
+        if len(dets) > self.config.max_faces and not self._warned_max:
+            self._warned_max = True  # once per video
+            log.warning("%d faces in one frame but only %d are tracked (TrackerConfig.max_faces); the others are "
+                        "ignored", len(dets), self.config.max_faces)
         return [(pts, _match_score(pts, dets)) for pts in faces]
 
     # -- tracking ------------------------------------------------------------------------------

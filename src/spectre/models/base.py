@@ -94,13 +94,13 @@ class FaceModel(nn.Module, abc.ABC):
     # ---- optional data for rendering/export -------------------------------------------------
     @property
     def uv_coords(self) -> torch.Tensor | None:
-        """(T, 2) texture coordinates in [0, 1] or None."""
-        return None
+        """(T, 2) texture coordinates in [0, 1] or None (subclasses store them as ``_uv_coords``)."""
+        return getattr(self, "_uv_coords", None)
 
     @property
     def uv_faces(self) -> torch.Tensor | None:
         """(F, 3) indices into ``uv_coords`` or None."""
-        return None
+        return getattr(self, "_uv_faces", None)
 
     def render_faces(self) -> torch.Tensor:
         """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""

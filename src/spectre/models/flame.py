@@ -301,10 +301,3 @@ class FLAME(FaceModel):
         return verts, self.landmarks(verts, params), self.landmarks3d(verts)
 
     # ---- texture ----------------------------------------------------------------------------
-    @property
-    def uv_coords(self) -> torch.Tensor | None:
-        return self._uv_coords
-
-    @property
-    def uv_faces(self) -> torch.Tensor | None:
-        return self._uv_faces

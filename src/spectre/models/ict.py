@@ -318,10 +318,3 @@ class ICTFaceModel(FaceModel):
     def render_faces(self) -> torch.Tensor:
         return self.part_faces(*[p for p in self.part_names if p not in HIDDEN_PARTS])
 
-    @property
-    def uv_coords(self) -> torch.Tensor | None:
-        return self._uv_coords
-
-    @property
-    def uv_faces(self) -> torch.Tensor | None:
-        return self._uv_faces

@@ -40,8 +40,8 @@ class LearnedBackend:
             self.deca = prepare_for_inference(deca, runtime)
             self.perceptual = prepare_for_inference(perceptual, runtime)
         else:
-            deca.eval().requires_grad_(False)
-            perceptual.eval().requires_grad_(False)
+            deca.eval().requires_grad_(False).to(runtime.device)
+            perceptual.eval().requires_grad_(False).to(runtime.device)
             self.deca = lambda x: deca(x.to(runtime.device)).float()
             self.perceptual = lambda x: tuple(t.float() for t in perceptual(x.to(runtime.device)))
 
@@ -61,7 +61,8 @@ class LearnedBackend:
             new = np.array([p for p in need if p not in cache], dtype=np.int64)
             if len(new):
                 crops = get_crops(new).float()
-                params = self.deca(crops).float().cpu()
+                # DECA is per frame: micro-batches bound the activation memory of its ResNet-50
+                params = torch.cat([self.deca(crops[i:i + 16]).float().cpu() for i in range(0, len(crops), 16)])
                 for i, p in enumerate(new):
                     cache[int(p)] = (crops[i], params[i])
             images = torch.stack([cache[int(p)][0] for p in chunk.frames])
