@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from spectre.geometry import axis_angle_to_matrix, project_to_crop
-from spectre.losses import rel_dis
 from spectre.models.base import FaceModel, ParamSpec
 from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track, matrix_to_axis_angle
 
@@ -167,3 +166,64 @@ def test_fit_with_the_bundled_ict_model():
     assert err.mean() < 0.02 and err[:, 48:68].mean() < 0.02, (err.mean(), err[:, 48:68].mean())
     assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.95
     assert np.corrcoef(_width(fit.landmarks2d), _width(px))[0, 1] > 0.9
+
+
+@pytest.mark.slow
+def test_fit_with_flame(flame_assets):
+    """FLAME (non-linear in the jaw) goes through its full forward; the fit still recovers the landmarks."""
+    from spectre.assets import AssetStore
+    from spectre.models import load_face_model
+
+    flame = load_face_model("flame", AssetStore(flame_assets))
+    T = 12
+    t = torch.linspace(0, 1, T)
+    params = {"shape": torch.randn(1, 100, generator=torch.Generator().manual_seed(0)).repeat(T, 1) * 0.5,
+              "expression": torch.zeros(T, 50), "jaw_pose": torch.stack([0.25 * t, 0 * t, 0 * t], -1),
+              "global_pose": torch.stack([0 * t, 0.3 * t, 0 * t], -1)}
+    cam = torch.tensor([[9.0, 0.0, 0.0]]).repeat(T, 1)
+    with torch.no_grad():
+        lmk = flame(flame.complete(params)).landmarks
+    px = project_to_crop(lmk, cam)[..., :2].numpy() * 200 + 250
+    assert PointEvaluator(flame).kind == "full", "the jaw rotation is not linear: no linear shortcut"
+    fit = fit_track(flame, px, config=FitConfig(identity_iterations=200, iterations=200, window=T))
+    iod = np.linalg.norm(px[:, 36:42].mean(1) - px[:, 42:48].mean(1), axis=-1)
+    err = np.linalg.norm(fit.landmarks2d - px, axis=-1) / iod[:, None]
+    assert err.mean() < 0.05 and err[:, 48:68].mean() < 0.05, (err.mean(), err[:, 48:68].mean())
+    assert np.corrcoef(_aperture(fit.landmarks2d), _aperture(px))[0, 1] > 0.8
+    assert set(fit.params) == set(flame.spec)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_fit_handles_very_short_tracks(toy, T):
+    px, _ = synthetic_clip(toy, T=T, seed=4)
+    fit = fit_track(toy, px, config=FitConfig(identity_iterations=30, iterations=30))
+    assert fit.landmarks2d.shape == (T, 68, 2) and np.isfinite(fit.landmarks2d).all()
+
+
+def test_fit_rejects_tracks_without_valid_frames(toy):
+    px, _ = synthetic_clip(toy, T=4)
+    with pytest.raises(ValueError, match="no valid frame"):
+        fit_track(toy, px, np.zeros(4, bool))
+
+
+def test_arkit_weights_ict_native_and_flame_approximate(flame_assets):
+    from spectre.assets import AssetStore
+    from spectre.io.results import ARKIT_NAMES
+    from spectre.models import load_face_model
+    from spectre.reconstruct.arkit import LandmarkArkitSolver, ict_to_arkit
+
+    ict = load_face_model("ict")
+    e = np.zeros((2, 53), np.float32)
+    e[1, ict.expression_names.index("jawOpen")] = 0.7
+    e[1, [i for i, n in enumerate(ict.expression_names) if n == "browInnerUp"]] = [0.2, 0.4]
+    w = ict_to_arkit(e, ict.expression_names)
+    assert w.shape == (2, 52) and w[1, ARKIT_NAMES.index("jawOpen")] == pytest.approx(0.7)
+    assert w[1, ARKIT_NAMES.index("browInnerUp")] == pytest.approx(0.3), "ICT's L/R halves are averaged"
+    # FLAME: an opening jaw maps to ARKit jawOpen (approximate, landmark-based)
+    flame = load_face_model("flame", AssetStore(flame_assets))
+    jaw = np.array([[0.0, 0, 0], [0.15, 0, 0], [0.3, 0, 0]], np.float32)
+    params = {"shape": np.zeros((3, 100), np.float32), "expression": np.zeros((3, 50), np.float32),
+              "jaw_pose": jaw, "global_pose": np.array([[0, 0.4, 0]] * 3, np.float32)}
+    fw = LandmarkArkitSolver(ict).solve(flame, params)
+    j = fw[:, ARKIT_NAMES.index("jawOpen")]
+    assert j[0] < 0.05 and j[0] < j[1] < j[2] and j[2] > 0.2, j

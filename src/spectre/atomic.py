@@ -6,6 +6,7 @@ output is only replaced when the caller says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import errno
 import os
 import tempfile
@@ -22,17 +23,28 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     The temporary name keeps the suffix so libraries that pick a format by extension still work.
     """
-    path = check_writable(path, overwrite)
+    try:
+        path = check_writable(path, overwrite)
+    except OSError as exc:  # e.g. a file name too long for the file system
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     except OSError as exc:
         raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
     tmp_path = Path(tmp)

@@ -3,7 +3,7 @@
 Exit codes (documented in README):
   0 success, 1 some items of a batch failed, 2 bad input or usage, 3 missing or invalid asset,
   4 refused unsafe file, 5 output cannot be written (exists without --overwrite, unwritable, disk full),
-  130 interrupted.
+  130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,22 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint") -> Any:
     if not path.is_file():
         raise AssetError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 31" on a corrupt file: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc).splitlines()
-        detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), msg[0] if msg else "")
-        raise UnsafeFileError(f"{path}: refused to load {what}: it references code or objects outside "
-                              f"plain tensors ({detail.strip()[:200]})") from None
+        msg = [m.strip() for m in str(exc).splitlines() if m.strip()]
+        detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), None)
+        if detail is not None:
+            raise UnsafeFileError(f"{path}: refused to load {what}: it references code or objects outside "
+                                  f"plain tensors ({detail[:200]})") from None
+        # no code reference: a corrupt or foreign file (torch's own text advises weights_only=False: not us)
+        reason = next((msg[i + 1] for i, m in enumerate(msg[:-1]) if m.endswith("WeightsUnpickler error:")),
+                      msg[-1] if msg else type(exc).__name__)
+        raise AssetError(f"{path} is not a readable {what} (corrupt or not a PyTorch file: {reason[:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise AssetError(f"{path} is not a readable {what} ({first[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler fails on garbage with any error (IndexError, ...)
+        first = (str(exc).splitlines() or [""])[0]
+        raise AssetError(f"{path} is not a readable {what} (corrupt: {type(exc).__name__} {first[:160]})") from None

@@ -6,9 +6,12 @@ Each command is a module in this package with ``HELP``, ``add_arguments(parser)`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from .. import __version__
 
@@ -18,6 +21,8 @@ COMMANDS = [
     ("track", "spectre.cli.track_cmd"),
     ("reconstruct", "spectre.cli.reconstruct_cmd"),
     ("evaluate", "spectre.cli.evaluate_cmd"),
+    ("prepare", "spectre.cli.prepare_cmd"),
+    ("train", "spectre.cli.train_cmd"),
 ]
 
 
@@ -26,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spectre",
         description="Visual-speech-aware 3D face reconstruction from talking-face video.",
         epilog="Exit codes: 0 ok, 1 some items failed, 2 bad input/usage, 3 missing or invalid asset, "
-               "4 unsafe file refused, 5 output not writable, 130 interrupted.")
+               "4 unsafe file refused, 5 output not writable, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
     parser.add_argument("--version", action="version", version=f"spectre {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -39,6 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up (temporary files, workers) runs."""
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import SpectreError
 
@@ -49,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = args.debug or bool(os.environ.get("SPECTRE_DEBUG"))
     try:
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args._run(args) or 0)
     except SpectreError as exc:
         if debug:
             raise
         print(f"spectre: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("spectre: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("spectre: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,12 @@ only while a face is missing (at most ``max_gap`` frames) so memory stays bounde
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +27,7 @@ from ..errors import InputError, NoFaceError
 from ..io.video import FrameChunk, VideoSource, open_video
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
+log = logging.getLogger(__name__)
 
 _DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
 
@@ -148,6 +154,55 @@ def select_faces(tracks: FaceTracks, face: str | int = "largest") -> FaceTracks:
 
 
 # ---- geometry helpers ----------------------------------------------------------------------------
+# MediaPipe's C++ start-up chatter (absl/TFLite write it straight to fd 2, before any log set-up can apply)
+_NATIVE_NOISE = re.compile(rb"^(?:[IW]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\]|INFO: Created TensorFlow Lite"
+                           rb"|WARNING: All log messages before absl::InitializeLog)")
+_filter_depth = 0
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered():
+    """Route fd 2 through a filter that drops MediaPipe's native INFO/WARNING lines and passes every
+    other line (our warnings, progress bars, errors) through unchanged. SPECTRE_DEBUG keeps everything."""
+    global _filter_depth
+    if os.environ.get("SPECTRE_DEBUG") or _filter_depth:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:  # no usable fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = b"".join(ln + b"\n" for ln in lines if not _NATIVE_NOISE.match(ln))
+                if out:
+                    os.write(saved, out)
+            if pending:  # a partial line (progress bars redraw with \r) is passed on as is
+                os.write(saved, pending)
+
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=pump, name="spectre-stderr-filter", daemon=True)
+    thread.start()
+    _filter_depth += 1
+    try:
+        yield
+    finally:
+        _filter_depth -= 1
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump drains and stops
+        thread.join(timeout=10)
+        os.close(saved)
+
+
 def _bbox(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
@@ -260,12 +315,17 @@ class FaceTracker:
 
     # -- MediaPipe -----------------------------------------------------------------------------
     def _open_graphs(self) -> None:
+        with _native_stderr_filtered():
+            self._open_graphs_noisy()
+
+    def _open_graphs_noisy(self) -> None:
         self.close()
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
 
         c = self.config
         self._fresh = True  # graphs have seen no frame yet (tracking state is per video)
+        self._warned_max = False
         self._mesh = _open_mesh(c)
         self._det = mp.solutions.face_detection.FaceDetection(
             model_selection=c.detector_model, min_detection_confidence=min(c.min_detection_confidence, 0.3))
@@ -285,6 +345,10 @@ class FaceTracker:
     def detect(self, frame: np.ndarray, score: bool = True) -> list[tuple[np.ndarray, float | None]]:
         """Faces in one RGB frame (tracking mode: call in frame order): [(points (478,3) px, score)];
         score is None when ``score`` is False (the detector is skipped)."""
+        with _native_stderr_filtered():
+            return self._detect(frame, score)
+
+    def _detect(self, frame: np.ndarray, score: bool) -> list[tuple[np.ndarray, float | None]]:
         if self._mesh is None:
             self._open_graphs()
         self._fresh = False
@@ -310,6 +374,10 @@ class FaceTracker:
             f = _DETECT_MAX_SIDE / max(h, w)
             small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
         dets = _detection_boxes(self._det.process(small).detections, w, h)
+        if len(dets) > self.config.max_faces and not self._warned_max:
+            self._warned_max = True  # once per video
+            log.warning("%d faces in one frame but only %d are tracked (TrackerConfig.max_faces); the others are "
+                        "ignored", len(dets), self.config.max_faces)
         return [(pts, _match_score(pts, dets)) for pts in faces]
 
     # -- tracking ------------------------------------------------------------------------------
@@ -334,6 +402,10 @@ class FaceTracker:
 
     def stream(self, source: VideoSource, chunk_size: int = 32) -> Iterator[FaceChunk]:
         """Track faces chunk by chunk; yields final ``FaceChunk``s in frame order."""
+        with _native_stderr_filtered():
+            yield from self._stream(source, chunk_size)
+
+    def _stream(self, source: VideoSource, chunk_size: int) -> Iterator[FaceChunk]:
         if self._mesh is None or not self._fresh:
             self._open_graphs()
         c = self.config

@@ -111,9 +111,12 @@ def save_face_npz(path: str | Path, face: FaceResult, *, video: str, fps: float,
         if v.ndim and v.shape[0] != T and k not in ("param_names", "expression_names"):
             raise ValueError(f"result array {k} has {v.shape[0]} frames, expected {T}")
     path = Path(path)
+    # numpy's zip writer runs in memory first: if the disk fills up mid-file, a half-written
+    # ZipFile left to the garbage collector would print an 'Exception ignored' traceback
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
     with atomic_path(path, overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        tmp.write_bytes(buf.getbuffer())
     return path
 
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: The lipreader (and SPECTRE's training data) run at this rate.
 LIPREADER_FPS = 25.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: upper bound on the pixels of one chunk (a chunk holds fewer frames than asked when they are huge)
+MAX_CHUNK_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -105,7 +107,8 @@ class VideoSource:
         yield from _decode_video(self.path, self.fps)
 
     def iter_chunks(self, chunk_size: int = 32) -> Iterator[FrameChunk]:
-        """Yield ``FrameChunk``s of at most ``chunk_size`` frames. Raises ``InputError`` if the
+        """Yield ``FrameChunk``s of at most ``chunk_size`` frames (fewer for frames so large that a chunk
+        would pass ``MAX_CHUNK_BYTES``, e.g. 8K). Raises ``InputError`` if the
         stream turns out to hold no frame or breaks mid-way (frames before the break were yielded)."""
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -120,12 +123,14 @@ class VideoSource:
                     yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
                     total += n
                     n, idx, pts = 0, [], []
-                buf = np.empty((chunk_size, *frame.shape), np.uint8)
+                # 64 frames of 8K are 6 GB: big frames come in fewer per chunk
+                frames_per_chunk = max(1, min(chunk_size, MAX_CHUNK_BYTES // max(frame.nbytes, 1)))
+                buf = np.empty((frames_per_chunk, *frame.shape), np.uint8)
             buf[n] = frame
             n += 1
             idx.append(i)
             pts.append(t)
-            if n == chunk_size:
+            if n == len(buf):
                 yield FrameChunk(buf, np.asarray(idx, np.int64), np.asarray(pts, np.float64))
                 total += n
                 buf, n, idx, pts = None, 0, [], []
@@ -216,6 +221,9 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
         expected = int(stream.frames or 0)
         if expected and i < 0.9 * expected - 1:  # the container's index promises more than the data holds
             raise InputError(f"{path}: file is truncated (decoded {i} of the {expected} frames its index lists)")
+        if 0 < i < expected:  # a few frames short: FFmpeg ends such a file quietly, so say it
+            log.warning("%s: only %d of the %d frames the container lists could be decoded (file truncated?); "
+                        "the result covers those frames", path, i, expected)
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:
@@ -257,7 +265,7 @@ def _probe_video(path: Path) -> VideoSource:
         raise InputError(f"{path}: not a readable video ({_short(exc)})") from None
     with container:
         if not container.streams.video:
-            what = "audio-only file" if container.streams.audio else "no video stream"
+            what = "audio-only file" if container.streams.audio else "no video stream (truncated or not a video)"
             raise InputError(f"{path}: {what}, nothing to track")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

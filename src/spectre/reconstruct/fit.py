@@ -17,13 +17,13 @@ precomputed point basis (never all vertices per iteration); other models use the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..geometry import axis_angle_to_matrix, project_to_crop
-from ..losses import MOUTH_PAIRS, landmark_weights_68, rel_dis
+from ..losses import landmark_weights_68, rel_dis
 from ..models.base import FaceModel
 
 __all__ = ["FitConfig", "TrackFit", "PointEvaluator", "fit_track", "matrix_to_axis_angle"]
@@ -37,7 +37,14 @@ class FitConfig:
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
     lips: float = 8.0              # absolute L2-ish term on the 20 lip points
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
-    expression_prior: float = 1e-4  # L2 on expression coefficients
+    expression_prior: float = 1e-3  # L2 on expression coefficients
+    #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
+    #: mouth is explained by the jaw first, as in speech
+    lip_opening_prior: float = 1e-2
+    lip_opening_shapes: tuple = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+                                 "mouthUpperUpRight", "mouthLowerDown_L", "mouthLowerDown_R",
+                                 "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose", "mouthRollLower",
+                                 "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
     smooth_expression: float = 0.2  # second differences, per frame
     smooth_pose: float = 10.0
     smooth_camera: float = 10.0
@@ -145,20 +152,20 @@ class PointEvaluator:
         dev = m.faces.device
         base = m.complete({})
         defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]  # (K,)
-        coefs = defaults.repeat(K + 1, 1)
-        coefs[1:] += torch.eye(K, device=dev)
-        # linearity check: f(d + e_a + e_b) == f(d + e_a) + f(d + e_b) - f(d)
-        idx = torch.randperm(K)[:2]
-        probe = defaults.repeat(1, 1) + torch.eye(K, device=dev)[idx].sum(0, keepdim=True)
+        coefs = defaults.repeat(2 * K + 1, 1)
+        coefs[1:K + 1] += torch.eye(K, device=dev)
+        coefs[K + 1:] += 2 * torch.eye(K, device=dev)
         params = self._split(coefs)
-        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
-        V = m.vertices(m.complete(params))  # (K+1, V, 3), rotation 0
-        p2 = self._split(probe)
-        p2[self.rot] = torch.zeros(1, 3, device=dev)
-        v2 = m.vertices(m.complete(p2))
-        lin = V[1 + idx[0]] + V[1 + idx[1]] - V[0]
-        if not torch.allclose(v2[0], lin, atol=1e-3 * float(V[0].abs().max())):
+        params[self.rot] = torch.zeros(2 * K + 1, 3, device=dev)
+        V2 = m.vertices(m.complete(params))  # (2K+1, V, 3), rotation 0
+        # linearity check of every coefficient: f(d + 2 e_k) - f(d) == 2 (f(d + e_k) - f(d))
+        extent = float((V2[0].amax(0) - V2[0].amin(0)).max())
+        dev_lin = (V2[K + 1:] - V2[0] - 2 * (V2[1:K + 1] - V2[0])).abs().max()
+        if float(dev_lin) > 1e-4 * extent:
             raise ValueError("model is not linear in its coefficients")
+        V = V2[:K + 1]
+        params = self._split(coefs[:K + 1])
+        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
         # rotation convention: v_rot = v @ R^T + c (or v @ R + c)
         r = torch.tensor([[0.2, -0.3, 0.1]], device=dev)
         p3 = {n: base[n] for n in self.coef_names}
@@ -248,9 +255,6 @@ class PointEvaluator:
         size = float((full[..., :2].amax(1) - full[..., :2].amin(1)).max())
         return bool(d.abs().max() <= 2e-3 * size)
 
-    def _bounds(self) -> dict[str, tuple[float | None, float | None]]:
-        return {n: (self.model.spec[n].low, self.model.spec[n].high) for n in self.coef_names}
-
     # -- public
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
@@ -271,21 +275,20 @@ class PointEvaluator:
 
 
 # ------------------------------------------------------------------------------------------------
-def _procrustes_init(model_pts: np.ndarray, image_pts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Orthographic rigid init for one frame: returns (R (3,3), s, t (2,)) with
-    ``image_xy ≈ s * (R X)[:2] + s*t`` in a y-up image frame."""
+def _procrustes_init_batch(model_pts: np.ndarray, image_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orthographic rigid init for every frame at once: model points (P, 3), image points (T, P, 2) in a
+    y-up frame -> R (T, 3, 3), s (T,), t (T, 2) with ``image ≈ s * (R X)[:2] + s * t``."""
     X = model_pts - model_pts.mean(0)
-    Y = image_pts - image_pts.mean(0)
-    M = np.linalg.lstsq(X, Y, rcond=None)[0].T  # (2, 3)
-    U, S, Vt = np.linalg.svd(M, full_matrices=False)
-    s = float(S.mean())
+    Y = image_pts - image_pts.mean(1, keepdims=True)
+    pinv = np.linalg.pinv(X)                             # (3, P)
+    M = np.einsum("kp,tpc->tck", pinv, Y)                # (T, 2, 3) affine camera
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)     # (T,2,2), (T,2), (T,2,3)
+    s = S.mean(-1)
     r12 = U @ Vt
-    r3 = np.cross(r12[0], r12[1])
-    R = np.stack([r12[0], r12[1], r3])
-    if np.linalg.det(R) < 0:
-        R[2] *= -1
-    proj = s * (model_pts @ R.T)[:, :2]
-    t = (image_pts.mean(0) - proj.mean(0)) / s
+    r3 = np.cross(r12[:, 0], r12[:, 1])
+    R = np.concatenate([r12, r3[:, None]], 1)
+    proj = s[:, None, None] * np.einsum("pk,tck->tpc", model_pts, R[:, :2])
+    t = (image_pts.mean(1) - proj.mean(1)) / np.maximum(s, 1e-9)[:, None]
     return R, s, t
 
 
@@ -306,6 +309,7 @@ class _Objective:
         self.ev = evaluator
         w = landmark_weights_68(device)
         self.w = w / w.sum()
+        self.exp_prior = None  # (E,) per-coefficient prior weights on the non-identity coefficients
         self.mouth = torch.arange(48, 68, device=device)
 
     def predict(self, coef, rot, cam):
@@ -325,7 +329,8 @@ class _Objective:
         l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
         loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
-        loss = loss + cfg.expression_prior * (exp_part ** 2).sum(-1).mean()
+        prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
+        loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
         if smooth:
             loss = loss + cfg.smooth_expression * _second_diff(exp_part) \
                 + cfg.smooth_pose * _second_diff(rot) + cfg.smooth_camera * _second_diff(cam)
@@ -379,6 +384,19 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
         o += s
     defaults = torch.cat([model.complete({})[n] for n in names], -1)[0].to(dev, torch_dtype)
     objective = _Objective(cfg, ev, dev)
+    names_e = list(getattr(model, "expression_names", ()))
+    if cfg.lip_opening_prior and names_e:
+        prior = torch.full((int((~id_mask).sum()),), cfg.expression_prior, device=dev)
+        o = 0
+        for n, s_ in zip(names, sizes):
+            if model.spec[n].role == "identity":
+                continue
+            if n == "expression" and len(names_e) == s_:
+                for j, en in enumerate(names_e):
+                    if en in cfg.lip_opening_shapes:
+                        prior[o + j] += cfg.lip_opening_prior
+            o += s_
+        objective.exp_prior = prior
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
     try:
@@ -394,24 +412,18 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
     # ---- rigid initialisation (closed-form orthographic Procrustes per frame on the neutral face)
     with torch.no_grad():
         neutral = ev.landmarks(defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
-    rot0 = np.zeros((T, 3))
-    cam0 = np.zeros((T, 3))
     rigid = list(range(17, 48))  # brows, nose, eyes: stable under expression
-    last = None
-    for t in range(T):
-        if not valid[t]:
-            continue
-        img = target_np[t].copy()
-        img[:, 1] *= -1  # y up, as the model
-        R, s, tr = _procrustes_init(neutral[rigid], img[rigid])
-        rot0[t] = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
-        cam0[t] = [math.log(max(s, 1e-6)), tr[0], tr[1]]
-        last = t
-    # fill invalid frames from the nearest valid one
+    img = target_np[:, rigid].copy()
+    img[..., 1] *= -1  # y up, as the model
+    R, s, tr = _procrustes_init_batch(neutral[rigid], img)
+    rot0 = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+    cam0 = np.concatenate([np.log(np.maximum(s, 1e-6))[:, None], tr], -1)
+    # frames without a detection start from the nearest valid one
     vi = np.flatnonzero(valid)
-    nearest = vi[np.abs(np.arange(T)[:, None] - vi[None]).argmin(1)]
+    pos = np.clip(np.searchsorted(vi, np.arange(T)), 1, max(len(vi) - 1, 1))
+    left, right = vi[np.maximum(pos - 1, 0)], vi[np.minimum(pos, len(vi) - 1)]
+    nearest = np.where(np.abs(np.arange(T) - left) <= np.abs(right - np.arange(T)), left, right)
     rot0, cam0 = rot0[nearest], cam0[nearest]
-    del last
 
     def clamp_(coef):
         coef.data = torch.maximum(torch.minimum(coef.data, hi), lo)

@@ -23,6 +23,7 @@ from .. import __version__
 from ..config import from_dict, load_yaml, to_dict
 from ..errors import ConfigError, InputError, NoFaceError, OutputError, SpectreError
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
+from ..io.video import IMAGE_SUFFIXES
 from .fit import FitConfig
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class Reconstructor:
             raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
         stem = stem or result.video.stem
         names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
+        guard_input(result.video, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
         written: list[Path] = []
         cfg_yaml = self.cfg.to_yaml()
         t0 = time.perf_counter()
@@ -359,8 +361,11 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             vids = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            if not vids and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
+                add(p)  # a folder of frames is one image-sequence input
+                continue
             if not vids:
-                raise InputError(f"{p}: folder contains no video files ({', '.join(VIDEO_SUFFIXES)})")
+                raise InputError(f"{p}: folder contains no video or image files ({', '.join(VIDEO_SUFFIXES)})")
             for q in vids:
                 add(q)
         elif p.is_file() and p.suffix.lower() == ".txt":
@@ -388,9 +393,10 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
     """Output base names: the file stem, prefixed by parent folders when two inputs share a stem."""
-    stems = [p.stem for p in paths]
+    original = [p.stem for p in paths]
+    stems = list(original)
     for i, p in enumerate(paths):
-        if stems.count(p.stem) > 1:
+        if original.count(p.stem) > 1:
             parts = p.with_suffix("").parts
             stems[i] = "_".join(parts[-2:])
     if len(set(stems)) < len(stems):  # still ambiguous: add the index
@@ -440,18 +446,28 @@ class BatchSummary:
 def is_finished(output_dir: Path, stem: str) -> bool:
     """A video is finished when its sidecar exists and lists only outputs that exist."""
     sidecar = output_dir / f"{stem}.yaml"
-    if not sidecar.is_file():
-        return False
     try:
+        if not sidecar.is_file():
+            return False
         data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        outs = data.get("outputs") if isinstance(data, dict) else None
+        return isinstance(outs, list) and all((output_dir / str(o)).exists() for o in outs)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # e.g. a name too long for the file system
         return False
-    outs = data.get("outputs") if isinstance(data, dict) else None
-    return isinstance(outs, list) and all((output_dir / str(o)).exists() for o in outs)
+
+
+def _same_config(output_dir: Path, stem: str, cfg_dict: dict) -> bool:
+    """Whether a finished video's sidecar records the config asked for now."""
+    try:
+        data = yaml.safe_load((output_dir / f"{stem}.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    now = yaml.safe_load(yaml.safe_dump(cfg_dict, sort_keys=False))
+    return isinstance(data, dict) and data.get("config") == now
 
 
 def _stale_outputs(output_dir: Path, stem: str) -> list[Path]:
-    """Files of an unfinished earlier run of this video (they are redone)."""
+    """Files under this video's output names (an unfinished earlier run's, or someone else's)."""
     pats = [f"{stem}.npz", f"{stem}_face*.npz", f"{stem}_arkit.csv", f"{stem}_face*_arkit.csv", f"{stem}.mp4",
             f"{stem}.yaml"]
     found = []
@@ -460,15 +476,127 @@ def _stale_outputs(output_dir: Path, stem: str) -> list[Path]:
     return found
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def guard_input(video: Path, targets: Iterable[Path]) -> None:
+    """Refuse (even with --overwrite) to write an output over the input itself, e.g. the render
+    ``clip.mp4`` when the output folder is the input's folder."""
+    for t in targets:
+        if _same_file(Path(video), t):
+            raise OutputError(f"{t}: output would replace the input video; choose another output folder")
+
+
+def _marker(output_dir: Path, stem: str) -> Path:
+    """Present while a video's outputs are being written: the files under its names are ours."""
+    return output_dir / f".{stem}.spectre-writing"
+
+
+def _looks_like_ours(path: Path) -> bool:
+    """A result file spectre wrote (npz with our schema, our ARKit CSV header, our sidecar)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return "schema" in z.files and str(z["schema"]).startswith("spectre.")
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(4096)
+        if path.suffix == ".csv":
+            return head.startswith("frame,time,valid,")
+        if path.suffix == ".yaml":
+            return head.startswith("spectre_version:")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return False
+
+
+def _ours(output_dir: Path, stem: str) -> set[Path]:
+    """Files an earlier spectre run of this video wrote: all of them if it was interrupted while
+    writing (marker present), else those its sidecar lists and result files that carry our format."""
+    found = _stale_outputs(output_dir, stem)
+    if _marker(output_dir, stem).exists():
+        return set(found)
+    ours = {p for p in found if _looks_like_ours(p)}
+    sidecar = output_dir / f"{stem}.yaml"
+    try:
+        data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) if sidecar in ours else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("outputs"), list):
+        ours |= {output_dir / str(o) for o in data["outputs"]}
+    return ours
+
+
+def _check_name_length(output_dir: Path, stem: str) -> None:
+    """Fail before the work when this video's longest output name (a temporary multi-face ARKit CSV)
+    would not fit the file system's limit on a file name."""
+    try:
+        name_max = os.pathconf(output_dir, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = f".{stem}_face00_arkit.XXXXXXXX.partial.csv"
+    if len(os.fsencode(longest)) > name_max:
+        spare = name_max - (len(os.fsencode(longest)) - len(os.fsencode(stem)))
+        raise OutputError(f"the output names for {stem[:40]}... would be too long for {output_dir} (file names "
+                          f"are limited to {name_max} bytes: rename the input to at most {spare} bytes)")
+
+
+def _without_prefix(message: str, video: str) -> str:
+    """The reason only when the message starts with the video's own path (the summary names it)."""
+    return message[len(video) + 2:] if message.startswith(f"{video}: ") else message
+
+
 _WORKER: Reconstructor | None = None
+_IN_JOB = False
+_STOPPING = False
+
+
+def _worker_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    """SIGTERM from the parent: abandon the current video cleanly (temporary files removed), or leave."""
+    global _STOPPING
+    _STOPPING = True
+    if _IN_JOB:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
 
 
 def _worker_init(cfg_dict: dict) -> None:
     global _WORKER
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, _worker_stop)
     torch.set_num_threads(1)
     _WORKER = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
+
+
+def _worker_job(*args) -> JobOutcome:
+    global _IN_JOB
+    if _STOPPING:  # a video queued before the stop request: do not start it
+        return JobOutcome(str(args[0]), "failed", "interrupted", exit_code=130)
+    _IN_JOB = True
+    try:
+        return run_job(*args)
+    finally:
+        _IN_JOB = False
+
+
+def _stop_pool(pool, timeout: float = 30.0) -> None:
+    """Cancel pending videos and stop the running ones (SIGTERM: each worker removes its temporary files)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
 
 
 def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: bool,
@@ -477,21 +605,40 @@ def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: b
     out = Path(output_dir)
     t0 = time.perf_counter()
     try:
+        _check_name_length(out, stem)
         if not overwrite and is_finished(out, stem):
+            _marker(out, stem).unlink(missing_ok=True)  # stopped between the sidecar and the marker's removal
+            if not _same_config(out, stem, cfg_dict):
+                log.warning("%s: skipped: already finished in %s with a different config (pass --overwrite to "
+                            "redo it)", video, out)
+                return JobOutcome(video, "skipped", "already finished with a different config")
             return JobOutcome(video, "skipped", "already finished")
         rec = reconstructor or _WORKER
         if rec is None:
             rec = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
+        existing = [p for p in _stale_outputs(out, stem) if not _same_file(Path(video), p)]
         if not overwrite:
-            # a previous interrupted run left some outputs but no sidecar: they are ours, redo them
-            for p in _stale_outputs(out, stem):
+            # an earlier unfinished run's outputs are ours to redo; anybody else's file is left alone
+            ours = _ours(out, stem)
+            foreign = [p for p in existing if p not in ours]
+            if foreign:
+                raise OutputError(f"{foreign[0]} already exists and was not written by spectre for this video "
+                                  "(pass --overwrite to replace it)")
+            for p in existing:
                 p.unlink()
         result = rec.process(video)
+        marker = _marker(out, stem)
+        try:
+            marker.touch()
+        except OSError as exc:
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc} ({marker.name})") from None
         written = rec.write(result, out, stem=stem, overwrite=True,
                             progress=progress)
+        marker.unlink(missing_ok=True)
         return JobOutcome(video, "ok", "", [str(p) for p in written], time.perf_counter() - t0)
     except SpectreError as exc:
-        return JobOutcome(video, "failed", str(exc), seconds=time.perf_counter() - t0, exit_code=exc.exit_code)
+        return JobOutcome(video, "failed", _without_prefix(str(exc), video), seconds=time.perf_counter() - t0,
+                          exit_code=exc.exit_code)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug on one video must not stop a batch; reported in the summary
@@ -546,6 +693,9 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
     if workers <= 1 or len(jobs) == 1:
         rec = Reconstructor(cfg)
         try:
+            # a missing or unsafe face model fails every video the same way: say it once, before any work
+            if not all(is_finished(out, s) for _, s in jobs) or overwrite:
+                rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
                 frame_bar = None
                 cb = None
@@ -566,14 +716,19 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(cfg_dict,)) as pool:
-            futs = {pool.submit(run_job, v, s, str(out), cfg_dict, overwrite): v for v, s in jobs}
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(cfg_dict,))
+        try:
+            futs = {pool.submit(_worker_job, v, s, str(out), cfg_dict, overwrite): v for v, s in jobs}
             for fut in as_completed(futs):
                 try:
                     done(fut.result())
                 except Exception as exc:  # noqa: BLE001 - a crashed worker process
                     done(JobOutcome(futs[fut], "failed", f"worker crashed ({type(exc).__name__}: {exc})", exit_code=1))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers, then report the interruption
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     if bar is not None:
         bar.close()
     order = {v: i for i, (v, _) in enumerate(jobs)}

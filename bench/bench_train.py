@@ -1,0 +1,211 @@
+"""Training throughput: steps/s of the SPECTRE training step (ICT and FLAME variants) and of the
+K-frame data loader, every variant against a baseline measured in the same run.
+
+    PYTHONPATH=src python bench/bench_train.py [--quick] [--device cpu|cuda] [--clip-length 20]
+
+Networks use random weights (speed does not depend on them); FLAME needs ../shared (the synthetic
+FLAME generator and the FLAME-topology files) and is skipped without it. Rows:
+  step  ict  fp32          baseline: one optimiser step (forward, backward, Adam) on one K-frame clip
+  step  ict  bf16/fp16     autocast (only where the device has native support)
+  step  ict  no-emotion    expression weight 0 (the emotion ResNet-50 skipped)
+  step  flame fp32         the official SPECTRE step (DECA + FLAME + textured render)
+  data  workers 0 / 2      K-frame samples/s from a prepared cache (crop + warp + JPEG decode)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spectre.device import Runtime, configure_threads, cpu_supports_bf16
+from spectre.train.step import IctPerceptualEncoder, IctStep, LossWeights, PerceptualCriteria
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
+
+
+def frozen_nets(device):
+    from spectre.nets.emotion import EmotionNet
+    from spectre.nets.lipreader import Lipreader, LipreaderConfig
+
+    lip = Lipreader(LipreaderConfig(odim=31)).to(device).eval().requires_grad_(False)
+    emo = EmotionNet().to(device).eval().requires_grad_(False)
+    return lip, emo
+
+
+def ict_batch(model, k: int, size: int, device):
+    """A clip whose targets put the ICT face in the middle of the crop."""
+    from spectre.geometry import project_to_crop
+
+    p = model.default_params(k)
+    lmk = model.landmarks(model.vertices(p), p)
+    span = float((lmk[0, :, 0].max() - lmk[0, :, 0].min()))
+    cam = torch.tensor([[1.2 / span, 0.0, 0.0]]).repeat(k, 1)
+    gt = project_to_crop(lmk, cam)[..., :2] + 0.01 * torch.randn(k, 68, 2)
+    fit = {"identity": p["identity"], "expression": p["expression"], "rotation": p["rotation"], "cam": cam}
+    batch = {"image": torch.rand(1, k, 3, size, size), "landmark": torch.cat([gt, torch.ones(k, 68, 1)], -1)[None],
+             "fit": {n: v[None] for n, v in fit.items()}}
+    return {n: ({a: b.to(device) for a, b in v.items()} if isinstance(v, dict) else v.to(device))
+            for n, v in batch.items()}
+
+
+def time_steps(step, batch, rt: Runtime, n: int) -> float:
+    opt = torch.optim.Adam([p for p in step.trainable.parameters() if p.requires_grad], lr=5e-5)
+    step.set_train(True)
+
+    def one():
+        with rt.autocast():
+            out = step(batch, train=True)
+        opt.zero_grad(set_to_none=True)
+        out.total.float().backward()
+        opt.step()
+    one()  # warm-up
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        one()
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t)
+
+
+def flame_step(device, lip, emo, weights, tmp: Path):
+    """The official step with a synthetic FLAME and random DECA / perceptual weights."""
+    import importlib.util
+
+    from spectre.assets import AssetStore
+    from spectre.models.flame import FLAME
+    from spectre.nets.deca import DecaEncoder
+    from spectre.nets.perceptual import PerceptualEncoder
+    from spectre.train.step import SpectreStep, _read_image, load_uv_face_eye_mask, textured_renderer
+
+    gen = SHARED / "golden" / "make_fake_flame.py"
+    data = SHARED / "assets" / "spectre_data"
+    if not gen.is_file() or not data.is_dir():
+        return None
+    spec = importlib.util.spec_from_file_location("make_fake_flame", gen)
+    mff = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mff)
+    (tmp / "flame").mkdir(parents=True, exist_ok=True)
+    mff.write(mff.build(str(data / "head_template.obj")), str(tmp / "flame" / "generic_model.pkl"))
+    os.symlink(data, tmp / "spectre_data")
+    store = AssetStore(tmp)
+    flame = FLAME.from_store(store).to(device)
+    tex = torch.nn.functional.interpolate(_read_image(store.path("mean_texture"), "mean texture"), [256, 256])
+    deca = DecaEncoder().to(device)
+    with torch.no_grad():  # a plausible camera scale so the face covers the crop
+        deca.layers[2].bias[206] = 9.0
+    step = SpectreStep(deca, PerceptualEncoder().to(device).train(), flame,
+                       PerceptualCriteria(lip, emo, weights), textured_renderer(flame, tex.to(device)),
+                       load_uv_face_eye_mask(store).to(device))
+    return step
+
+
+def flame_batch(k: int, device):
+    g = np.load(SHARED / "golden" / "losses.npz")["base_landmarks"]
+    lmk = torch.from_numpy(g).float()[None].repeat(k, 1, 1)
+    lmk = torch.cat([lmk, torch.ones(k, 68, 1)], -1)
+    return {"image": torch.rand(1, k, 3, 224, 224, device=device), "landmark": lmk[None].to(device)}
+
+
+def data_rows(k: int, size: int, n: int, tmp: Path) -> list[tuple[str, float]]:
+    """Samples/s of the K-frame dataset on a synthetic JPEG cache, loader workers 0 vs 2."""
+    from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache, make_loader
+    from spectre.train.prepare import PrepareConfig, Track, prepare_folder
+
+    rng = np.random.default_rng(0)
+    vids = tmp / "videos"
+    frames_n = max(2 * k, 40)
+    base = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68)), np.sin(np.linspace(0, 2 * np.pi, 68))], -1)
+    for i in range(16):
+        (vids / f"s{i}").mkdir(parents=True)
+        (vids / f"s{i}" / "c.mp4").write_bytes(b"x")
+
+    def tracker(v):
+        return Track(base[None] * 120 + 320 + rng.normal(0, 2, (frames_n, 68, 2)), 25.0, 640, 480)
+
+    def frames(v):
+        for _ in range(frames_n):
+            yield rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+    prepare_folder(vids, tmp / "cache", PrepareConfig(val_fraction=0, test_fraction=0), tracker=tracker,
+                   frames=frames)
+    cache = PreparedCache.open(tmp / "cache")
+    ds = ClipDataset(cache, cache.split("train"), ClipDataConfig(clip_length=k, image_size=size), train=True)
+    rows = []
+    for workers in (0, 2):  # steady state: the clock starts after the first batch (worker start-up)
+        sampler = EpochSampler(len(ds), 1, seed=0)
+        count, t = -1, None
+        while count < n:
+            for _ in make_loader(ds, sampler, workers):
+                count += 1
+                if t is None:
+                    t = time.perf_counter()
+                if count >= n:
+                    break
+            sampler.set_epoch(sampler.epoch + 1)
+        rows.append((f"data  workers {workers}", n / (time.perf_counter() - t)))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="K=7, 112-px ICT crops, 2 timed steps")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--clip-length", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    args = ap.parse_args()
+    configure_threads()
+    k = args.clip_length or (7 if args.quick else 20)
+    n = args.steps or (2 if args.quick else 5)
+    size = 112 if args.quick else 224
+    rt = Runtime.create(args.device, "fp32")
+    dev = rt.device
+    from spectre.models import load_face_model
+    from spectre.render import Renderer
+
+    lip, emo = frozen_nets(dev)
+    model = load_face_model("ict").to(dev)
+    batch = ict_batch(model, k, size, dev)
+    rows: list[tuple[str, float, int]] = []
+
+    def ict(weights):
+        torch.manual_seed(0)
+        return IctStep(IctPerceptualEncoder().to(dev), model, PerceptualCriteria(lip, emo, weights), Renderer(size))
+
+    rows.append(("step  ict  fp32", time_steps(ict(LossWeights()), batch, rt, n), k))
+    reduced = "bf16" if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+        (dev.type == "cpu" and cpu_supports_bf16()) else None
+    if reduced:
+        rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
+    rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    try:
+        fs = flame_step(dev, lip, emo, LossWeights(), tmp / "assets")
+        if fs is not None:
+            rows.append(("step  flame fp32 (224)", time_steps(fs, flame_batch(k, dev), rt, n), k))
+        data = data_rows(k, 224, 15 if args.quick else 45, tmp / "data")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = rows[0][1]
+    print(f"\ndevice {dev} ({torch.get_num_threads()} threads), K={k}, ICT crop {size}px, "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"{'variant':<26}{'steps/s':>10}{'frames/s':>10}{'vs fp32':>9}")
+    for name, rate, frames in rows:
+        print(f"{name:<26}{rate:>10.3f}{rate * frames:>10.1f}{rate / base:>8.2f}x")
+    print(f"{'variant':<26}{'clips/s':>10}{'frames/s':>10}{'vs w0':>9}")
+    for name, rate in data:
+        print(f"{name:<26}{rate:>10.2f}{rate * k:>10.1f}{rate / data[0][1]:>8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""SIGINT / SIGTERM in the middle of a batch, then a resume: the interrupted run exits 130 / 143
+promptly, leaves no partial or temporary file, every file it left is complete, and the resumed run
+finishes every video."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import spectre
+from spectre.cli import main
+from spectre.io.results import load_face_npz
+
+from . import media
+from .corpus import fast_config
+
+N_VIDEOS = 3
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    src = str(Path(spectre.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["GLOG_minloglevel"] = "2"
+    return env
+
+
+def _assert_complete(out: Path) -> set[str]:
+    """Every visible file is whole: sidecars parse and list existing outputs, npz files load,
+    renders decode; nothing temporary is visible. Returns the stems whose sidecar exists."""
+    names = [p.name for p in out.iterdir()]
+    assert not [n for n in names if ".partial" in n], names
+    finished = set()
+    for p in out.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.suffix == ".yaml":
+            side = yaml.safe_load(p.read_text())
+            assert all((out / o).is_file() for o in side["outputs"]), side
+            finished.add(p.stem)
+        elif p.suffix == ".npz":
+            data = load_face_npz(p)
+            assert np.isfinite(data["cam"]).all()
+        elif p.suffix == ".mp4":
+            from spectre.io.video import open_video
+
+            assert open_video(p).read().frames.shape[0] > 0
+    return finished
+
+
+# SIGTERM with renders: the render (a video file with audio) is the longest write, so the signal most
+# likely lands inside it; SIGINT without renders: the signal lands in tracking/fitting or a small write.
+# --workers 2: the parent stops its worker processes (each removes its temporary files) and exits.
+@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1), (signal.SIGTERM, "render", 1),
+                                                (signal.SIGTERM, "none", 2)],
+                         ids=["SIGINT", "SIGTERM-render", "SIGTERM-workers"])
+def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    faces = media.face_frames(shared_dir / "samples", 5, size=128)
+    n_videos = N_VIDEOS + workers - 1
+    for i in range(n_videos):
+        media.write_video(inp / f"clip{i}.mp4", np.ascontiguousarray(np.roll(faces, i, axis=0)), audio_seconds=0.2)
+    argv = ["reconstruct", str(inp), "-o", str(out), "--layout", layout, "--config", str(fast_config(tmp_path))]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    proc = subprocess.Popen([sys.executable, "-m", "spectre", *argv], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        # wait until the first video is finished and the second one is under way (with renders: until a
+        # temporary render file of it is being written), then stop the batch
+        def ready() -> bool:
+            if not (out.is_dir() and any(p.suffix == ".yaml" for p in out.iterdir())):
+                return False
+            finished = {p.stem for p in out.iterdir() if p.suffix == ".yaml"}
+            return layout == "none" or any(".partial" in p.name and p.name.split(".")[1] not in finished
+                                           for p in out.iterdir())
+
+        while not ready():
+            assert proc.poll() is None, f"the batch ended before it was interrupted:\n{proc.stderr.read()}"
+            assert time.monotonic() < deadline, "the batch did not get to the second video within 240 s"
+            time.sleep(0.01)
+        if layout == "none":
+            time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)  # a hang fails here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    expected = 130 if sig == signal.SIGINT else 128 + signal.SIGTERM
+    assert proc.returncode == expected, f"exit {proc.returncode}\n{err}"
+    assert "Traceback" not in err, err
+    assert ("interrupted" if sig == signal.SIGINT else "terminated") in err
+    done_before = _assert_complete(out)
+    assert 1 <= len(done_before) < n_videos, done_before
+
+    capsys.readouterr()
+    resume = argv[: argv.index("--workers")] if "--workers" in argv else argv  # resume sequentially (faster)
+    assert main(resume) == 0
+    summary = capsys.readouterr().err
+    assert f"{len(done_before)} skipped" in summary and f"{n_videos - len(done_before)} done" in summary, summary
+    finished = _assert_complete(out)
+    assert finished == {f"clip{i}" for i in range(n_videos)}
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "a temporary/marker file is visible"
