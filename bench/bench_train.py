@@ -156,6 +156,35 @@ def data_rows(k: int, size: int, n: int, tmp: Path) -> list[tuple[str, float]]:
     return rows
 
 
+def run(quick: bool = True, device: str = "cpu") -> list[dict]:
+    """Rows for the harness (``python -m bench``, ``bench/gpu.py``): ICT training steps/s, the reduced
+    precision step when the device has it, against the fp32 step measured in the same run."""
+    k, n, size = (7, 2, 112) if quick else (20, 5, 224)
+    rt = Runtime.create(device, "fp32")
+    dev = rt.device
+    from spectre.models import load_face_model
+    from spectre.render import Renderer
+
+    lip, emo = frozen_nets(dev)
+    model = load_face_model("ict").to(dev)
+    batch = ict_batch(model, k, size, dev)
+
+    def ict(weights):
+        torch.manual_seed(0)
+        return IctStep(IctPerceptualEncoder().to(dev), model, PerceptualCriteria(lip, emo, weights), Renderer(size))
+
+    base = time_steps(ict(LossWeights()), batch, rt, n)
+    rows = [{"stage": "training step", "case": f"ICT fp32, K={k}, {size}px", "unit": "steps/s", "value": base,
+             "baseline": None}]
+    reduced = "bf16" if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+        (dev.type == "cpu" and cpu_supports_bf16()) else None
+    if reduced:
+        rate = time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n)
+        rows.append({"stage": "training step", "case": f"ICT {reduced}, K={k}, {size}px", "unit": "steps/s",
+                     "value": rate, "baseline": base, "baseline_name": "fp32 step"})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="K=7, 112-px ICT crops, 2 timed steps")

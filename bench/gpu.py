@@ -183,7 +183,7 @@ def bench_train(device: torch.device, quick: bool) -> list[dict]:
     bench_train_py = BENCH / "bench_train.py"
     if bench_train_py.is_file():
         module = _import_file(bench_train_py, "bench_train")
-        if hasattr(module, "run"):
+        if hasattr(module, "run"):  # random weights: speed does not depend on them
             return module.run(quick=quick, device=str(device))
     return [{"stage": "training step", "case": "-", "unit": "steps/s", "value": None, "baseline": None,
              "note": "skipped: bench/bench_train.py has no run(quick, device)"}]

@@ -16,6 +16,9 @@ the baseline of detection). Stages:
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+  train     ICT training step                                   (bench_train.run; baseline fp32 step)
+
+The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -166,8 +169,20 @@ def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
     return _timed(lambda: reconstruct(clip, out_dir, overwrite=True, **kw))
 
 
+def stage_train(quick: bool) -> list[dict]:
+    import bench_train
+    return bench_train.run(quick=quick)
+
+
 def stage_e2e(quick: bool) -> list[dict]:
     rows = _e2e_clip(_lrs3_clip(), "LRS3 224²")
+    import bench_reconstruct  # the learned backend's encoders on synthetic golden weights
+    got = bench_reconstruct.bench_learned(16 if quick else 50)
+    base = next((f for _, case, f in got if case.startswith("fp32 eager")), None)
+    for name, case, f in got:
+        if not case.startswith("fp32 eager"):
+            rows.append({"stage": "end-to-end", "case": f"{name}: {case}", "unit": "frames/s",
+                         "value": f if f == f else None, "baseline": base, "baseline_name": "fp32 eager"})
     mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
     if not quick and mead:
         rows += _e2e_clip(mead[0], "MEAD 1080p", learned=False)

@@ -119,3 +119,14 @@ def test_bench_harness_help_runs():
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout and "--json" in out.stdout
+
+
+def test_vertex_normals_under_autocast():
+    v, f = random_mesh(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        n = vertex_normals(v, f)
+    torch.testing.assert_close(n.float(), deca_vertex_normals(v, f), atol=2e-2, rtol=0)
+    x = v.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vertex_normals(x, f).sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -87,7 +87,9 @@ class _SumIntoVertices(torch.autograd.Function):
     @staticmethod
     def forward(ctx, face_values, incidence, faces):
         ctx.save_for_backward(faces)
-        return incidence @ face_values
+        # sparse matmul has no reduced-precision kernels: keep autocast from casting to bf16/fp16
+        with torch.autocast(device_type=face_values.device.type, enabled=False):
+            return incidence @ face_values.to(incidence.dtype)
 
     @staticmethod
     def backward(ctx, grad):
