@@ -45,19 +45,32 @@ def _render_threads_setting() -> int | None:
 #: The rasteriser runs hundreds of small tensor ops per frame. On free cores a second thread helps
 #: (~1.5x at batch 16), but on a machine whose cores are busy (other processes, parallel workers)
 #: OpenMP threads spin-wait on each other and renders became tens of times slower. Automatic mode
-#: therefore uses torch's thread count while the 1-minute load average leaves a core free, else 1.
+#: therefore uses torch's thread count only while no other work is runnable on the cores, else 1.
 #: Set with ``SPECTRE_RENDER_THREADS`` (auto | 0 | N) or by assigning this attribute.
 RENDER_THREADS = _render_threads_setting()
+
+
+def _cores_busy() -> bool:
+    """Whether other work is competing for the CPUs right now: the instantaneous count of runnable
+    threads (Linux ``/proc/loadavg``, which reacts within a scheduler tick) or else the 1-minute load
+    average exceeds the core count (this thread counts as one)."""
+    cores = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return running > cores
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0] > cores - 0.5
+    except (OSError, AttributeError):  # no load information (Windows): assume free cores
+        return False
 
 
 def _wanted_threads(current: int) -> int:
     if RENDER_THREADS is not None:
         return current if RENDER_THREADS == 0 else RENDER_THREADS
-    try:
-        busy = os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
-    except (OSError, AttributeError):  # no load average (Windows): keep torch's setting
-        busy = False
-    return 1 if busy else current
+    return 1 if current > 1 and _cores_busy() else current
 
 
 @contextlib.contextmanager
