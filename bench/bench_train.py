@@ -44,8 +44,10 @@ def ict_batch(model, k: int, size: int, device):
     """A clip whose targets put the ICT face in the middle of the crop."""
     from spectre.geometry import project_to_crop
 
-    p = model.default_params(k)
-    lmk = model.landmarks(model.vertices(p), p)
+    p = model.default_params(k, device=torch.device("cpu"))
+    with torch.no_grad():  # targets are built on the CPU, then the whole batch moves to ``device``
+        lmk = model.to("cpu").landmarks(model.vertices(p), p)
+    model.to(device)
     span = float((lmk[0, :, 0].max() - lmk[0, :, 0].min()))
     cam = torch.tensor([[1.2 / span, 0.0, 0.0]]).repeat(k, 1)
     gt = project_to_crop(lmk, cam)[..., :2] + 0.01 * torch.randn(k, 68, 2)
