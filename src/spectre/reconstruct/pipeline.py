@@ -21,6 +21,7 @@ import yaml
 
 from .. import __version__
 from ..config import from_dict, load_yaml, to_dict
+from ..device import resolve_device, resolve_precision
 from ..errors import ConfigError, InputError, NoFaceError, OutputError, SpectreError
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
 from ..io.video import IMAGE_SUFFIXES
@@ -55,7 +56,7 @@ class ReconstructConfig:
     model: str = "ict"
     face: str = "largest"  # largest | all | <track id>
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
     layout: str = "grid"   # grid | overlay | render | none
     meshes: str | None = None  # obj | ply | glb
     crop_scale: float = 1.6
@@ -81,6 +82,8 @@ class ReconstructConfig:
             raise ConfigError(f"--face must be largest, all or a track id, not {face!r}")
         if not 1.0 <= float(self.crop_scale) <= 3.0:
             raise ConfigError(f"crop_scale {self.crop_scale} out of range [1, 3]")
+        # the saved config must say what ran: 'auto' becomes the precision this machine uses
+        self.precision = resolve_precision(self.precision, resolve_device(self.device))
         return self
 
     def to_yaml(self) -> str:
