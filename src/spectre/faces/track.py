@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import InputError, NoFaceError
-from ..io.video import FrameChunk, VideoSource, open_video
+from ..io.video import FrameChunk, VideoSource, open_video, prefetch
 from .landmarks import NUM_MESH_POINTS, OneEuroConfig, OneEuroFilter, mp478_to_ibug68
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ class FaceTracker:
         pend_pts: list[float] = []
         last = -1
         try:
-            for chunk in source.iter_chunks(chunk_size):
+            for chunk in prefetch(source.iter_chunks(chunk_size)):  # decode overlaps tracking
                 for row, (frame, fidx, t) in enumerate(zip(chunk.frames, chunk.indices, chunk.pts_seconds)):
                     fidx = int(fidx)
                     faces = self.detect(frame, score=(fidx % max(c.detect_every, 1) == 0))

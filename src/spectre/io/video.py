@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -27,6 +29,50 @@ LIPREADER_FPS = 25.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 #: upper bound on the pixels of one chunk (a chunk holds fewer frames than asked when they are huge)
 MAX_CHUNK_BYTES = 512 * 2**20
+_T = TypeVar("_T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead, yielding them in order.
+
+    Decoding (PyAV releases the GIL) then overlaps with the consumer's work (tracking, fitting) while
+    memory stays bounded. Exceptions of the producer are re-raised in the consumer; closing the
+    iterator early stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="spectre-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is _DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 @dataclass
