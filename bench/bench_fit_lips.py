@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     model = ICTFaceModel.from_store().eval()
     ev = PointEvaluator(model)
     weight = FitConfig().dense_lips
-    print(f"{'clip':28s} {'frames':>6s} | {'fps 68 only':>11s} {'fps +lips':>9s} | {'mouth NME':>17s} | {'lip dist/IOD':>17s}")
+    print(f"{'clip':28s} {'frames':>6s} | {'fps 68 only':>11s} {'fps +lips':>9s} | "
+          f"{'mouth NME':>17s} | {'lip dist/IOD':>17s}")
     for clip in clips:
         tr = track_video(clip).largest_per_frame()
         lm = np.asarray(tr.landmarks68, np.float64)

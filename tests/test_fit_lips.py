@@ -9,7 +9,8 @@ import torch
 
 from spectre.models.ict import ICTFaceModel
 from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
-from spectre.reconstruct.mp_lips import ICT_LIPS_SOURCE_VERTEX, MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER, model_lip_vertices
+from spectre.reconstruct.mp_lips import (ICT_LIPS_SOURCE_VERTEX, MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER,
+                                         model_lip_vertices)
 
 
 @pytest.fixture(scope="module")
