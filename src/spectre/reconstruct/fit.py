@@ -6,6 +6,8 @@ constraints (SPEC §5, :mod:`spectre.losses`) and extended for a landmark-only f
 * robust L1 on contour, brows, eyes and nose with SPECTRE's per-landmark weights;
 * the relative mouth term on the 7 intra-mouth distances, plus an absolute term on the 20 lip points
   (without an image term the lips need absolute positions to get width and aperture right);
+* with the tracker's 478 MediaPipe points, a robust L1 (Huber) term on the 40 dense lip-contour points
+  against their corresponding model vertices (:mod:`.mp_lips`; ICT only);
 * priors on identity and expression, and second-difference temporal smoothness of expression, rotation
   and camera (frames without a detection get no data term: the smoothness fills them in).
 
@@ -36,6 +38,9 @@ class FitConfig:
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
     lips: float = 8.0              # absolute L2-ish term on the 20 lip points
+    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with a
+    #: correspondence table, i.e. ICT; 0 turns it off)
+    dense_lips: float = 2.0
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
     expression_prior: float = 1e-3  # L2 on expression coefficients
     #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
@@ -69,6 +74,9 @@ class TrackFit:
     landmarks3d: np.ndarray         # (T, 68, 3) model-space landmarks (rigid rotation applied)
     final_loss: float = float("nan")
     evaluator: str = ""
+    #: (T, 40, 2) projected model vertices of the dense MediaPipe lip points (``mp_lips.MP_LIPS`` order) in
+    #: input pixels; None when the model has no lip correspondence
+    lips2d: np.ndarray | None = None
 
     def cam_in_crop(self, tforms: np.ndarray, size: int = 224) -> np.ndarray:
         """Camera for each frame's crop (``tforms`` (T, 2|3, 3) pixel -> crop-pixel similarity), so the
@@ -116,7 +124,12 @@ class PointEvaluator:
     YAW_BINS_DEG = np.arange(-45, 46, 5)
 
     def __init__(self, model: FaceModel, try_fast: bool = True):
+        from .mp_lips import model_lip_vertices
+
         self.model = model
+        #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
+        self.lip_idx = model_lip_vertices(model) if try_fast else None
+        self.L = 0
         self.rot = model.rotation_param
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
@@ -200,6 +213,11 @@ class PointEvaluator:
         params[self.rot] = torch.zeros(K + 1, 3, device=dev)
         V = m.landmark_vertices(m.complete(params))  # (K+1, S, 3)
         self.S = V.shape[1]
+        if self.lip_idx is not None:
+            # the lip vertices ride along in the same small basis (S + L points per matmul)
+            lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
+            self.L = lips.shape[1]
+            V = torch.cat([V, lips], 1)
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
@@ -256,15 +274,28 @@ class PointEvaluator:
         return bool(d.abs().max() <= 2e-3 * size)
 
     # -- public
+    @property
+    def has_lips(self) -> bool:
+        """Whether :meth:`points` also returns the dense lip vertices."""
+        return self.kind == "subset" and self.L > 0
+
+    def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
+        both model space, rotated, from one evaluation."""
+        if self.kind != "subset":
+            return self.landmarks(coef, rot), None
+        free = getattr(self, "free", None)
+        d = coef - self.defaults
+        if free is not None:
+            d = d[:, free]
+        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S + self.L, 3), rot)
+        lmk = self.model.landmarks(verts[:, :self.S])
+        return lmk, (verts[:, self.S:] if self.L else None)
+
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
         if self.kind == "subset":
-            free = getattr(self, "free", None)
-            d = coef - self.defaults
-            if free is not None:
-                d = d[:, free]
-            verts = (self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S, 3)
-            return self.model.landmarks(self._rotate(verts, rot))
+            return self.points(coef, rot)[0]
         if self.kind == "fast":
             b = self._yaw_bin(rot)
             pts = self.mean[b] + torch.einsum("bpck,bk->bpc", self.basis[b], coef - self.defaults)
@@ -313,14 +344,17 @@ class _Objective:
         self.mouth = torch.arange(48, 68, device=device)
 
     def predict(self, coef, rot, cam):
-        """-> (T, 68, 2) landmarks in normalised image coordinates (x right, y down)."""
-        pts = self.ev.landmarks(coef, rot)
+        """-> (T, 68, 2) landmarks and (T, L, 2) dense lip points (or None) in normalised image
+        coordinates (x right, y down)."""
+        pts, lips = self.ev.points(coef, rot)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
-        return project_to_crop(pts, cam_lin)[..., :2]
+        pred = project_to_crop(pts, cam_lin)[..., :2]
+        return pred, (project_to_crop(lips, cam_lin)[..., :2] if lips is not None else None)
 
-    def __call__(self, coef, rot, cam, target, valid, id_part, exp_part, smooth=True):
+    def __call__(self, coef, rot, cam, target, valid, id_part, exp_part, smooth=True,
+                 lip_target=None, lip_valid=None):
         cfg = self.cfg
-        pred = self.predict(coef, rot, cam)
+        pred, pred_lips = self.predict(coef, rot, cam)
         v = valid.to(pred.dtype)
         nv = v.sum().clamp(min=1)
         res = _huber(pred - target, cfg.robust_delta).sum(-1)  # (T, 68)
@@ -328,6 +362,10 @@ class _Objective:
         l_rel = ((rel_dis(pred) - rel_dis(target)).abs().mean(-1) * v).sum() / nv
         l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
+        if lip_target is not None and pred_lips is not None and cfg.dense_lips:
+            lv = lip_valid.to(pred.dtype)
+            res_l = _huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
+            loss = loss + cfg.dense_lips * (res_l * lv).sum() / lv.sum().clamp(min=1)
         loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
         prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
         loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
@@ -346,11 +384,13 @@ def _normalise(landmarks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, fl
 
 def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None = None,
               config: FitConfig | None = None, evaluator: PointEvaluator | None = None,
-              identity: np.ndarray | None = None) -> TrackFit:
+              identity: np.ndarray | None = None, points478: np.ndarray | None = None) -> TrackFit:
     """Fit ``model`` to one face track.
 
     ``landmarks`` (T, 68, 2) iBUG-68 points in input pixels (any values where ``valid`` is False);
-    ``valid`` (T,) marks frames with a detection (default: all). Returns a :class:`TrackFit`.
+    ``valid`` (T,) marks frames with a detection (default: all); ``points478`` (T, 478, 2|3) the tracker's
+    MediaPipe points in input pixels (optional: adds the dense lip term where the model supports it).
+    Returns a :class:`TrackFit`.
     """
     cfg = config or FitConfig()
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
@@ -366,6 +406,18 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     target_np[~valid] = 0.0
     target = torch.as_tensor(target_np, dtype=torch_dtype, device=dev)
     vmask = torch.as_tensor(valid, device=dev)
+    lip_target = lip_valid = None
+    if points478 is not None and cfg.dense_lips and ev.has_lips:
+        from .mp_lips import MP_LIPS
+
+        pts = np.asarray(points478, dtype=np.float64)
+        if pts.shape[:2] != (T, 478):
+            raise ValueError(f"points478 must be (T={T}, 478, 2|3), got {pts.shape}")
+        lips_px = pts[:, list(MP_LIPS), :2]
+        lv = valid & np.isfinite(lips_px).all((1, 2))
+        lips_np = np.where(lv[:, None, None], (lips_px - center) / scale, 0.0)
+        lip_target = torch.as_tensor(lips_np, dtype=torch_dtype, device=dev)
+        lip_valid = torch.as_tensor(lv, device=dev)
 
     names, sizes = ev.coef_names, ev.sizes
     roles = [model.spec[n].role for n in names]
@@ -401,13 +453,13 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
     try:
         return _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
-                    names, sizes, id_mask, lo, hi, defaults, identity)
+                    names, sizes, id_mask, lo, hi, defaults, identity, lip_target, lip_valid)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
-         names, sizes, id_mask, lo, hi, defaults, identity) -> TrackFit:
+         names, sizes, id_mask, lo, hi, defaults, identity, lip_target=None, lip_valid=None) -> TrackFit:
 
     # ---- rigid initialisation (closed-form orthographic Procrustes per frame on the neutral face)
     with torch.no_grad():
@@ -435,6 +487,8 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
         cam = cam_init.clone().requires_grad_(True)
         opt = torch.optim.Adam([coef, rot, cam], lr=cfg.lr)
         tgt, vm = target[frames], vmask[frames]
+        lt = lip_target[frames] if lip_target is not None else None
+        lv = lip_valid[frames] if lip_valid is not None else None
         grad_mask = (~id_mask).to(torch_dtype) if fix_identity else None
         if not fix_identity:
             # one identity shared by every frame of the track
@@ -443,7 +497,8 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
         loss = None
         for _ in range(iters):
             opt.zero_grad(set_to_none=True)
-            loss = objective(coef, rot, cam, tgt, vm, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth)
+            loss = objective(coef, rot, cam, tgt, vm, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth,
+                             lip_target=lt, lip_valid=lv)
             loss.backward()
             if grad_mask is not None:
                 coef.grad.mul_(grad_mask)
@@ -497,6 +552,12 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
     # ---- exact landmarks from the model's own forward; the fast evaluator may differ from it by a
     # per-frame translation (rotation pivot), which moves into the camera
     cam_lin = torch.cat([cam_out[:, :1].exp(), cam_out[:, 1:]], -1)
+    lips2d = None
+    if ev.has_lips:
+        # the subset evaluator is exact for the lip vertices: project them with the fitted camera
+        with torch.no_grad():
+            lips = torch.cat([objective.ev.points(coef_out[a:a + 64], rot_out[a:a + 64])[1] for a in range(0, T, 64)])
+            lips2d = (project_to_crop(lips, cam_lin)[..., :2].cpu().numpy() * scale + center).astype(np.float32)
     lmk3d = torch.empty(T, 68, 3, device=dev)
     with torch.no_grad():
         for a in range(0, T, 64):
@@ -514,4 +575,4 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
     cam = cam_lin.cpu().numpy().astype(np.float32)
     return TrackFit(params=params, cam=cam, center=center, scale=scale, landmarks2d=lm2d.astype(np.float32),
                     landmarks3d=lmk3d.cpu().numpy().astype(np.float32),
-                    final_loss=final_loss, evaluator=ev.kind)
+                    final_loss=final_loss, evaluator=ev.kind, lips2d=lips2d)

@@ -228,7 +228,8 @@ class Reconstructor:
 
         valid = np.asarray(track.valid, bool)
         lm = np.asarray(track.landmarks68, np.float64)
-        fit = fit_track(self.model, np.nan_to_num(lm), valid, self.cfg.fit, evaluator=self.evaluator)
+        fit = fit_track(self.model, np.nan_to_num(lm), valid, self.cfg.fit, evaluator=self.evaluator,
+                        points478=getattr(track, "points478", None))
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
         tforms = face_crop_transform(filled, scale=self.cfg.crop_scale)
         params = dict(fit.params)
