@@ -6,12 +6,13 @@ image distance over all valid frames (normalised by the inter-ocular distance), 
 outer-lip vertices and inner-lip points among inner-lip vertices. The table (full-ICT vertex indices) is
 written into the generated block of ``mp_lips.py``.
 
-    PYTHONPATH=src python scripts/make_lip_correspondence.py [--samples /work/shared/samples] [--dry-run]
+    PYTHONPATH=src python scripts/make_lip_correspondence.py [--samples ../shared/samples] [--dry-run]
 """
 from __future__ import annotations
 
 import argparse
 import re
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def lip_candidates(model: ICTFaceModel) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", default="/work/shared/samples")
+    ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"))
     ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite mp_lips.py")
     args = ap.parse_args(argv)
 
