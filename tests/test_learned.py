@@ -164,3 +164,13 @@ def test_learned_backend_needs_its_assets(tmp_path, sample_videos, capsys):
     assert code == 3
     err = capsys.readouterr().err
     assert "missing asset" in err and "flame" in err
+
+
+def test_model_follows_the_backend_unless_given():
+    from spectre.errors import ConfigError
+    from spectre.reconstruct.pipeline import ReconstructConfig
+
+    assert ReconstructConfig().validate().model == "ict"
+    assert ReconstructConfig(backend="learned").validate().model == "flame"
+    with pytest.raises(ConfigError, match="use --model flame"):
+        ReconstructConfig(backend="learned", model="ict").validate()

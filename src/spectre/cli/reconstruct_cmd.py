@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs or .txt lists")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--backend", choices=("fit", "learned"), help="reconstruction backend (default fit)")
-    p.add_argument("--model", choices=("ict", "flame"), help="face model (default ict; learned needs flame)")
+    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit, flame for learned, which needs flame)")
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")

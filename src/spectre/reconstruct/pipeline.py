@@ -53,7 +53,7 @@ class ReconstructConfig:
     """Everything that decides a reconstruction; saved (resolved) next to every output."""
 
     backend: str = "fit"
-    model: str = "ict"
+    model: str | None = None  # resolved by validate(): ict for the fit backend, flame for learned
     face: str = "largest"  # largest | all | <track id>
     device: str = "auto"
     precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
@@ -69,6 +69,8 @@ class ReconstructConfig:
     def validate(self) -> "ReconstructConfig":
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.model is None:
+            self.model = "flame" if self.backend == "learned" else "ict"
         if self.model not in ("ict", "flame"):
             raise ConfigError(f"unknown model {self.model!r} (choose ict or flame)")
         if self.backend == "learned" and self.model != "flame":
