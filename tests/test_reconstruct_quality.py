@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spectre.evaluate.metrics import lip_aperture as aperture, mouth_width as width
+
 SAMPLES = ["0Fi83BHQsMA_00002", "OzA6jRYjVQs_00004", "PbgB2TaYhio_00007", "M003_level_1_disgusted_015",
            "M026_level_3_disgusted_018", "M030_level_3_angry_016", "W023_level_2_surprised_010",
            "W036_level_3_happy_007"]
@@ -37,16 +39,8 @@ def results(sample_videos, reconstructor):
     return get
 
 
-def iod(lm):
+def iod(lm):  # eye-centre distance: the normaliser the thresholds below were set with
     return np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=-1)
-
-
-def aperture(lm):  # inner lips, mean of the three vertical openings
-    return np.linalg.norm(lm[:, [61, 62, 63]] - lm[:, [67, 66, 65]], axis=-1).mean(-1)
-
-
-def width(lm):
-    return np.linalg.norm(lm[:, 54] - lm[:, 48], axis=-1)
 
 
 def jitter(lm, norm):
