@@ -315,10 +315,6 @@ class FaceTracker:
 
     # -- MediaPipe -----------------------------------------------------------------------------
     def _open_graphs(self) -> None:
-        with _native_stderr_filtered():
-            self._open_graphs_noisy()
-
-    def _open_graphs_noisy(self) -> None:
         self.close()
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
@@ -345,10 +341,6 @@ class FaceTracker:
     def detect(self, frame: np.ndarray, score: bool = True) -> list[tuple[np.ndarray, float | None]]:
         """Faces in one RGB frame (tracking mode: call in frame order): [(points (478,3) px, score)];
         score is None when ``score`` is False (the detector is skipped)."""
-        with _native_stderr_filtered():
-            return self._detect(frame, score)
-
-    def _detect(self, frame: np.ndarray, score: bool) -> list[tuple[np.ndarray, float | None]]:
         if self._mesh is None:
             self._open_graphs()
         self._fresh = False
