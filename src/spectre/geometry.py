@@ -68,10 +68,10 @@ def _incidence(faces: torch.Tensor, num_vertices: int, dtype: torch.dtype):
     n = faces.shape[0]
     rows = faces.reshape(-1)
     cols = torch.arange(n, device=faces.device).repeat_interleave(3)
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(3 * n, dtype=dtype, device=faces.device),
-                                  (num_vertices, n), check_invariants=False).coalesce()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul with it is stable
+    with warnings.catch_warnings():  # torch's beta/invariant-check notices about sparse tensors: the indices are ours
         warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(3 * n, dtype=dtype, device=faces.device),
+                                      (num_vertices, n), check_invariants=False).coalesce()
         matrix = coo.to_sparse_csr()
     if len(_INCIDENCE_CACHE) >= 16:
         _INCIDENCE_CACHE.pop(next(iter(_INCIDENCE_CACHE)))
