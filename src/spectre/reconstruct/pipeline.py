@@ -180,7 +180,7 @@ class Reconstructor:
     @property
     def evaluator(self):
         if self._evaluator is None:
-            from .fit import PointEvaluator
+            from .evaluator import PointEvaluator
 
             self._evaluator = PointEvaluator(self.model)
         return self._evaluator
