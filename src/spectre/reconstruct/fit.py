@@ -34,7 +34,10 @@ __all__ = ["FitConfig", "TrackFit", "fit_track"]
 
 @dataclass
 class FitConfig:
-    """Weights and schedule of the landmark fit (all weights are relative to the landmark L1 term)."""
+    """Weights and schedule of the landmark fit (all weights are relative to the landmark L1 term).
+
+    The one home of the fit's loss weights (docs/reconstruct.md describes the terms); the terms are in
+    :mod:`spectre.losses`; training's weights are ``LossWeights`` in :mod:`spectre.train`."""
 
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
