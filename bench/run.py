@@ -239,7 +239,8 @@ def stage_length(quick: bool) -> list[dict]:
 
 
 def stage_workers(quick: bool) -> list[dict]:
-    from spectre.reconstruct.pipeline import ReconstructConfig, run_batch
+    from spectre.reconstruct.batch import run_batch
+    from spectre.reconstruct.config import ReconstructConfig
 
     frames = 20 if quick else 50
     rows, rates = [], {}
