@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -26,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")
+    p.add_argument("--video-frame", choices=("auto", "face", "full"),
+                   help="what the video shows: face (a face-centred window, at most 512 px high), full (the "
+                        "whole frame) or auto (default: face for inputs taller than 512 px, else full)")
     p.add_argument("--meshes", choices=("obj", "ply", "glb"), help="also export per-frame meshes")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native bf16, else fp32)")
@@ -47,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
-                      meshes=args.meshes, device=args.device, precision=args.precision, assets=args.assets,
-                      arkit=False if args.no_arkit else None)
+                      video_frame=args.video_frame, meshes=args.meshes, device=args.device,
+                      precision=args.precision, assets=args.assets, arkit=False if args.no_arkit else None)
     progress = not args.quiet and sys.stderr.isatty()
 
     def report(outcome):
@@ -58,4 +62,24 @@ def run(args: argparse.Namespace) -> int:
     summary = run_batch(args.inputs, args.output, cfg, overwrite=args.overwrite, workers=args.workers,
                         ray_address=args.ray, progress=progress, on_done=report)
     print(summary.text(), file=sys.stderr)
+    line = wrote_line(summary.outcomes, args.output)
+    if line:
+        print(line, file=sys.stderr)
     return summary.exit_code
+
+
+def wrote_line(outcomes, output: str) -> str:
+    """The last line: where the outputs are (``wrote out/clip.{npz,mp4,yaml,_arkit.csv}`` for one video)."""
+    from pathlib import Path
+
+    done = [o for o in outcomes if o.status == "ok" and o.outputs]
+    if not done:
+        return ""
+    if len(done) > 1:
+        return f"wrote {len(done)} videos' outputs to {Path(output)}{os.sep}"
+    paths = [Path(p) for p in done[0].outputs]
+    stem = next((p.stem for p in paths if p.suffix == ".yaml"), paths[0].stem)
+    tails = [p.name[len(stem):] for p in paths if p.name.startswith(stem)]
+    tails = [t[1:] if t.startswith(".") else t for t in tails]
+    tails.sort(key=lambda t: t.startswith("_"))  # extensions first, then suffixed names (stable)
+    return f"wrote {Path(output) / stem}.{{{','.join(tails)}}}"

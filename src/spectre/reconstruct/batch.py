@@ -15,8 +15,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from ..config import from_dict, to_dict
-from ..errors import InputError, OutputError
-from ..io.video import IMAGE_SUFFIXES
+from ..errors import InputError, OutputError, SpectreError
+from ..io.video import IMAGE_SUFFIXES, open_video
 from .config import ReconstructConfig
 from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
@@ -114,6 +114,14 @@ class BatchSummary:
         return "\n".join(lines)
 
 
+def _frame_count(video: str) -> int | None:
+    """The frame count a progress bar can show as its total (None when the container does not say)."""
+    try:
+        return open_video(video, warn_fps=False).num_frames or None
+    except SpectreError:
+        return None
+
+
 # state of a pool worker process (spawned: one Reconstructor per process, reused over its videos)
 _WORKER: Reconstructor | None = None
 _IN_JOB = False
@@ -189,7 +197,7 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
 
     outcomes: list[JobOutcome] = []
     bar = None
-    if progress:
+    if progress and len(jobs) > 1:  # one video: its frame bar alone
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="videos", unit="video", position=0, dynamic_ncols=True)
@@ -214,7 +222,9 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
                 if progress:
                     from tqdm import tqdm
 
-                    frame_bar = tqdm(desc=Path(video).name, unit="frame", position=1, leave=False, dynamic_ncols=True)
+                    # total: the video's frames; the count is the mean over the stages, so the ETA covers all
+                    frame_bar = tqdm(desc=Path(video).name, unit="frame", total=_frame_count(video),
+                                     position=1 if bar is not None else 0, leave=False, dynamic_ncols=True)
                     cb = frame_bar.update
                 try:
                     done(run_job(video, stem, str(out), cfg_dict, overwrite, reconstructor=rec, progress=cb))

@@ -14,8 +14,10 @@ from ..errors import ConfigError
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .learned import LEARNED_MODEL
+from .window import VIDEO_FRAMES
 
-__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
+__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "PipelineConfig", "ReconstructConfig",
+           "make_config"]
 
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
@@ -33,6 +35,19 @@ class LearnedConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """How the default job is scheduled (docs/performance.md): decode, track, fit, render and encode
+    overlap in bounded queues; the fit's identity comes from the first ``identity_span`` frames and its
+    windows of ``window`` frames are solved as soon as they are tracked."""
+
+    overlap: bool = True
+    identity_span: int = 128
+    window: int = 64
+    #: decoded frames held per tracking chunk, in MB (1080p: about 10 frames)
+    chunk_mb: int = 64
+
+
+@dataclass
 class ReconstructConfig:
     """Everything that decides a reconstruction; saved (resolved) next to every output."""
 
@@ -42,6 +57,10 @@ class ReconstructConfig:
     device: str = "auto"
     precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
     layout: str = "grid"   # grid | overlay | render | none
+    #: what the video shows: auto (face above 512 px high, else full) | face (a face-centred window at
+    #: most ``video_height`` px high) | full (the whole frame at the input's resolution)
+    video_frame: str = "auto"
+    video_height: int = 512
     meshes: str | None = None  # obj | ply | glb
     crop_scale: float = 1.6
     assets: str | None = None
@@ -49,6 +68,7 @@ class ReconstructConfig:
     track_chunk: int = 64
     fit: FitConfig = field(default_factory=FitConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> "ReconstructConfig":
         if self.backend not in BACKENDS:
@@ -62,6 +82,13 @@ class ReconstructConfig:
                               f"use --model {LEARNED_MODEL}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
+        if self.video_frame not in VIDEO_FRAMES:
+            raise ConfigError(f"unknown video frame {self.video_frame!r} (choose from {', '.join(VIDEO_FRAMES)})")
+        if not 64 <= int(self.video_height) <= 4096:
+            raise ConfigError(f"video_height {self.video_height} out of range [64, 4096]")
+        pc = self.pipeline
+        if pc.identity_span < 1 or pc.window < 4 or pc.chunk_mb < 1:
+            raise ConfigError("pipeline: identity_span >= 1, window >= 4 and chunk_mb >= 1 are required")
         if self.meshes is not None and self.meshes not in MESH_FORMATS:
             raise ConfigError(f"unknown mesh format {self.meshes!r} (choose from {', '.join(MESH_FORMATS)})")
         face = str(self.face)
