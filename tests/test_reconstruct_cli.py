@@ -125,16 +125,13 @@ def test_no_face_video_is_reported(tmp_path, capsys):
 
 
 def test_inputs_from_list_file_and_folder(short_video, tmp_path):
-    from spectre.reconstruct.batch import expand_inputs, unique_stems
+    from spectre.io.inputs import expand_inputs
 
     lst = tmp_path / "videos.txt"
     lst.write_text(f"# my clips\n{short_video}\n\n")
-    assert expand_inputs([lst]) == [short_video]
-    assert expand_inputs([short_video.parent]) == [short_video]
-    assert expand_inputs([str(short_video.parent / "*.mp4")]) == [short_video]
-    from pathlib import Path
-
-    assert unique_stems([Path("a/x.mp4"), Path("b/x.mp4"), Path("c/y.mp4")]) == ["a_x", "b_x", "y"]
+    assert [(i.path, i.name) for i in expand_inputs([lst])] == [(short_video, short_video.stem)]
+    assert [i.path for i in expand_inputs([short_video.parent])] == [short_video]
+    assert [i.path for i in expand_inputs([str(short_video.parent / "*.mp4")])] == [short_video]
 
 
 def test_python_api_returns_result_without_writing(short_video, tmp_path, monkeypatch):
