@@ -26,7 +26,10 @@ import torch
 from ..io.gltf import GltfCamera, HeadTrack, write_glb_scene
 from ..io.results import ARKIT_NAMES, FaceResult
 
-__all__ = ["head_pose", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
+__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
+
+#: eye rotation (degrees) an ARKit eyeLook* weight of 1 stands for, for the Live Link eye angles
+EYE_LOOK_DEGREES = 30.0
 
 #: half the side of the 224 crop the camera projects into (``crop_to_pixels``)
 CROP_HALF = 112.0
@@ -159,3 +162,29 @@ def write_head_glb(path: str | Path, model, faces: Sequence[FaceResult], *, widt
                           "width": int(width), "height": int(height), "focal_px": f, "units": "metre",
                           "video": Path(video).name if video else ""}}
     return write_glb_scene(path, tracks, camera, extras=extras, overwrite=overwrite)
+
+
+def livelink_angles(model, face: FaceResult, width: int, height: int) -> np.ndarray:
+    """(T, 9) Live Link Face angles as fractions of 90°: head yaw, pitch, roll, then left and right eye
+    yaw, pitch, roll.
+
+    The head rotation relative to the camera (0 = facing it) is split as R = Ry(yaw) Rx(pitch) Rz(roll)
+    about the glTF axes: yaw > 0 turns the face toward image right (the subject's left), pitch > 0 tilts
+    it down, roll > 0 turns it counter-clockwise as the camera sees it. Eye yaw/pitch follow the same
+    signs and come from the ARKit eyeLook* weights (a weight of 1 = ``EYE_LOOK_DEGREES``); roll is 0.
+    """
+    rotation, _ = head_pose(model, face, width, height)
+    x, y, z, w = rotation.T
+    r02, r22 = 2 * (x * z + y * w), 1 - 2 * (x * x + y * y)
+    r12, r10, r11 = 2 * (y * z - x * w), 2 * (x * y + z * w), 1 - 2 * (x * x + z * z)
+    head = np.stack([np.arctan2(r02, r22), np.arcsin(np.clip(-r12, -1, 1)), np.arctan2(r10, r11)], 1)
+    out = np.zeros((len(rotation), 9))
+    out[:, :3] = head / (np.pi / 2)
+    if face.arkit is not None:
+        a = {n: np.asarray(face.arkit, np.float64)[:, i] for i, n in enumerate(ARKIT_NAMES)}
+        k = EYE_LOOK_DEGREES / 90.0
+        out[:, 3] = k * (a["eyeLookOutLeft"] - a["eyeLookInLeft"])
+        out[:, 4] = k * (a["eyeLookDownLeft"] - a["eyeLookUpLeft"])
+        out[:, 6] = k * (a["eyeLookInRight"] - a["eyeLookOutRight"])
+        out[:, 7] = k * (a["eyeLookDownRight"] - a["eyeLookUpRight"])
+    return np.clip(out, -1.0, 1.0)
