@@ -4,8 +4,10 @@ count, head motion)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,20 +121,26 @@ def _blender_report(glb: Path, tmp_path: Path) -> dict:
     if blender is None:
         pytest.skip("Blender is not installed (apt-get install blender python3-numpy)")
     out = tmp_path / "blender.json"
+    # Blender embeds the system Python: keep this interpreter (a virtualenv, pyenv) out of its way
+    here = os.path.dirname(sys.executable)
+    path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != here and "pyenv" not in d]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYENV", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(path)
     proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(CLIENTS / "blender_import.py"),
-                           "--", str(glb), str(out)], capture_output=True, text=True, timeout=300)
+                           "--", str(glb), str(out)], capture_output=True, text=True, timeout=300, env=env)
     assert out.exists(), f"Blender wrote no report (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(out.read_text())
 
 
 @pytest.mark.slow
 def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
-    """A moving LRS3 clip reconstructed and written with ``--meshes glb``, imported by Blender."""
+    """A moving LRS3 clip reconstructed and written as a head scene, imported by Blender."""
     import spectre
 
     video = sample_videos["0Fi83BHQsMA_00002"]
-    res = spectre.reconstruct(video, tmp_path / "out", layout="none", meshes="glb")
-    glb = next(p for p in res.outputs if p.suffix == ".glb")
+    res = spectre.reconstruct(video)
+    glb = write_head_glb(tmp_path / "head.glb", load_face_model(res.config.model), res.faces, width=res.width,
+                         height=res.height, fps=res.fps, video=str(video))
     report = _blender_report(glb, tmp_path)
     heads = [o for o in report["objects"] if o["type"] == "MESH" and o.get("shape_keys")]
     assert len(heads) == 1, report["objects"]

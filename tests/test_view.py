@@ -119,7 +119,7 @@ def test_page_in_headless_chromium(tmp_path, sample_videos):
 
     import spectre
 
-    res = spectre.reconstruct(sample_videos["0Fi83BHQsMA_00002"], tmp_path / "out", layout="none", meshes="glb")
+    res = spectre.reconstruct(sample_videos["0Fi83BHQsMA_00002"], tmp_path / "out", layout="none")
     files = find_view_files(tmp_path / "out" / "0Fi83BHQsMA_00002")
     server = ViewServer(files)
     server.start()
