@@ -64,8 +64,6 @@ class ReconstructConfig:
         if self.learned.chunk_overlap >= self.learned.chunk_length:
             raise ConfigError(f"{where}: learned.chunk_overlap = {self.learned.chunk_overlap} is not allowed (below "
                               f"learned.chunk_length = {self.learned.chunk_length})")
-        if isinstance(self.fit.lip_opening_shapes, list):
-            self.fit.lip_opening_shapes = tuple(self.fit.lip_opening_shapes)
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
         if self.model is None:
