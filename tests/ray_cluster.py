@@ -184,7 +184,7 @@ def scenario_inproc(spec: dict, work: Path, report: dict) -> None:
     os.environ.update(_env(work))
     import ray
 
-    from spectre.reconstruct.pipeline import make_config, run_batch
+    from spectre.reconstruct import make_config, run_batch
 
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", default="evaluation", help="run folder (default: ./evaluation)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--judge", action="append", choices=("dlib", "mediapipe", "none"), metavar="dlib|mediapipe|none",
+                   help="independent judge re-detecting 68 landmarks on the render and on the input (repeatable; "
+                        "default: every installed one; none: off). Needs the render (--layout render or grid)")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="print two runs side by side and exit")
     lr = p.add_argument_group("lip reading (needs the lipreader assets)")
     lr.add_argument("--lipread", action="store_true",
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         reference=args.reference, half=args.half, reference_half=args.reference_half, plots=not args.no_plots,
         lipread=args.lipread, transcripts=args.transcripts, video=args.video, render=args.render, g2p=args.g2p,
-        assets=args.assets, device=args.device)
+        assets=args.assets, device=args.device,
+        judges=None if not args.judge else [j for j in dict.fromkeys(args.judge) if j != "none"])
     summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite)
     print(summary.table)
     for path, error in summary.failed:

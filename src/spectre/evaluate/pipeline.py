@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from ..errors import InputError, SpectreError
 from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
                      load_prediction_file, reference_from_result)
+from .judge import VideoSide, arkit_activity, judge_video, make_judges
 from .report import VideoResult, build_report, evaluate_geometry, markdown_report, write_run
 
 NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
@@ -26,6 +27,8 @@ class EvaluationOptions:
     g2p: str = "auto"
     assets: Optional[str] = None
     device: str = "auto"
+    #: independent judges (``spectre.evaluate.judge``): None = every installed one, [] = none
+    judges: Optional[list[str]] = None
 
 
 @dataclass
@@ -110,6 +113,8 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     single = len(files) == 1
     results: list[VideoResult] = []
     failed: list[tuple[str, str]] = []
+    judges = make_judges(options.judges)
+    skipped_judge: list[str] = []
     lipreading = None
     if options.lipread:
         from .lipread import LipreadEvaluator
@@ -122,6 +127,10 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
             result = evaluate_geometry(name, pred.points, ref.points, pred.valid & ref.valid,
                                        prediction=pred.source, reference=ref.source, fps=ref.fps)
             results.append(result)
+            if judges:
+                _judge(result, path, name, pred, ref, options, judges, skipped_judge, failed, single)
+            if path.suffix.lower() == ".npz":
+                result.arkit = arkit_activity(path.with_name(f"{path.stem}_arkit.csv"))
             if lipreading is not None:
                 try:
                     result.lipread = lipreading.evaluate(name, path, pred, ref)
@@ -139,6 +148,9 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     settings = {"inputs": [str(p) for p in files], "reference": options.reference, "half": options.half,
                 "reference_half": options.reference_half, "lipread": options.lipread, "g2p": options.g2p,
                 "failed": [{"input": p, "error": e} for p, e in failed]}
+    settings["judges"] = [j.name for j in judges]
+    if skipped_judge:
+        settings["judge_skipped"] = skipped_judge
     if lipreading is not None:
         settings["lipreader"] = lipreading.describe()
     report = build_report(results, settings)
@@ -153,6 +165,70 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
         plot_group_errors(results, plot_dir / "group_errors.png", overwrite=True)
     table = _console_table(report)
     return EvaluationSummary(results, report, json_path, md_path, plot_dir, table, failed)
+
+
+def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequence,
+                options: EvaluationOptions) -> Optional[tuple[VideoSide, VideoSide]]:
+    """(render, input) videos of one evaluated item, in the same pixel frame; None when either is unknown.
+
+    A rendered video input is its own render (``--half``), its input the reference video (``-r``) or the
+    other half. A result ``.npz`` uses ``--render`` or the render ``spectre reconstruct`` wrote beside it,
+    and ``--video``, the input video it records, or the input half of its grid render."""
+    from .lipread import RENDER_SUFFIXES, reconstruct_render
+
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if ref.video is None:
+            return None
+        return VideoSide(path, options.half, pred.offset), VideoSide(Path(ref.video), ref.half, ref.offset)
+    if path.suffix.lower() != ".npz":
+        return None
+    arrays = pred.extras.get("arrays") or {}
+    render = None
+    if options.render:
+        rp = Path(options.render)
+        found = find_by_name(rp, name, VIDEO_SUFFIXES) if rp.is_dir() else rp
+        if found is not None:
+            render = VideoSide(found, options.half, pred.offset)
+    written = reconstruct_render(path, arrays) if "config" in arrays else None
+    if render is None and written is not None:
+        render = VideoSide(written[0], written[1], pred.offset)
+    if render is None:
+        for suffix in RENDER_SUFFIXES:
+            cand = path.parent / f"{name}{suffix}.mp4"
+            if cand.is_file():
+                render = VideoSide(cand, "full", pred.offset)
+                break
+    if render is None:
+        return None
+    if options.video:
+        vp = Path(options.video)
+        found = find_by_name(vp, name, VIDEO_SUFFIXES) if vp.is_dir() else vp
+        if found is not None:
+            return render, VideoSide(found, "full", ref.offset)
+    if ref.video is not None:
+        return render, VideoSide(Path(ref.video), ref.half, ref.offset)
+    if written is not None and written[1] == "left":  # the grid's right half is the input
+        return render, VideoSide(written[0], "right", ref.offset)
+    return None
+
+
+def _judge(result, path, name, pred, ref, options, judges, skipped, failed, single) -> None:
+    sides = judge_sides(path, name, pred, ref, options)
+    if sides is None:
+        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render or grid)")
+        return
+    is_result = path.suffix.lower() == ".npz"
+    result.judges = {}
+    for judge in judges:
+        try:
+            result.judges[judge.name] = judge_video(judge, sides[0], sides[1], len(pred),
+                                                    tracked=ref.points if is_result else None,
+                                                    fitted=pred.points if is_result else None)
+        except SpectreError as exc:
+            if single:
+                raise
+            result.judges[judge.name] = {"error": str(exc)}
+            failed.append((str(path), f"judge {judge.name}: {exc}"))
 
 
 def _console_table(report: dict) -> str:

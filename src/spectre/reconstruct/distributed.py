@@ -16,7 +16,9 @@ from typing import Callable
 
 from ..config import from_dict
 from ..errors import ConfigError
-from .pipeline import JobOutcome, ReconstructConfig, Reconstructor, run_job
+from .config import ReconstructConfig
+from .jobs import JobOutcome, run_job
+from .reconstructor import Reconstructor
 
 __all__ = ["run_on_ray", "worker_resources", "TASK_RETRIES"]
 
