@@ -18,11 +18,13 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ HEAD = "127.0.0.1:6379"  # a fixed port is safe: the namespace has its own, othe
 def confinement() -> list[str] | None:
     """The ``unshare`` prefix when this machine allows unprivileged namespaces, else None."""
     try:
-        ok = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=20).returncode == 0
+        ok = subprocess.run([*UNSHARE, "true"], check=False, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     return UNSHARE if ok else None
@@ -49,16 +51,14 @@ def run_scenario(spec: dict, timeout: float) -> dict:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    log = open(work / "scenario.log", "wb")
-    proc = subprocess.Popen([*UNSHARE, sys.executable, str(Path(__file__).resolve()), str(work / "spec.json")],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(work / "scenario.log", "wb") as log:
+        proc = subprocess.Popen([*UNSHARE, sys.executable, str(Path(__file__).resolve()), str(work / "spec.json")],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # our own process group; --kill-child ends the namespace with it
         proc.wait(30)
-    finally:
-        log.close()
     report = work / "report.json"
     data = json.loads(report.read_text()) if report.is_file() else {}
     data.setdefault("timed_out", proc.returncode in (-signal.SIGKILL,) and not report.is_file())
@@ -112,10 +112,11 @@ def _env(work: Path) -> dict:
         token.chmod(0o600)
     env = dict(os.environ)
     (work / "home").mkdir(exist_ok=True)
+    # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder
+    short = Path(tempfile.mkdtemp(prefix="sr", dir="/tmp" if os.path.isdir("/tmp") else None))
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0",
-               RAY_TMPDIR=str(work / "t"), HOME=str(work / "home"), RAY_health_check_period_ms="1000",
+               RAY_TMPDIR=str(short), HOME=str(work / "home"), RAY_health_check_period_ms="1000",
                RAY_health_check_failure_threshold="3", GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
-    (work / "t").mkdir(exist_ok=True)
     return env
 
 
@@ -147,26 +148,30 @@ def _reap() -> None:
         pass
 
 
-def _start_node(args: list[str], env: dict, log: Path, timeout: float = 90.0) -> subprocess.Popen:
-    """``ray start ... --block`` in its own process group; returns once the node reports it is up."""
-    fh = open(log, "wb")
-    proc = subprocess.Popen(["ray", "start", "--block", *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "Ray runtime started" in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.3)
-    raise RuntimeError(f"ray start {' '.join(args)} did not come up: {log.read_text(errors='replace')[-1500:]}")
+def _start_node(args: list[str], env: dict, log: Path, attempts: int = 2) -> subprocess.Popen:
+    """``ray start ... --block`` in its own process group; returns once the node reports it is up. Ray
+    gives a node 30 s to register: on a busy machine the start is tried once more (after ending the
+    failed attempt's processes)."""
+    for attempt in range(attempts):
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(["ray", "start", "--block", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+        deadline = time.monotonic() + 90.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "Ray runtime started" in log.read_text(errors="replace"):
+                return proc
+            time.sleep(0.3)
+        _kill_node(proc)
+        if attempt == attempts - 1:
+            raise RuntimeError(f"{log.stem} did not come up: {log.read_text(errors='replace')[-1500:]}")
+    raise AssertionError("unreachable")
 
 
 def _cli(clips: list[str], out: Path, env: dict, timeout: float, address: str = HEAD) -> dict:
     cmd = [sys.executable, "-m", "spectre", "reconstruct", *clips, "-o", str(out), "--layout", "none", "--quiet",
            "--ray", address]
     t = time.monotonic()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
     return {"rc": p.returncode, "stderr": p.stderr[-3000:], "seconds": time.monotonic() - t}
 
 
@@ -180,8 +185,20 @@ def _node_processes(node: subprocess.Popen) -> tuple[list[int], bool]:
     return group + [pid for pid, _ in workers], any("ray::_ray_job" in cmd for _, cmd in workers)
 
 
+def _kill_node(node: subprocess.Popen) -> int:
+    """SIGKILL every process of one node (by pid); how many there were."""
+    pids, _ = _node_processes(node)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    node.wait(10)
+    _reap()
+    return len(pids)
+
+
 def scenario_inproc(spec: dict, work: Path, report: dict) -> None:
-    os.environ.update(_env(work))
     import ray
 
     from spectre.reconstruct import make_config, run_batch
@@ -196,12 +213,18 @@ def scenario_inproc(spec: dict, work: Path, report: dict) -> None:
         report["statuses"] = [o.status for o in summary.outcomes]
         report["messages"] = [o.message for o in summary.outcomes]
         report["exit_code"] = summary.exit_code
+        again = run_batch(spec["clips"], spec["out"], make_config(layout="none"), ray_address="local")
+        report["again"] = [o.status for o in again.outcomes]
     finally:
         ray.shutdown()
+        subprocess.run(["ray", "stop", "--force"], check=False, capture_output=True, timeout=60)
+        time.sleep(0.5)
+        _reap()
+        report["strays"] = [cmd[:120] for *_, cmd in _procs()]
 
 
 def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
-    env = _env(work)
+    env = dict(os.environ)
     nodes: dict[str, subprocess.Popen] = {}
     try:
         t = time.monotonic()
@@ -223,11 +246,11 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
         report["no_token"] = _cli(spec["clips"][:1], work / "no_token_out", bare, timeout=60)
 
         # (c) a worker node killed while it processes a video: the batch still completes
-        fh = open(work / "kill_cli.log", "wb")
         cmd = [sys.executable, "-m", "spectre", "reconstruct", *spec["clips"], "-o", spec["out_kill"], "--layout",
                "none", "--quiet", "--ray", HEAD]
         t = time.monotonic()
-        cli = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        with open(work / "kill_cli.log", "wb") as fh:
+            cli = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         victim = nodes["worker_a"]
         deadline = time.monotonic() + spec.get("step_timeout", 120)
         busy = False
@@ -235,28 +258,22 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
             time.sleep(0.1)
             _, busy = _node_processes(victim)
         time.sleep(0.5)  # well inside the video: tracking and the fit take seconds
-        pids, busy = _node_processes(victim)
+        _, busy = _node_processes(victim)
         report["killed_mid_job"] = busy and cli.poll() is None
         if report["killed_mid_job"]:
-            for pid in pids:  # the node's `ray start`, raylet, agents and workers
-                os.kill(pid, signal.SIGKILL)
+            report["killed"] = _kill_node(victim)  # its `ray start`, raylet, agents and workers
             report["killed_at"] = time.monotonic() - t
-            report["killed"] = len(pids)
-            victim.wait(10)
         try:
             cli.wait(max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             cli.kill()
             cli.wait(10)
-        fh.close()
         report["kill_cli"] = {"rc": cli.returncode, "seconds": time.monotonic() - t,
                               "stderr": (work / "kill_cli.log").read_text(errors="replace")[-3000:]}
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=60)
+        subprocess.run(["ray", "stop", "--force"], check=False, env=env, capture_output=True, timeout=60)
         for proc in nodes.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            _kill_node(proc)
         time.sleep(0.5)
         _reap()
         report["strays"] = [cmd[:120] for *_, cmd in _procs()]
@@ -269,9 +286,14 @@ def main(spec_path: str) -> int:
     try:
         if report["interfaces"] != ["lo"]:
             raise RuntimeError(f"not confined to loopback: interfaces {report['interfaces']}")
+        os.environ.update(_env(work))
         {"inproc": scenario_inproc, "cluster": scenario_cluster}[spec["mode"]](spec, work, report)
-    except Exception as exc:  # reported to the test, which fails with it
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
         report["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        tmp = os.environ.get("RAY_TMPDIR", "")
+        if Path(tmp).name.startswith("sr"):
+            shutil.rmtree(tmp, ignore_errors=True)
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import from_dict
 from ..errors import ConfigError
@@ -20,7 +20,7 @@ from .config import ReconstructConfig
 from .jobs import JobOutcome, run_job
 from .reconstructor import Reconstructor
 
-__all__ = ["run_on_ray", "worker_resources", "TASK_RETRIES"]
+__all__ = ["TASK_RETRIES", "run_on_ray", "worker_resources"]
 
 TASK_RETRIES = 3  # re-runs of a video whose worker process or node died (Ray's max_retries)
 
@@ -65,12 +65,11 @@ def _connect(ray, address: str) -> bool:
     try:
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError, ...
+        # Ray reports a refused token only in its log, as a failure to connect: name both causes
         reason = " ".join(str(exc).split())[:300]
-        hint = ""
-        if "auth" in f"{type(exc).__name__} {reason}".lower():
-            hint = (" (the cluster uses token authentication: give this process the cluster's token in "
-                    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token)")
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {reason}{hint}") from None
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {reason} (is it running, and does this "
+                          "process have its token? RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, "
+                          "see docs/ray.md)") from None
     return True
 
 
