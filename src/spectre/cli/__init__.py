@@ -23,6 +23,7 @@ COMMANDS = [
     ("evaluate", "spectre.cli.evaluate_cmd"),
     ("prepare", "spectre.cli.prepare_cmd"),
     ("train", "spectre.cli.train_cmd"),
+    ("view", "spectre.cli.view_cmd"),
 ]
 
 
