@@ -159,20 +159,6 @@ def test_parallel_workers(short_video, bad_video, tmp_path):
     assert (tmp_path / "o" / "clip.npz").exists() and (tmp_path / "o" / "second.npz").exists()
 
 
-@pytest.mark.slow
-def test_ray_local_cluster(short_video, tmp_path):
-    pytest.importorskip("ray.data", reason="Ray is an optional extra (pip install 'spectre-face[ray]')")
-    from spectre.reconstruct.batch import run_batch
-    from spectre.reconstruct.config import make_config
-
-    out = tmp_path / "o"
-    summary = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
-    assert summary.exit_code == 0 and summary.outcomes[0].status == "ok"
-    assert (out / "clip.npz").exists() and (out / "clip.yaml").exists()
-    again = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
-    assert again.outcomes[0].status == "skipped"
-
-
 def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):
     """Two speakers side by side: ``--face all`` gives one npz/csv per face track and one render."""
     from spectre.io.video import open_video

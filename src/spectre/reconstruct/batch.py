@@ -138,11 +138,9 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
     jobs = [(str(it.path), it.name) for it in items]
     cfg_dict = to_dict(cfg)
     if ray_address:
-        outcomes = run_on_ray(jobs, str(out), cfg_dict, overwrite, ray_address)
-        for o in outcomes:
-            if on_done:
-                on_done(o)
-        return BatchSummary(outcomes)
+        outcomes = run_on_ray(jobs, str(out), cfg_dict, overwrite, ray_address, on_done=on_done)
+        order = {v: i for i, (v, _) in enumerate(jobs)}
+        return BatchSummary(sorted(outcomes, key=lambda o: order.get(o.video, 0)))
 
     outcomes: list[JobOutcome] = []
     bar = None
