@@ -11,6 +11,7 @@ import yaml
 from ..config import from_dict, load_yaml, to_dict
 from ..device import resolve_device, resolve_precision
 from ..errors import ConfigError
+from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .learned import LEARNED_MODEL
@@ -43,7 +44,7 @@ class ReconstructConfig:
     precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
     layout: str = "grid"   # grid | overlay | render | none
     meshes: str | None = None  # obj | ply | glb
-    crop_scale: float = 1.6
+    crop_scale: float = FACE_CROP_SCALE
     assets: str | None = None
     arkit: bool = True
     track_chunk: int = 64
