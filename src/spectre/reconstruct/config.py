@@ -101,8 +101,6 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Reco
             data[k] = {**data[k], **v}
         else:
             data[k] = v
-    if "face" in data:
-        data["face"] = str(data["face"])
     if data.get("backend") == "learned" and "model" not in data:
         data["model"] = LEARNED_MODEL  # the official encoders predict FLAME parameters
     where = str(config_file) if config_file else "config"
