@@ -15,11 +15,13 @@ from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .learned import LEARNED_MODEL
 
-__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
+__all__ = ["ARKIT_FORMATS", "BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
 
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
 MESH_FORMATS = ("obj", "ply", "glb")
+#: ARKit curve files: ours (``<name>_arkit.csv``), Live Link Face's (``<name>_livelink.csv``) or both
+ARKIT_FORMATS = ("csv", "livelink", "both")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ReconstructConfig:
     crop_scale: float = 1.6
     assets: str | None = None
     arkit: bool = True
+    arkit_format: str = "csv"  # csv | livelink | both
     track_chunk: int = 64
     fit: FitConfig = field(default_factory=FitConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)
@@ -64,6 +67,8 @@ class ReconstructConfig:
             raise ConfigError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
         if self.meshes is not None and self.meshes not in MESH_FORMATS:
             raise ConfigError(f"unknown mesh format {self.meshes!r} (choose from {', '.join(MESH_FORMATS)})")
+        if self.arkit_format not in ARKIT_FORMATS:
+            raise ConfigError(f"unknown ARKit format {self.arkit_format!r} (choose from {', '.join(ARKIT_FORMATS)})")
         face = str(self.face)
         if face not in ("largest", "all") and not face.lstrip("-").isdigit():
             raise ConfigError(f"--face must be largest, all or a track id, not {face!r}")
