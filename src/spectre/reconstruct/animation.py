@@ -89,7 +89,7 @@ def _rest_params(model, face: FaceResult, frames=slice(None)) -> dict[str, torch
 def arkit_morph_basis(model, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
     """For a model with ARKit-named expressions: (neutral (V,3), deltas (K,V,3) in model units, target
     names, mix (E, K) mapping the model's expression weights to the target weights); else None."""
-    names = tuple(getattr(model, "expression_names", ()))
+    names = tuple(model.arkit_names or ())
     if not names or not set(ARKIT_NAMES) & set(names) or "expression" not in model.spec:
         return None
     E = len(names)

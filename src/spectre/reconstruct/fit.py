@@ -42,18 +42,14 @@ class FitConfig:
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
     lips: float = 8.0              # absolute L2-ish term on the 20 lip points
-    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with a
-    #: correspondence table, i.e. ICT; 0 turns it off)
+    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
+    #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
     dense_lips: float = 2.0
     identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
     expression_prior: float = 1e-3  # L2 on expression coefficients
-    #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
-    #: mouth is explained by the jaw first, as in speech
+    #: extra L2 on blendshapes that open the lips without the jaw (the model's
+    #: ``lip_opening_blendshapes``), so an open mouth is explained by the jaw first, as in speech
     lip_opening_prior: float = 1e-2
-    lip_opening_shapes: tuple = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-                                 "mouthUpperUpRight", "mouthLowerDown_L", "mouthLowerDown_R",
-                                 "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose", "mouthRollLower",
-                                 "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
     smooth_expression: float = 0.2  # second differences, per frame
     smooth_pose: float = 10.0
     smooth_camera: float = 10.0
@@ -264,7 +260,8 @@ def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: 
     """The objective, with the extra prior on lip-opening blendshapes where the model names them."""
     dev = prob.target.device
     objective = _Objective(cfg, ev, dev)
-    names_e = list(getattr(model, "expression_names", ()))
+    names_e = list(model.blendshape_names or ())
+    shapes = model.lip_opening_blendshapes
     if cfg.lip_opening_prior and names_e:
         prior = torch.full((int((~prob.id_mask).sum()),), cfg.expression_prior, device=dev)
         o = 0
@@ -273,7 +270,7 @@ def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: 
                 continue
             if n == "expression" and len(names_e) == s_:
                 for j, en in enumerate(names_e):
-                    if en in cfg.lip_opening_shapes:
+                    if en in shapes:
                         prior[o + j] += cfg.lip_opening_prior
             o += s_
         objective.exp_prior = prior

@@ -26,9 +26,9 @@ from ..faces.track import FaceTracker, select_faces
 from ..io.livelink import save_livelink_csv
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
 from ..io.video import open_video
-from ..models import load_face_model
+from ..models import ARKIT_MODEL, load_face_model
 from .animation import frame_times, livelink_angles, write_head_glb
-from .arkit import LandmarkArkitSolver, expression_labels, ict_to_arkit
+from .arkit import LandmarkArkitSolver, arkit_weights, expression_labels
 from .config import ReconstructConfig, make_config
 from .evaluator import PointEvaluator
 from .fit import fit_track
@@ -91,11 +91,10 @@ class Reconstructor:
         return source, tracks
 
     def arkit_weights(self, params: dict[str, np.ndarray]) -> np.ndarray:
-        if self.cfg.model == "ict":
-            return ict_to_arkit(params["expression"], tuple(self.model.expression_names))
-        if self._arkit is None:
-            self._arkit = LandmarkArkitSolver(load_face_model("ict"))
-        return self._arkit.solve(self.model, params)
+        if self.model.arkit_names is None and self._arkit is None:
+            # the model has no ARKit blendshapes: fit the reference model's to its landmark motion
+            self._arkit = LandmarkArkitSolver(load_face_model(ARKIT_MODEL))
+        return arkit_weights(self.model, params, self._arkit)
 
     def fit_face(self, track, tracks) -> FaceResult:
         valid = np.asarray(track.valid, bool)
