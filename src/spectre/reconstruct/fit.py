@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import setting
 from ..geometry import matrix_to_axis_angle, project_to_crop
 from ..losses import huber, landmark_weights_68, rel_dis, second_difference
 from ..models.base import FaceModel
@@ -39,27 +40,27 @@ class FitConfig:
     The one home of the fit's loss weights (docs/reconstruct.md describes the terms); the terms are in
     :mod:`spectre.losses`; training's weights are ``LossWeights`` in :mod:`spectre.train`."""
 
-    landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
-    relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
-    lips: float = 8.0              # absolute L2-ish term on the 20 lip points
+    landmark: float = setting(1.0, min=0)          # weighted robust L1 on non-mouth points (SPECTRE weights)
+    relative_mouth: float = setting(1.0, min=0)    # L1 on the 7 intra-mouth distances
+    lips: float = setting(8.0, min=0)              # absolute L2-ish term on the 20 lip points
     #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
     #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
-    dense_lips: float = 2.0
-    identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
-    expression_prior: float = 1e-3  # L2 on expression coefficients
+    dense_lips: float = setting(2.0, min=0)
+    identity_prior: float = setting(2e-4, min=0)   # L2 on identity coefficients (in model std units)
+    expression_prior: float = setting(1e-3, min=0)  # L2 on expression coefficients
     #: extra L2 on blendshapes that open the lips without the jaw (the model's
     #: ``lip_opening_blendshapes``), so an open mouth is explained by the jaw first, as in speech
-    lip_opening_prior: float = 1e-2
-    smooth_expression: float = 0.2  # second differences, per frame
-    smooth_pose: float = 10.0
-    smooth_camera: float = 10.0
-    identity_frames: int = 48      # frames (spread over the track) used to estimate the identity
-    identity_iterations: int = 150
-    iterations: int = 80           # per window, warm-started
-    window: int = 200
-    overlap: int = 8
-    lr: float = 0.05
-    robust_delta: float = 0.01     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
+    lip_opening_prior: float = setting(1e-2, min=0)
+    smooth_expression: float = setting(0.2, min=0)  # second differences, per frame
+    smooth_pose: float = setting(10.0, min=0)
+    smooth_camera: float = setting(10.0, min=0)
+    identity_frames: int = setting(48, min=1)      # frames (spread over the track) used to estimate the identity
+    identity_iterations: int = setting(150, min=1)
+    iterations: int = setting(80, min=1)           # per window, warm-started
+    window: int = setting(200, min=2)
+    overlap: int = setting(8, min=0)
+    lr: float = setting(0.05, above=0, max=10)
+    robust_delta: float = setting(0.01, above=0)     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
 
 
 @dataclass

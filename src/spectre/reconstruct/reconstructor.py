@@ -35,7 +35,7 @@ from .fit import fit_track
 from .learned import LearnedBackend
 from .outputs import write_meshes, write_render_video
 from .result import ReconstructionResult
-from .resume import guard_input, output_names
+from .resume import guard_input, output_names, source_identity
 
 __all__ = ["Reconstructor", "reconstruct"]
 
@@ -183,7 +183,8 @@ class Reconstructor:
                                               overwrite=overwrite, progress=progress))
             result.timings["render"] = time.perf_counter() - t0
         # the sidecar is written last: its presence marks the video as finished (resume)
-        sidecar = {"spectre_version": __version__, "video": str(result.video), "num_frames": result.num_frames,
+        sidecar = {"spectre_version": __version__, "video": str(result.video), "source": source_identity(result.video),
+                   "num_frames": result.num_frames,
                    "fps": result.fps, "faces": [int(f.track_id) for f in result.faces],
                    "outputs": [p.name for p in written], "timings": {k: round(v, 4) for k, v in result.timings.items()},
                    "config": to_dict(self.cfg)}

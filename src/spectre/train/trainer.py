@@ -23,7 +23,7 @@ from ..errors import CheckpointError, ConfigError, OutputError
 from ..safeload import load_checkpoint
 from .data import ClipDataConfig, ClipDataset, EpochSampler, make_loader
 from .ddp import DistInfo, all_reduce_mean, barrier, wrap_ddp
-from .step import LossWeights, StepOutput, TrainStep, build_flame_step, build_ict_step
+from .step import LossWeights, StepOutput, TrainStep
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -370,7 +370,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
 def resolve_face_model(name: str, store) -> str:
     """``auto``: FLAME (official SPECTRE training) when FLAME and DECA/SPECTRE weights are installed,
     else ICT over fit-backend targets."""
-    if name in RECIPES:
+    if name in ("flame", "ict"):
         return name
     if name != "auto":
         raise ConfigError(f"unknown face model {name!r} (flame, ict or auto)")
@@ -379,31 +379,14 @@ def resolve_face_model(name: str, store) -> str:
     return "flame" if has_flame and has_deca else "ict"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one face model is trained: its step builder (in :mod:`.step`), whether the cache must hold
-    fit-backend targets, and the image size its encoder needs (None: any)."""
-
-    build: Callable[..., TrainStep]
-    needs_fit: bool
-    image_size: int | None = None
-    label: str = ""
-    size_reason: str = ""
-
-
-#: face model name -> training recipe
-RECIPES = {
-    "flame": Recipe(build_flame_step, needs_fit=False, image_size=224, label="FLAME/DECA",
-                    size_reason="DECA's encoder input"),
-    "ict": Recipe(build_ict_step, needs_fit=True, label="ICT"),
-}
-
-
 def build_step(cfg: TrainConfig, store, init: str | None, face_model: str) -> TrainStep:
-    recipe = RECIPES[face_model]
-    if recipe.image_size is not None and cfg.data.image_size != recipe.image_size:
-        raise ConfigError(f"{recipe.label} training needs --image-size {recipe.image_size} ({recipe.size_reason})")
-    return recipe.build(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    from .step import build_flame_step, build_ict_step
+
+    if face_model == "flame":
+        if cfg.data.image_size != 224:
+            raise ConfigError("FLAME/DECA training needs --image-size 224 (DECA's encoder input)")
+        return build_flame_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    return build_ict_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
 
 
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = None, resume: bool = False,
@@ -430,7 +413,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = 
         store = AssetStore(assets)
         face_model = resolve_face_model(cfg.face_model, store)
         cfg.face_model = face_model
-        cfg.data.with_fit = RECIPES[face_model].needs_fit
+        cfg.data.with_fit = face_model == "ict"
         cache = PreparedCache.open(cfg.cache)
         train_set = ClipDataset(cache, cache.split(cfg.train_split), cfg.data, train=True, seed=cfg.seed)
         val_ids = cache.split(cfg.val_split) if (cache.root / "splits" / f"{cfg.val_split}.txt").is_file() else []
