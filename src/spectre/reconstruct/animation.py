@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..faces.crop import FACE_CROP_SIZE
+from ..geometry import crop_to_pixels
 from ..io.gltf import GltfCamera, HeadTrack, write_glb_scene
 from ..io.results import ARKIT_NAMES, FaceResult
 
@@ -31,8 +33,8 @@ __all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "frame_times", "a
 #: eye rotation (degrees) an ARKit eyeLook* weight of 1 stands for, for the Live Link eye angles
 EYE_LOOK_DEGREES = 30.0
 
-#: half the side of the 224 crop the camera projects into (``crop_to_pixels``)
-CROP_HALF = 112.0
+#: half the side of the crop the camera projects into (``crop_to_pixels``)
+CROP_HALF = FACE_CROP_SIZE / 2.0
 
 
 def default_focal(width: int, height: int) -> float:
@@ -65,7 +67,7 @@ def head_pose(model, face: FaceResult, width: int, height: int, focal_px: float 
     k = np.sqrt(np.abs(np.linalg.det(lin)))  # frame px per crop px
     phi = np.arctan2(lin[:, 1, 0], lin[:, 0, 0])  # crop rotation in image coords (y down)
     # the pivot (model origin) in crop px, then frame px
-    crop_px = np.stack([CROP_HALF * (s * tx + 1.0), CROP_HALF * (-s * ty + 1.0)], 1)
+    crop_px = crop_to_pixels(np.stack([s * tx, -s * ty], 1), FACE_CROP_SIZE)
     frame_px = np.einsum("tij,tj->ti", lin, crop_px) + off
     px_per_metre = CROP_HALF * s * k * float(model.units_per_metre)
     depth = f / np.maximum(px_per_metre, 1e-9)

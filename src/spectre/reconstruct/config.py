@@ -11,6 +11,7 @@ import yaml
 from ..config import check_fields, from_dict, load_yaml, setting, to_dict
 from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
+from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .learned import LEARNED_MODEL
@@ -46,7 +47,7 @@ class ReconstructConfig:
     precision: str = setting("auto", choices=PRECISIONS)  # resolved by validate(): bf16 where native, else fp32
     layout: str = setting("grid", choices=LAYOUTS)
     meshes: str | None = setting(None, choices=MESH_FORMATS)
-    crop_scale: float = setting(1.6, min=1.0, max=3.0)
+    crop_scale: float = setting(FACE_CROP_SCALE, min=1.0, max=3.0)
     assets: str | None = None
     arkit: bool = True
     arkit_format: str = setting("csv", choices=ARKIT_FORMATS)  # ours, Live Link Face's, or both
