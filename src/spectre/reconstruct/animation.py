@@ -28,7 +28,7 @@ from ..geometry import crop_to_pixels
 from ..io.gltf import GltfCamera, HeadTrack, write_glb_scene
 from ..io.results import ARKIT_NAMES, FaceResult
 
-__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
+__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "frame_times", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
 
 #: eye rotation (degrees) an ARKit eyeLook* weight of 1 stands for, for the Live Link eye angles
 EYE_LOOK_DEGREES = 30.0
@@ -112,7 +112,8 @@ def arkit_morph_basis(model, identity: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return neutral, np.einsum("ke,evc->kvc", sum_, deltas), targets, mix
 
 
-def _times(face: FaceResult, fps: float) -> np.ndarray:
+def frame_times(face: FaceResult, fps: float) -> np.ndarray:
+    """Seconds from the first frame: the video's timestamps, or ``fps`` if they do not increase."""
     ts = np.asarray(face.timestamps, np.float64)
     if len(ts) > 1 and np.all(np.diff(ts) > 0):
         return ts - ts[0]
@@ -149,7 +150,7 @@ def head_track(model, face: FaceResult, width: int, height: int, fps: float, foc
     rotation, translation = head_pose(model, face, width, height, focal_px)
     return HeadTrack(name=f"head_{int(face.track_id)}", vertices=rest, faces=remap[faces], targets=targets,
                      target_names=names, weights=weights, rotation=rotation, translation=translation,
-                     times=_times(face, fps),
+                     times=frame_times(face, fps),
                      extras={"track_id": int(face.track_id), "frame_index": [int(i) for i in face.frame_index]})
 
 
