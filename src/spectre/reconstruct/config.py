@@ -11,17 +11,20 @@ import yaml
 from ..config import check_fields, from_dict, load_yaml, setting, to_dict
 from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
+from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .learned import LEARNED_MODEL
 from .window import VIDEO_FRAMES
 
-__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "PipelineConfig", "ReconstructConfig",
-           "make_config"]
+__all__ = ["ARKIT_FORMATS", "BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "PipelineConfig",
+           "ReconstructConfig", "make_config"]
 
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
 MESH_FORMATS = ("obj", "ply", "glb")
+#: ARKit curve files: ours (``<name>_arkit.csv``), Live Link Face's (``<name>_livelink.csv``) or both
+ARKIT_FORMATS = ("csv", "livelink", "both")
 
 
 @dataclass
@@ -63,9 +66,10 @@ class ReconstructConfig:
     video_frame: str = setting("auto", choices=VIDEO_FRAMES)
     video_height: int = setting(512, min=64, max=4096)
     meshes: str | None = setting(None, choices=MESH_FORMATS)
-    crop_scale: float = setting(1.6, min=1.0, max=3.0)
+    crop_scale: float = setting(FACE_CROP_SCALE, min=1.0, max=3.0)
     assets: str | None = None
     arkit: bool = True
+    arkit_format: str = setting("csv", choices=ARKIT_FORMATS)  # ours, Live Link Face's, or both
     track_chunk: int = setting(64, min=1, max=4096)
     fit: FitConfig = field(default_factory=FitConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)

@@ -8,10 +8,12 @@ import numpy as np
 import torch
 
 from ..geometry import project_to_crop
+from ..io import export
 from ..io.results import FaceResult
 from .videostage import write_video
 
 __all__ = ["face_vertices", "write_render_video", "write_meshes"]
+
 
 def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(vertices (B, V, 3) model space, crop_vertices (B, V, 3) normalised crop coords) for some frames."""
@@ -36,8 +38,6 @@ def write_meshes(model, face: FaceResult, base: str | Path, fmt: str, overwrite:
     """Per-frame meshes: ``obj``/``ply`` -> folder ``<base>/%06d.<fmt>`` (frame index); ``glb`` -> one
     animated ``<base>.glb`` (models with ``blendshape_names``, e.g. ICT: identity mesh + named morph targets
     with the per-frame weights and no head rotation; other models: vertex animation with rotation)."""
-    from ..io import export
-
     base = Path(base)
     faces = model.render_faces().cpu().numpy()
     if fmt == "glb":

@@ -23,10 +23,12 @@ from ..device import Runtime
 from ..errors import NoFaceError, OutputError
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
+from ..io.livelink import save_livelink_csv
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
 from ..io.video import open_video
 from ..models import ARKIT_MODEL, load_face_model
-from .arkit import LandmarkArkitSolver, arkit_weights
+from .animation import frame_times, livelink_angles, write_head_glb
+from .arkit import LandmarkArkitSolver, arkit_weights, expression_labels
 from .config import ReconstructConfig, make_config
 from .evaluator import PointEvaluator
 from .fit import TrackFit, fit_track
@@ -116,7 +118,7 @@ class Reconstructor:
             landmarks3d=fit.landmarks3d, valid=valid, frame_index=np.asarray(tracks.indices),
             timestamps=np.asarray(tracks.pts_seconds), tracked68=np.asarray(track.landmarks68, np.float32),
             points478=np.asarray(track.points478, np.float32),
-            expression_names=tuple(self.model.blendshape_names or ()),
+            expression_names=expression_labels(self.model),
             extras={"fit_loss": fit.final_loss, "evaluator": fit.evaluator})
 
     def learned_face(self, source, track, tracks) -> FaceResult:
@@ -209,13 +211,24 @@ class Reconstructor:
             written.append(save_face_npz(out / names["npz"][i], face, video=str(result.video), fps=result.fps,
                                          width=result.width, height=result.height, config_yaml=cfg_yaml,
                                          version=__version__, overwrite=overwrite))
-            if self.cfg.arkit:
+            if names["csv"]:
                 written.append(save_arkit_csv(out / names["csv"][i], face, overwrite=overwrite))
+            if names["livelink"]:
+                angles = livelink_angles(self.model, face, result.width, result.height)
+                written.append(save_livelink_csv(out / names["livelink"][i], frame_times(face, result.fps) +
+                                                 float(np.asarray(face.timestamps)[0]), face.arkit, angles,
+                                                 overwrite=overwrite))
         result.timings["write"] = time.perf_counter() - t0
         if self.cfg.meshes:
             t0 = time.perf_counter()
-            for i, face in enumerate(result.faces):
-                written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes, overwrite))
+            if self.cfg.meshes == "glb":  # one animated scene: a head node per face track
+                written.append(write_head_glb(out / names["meshes"][0], self.model, result.faces, width=result.width,
+                                              height=result.height, fps=result.fps, video=str(result.video),
+                                              overwrite=overwrite))
+            else:
+                for i, face in enumerate(result.faces):
+                    written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes,
+                                                overwrite))
             result.timings["meshes"] = time.perf_counter() - t0
         if self.cfg.layout != "none" and video is not None:
             written.append(Path(video))
@@ -240,18 +253,27 @@ class Reconstructor:
 def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backend: str | None = None,
                 model: str | None = None, face: str | int | None = None, device: str | None = None,
                 precision: str | None = None, layout: str | None = None, meshes: str | None = None,
-                config: str | Path | ReconstructConfig | None = None, assets: str | Path | None = None,
-                overwrite: bool = False) -> ReconstructionResult:
+                arkit_format: str | None = None, config: str | Path | ReconstructConfig | None = None,
+                assets: str | Path | None = None, overwrite: bool = False) -> ReconstructionResult:
     """Reconstruct the face(s) of one video.
 
-    Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``,
-    the render video (``layout``, default ``grid``) and optional meshes are written there (existing
-    files are only replaced with ``overwrite=True``). ``config`` is a YAML file or a
-    :class:`ReconstructConfig`; keyword arguments override it. Raises :class:`~spectre.errors.SpectreError`
-    subclasses with one-line messages (``NoFaceError`` when no frame has a face).
+    Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``
+    (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
+    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``) and optional meshes (``meshes``:
+    ``obj``, ``ply`` or ``glb``, an animated head scene for Blender/Unreal) are written there; existing
+    files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
+    ``model`` ``ict`` or ``flame``, ``face`` ``largest`` (default), ``all`` or a track id, ``device``
+    ``auto``/``cpu``/``cuda``/``mps``. ``config`` is a YAML file or a :class:`ReconstructConfig`; keyword
+    arguments override it.
+
+    Returns a :class:`ReconstructionResult`: ``result.arkit`` (T, 52) with ``result.arkit_names``, and per
+    face ``result.faces[i]`` the parameters, camera, landmarks and timestamps. Raises
+    :class:`~spectre.errors.SpectreError` subclasses with one-line messages (``NoFaceError`` when no frame
+    has a face).
     """
     overrides = dict(backend=backend, model=model, face=None if face is None else str(face), device=device,
-                     precision=precision, layout=layout, meshes=meshes, assets=None if assets is None else str(assets))
+                     precision=precision, layout=layout, meshes=meshes, arkit_format=arkit_format,
+                     assets=None if assets is None else str(assets))
     if isinstance(config, ReconstructConfig):
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     else:
