@@ -25,6 +25,7 @@ from .resume import is_finished
 
 __all__ = ["expand_inputs", "check_output_folder", "BatchSummary", "run_batch"]
 
+
 def _items(inputs: Sequence[str | Path | InputItem], image_folders: bool, output_dir: Path) -> list[InputItem]:
     """Already expanded inputs as they are; anything else through the shared expansion (the output
     folder is never searched for inputs: its renders are videos too)."""
