@@ -259,10 +259,8 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
         deadline = time.monotonic() + spec.get("step_timeout", 120)
         busy = False
         while time.monotonic() < deadline and cli.poll() is None and not busy:
-            time.sleep(0.1)
+            time.sleep(0.05)
             _, busy = _node_processes(victim)
-        time.sleep(0.5)  # well inside the video: tracking and the fit take seconds
-        _, busy = _node_processes(victim)
         report["killed_mid_job"] = busy and cli.poll() is None
         if report["killed_mid_job"]:
             report["killed"] = _kill_node(victim)  # its `ray start`, raylet, agents and workers
