@@ -128,7 +128,7 @@ def write_video(model, result, path: str | Path, layout: str, video_frame: str =
     from ..io.video import open_video
 
     source = open_video(result.video, warn_fps=False)
-    window = VideoWindow(result.width, result.height, video_frame, max_height)
+    window = VideoWindow(result.width, result.height, video_frame, max_height, layout=layout)
     faces = result.faces
     pos_of = {int(fi): i for i, fi in enumerate(faces[0].frame_index)} if faces else {}
     audio = result.video if getattr(source, "has_audio", False) else None
