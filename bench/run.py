@@ -91,6 +91,7 @@ def stage_fit(quick: bool) -> list[dict]:
     import numpy as np
     import torch
 
+    from spectre.faces.crop import FACE_CROP_SIZE
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
     from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
@@ -104,7 +105,7 @@ def stage_fit(quick: bool) -> list[dict]:
     with torch.no_grad():
         lm = model(p).landmarks
     cam = torch.tensor([[2.0 / (1.25 * float((lm[0, :, :2].amax(0) - lm[0, :, :2].amin(0)).max())), 0.0, 0.0]])
-    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2]).numpy().astype(np.float64)
+    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2], FACE_CROP_SIZE).numpy().astype(np.float64)
     cfg = FitConfig(iterations=40 if quick else 80, identity_iterations=60 if quick else 150)
     fast_ev, full_ev = PointEvaluator(model), PointEvaluator(model, try_fast=False)
     t_fast = _timed(lambda: fit_track(model, target, config=cfg, evaluator=fast_ev))

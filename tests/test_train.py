@@ -15,7 +15,8 @@ from spectre.errors import CheckpointError, OutputError
 from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache
 from spectre.train.ddp import DistInfo
 from spectre.train.prepare import PrepareConfig, Track, prepare_folder
-from spectre.train.step import StepOutput, TrainStep, valid_frame_mask
+from spectre.losses import valid_frame_mask
+from spectre.train.step import StepOutput, TrainStep
 from spectre.train.trainer import OptimConfig, TrainConfig, Trainer, prepare_run_dir
 from spectre.device import Runtime
 from spectre.losses import weighted_landmark_loss, relative_landmark_loss
@@ -418,7 +419,8 @@ def test_every_trainable_encoder_parameter_gets_a_gradient():
     """DDP (without find_unused_parameters) needs a gradient for every trainable parameter: the
     MobileNetV2 classifier, kept only for the official state-dict layout, must be frozen."""
     from spectre.nets.perceptual import PerceptualEncoder
-    from spectre.train.step import IctPerceptualEncoder, _trainable
+    from spectre.train.ict_step import IctPerceptualEncoder
+    from spectre.train.step import trainable_module as _trainable
 
     for enc in (_trainable(PerceptualEncoder()), _trainable(IctPerceptualEncoder())):
         exp, rot = enc(torch.rand(1, 5, 3, 32, 32))

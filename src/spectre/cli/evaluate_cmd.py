@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..atomic import check_writable
+from ..errors import InputError
+from ..evaluate.report import compare_runs, load_run
+
 HELP = "score reconstructions against the input: landmark/mouth metrics, lip reading, reports, plots"
 DESCRIPTION = """Score reconstructions (ours or another tool's) against the input video.
 
@@ -52,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..errors import InputError
 
     logging.basicConfig(level=logging.WARNING, format="spectre: warning: %(message)s")
     if args.compare:
-        from ..evaluate.report import compare_runs, load_run
 
         a, b = (load_run(p) for p in args.compare)
         print(f"A = {args.compare[0]}\nB = {args.compare[1]}\n")
@@ -64,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs:
         raise InputError("nothing to evaluate: give result files, landmark arrays or rendered videos (or --compare A B)")
-    from ..atomic import check_writable
     from ..evaluate.pipeline import EvaluationOptions, evaluate_inputs
 
     out = Path(args.output)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
+
 HELP = "prepare a training cache from a folder of videos (faces, landmarks, crops, splits)"
 DESCRIPTION = """Track the main face of every video under VIDEO_DIR once and store, per clip, its 68
 landmarks, face crops and (with --fit) the fit backend's ICT parameters, plus manifest.json and
@@ -31,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..errors import ConfigError
     from ..train.prepare import IctFitter, PrepareConfig, prepare_folder, print_progress
 
     if args.workers < 1:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ConfigError
+
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
 DESCRIPTION = """\
 Reconstruct the face in each input video and write, per video, into OUTDIR:
@@ -40,7 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..reconstruct.pipeline import make_config, run_batch
 
     if args.workers < 1:

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError, OutputError, SpectreError
+from ..faces.crop import FACE_CROP_SCALE
+from ..faces.landmarks import OneEuroConfig
+from ..faces.track import TrackerConfig, track_video
+from ..faces.tracks_file import save_tracks
+
 HELP = "detect and track faces (478-point meshes + iBUG-68 landmarks + crop transforms) in videos"
 DESCRIPTION = """Track faces in one or more videos (any format FFmpeg reads), image folders or images.
 Writes <output>/<name>.tracks.npz per input (format: docs/faces.md). A bad input is reported on one
@@ -16,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, default=4, help="faces followed at once (1 is fastest)")
     p.add_argument("--max-gap", type=int, default=5, help="interpolate gaps up to N frames; longer gaps split tracks")
     p.add_argument("--smooth", action="store_true", help="One-Euro temporal filter on the landmarks")
-    p.add_argument("--crop-scale", type=float, default=1.6, help="face-crop scale stored with the tracks")
+    p.add_argument("--crop-scale", type=float, default=FACE_CROP_SCALE, help="face-crop scale stored with the tracks")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -24,10 +30,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..errors import InputError, SpectreError
-    from ..faces.landmarks import OneEuroConfig
-    from ..faces.track import TrackerConfig, track_video
-    from ..faces.tracks_file import save_tracks
 
     if args.max_faces < 1 or args.max_gap < 0:
         raise InputError("--max-faces must be >= 1 and --max-gap >= 0")
@@ -40,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
         target = out_dir / f"{name}.tracks.npz"
         try:
             if target.exists() and not args.overwrite:
-                from ..errors import OutputError
                 raise OutputError(f"{target} already exists (pass --overwrite to replace it)")
             tracks = track_video(item, face=args.face, config=cfg)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,27 +6,25 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import InputError, SpectreError
-from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
-                     load_prediction_file, reference_from_result)
+from ..io.video import VIDEO_SUFFIXES
+from .inputs import (
+    ARRAY_SUFFIXES,
+    LandmarkSequence,
+    align_lengths,
+    expand_inputs,
+    find_by_name,
+    load_landmarks,
+    load_prediction_file,
+    reference_from_result,
+    video_name,
+)
+from .lipread import LipreadEvaluator
+from .options import EvaluationOptions
+from .plots import plot_aperture, plot_group_errors
 from .report import VideoResult, build_report, evaluate_geometry, markdown_report, write_run
 
-NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
-
-
-@dataclass
-class EvaluationOptions:
-    reference: Optional[str] = None        #: file, or folder matched by name
-    half: str = "full"                     #: half of a side-by-side prediction video
-    reference_half: Optional[str] = None   #: half of a reference video (default: other half)
-    plots: bool = True
-    lipread: bool = False
-    transcripts: Optional[str] = None
-    video: Optional[str] = None            #: input video(s) for the lip-reading ceiling
-    render: Optional[str] = None           #: render video(s) of .npz results, in the input's pixel frame
-    g2p: str = "auto"
-    assets: Optional[str] = None
-    device: str = "auto"
-
+__all__ = ["EvaluationOptions", "EvaluationSummary", "evaluate_inputs", "expand_inputs", "find_by_name",
+           "resolve_pair", "video_name"]
 
 @dataclass
 class EvaluationSummary:
@@ -37,41 +35,6 @@ class EvaluationSummary:
     plot_dir: Optional[Path]
     table: str
     failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def video_name(path: Path) -> str:
-    """Name shared by a result, its renders and its input: the stem without tool suffixes."""
-    stem = path.stem
-    for suffix in NAME_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
-def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; a folder contributes its .npz/.npy files, or else its videos (sorted)."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            arrays = sorted(q for q in p.iterdir() if q.suffix.lower() in ARRAY_SUFFIXES and not q.name.startswith("."))
-            videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and not q.name.startswith("."))
-            found = arrays or videos
-            if not found:
-                raise InputError(f"{p}: folder holds no result files, landmark arrays or videos")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: file not found")
-    return out
-
-
-def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
-    """A file in ``folder`` whose name (without tool suffixes) is ``name``."""
-    for q in sorted(folder.iterdir()):
-        if q.suffix.lower() in suffixes and video_name(q) == name:
-            return q
-    return None
 
 
 def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[LandmarkSequence, LandmarkSequence]:
@@ -112,8 +75,6 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     failed: list[tuple[str, str]] = []
     lipreading = None
     if options.lipread:
-        from .lipread import LipreadEvaluator
-
         lipreading = LipreadEvaluator.from_options(options)
     for path in files:
         name = video_name(path)
@@ -145,8 +106,6 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     json_path, md_path = write_run(out_dir, report, overwrite)
     plot_dir = None
     if options.plots:
-        from .plots import plot_aperture, plot_group_errors
-
         plot_dir = out_dir / "plots"
         for res in results:
             plot_aperture(res, plot_dir / f"{res.name}_aperture.png", overwrite=True)

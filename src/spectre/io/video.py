@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: The lipreader (and SPECTRE's training data) run at this rate.
 LIPREADER_FPS = 25.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: the one list of video file suffixes every command recognises (lower case; PyAV decodes them all)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 #: upper bound on the pixels of one chunk (a chunk holds fewer frames than asked when they are huge)
 MAX_CHUNK_BYTES = 512 * 2**20
 _T = TypeVar("_T")

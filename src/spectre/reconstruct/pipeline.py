@@ -24,7 +24,7 @@ from ..config import from_dict, load_yaml, to_dict
 from ..device import resolve_device, resolve_precision
 from ..errors import ConfigError, InputError, NoFaceError, OutputError, SpectreError
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
-from ..io.video import IMAGE_SUFFIXES
+from ..io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .fit import FitConfig
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
 MESH_FORMATS = ("obj", "ply", "glb")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 __all__ = ["ReconstructConfig", "LearnedConfig", "ReconstructionResult", "reconstruct", "Reconstructor",
            "expand_inputs", "run_batch", "BatchSummary", "JobOutcome", "output_names"]

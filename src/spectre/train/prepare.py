@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import random
 import shutil
 import sys
@@ -32,10 +31,16 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError, OutputError, SpectreError, UnsafeFileError
+from ..faces.crop import FACE_CROP_SCALE, face_crop_transform, interpolate_landmarks
+from ..faces.track import track_video
+from ..io.video import VIDEO_SUFFIXES, open_video
+from ..models import load_face_model
+from ..reconstruct.fit import fit_track
+from ..safeload import RestrictedUnpickler
 from .data import MANIFEST, SPLIT_NAMES, SPLITS_DIR, ClipInfo
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v")
 
 
 @dataclass
@@ -47,7 +52,7 @@ class PrepareConfig:
     store_crops: bool = True
     fit: bool = False  # also run the fit backend (targets for ICT training)
     fit_model: str = "ict"
-    fit_crop_scale: float = 1.6
+    fit_crop_scale: float = FACE_CROP_SCALE
     workers: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -63,7 +68,7 @@ def find_videos(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise InputError(f"video folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
 
 
 def clip_id_for(root: Path, video: Path) -> str:
@@ -89,8 +94,6 @@ FrameReader = Callable[[Path], Iterable[np.ndarray]]
 
 def default_tracker(video: Path) -> Track:
     """Track the main face of ``video`` with the faces layer (largest face per frame, official rule)."""
-    from ..faces.track import track_video
-
     tracks = track_video(video, face="largest")
     face = tracks.largest_per_frame() if len(tracks.tracks) != 1 else next(iter(tracks.tracks.values()))
     lmk = np.asarray(face.landmarks68, dtype=np.float64).copy()
@@ -100,16 +103,12 @@ def default_tracker(video: Path) -> Track:
 
 def default_frames(video: Path) -> Iterator[np.ndarray]:
     """RGB uint8 frames of ``video`` (streaming, rotation applied, like the tracker saw them)."""
-    from ..io.video import open_video
-
     for _, _, frame in open_video(video, warn_fps=False).iter_frames():
         yield frame
 
 
 def interpolate(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(filled, valid): gaps filled as the official ``landmarks_interpolate`` (faces layer)."""
-    from ..faces.crop import interpolate_landmarks
-
     lmk = np.asarray(landmarks, dtype=np.float64)
     valid = np.isfinite(lmk).all(axis=(1, 2))
     filled = interpolate_landmarks(lmk)
@@ -124,9 +123,6 @@ class IctFitter:
         self._model = None
 
     def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-        from ..models import load_face_model
-        from ..reconstruct.fit import fit_track
-
         if self._model is None:
             self._model = load_face_model(self.model_name)
         fit = fit_track(self._model, landmarks, valid)
@@ -155,8 +151,6 @@ def prepare_clip(video: Path, clip_id: str, cache: Path, cfg: PrepareConfig,
                  fitter: Callable | None = None) -> ClipInfo:
     """Track, crop and store one clip; the folder appears atomically when everything is written."""
     import cv2
-
-    from ..faces.crop import face_crop_transform
 
     final = cache / "clips" / clip_id
     track = tracker(video)
@@ -223,13 +217,6 @@ def clip_info_from_meta(cache: Path, folder: Path) -> ClipInfo:
 # ---------------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------------
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Plain containers only (lists, tuples, dicts, strings, numbers): any class reference is refused."""
-
-    def find_class(self, module, name):
-        raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}'")
-
-
 def read_split_lists(path: Path) -> dict[str, list[str]]:
     """Read an official ``LRS3_lists.pkl`` ([train, val, test] of (clip, transcript)) or a folder /
     text file of split lists (``train.txt``, ``val.txt``, ``test.txt``: one clip per line, anything
@@ -246,7 +233,8 @@ def read_split_lists(path: Path) -> dict[str, list[str]]:
         return out
     if path.suffix == ".pkl":
         try:
-            data = _NoGlobalsUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+            data = RestrictedUnpickler(io.BytesIO(path.read_bytes()), holds="split lists hold plain lists and strings")
+            data = data.load()
         except UnsafeFileError as exc:
             raise UnsafeFileError(f"{path}: {exc}") from None
         except Exception as exc:
@@ -268,7 +256,7 @@ def _match(list_ids: Iterable[str], clip_ids: Sequence[str]) -> list[str]:
     by_id = set(clip_ids)
     out = []
     for e in list_ids:
-        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_EXTENSIONS) else e.strip("/")
+        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_SUFFIXES) else e.strip("/")
         if e in by_id:
             out.append(e)
             continue
@@ -335,7 +323,7 @@ def prepare_folder(video_dir: str | Path, cache: str | Path, cfg: PrepareConfig 
         raise InputError(f"unknown crop format {cfg.crop_format!r} (use jpg or raw)")
     videos = find_videos(video_dir)
     if not videos:
-        raise InputError(f"no video files under {video_dir} (looked for {', '.join(VIDEO_EXTENSIONS)})")
+        raise InputError(f"no video files under {video_dir} (looked for {', '.join(VIDEO_SUFFIXES)})")
     try:
         (cache / "clips").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -381,8 +369,6 @@ def _record(report: PrepareReport, cid: str, err: str | None, progress) -> None:
 def write_manifest(cache: Path, clip_ids: Sequence[str], cfg: PrepareConfig,
                    lists: dict[str, list[str]] | None = None) -> dict:
     """Manifest of every finished clip folder among ``clip_ids`` + split files (atomic writes)."""
-    from ..atomic import atomic_write_text
-
     infos = []
     for cid in clip_ids:
         folder = cache / "clips" / cid
