@@ -130,7 +130,7 @@ def _joint_score(model: Lipreader, enc: torch.Tensor, tokens: list[int], opts: D
     return (1 - w) * dec + w * ctc + opts.penalty * (len(tokens) - 1)
 
 
-@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("beam", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_beam_search_scores_are_joint_ctc_attention(tiny_lipreader, beam):
     torch.manual_seed(1)
     with torch.no_grad():

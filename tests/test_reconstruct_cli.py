@@ -174,6 +174,7 @@ def test_ray_local_cluster(short_video, tmp_path):
     assert again.outcomes[0].status == "skipped"
 
 
+@pytest.mark.slow
 def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):
     """Two speakers side by side: ``--face all`` gives one npz/csv per face track and one render."""
     from spectre.io.video import open_video

@@ -270,6 +270,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, cache: str, out_dir: str)
         shutdown_distributed()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process_gradients(cache, tmp_path):
     import torch.multiprocessing as mp
 

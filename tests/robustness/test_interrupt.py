@@ -87,8 +87,9 @@ def _assert_complete(out: Path) -> set[str]:
 # SIGTERM with renders: the render (a video file with audio) is the longest write, so the signal most
 # likely lands inside it; SIGINT without renders: the signal lands in tracking/fitting or a small write.
 # --workers 2: the parent stops its worker processes (each removes its temporary files) and exits.
-@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1), (signal.SIGTERM, "render", 1),
-                                                (signal.SIGTERM, "none", 2)],
+@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1),
+                                                pytest.param(signal.SIGTERM, "render", 1, marks=pytest.mark.slow),
+                                                pytest.param(signal.SIGTERM, "none", 2, marks=pytest.mark.slow)],
                          ids=["SIGINT", "SIGTERM-render", "SIGTERM-workers"])
 def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
