@@ -16,6 +16,8 @@ the baseline of detection). Stages:
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+  ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
+            only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
 
 The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
@@ -37,6 +39,7 @@ ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
 STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train")
+OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -94,7 +97,8 @@ def stage_fit(quick: bool) -> list[dict]:
     from spectre.faces.crop import FACE_CROP_SIZE
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
-    from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+    from spectre.reconstruct.evaluator import PointEvaluator
+    from spectre.reconstruct.fit import FitConfig, fit_track
 
     model = load_face_model("ict")
     T = 50 if quick else 200
@@ -239,7 +243,8 @@ def stage_length(quick: bool) -> list[dict]:
 
 
 def stage_workers(quick: bool) -> list[dict]:
-    from spectre.reconstruct.pipeline import ReconstructConfig, run_batch
+    from spectre.reconstruct.batch import run_batch
+    from spectre.reconstruct.config import ReconstructConfig
 
     frames = 20 if quick else 50
     rows, rates = [], {}
@@ -253,6 +258,11 @@ def stage_workers(quick: bool) -> list[dict]:
         rows.append({"stage": "workers", "case": f"{workers} worker(s), 4 clips x {frames} frames, fit + grid",
                      "unit": "frames/s", "value": rate, "baseline": rates[1], "baseline_name": "1 worker"})
     return rows
+
+
+def stage_ray(quick: bool) -> list[dict]:
+    import bench_ray
+    return bench_ray.run(quick=quick)
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -323,7 +333,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs, few repeats (whole run < 5 min on 2 cores)")
     ap.add_argument("--json", help="write all rows, errors, peak RSS and timings here")
-    ap.add_argument("--only", nargs="+", choices=STAGES, help="run only these stages")
+    ap.add_argument("--only", nargs="+", choices=STAGES + OPT_IN, help="run only these stages")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the stage processes")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per stage (default 120 quick, 900 full)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -341,7 +351,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = []
     for stage in stages:
-        res = run_stage(stage, args.quick, timeout, args.threads)
+        res = run_stage(stage, args.quick, max(timeout, 1500.0) if stage in OPT_IN and not args.timeout else timeout,
+                        args.threads)
         results.append(res)
         print(f"# {stage}: {res['seconds']:.0f} s{'' if not res['error'] else '  (' + res['error'] + ')'}",
               file=sys.stderr, flush=True)

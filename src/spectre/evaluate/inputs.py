@@ -204,7 +204,7 @@ def load_landmarks(path: str | Path, half: str = "full", role: str = "prediction
     if not path.exists():
         raise InputError(f"{path}: file not found")
     suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in VIDEO_SUFFIXES or path.is_dir():  # a video, or a folder of its frames
         return track_video_landmarks(path, half)
     if suffix in ARRAY_SUFFIXES:
         if role == "reference":
@@ -249,24 +249,6 @@ def video_name(path: Path) -> str:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
     return stem
-
-
-def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; a folder contributes its .npz/.npy files, or else its videos (sorted)."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            arrays = sorted(q for q in p.iterdir() if q.suffix.lower() in ARRAY_SUFFIXES and not q.name.startswith("."))
-            videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and not q.name.startswith("."))
-            found = arrays or videos
-            if not found:
-                raise InputError(f"{p}: folder holds no result files, landmark arrays or videos")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: file not found")
-    return out
 
 
 def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:

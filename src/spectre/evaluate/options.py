@@ -19,3 +19,5 @@ class EvaluationOptions:
     g2p: str = "auto"
     assets: Optional[str] = None
     device: str = "auto"
+    #: independent judges (``spectre.evaluate.judge``): None = every installed one, [] = none
+    judges: Optional[list[str]] = None

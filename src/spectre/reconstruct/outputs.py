@@ -7,8 +7,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import project_to_crop
+from ..io import export
 from ..io.results import FaceResult
+from ..io.video import open_video
+from ..io.writer import VideoWriter
+from ..render.renderer import Renderer
+from ..render.visualize import compose, to_uint8
 
 __all__ = ["face_vertices", "write_render_video", "write_meshes"]
 
@@ -32,11 +38,6 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
     the input (``overlay``) or beside it (``grid``, as the official demo); the input's frame count, timing and
     audio. Frames without a valid face show no mesh."""
     import cv2
-
-    from ..io.video import open_video
-    from ..io.writer import VideoWriter
-    from ..render.renderer import Renderer
-    from ..render.visualize import compose, to_uint8
 
     source = open_video(result.video, warn_fps=False)
     W, H = result.width, result.height
@@ -63,8 +64,8 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
                 # render in the crop at about the face's size in the frame (capped), then warp into the
                 # frame: far fewer pixels to rasterise than the whole frame, same geometry
                 # the render window is the crop zoomed out 2x, so the whole head fits (the crop is tight)
-                crop_px = float(np.sqrt(np.abs(np.linalg.det(inv[:, :2, :2]))).max()) * 224.0 / ZOOM
-                R = int(min(max(224, round(crop_px / 32) * 32), max_render))
+                crop_px = float(np.sqrt(np.abs(np.linalg.det(inv[:, :2, :2]))).max()) * FACE_CROP_SIZE / ZOOM
+                R = int(min(max(FACE_CROP_SIZE, round(crop_px / 32) * 32), max_render))
                 if R not in renderers:
                     renderers[R] = Renderer(R)
                 verts, crop = face_vertices(model, face, sel)
@@ -74,8 +75,9 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
                 a = out.alpha[:, 0].cpu().numpy()
                 for j, fi in enumerate(np.flatnonzero(ok)):
                     # render px -> crop px -> frame px
-                    k = 224.0 / (R * ZOOM)
-                    A = np.array([[k, 0.0, 112.0 * (1 - 1 / ZOOM)], [0.0, k, 112.0 * (1 - 1 / ZOOM)], [0, 0, 1]])
+                    k = FACE_CROP_SIZE / (R * ZOOM)
+                    c = FACE_CROP_SIZE / 2.0 * (1 - 1 / ZOOM)
+                    A = np.array([[k, 0.0, c], [0.0, k, c], [0, 0, 1]])
                     M = (inv[j] @ A)[:2]
                     img = cv2.warpAffine(rgb[j], M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
                     aj = cv2.warpAffine(a[j], M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
@@ -92,23 +94,22 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
 def write_meshes(model, face: FaceResult, base: str | Path, fmt: str, overwrite: bool = False,
                  chunk: int = 32) -> Path:
     """Per-frame meshes: ``obj``/``ply`` -> folder ``<base>/%06d.<fmt>`` (frame index); ``glb`` -> one
-    animated ``<base>.glb`` (ICT: identity mesh + named ARKit morph targets with the per-frame weights and
-    no head rotation; other models: vertex animation with rotation)."""
-    from ..io import export
-
+    animated ``<base>.glb`` (models with ``blendshape_names``, e.g. ICT: identity mesh + named morph targets
+    with the per-frame weights and no head rotation; other models: vertex animation with rotation)."""
     base = Path(base)
     faces = model.render_faces().cpu().numpy()
     if fmt == "glb":
         path = base.with_suffix(".glb")
         T = face.num_frames
-        if getattr(model, "name", "") == "ict" and "expression" in face.params:
+        names = model.blendshape_names
+        if names is not None and "expression" in face.params:
             ident = {"identity": torch.as_tensor(face.params["identity"][:1])}
             with torch.no_grad():
                 neutral = model.vertices(model.complete(ident))[0].numpy()
                 K = model.spec["expression"].size
                 unit = model.complete({"identity": ident["identity"].repeat(K, 1), "expression": torch.eye(K)})
                 deltas = model.vertices(unit).numpy() - neutral[None]
-            return export.write_glb_morph(path, neutral, deltas, list(model.expression_names),
+            return export.write_glb_morph(path, neutral, deltas, list(names),
                                           face.params["expression"], fps=_fps(face), faces=faces, overwrite=overwrite)
         verts = np.concatenate([face_vertices(model, face, slice(a, min(a + chunk, T)))[0].numpy()
                                 for a in range(0, T, chunk)])
