@@ -380,13 +380,15 @@ def resolve_face_model(name: str, store) -> str:
 
 
 def build_step(cfg: TrainConfig, store, init: str | None, face_model: str) -> TrainStep:
-    from .step import build_flame_step, build_ict_step
+    from .encoder_step import build_encoder_step
+    from .step import build_flame_step
 
     if face_model == "flame":
         if cfg.data.image_size != 224:
             raise ConfigError("FLAME/DECA training needs --image-size 224 (DECA's encoder input)")
         return build_flame_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
-    return build_ict_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    return build_encoder_step(store, cfg.loss, init=init, image_size=cfg.data.image_size,
+                              clip_length=cfg.data.clip_length, model_name=face_model)
 
 
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = None, resume: bool = False,
