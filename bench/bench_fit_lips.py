@@ -22,7 +22,8 @@ def main(argv=None) -> int:
 
     from spectre.faces.track import track_video
     from spectre.models.ict import ICTFaceModel
-    from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+    from spectre.reconstruct.evaluator import PointEvaluator
+    from spectre.reconstruct.fit import FitConfig, fit_track
     from spectre.reconstruct.mp_lips import MP_LIPS
 
     clips = sorted(Path(args.samples).rglob("*.mp4"))

@@ -75,7 +75,7 @@ def bench_learned(frames: int) -> list[tuple[str, str, float]]:
     from spectre.device import Runtime
     from spectre.nets.checkpoints import deca_from_state_dict, perceptual_from_state_dict
     from spectre.reconstruct.learned import LearnedBackend
-    from spectre.reconstruct.pipeline import LearnedConfig
+    from spectre.reconstruct.config import LearnedConfig
 
     keys = json.loads((golden / "spectre_model_keys.json").read_text())
     sd = {p: {k: torch.from_numpy(gw.det_tensor(f"{p}.{k}", tuple(s))) for k, s in keys[p].items()}
@@ -100,7 +100,8 @@ def bench_learned(frames: int) -> list[tuple[str, str, float]]:
 RSS_SNIPPET = r"""
 import sys
 sys.path.insert(0, {src!r})
-from spectre.reconstruct.pipeline import Reconstructor, make_config
+from spectre.reconstruct.config import make_config
+from spectre.reconstruct.reconstructor import Reconstructor
 rec = Reconstructor(make_config(layout="none"))
 r = rec.process({video!r})
 # VmHWM (not ru_maxrss, which Linux carries over from the parent across exec)
@@ -144,7 +145,8 @@ def main() -> int:
         print(f"no samples under {samples}", file=sys.stderr)
         return 2
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
-    from spectre.reconstruct.pipeline import Reconstructor, make_config
+    from spectre.reconstruct.config import make_config
+    from spectre.reconstruct.reconstructor import Reconstructor
 
     rec = Reconstructor(make_config(layout="none"))
     rows = []

@@ -155,7 +155,8 @@ def bench_render(assets: Path, device: torch.device, quick: bool) -> list[dict]:
 def bench_fit(device: torch.device, quick: bool) -> list[dict]:
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
-    from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+    from spectre.reconstruct.evaluator import PointEvaluator
+    from spectre.reconstruct.fit import FitConfig, fit_track
 
     model = load_face_model("ict").to(device)
     T = 50 if quick else 200

@@ -93,7 +93,8 @@ def stage_fit(quick: bool) -> list[dict]:
 
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
-    from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+    from spectre.reconstruct.evaluator import PointEvaluator
+    from spectre.reconstruct.fit import FitConfig, fit_track
 
     model = load_face_model("ict")
     T = 50 if quick else 200
@@ -238,7 +239,8 @@ def stage_length(quick: bool) -> list[dict]:
 
 
 def stage_workers(quick: bool) -> list[dict]:
-    from spectre.reconstruct.pipeline import ReconstructConfig, run_batch
+    from spectre.reconstruct.batch import run_batch
+    from spectre.reconstruct.config import ReconstructConfig
 
     frames = 20 if quick else 50
     rows, rates = [], {}

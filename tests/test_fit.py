@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from spectre.evaluate.metrics import mouth_width
-from spectre.geometry import axis_angle_to_matrix, project_to_crop
+from spectre.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project_to_crop
 from spectre.models.base import FaceModel, ParamSpec
-from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track, matrix_to_axis_angle
+from spectre.reconstruct.evaluator import PointEvaluator
+from spectre.reconstruct.fit import FitConfig, fit_track
 
 
 class ToyLinearFace(FaceModel):

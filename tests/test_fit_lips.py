@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spectre.models.ict import ICTFaceModel
-from spectre.reconstruct.fit import FitConfig, PointEvaluator, fit_track
+from spectre.reconstruct.evaluator import PointEvaluator
+from spectre.reconstruct.fit import FitConfig, fit_track
 from spectre.reconstruct.mp_lips import (ICT_LIPS_SOURCE_VERTEX, MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER,
                                          model_lip_vertices)
 

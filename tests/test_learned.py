@@ -87,7 +87,7 @@ def backend(learned_assets):
     from spectre.device import Runtime
     from spectre.models import load_face_model
     from spectre.reconstruct.learned import LearnedBackend
-    from spectre.reconstruct.pipeline import LearnedConfig
+    from spectre.reconstruct.config import LearnedConfig
 
     store = AssetStore(learned_assets)
     model = load_face_model("flame", store)
@@ -168,7 +168,7 @@ def test_learned_backend_needs_its_assets(tmp_path, sample_videos, capsys):
 
 def test_model_follows_the_backend_unless_given():
     from spectre.errors import ConfigError
-    from spectre.reconstruct.pipeline import ReconstructConfig
+    from spectre.reconstruct.config import ReconstructConfig
 
     assert ReconstructConfig().validate().model == "ict"
     assert ReconstructConfig(backend="learned").validate().model == "flame"

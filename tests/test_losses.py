@@ -87,3 +87,22 @@ def test_lipread_loss_identical_features_is_zero_and_mse_variant():
 def test_loss_frame_indices_never_empty():
     assert L.loss_frame_indices(7).tolist() == [2, 3, 4]
     assert L.loss_frame_indices(3).tolist() == [0, 1, 2]
+
+
+def test_huber_is_quadratic_then_linear_and_continuous():
+    delta = 0.1
+    x = torch.tensor([0.0, 0.05, -0.05, delta - 1e-6, delta, 0.3, -0.3], dtype=torch.float64)
+    h = L.huber(x, delta)
+    assert torch.allclose(h[:3], 0.5 * x[:3] ** 2 / delta)
+    assert torch.allclose(h[5:], x[5:].abs() - 0.5 * delta)
+    assert abs(float(h[3] - h[4])) < 1e-5  # no jump at the transition
+
+
+def test_second_difference_ignores_linear_motion():
+    t = torch.arange(10, dtype=torch.float64)[:, None]
+    line = torch.cat([2 * t, -t + 3], -1)
+    assert float(L.second_difference(line)) == 0.0
+    bumped = line.clone()
+    bumped[4, 0] += 1.0  # one bump: second differences -> 1, -2, 1 around it
+    assert float(L.second_difference(bumped)) == pytest.approx((1 + 4 + 1) / 8)
+    assert float(L.second_difference(line[:2])) == 0.0

@@ -125,7 +125,7 @@ def test_no_face_video_is_reported(tmp_path, capsys):
 
 
 def test_inputs_from_list_file_and_folder(short_video, tmp_path):
-    from spectre.reconstruct.pipeline import expand_inputs, unique_stems
+    from spectre.reconstruct.batch import expand_inputs, unique_stems
 
     lst = tmp_path / "videos.txt"
     lst.write_text(f"# my clips\n{short_video}\n\n")
@@ -151,7 +151,8 @@ def test_python_api_returns_result_without_writing(short_video, tmp_path, monkey
 
 @pytest.mark.slow
 def test_parallel_workers(short_video, bad_video, tmp_path):
-    from spectre.reconstruct.pipeline import make_config, run_batch
+    from spectre.reconstruct.batch import run_batch
+    from spectre.reconstruct.config import make_config
 
     second = tmp_path / "second.mp4"
     shutil.copy(short_video, second)
@@ -164,7 +165,8 @@ def test_parallel_workers(short_video, bad_video, tmp_path):
 @pytest.mark.slow
 def test_ray_local_cluster(short_video, tmp_path):
     pytest.importorskip("ray.data", reason="Ray is an optional extra (pip install 'spectre-face[ray]')")
-    from spectre.reconstruct.pipeline import make_config, run_batch
+    from spectre.reconstruct.batch import run_batch
+    from spectre.reconstruct.config import make_config
 
     out = tmp_path / "o"
     summary = run_batch([short_video], out, make_config(layout="none"), ray_address="local")

@@ -19,7 +19,8 @@ SAMPLES = ["0Fi83BHQsMA_00002", "OzA6jRYjVQs_00004", "PbgB2TaYhio_00007", "M003_
 
 @pytest.fixture(scope="session")
 def reconstructor():
-    from spectre.reconstruct.pipeline import Reconstructor, make_config
+    from spectre.reconstruct.config import make_config
+    from spectre.reconstruct.reconstructor import Reconstructor
 
     rec = Reconstructor(make_config(layout="none"))
     yield rec

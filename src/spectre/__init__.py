@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "reconstruct": ("spectre.reconstruct.pipeline", "reconstruct"),
+    "reconstruct": ("spectre.reconstruct.reconstructor", "reconstruct"),
     "load_face_model": ("spectre.models", "load_face_model"),
     "AssetStore": ("spectre.assets", "AssetStore"),
     "SpectreError": ("spectre.errors", "SpectreError"),

@@ -30,6 +30,16 @@ def matrix_to_euler_y(rot_mats: torch.Tensor) -> torch.Tensor:
     return torch.atan2(-rot_mats[..., 2, 0], sy)
 
 
+def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """(…, 3, 3) rotation matrices -> (…, 3) axis-angle (inverse of :func:`axis_angle_to_matrix`)."""
+    cos = ((R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
+    angle = torch.acos(cos)
+    w = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    sin = torch.sin(angle)
+    factor = torch.where(sin.abs() > 1e-6, angle / (2 * sin), torch.full_like(sin, 0.5))
+    return w * factor[..., None]
+
+
 def orthographic_project(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     """DECA's weak-perspective camera ``cam=[s, tx, ty]``: ``s*(x+tx), s*(y+ty), s*z`` (no flips)."""
     cam = cam.reshape(-1, 1, 3)

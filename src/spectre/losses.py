@@ -1,5 +1,8 @@
 """SPECTRE's losses, one function each, shared by the ``fit`` backend and the trainer.
 
+Only the terms live here; their weights live with their users: the fit's in
+:class:`spectre.reconstruct.fit.FitConfig`, training's in ``LossWeights`` (:mod:`spectre.train`).
+
 All functions are plain torch, differentiable, device-agnostic (no ``.cuda()``, SPEC §9.1) and accept
 any leading batch shape ``(..., 68, C)``. Landmarks are in normalised crop coordinates ([-1, 1], x right,
 y down) unless a caller chooses otherwise; the losses themselves are unit-free.
@@ -16,7 +19,7 @@ __all__ = [
     "MOUTH_PAIRS", "landmark_weights_68", "batch_kp_2d_l1_loss", "weighted_landmark_loss", "landmark_loss",
     "rel_dis", "relative_landmark_loss", "lip_landmark_loss", "lipread_loss", "lipread_mse_loss",
     "expression_loss", "expression_regularizer", "expression_regularizer_per_frame", "jaw_regularizer",
-    "loss_frame_indices",
+    "loss_frame_indices", "huber", "second_difference",
 ]
 
 #: intra-mouth landmark pairs of the relative mouth term (SPEC §5): lower lip-chin, upper lip-nose,
@@ -131,3 +134,18 @@ def loss_frame_indices(num_frames: int, margin: int = 2) -> torch.Tensor:
     if num_frames <= 2 * margin:
         return torch.arange(num_frames)
     return torch.arange(margin, num_frames - margin)
+
+
+def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Elementwise Huber penalty scaled to meet |x| at the transition: ``x²/(2δ)`` below ``δ``, ``|x| − δ/2``
+    above (a robust L1 that stays smooth at 0). The ``fit`` backend's data terms."""
+    a = x.abs()
+    return torch.where(a < delta, 0.5 * a * a / delta, a - 0.5 * delta)
+
+
+def second_difference(x: torch.Tensor) -> torch.Tensor:
+    """Temporal smoothness of a (T, …, C) sequence: mean over frames of ‖x_{t+1} − 2x_t + x_{t−1}‖²
+    (0 for fewer than 3 frames). The ``fit`` backend's smoothness of expression, pose and camera."""
+    if x.shape[0] < 3:
+        return x.new_zeros(())
+    return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).sum(-1).mean()

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..reconstruct.pipeline import make_config, run_batch
+    from ..reconstruct.batch import run_batch
+    from ..reconstruct.config import make_config
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")

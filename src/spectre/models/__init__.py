@@ -4,9 +4,11 @@ from __future__ import annotations
 from .base import FaceGeometry, FaceModel, ParamSpec
 
 MODEL_NAMES = ("ict", "flame")
+#: the model used where none is named (bundled, no gated asset)
+DEFAULT_MODEL = "ict"
 
 
-def load_face_model(name: str = "ict", store=None, **kwargs) -> FaceModel:
+def load_face_model(name: str = DEFAULT_MODEL, store=None, **kwargs) -> FaceModel:
     """Build a face model by name: ``ict`` (bundled default) or ``flame`` (user-supplied pkl)."""
     from ..errors import ConfigError
 
@@ -19,4 +21,4 @@ def load_face_model(name: str = "ict", store=None, **kwargs) -> FaceModel:
     raise ConfigError(f"unknown face model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
-__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES"]
+__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES", "DEFAULT_MODEL"]

@@ -1,4 +1,4 @@
-"""Scale-out: the same per-video job (:func:`~spectre.reconstruct.pipeline.run_job`) on a Ray cluster
+"""Scale-out: the same per-video job (:func:`~spectre.reconstruct.jobs.run_job`) on a Ray cluster
 through Ray Data. Optional extra ``spectre-face[ray]``; without it ``--ray`` fails with a one-line hint.
 
 Each Ray worker builds one :class:`Reconstructor` (tracker, model, networks) and processes many videos;
@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config import from_dict
 from ..errors import ConfigError
+from .config import ReconstructConfig
+from .jobs import JobOutcome, run_job
+from .reconstructor import Reconstructor
 
 __all__ = ["run_on_ray"]
 
@@ -18,15 +22,10 @@ class _VideoJob:
     """Ray Data callable class: heavy state is built once per worker process."""
 
     def __init__(self, cfg_dict: dict, output_dir: str, overwrite: bool):
-        from ..config import from_dict
-        from .pipeline import ReconstructConfig, Reconstructor
-
         self.cfg_dict, self.output_dir, self.overwrite = cfg_dict, output_dir, overwrite
         self.rec = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
 
     def __call__(self, row: dict) -> dict:
-        from .pipeline import run_job
-
         o = run_job(row["video"], row["stem"], self.output_dir, self.cfg_dict, self.overwrite, reconstructor=self.rec)
         d = dataclasses.asdict(o)
         d["outputs"] = "\n".join(d["outputs"])  # flat column types for Arrow
@@ -41,8 +40,6 @@ def run_on_ray(jobs: list[tuple[str, str]], output_dir: str, cfg_dict: dict, ove
         import ray.data  # noqa: F401
     except ImportError:
         raise ConfigError("--ray needs Ray Data: pip install 'spectre-face[ray]'") from None
-    from .pipeline import JobOutcome
-
     if not ray.is_initialized():
         try:
             ray.init(address=None if address == "local" else address, ignore_reinit_error=True,

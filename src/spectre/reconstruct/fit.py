@@ -18,22 +18,26 @@ precomputed point basis (never all vertices per iteration); other models use the
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..geometry import axis_angle_to_matrix, project_to_crop
-from ..losses import landmark_weights_68, rel_dis
+from ..geometry import matrix_to_axis_angle, project_to_crop
+from ..losses import huber, landmark_weights_68, rel_dis, second_difference
 from ..models.base import FaceModel
+from .evaluator import PointEvaluator
+from .mp_lips import MP_LIPS
 
-__all__ = ["FitConfig", "TrackFit", "PointEvaluator", "fit_track", "matrix_to_axis_angle"]
+__all__ = ["FitConfig", "TrackFit", "fit_track"]
 
 
 @dataclass
 class FitConfig:
-    """Weights and schedule of the landmark fit (all weights are relative to the landmark L1 term)."""
+    """Weights and schedule of the landmark fit (all weights are relative to the landmark L1 term).
+
+    The one home of the fit's loss weights (docs/reconstruct.md describes the terms); the terms are in
+    :mod:`spectre.losses`; training's weights are ``LossWeights`` in :mod:`spectre.train`."""
 
     landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
     relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
@@ -99,212 +103,6 @@ class TrackFit:
         return out
 
 
-def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
-    """(…, 3, 3) rotation matrices -> (…, 3) axis-angle (inverse of ``axis_angle_to_matrix``)."""
-    cos = ((R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
-    angle = torch.acos(cos)
-    w = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    sin = torch.sin(angle)
-    factor = torch.where(sin.abs() > 1e-6, angle / (2 * sin), torch.full_like(sin, 0.5))
-    return w * factor[..., None]
-
-
-# ------------------------------------------------------------------------------------------------
-class PointEvaluator:
-    """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
-
-    ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
-    ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
-    ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
-    (68×3 per coefficient, one per yaw bin for the dynamic contour) is probed once from the model; the
-    rotation is applied here. The result is verified against ``model.forward`` up to a per-frame 2D
-    translation (which the camera absorbs); if the check fails the full forward is used instead.
-    """
-
-    YAW_BINS_DEG = np.arange(-45, 46, 5)
-
-    def __init__(self, model: FaceModel, try_fast: bool = True):
-        from .mp_lips import model_lip_vertices
-
-        self.model = model
-        #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
-        self.lip_idx = model_lip_vertices(model) if try_fast else None
-        self.L = 0
-        self.rot = model.rotation_param
-        self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
-        self.sizes = [model.spec[n].size for n in self.coef_names]
-        self.kind = "full"
-        self.fixed = None
-        if try_fast and callable(getattr(model, "landmark_vertices", None)):
-            # the model exposes the few vertices its landmarks need (ICT): probe their linear basis once
-            try:
-                self._build_subset()
-                if self._verify():
-                    self.kind = "subset"
-            except (RuntimeError, ValueError, IndexError, KeyError):
-                self.kind = "full"
-        if self.kind == "full" and try_fast:
-            try:
-                self._build_fast()
-                if self._verify():
-                    self.kind = "fast"
-            except (RuntimeError, ValueError, IndexError, KeyError):
-                self.kind = "full"
-        if self.kind == "full":
-            self.mean = self.basis = None
-            self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
-
-    # -- helpers
-    def _split(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.coef_names, torch.split(coef, self.sizes, dim=-1)))
-
-    @torch.no_grad()
-    def _build_fast(self) -> None:
-        m = self.model
-        K = sum(self.sizes)
-        dev = m.faces.device
-        base = m.complete({})
-        defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]  # (K,)
-        coefs = defaults.repeat(2 * K + 1, 1)
-        coefs[1:K + 1] += torch.eye(K, device=dev)
-        coefs[K + 1:] += 2 * torch.eye(K, device=dev)
-        params = self._split(coefs)
-        params[self.rot] = torch.zeros(2 * K + 1, 3, device=dev)
-        V2 = m.vertices(m.complete(params))  # (2K+1, V, 3), rotation 0
-        # linearity check of every coefficient: f(d + 2 e_k) - f(d) == 2 (f(d + e_k) - f(d))
-        extent = float((V2[0].amax(0) - V2[0].amin(0)).max())
-        dev_lin = (V2[K + 1:] - V2[0] - 2 * (V2[1:K + 1] - V2[0])).abs().max()
-        if float(dev_lin) > 1e-4 * extent:
-            raise ValueError("model is not linear in its coefficients")
-        V = V2[:K + 1]
-        params = self._split(coefs[:K + 1])
-        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
-        # rotation convention: v_rot = v @ R^T + c (or v @ R + c)
-        r = torch.tensor([[0.2, -0.3, 0.1]], device=dev)
-        p3 = {n: base[n] for n in self.coef_names}
-        p3[self.rot] = r
-        v3 = m.vertices(m.complete(p3))[0]
-        R = axis_angle_to_matrix(r)[0]
-        err_t = (v3 - V[0] @ R.T); err_t = (err_t - err_t.mean(0)).abs().max()
-        err_n = (v3 - V[0] @ R); err_n = (err_n - err_n.mean(0)).abs().max()
-        self.transpose = bool(err_t <= err_n)
-        # landmark basis per yaw bin (the contour may follow the yaw given in the parameters)
-        means, bases = [], []
-        for deg in self.YAW_BINS_DEG:
-            pr = dict(params)
-            pr[self.rot] = torch.tensor([[0.0, math.radians(float(deg)), 0.0]], device=dev).repeat(K + 1, 1)
-            L = m.landmarks(V, m.complete(pr))  # (K+1, 68, 3)
-            means.append(L[0])
-            bases.append((L[1:] - L[0]).permute(1, 2, 0))  # (68, 3, K)
-        self.mean = torch.stack(means)      # (Y, 68, 3)
-        self.basis = torch.stack(bases)     # (Y, 68, 3, K)
-        self.defaults = defaults
-
-    @torch.no_grad()
-    def _build_subset(self) -> None:
-        m = self.model
-        K = sum(self.sizes)
-        dev = m.faces.device
-        base = m.complete({})
-        defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]
-        coefs = defaults.repeat(K + 1, 1)
-        coefs[1:] += torch.eye(K, device=dev)
-        params = self._split(coefs)
-        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
-        V = m.landmark_vertices(m.complete(params))  # (K+1, S, 3)
-        self.S = V.shape[1]
-        if self.lip_idx is not None:
-            # the lip vertices ride along in the same small basis (S + L points per matmul)
-            lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
-            self.L = lips.shape[1]
-            V = torch.cat([V, lips], 1)
-        self.sub_mean = V[0].reshape(-1)                       # (S*3,)
-        self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
-        self.defaults = defaults
-        self.transpose = True
-
-    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> "PointEvaluator":
-        """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
-        ignored), so each iteration multiplies only the free coefficients (e.g. identity fixed)."""
-        import copy
-
-        ev = copy.copy(self)
-        if self.kind != "subset":
-            return ev
-        free = ~fixed_mask
-        delta = fixed_values - self.defaults[fixed_mask]
-        ev.sub_mean = self.sub_mean + delta @ self.sub_basis[fixed_mask]
-        ev.sub_basis = self.sub_basis[free].contiguous()
-        ev.defaults = self.defaults.clone()
-        ev.defaults[fixed_mask] = fixed_values
-        ev.free = free
-        return ev
-
-    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        R = axis_angle_to_matrix(rot)  # (B, 3, 3)
-        return pts @ (R.transpose(1, 2) if self.transpose else R)
-
-    def _yaw_bin(self, rot: torch.Tensor) -> torch.Tensor:
-        from ..geometry import matrix_to_euler_y
-        yaw = torch.rad2deg(matrix_to_euler_y(axis_angle_to_matrix(rot.detach())))
-        b = torch.round((yaw - float(self.YAW_BINS_DEG[0])) / 5.0).long()
-        return b.clamp(0, len(self.YAW_BINS_DEG) - 1)
-
-    @torch.no_grad()
-    def _verify(self) -> bool:
-        m = self.model
-        g = torch.Generator().manual_seed(0)
-        B = 4
-        parts = []
-        for n, s in zip(self.coef_names, self.sizes):
-            spec = m.spec[n]
-            x = torch.randn(B, s, generator=g) * 0.3
-            if spec.low is not None and spec.high is not None:
-                x = torch.rand(B, s, generator=g) * 0.3 * (spec.high - spec.low) + spec.low
-            parts.append(x)
-        coef = torch.cat(parts, -1).to(self.defaults)
-        rot = torch.tensor([[0.1, 0.4, 0.05], [-0.1, -0.35, 0.0], [0.2, 0.05, -0.1], [0.0, 0.6, 0.0]]).to(coef)
-        fast = self.landmarks(coef, rot)
-        p = self._split(coef)
-        p[self.rot] = rot
-        full = m(m.complete(p)).landmarks
-        d = (fast - full)[..., :2]
-        d = d - d.mean(1, keepdim=True)
-        size = float((full[..., :2].amax(1) - full[..., :2].amin(1)).max())
-        return bool(d.abs().max() <= 2e-3 * size)
-
-    # -- public
-    @property
-    def has_lips(self) -> bool:
-        """Whether :meth:`points` also returns the dense lip vertices."""
-        return self.kind == "subset" and self.L > 0
-
-    def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
-        both model space, rotated, from one evaluation."""
-        if self.kind != "subset":
-            return self.landmarks(coef, rot), None
-        free = getattr(self, "free", None)
-        d = coef - self.defaults
-        if free is not None:
-            d = d[:, free]
-        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S + self.L, 3), rot)
-        lmk = self.model.landmarks(verts[:, :self.S])
-        return lmk, (verts[:, self.S:] if self.L else None)
-
-    def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
-        if self.kind == "subset":
-            return self.points(coef, rot)[0]
-        if self.kind == "fast":
-            b = self._yaw_bin(rot)
-            pts = self.mean[b] + torch.einsum("bpck,bk->bpc", self.basis[b], coef - self.defaults)
-            return self._rotate(pts, rot)
-        p = self._split(coef)
-        p[self.rot] = rot
-        return self.model(self.model.complete(p)).landmarks
-
-
 # ------------------------------------------------------------------------------------------------
 def _procrustes_init_batch(model_pts: np.ndarray, image_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Orthographic rigid init for every frame at once: model points (P, 3), image points (T, P, 2) in a
@@ -323,15 +121,28 @@ def _procrustes_init_batch(model_pts: np.ndarray, image_pts: np.ndarray) -> tupl
     return R, s, t
 
 
-def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
-    a = x.abs()
-    return torch.where(a < delta, 0.5 * a * a / delta, a - 0.5 * delta)
+@dataclass
+class _Problem:
+    """One track made ready for the solver: targets in track-normalised coordinates and the layout of the
+    evaluator's coefficient vector (K = all non-rotation coefficients, identity first where the model says)."""
 
+    target_np: np.ndarray                 # (T, 68, 2) normalised landmarks, 0 on frames without detection
+    target: torch.Tensor                  # the same on the model's device
+    valid: np.ndarray                     # (T,) frames with a detection
+    vmask: torch.Tensor                   # the same on the model's device
+    center: np.ndarray                    # (2,) pixel centre of the normalised frame
+    scale: float                          # pixels per normalised unit
+    id_mask: torch.Tensor                 # (K,) True on identity coefficients
+    lo: torch.Tensor                      # (K,) lower bounds (-inf where none)
+    hi: torch.Tensor                      # (K,) upper bounds (+inf where none)
+    defaults: torch.Tensor                # (K,) the model's default coefficients
+    identity: np.ndarray | None = None    # a known identity (skips stage A)
+    lip_target: torch.Tensor | None = None  # (T, 40, 2) normalised dense lip points
+    lip_valid: torch.Tensor | None = None   # (T,)
 
-def _second_diff(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[0] < 3:
-        return x.new_zeros(())
-    return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).sum(-1).mean()
+    @property
+    def T(self) -> int:
+        return self.target_np.shape[0]
 
 
 class _Objective:
@@ -357,21 +168,21 @@ class _Objective:
         pred, pred_lips = self.predict(coef, rot, cam)
         v = valid.to(pred.dtype)
         nv = v.sum().clamp(min=1)
-        res = _huber(pred - target, cfg.robust_delta).sum(-1)  # (T, 68)
+        res = huber(pred - target, cfg.robust_delta).sum(-1)  # (T, 68)
         l_lmk = ((res * self.w).sum(-1) * v).sum() / nv
         l_rel = ((rel_dis(pred) - rel_dis(target)).abs().mean(-1) * v).sum() / nv
         l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
         if lip_target is not None and pred_lips is not None and cfg.dense_lips:
             lv = lip_valid.to(pred.dtype)
-            res_l = _huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
+            res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
             loss = loss + cfg.dense_lips * (res_l * lv).sum() / lv.sum().clamp(min=1)
         loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
         prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
         loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
         if smooth:
-            loss = loss + cfg.smooth_expression * _second_diff(exp_part) \
-                + cfg.smooth_pose * _second_diff(rot) + cfg.smooth_camera * _second_diff(cam)
+            loss = loss + cfg.smooth_expression * second_difference(exp_part) \
+                + cfg.smooth_pose * second_difference(rot) + cfg.smooth_camera * second_difference(cam)
         return loss
 
 
@@ -393,12 +204,25 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     Returns a :class:`TrackFit`.
     """
     cfg = config or FitConfig()
+    ev = evaluator or PointEvaluator(model)
+    prob = _prepare(model, ev, cfg, landmarks, valid, points478, identity)
+    objective = _make_objective(model, ev, cfg, prob)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
+    try:
+        return _fit(model, cfg, ev, objective, prob)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, valid, points478,
+             identity) -> _Problem:
+    """Normalise the track's targets and lay out the coefficient vector (masks, bounds, defaults)."""
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
     T = lm.shape[0]
     valid = np.ones(T, bool) if valid is None else np.asarray(valid, bool)
     if T == 0 or not valid.any():
         raise ValueError("no valid frame to fit")
-    ev = evaluator or PointEvaluator(model)
     dev = model.faces.device
     torch_dtype = torch.float32
     center, scale = _normalise(lm, valid)
@@ -408,8 +232,6 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     vmask = torch.as_tensor(valid, device=dev)
     lip_target = lip_valid = None
     if points478 is not None and cfg.dense_lips and ev.has_lips:
-        from .mp_lips import MP_LIPS
-
         pts = np.asarray(points478, dtype=np.float64)
         if pts.shape[:2] != (T, 478):
             raise ValueError(f"points478 must be (T={T}, 478, 2|3), got {pts.shape}")
@@ -419,28 +241,34 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
         lip_target = torch.as_tensor(lips_np, dtype=torch_dtype, device=dev)
         lip_valid = torch.as_tensor(lv, device=dev)
 
-    names, sizes = ev.coef_names, ev.sizes
-    roles = [model.spec[n].role for n in names]
-    K = sum(sizes)
+    K = sum(ev.sizes)
     id_mask = torch.zeros(K, dtype=torch.bool, device=dev)
     lo = torch.full((K,), -float("inf"), device=dev)
     hi = torch.full((K,), float("inf"), device=dev)
     o = 0
-    for n, s, role in zip(names, sizes, roles):
-        id_mask[o:o + s] = role == "identity"
+    for n, s in zip(ev.coef_names, ev.sizes):
         sp = model.spec[n]
+        id_mask[o:o + s] = sp.role == "identity"
         if sp.low is not None:
             lo[o:o + s] = sp.low
         if sp.high is not None:
             hi[o:o + s] = sp.high
         o += s
-    defaults = torch.cat([model.complete({})[n] for n in names], -1)[0].to(dev, torch_dtype)
+    defaults = torch.cat([model.complete({})[n] for n in ev.coef_names], -1)[0].to(dev, torch_dtype)
+    return _Problem(target_np=target_np, target=target, valid=valid, vmask=vmask, center=center, scale=scale,
+                    id_mask=id_mask, lo=lo, hi=hi, defaults=defaults, identity=identity,
+                    lip_target=lip_target, lip_valid=lip_valid)
+
+
+def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: _Problem) -> _Objective:
+    """The objective, with the extra prior on lip-opening blendshapes where the model names them."""
+    dev = prob.target.device
     objective = _Objective(cfg, ev, dev)
     names_e = list(getattr(model, "expression_names", ()))
     if cfg.lip_opening_prior and names_e:
-        prior = torch.full((int((~id_mask).sum()),), cfg.expression_prior, device=dev)
+        prior = torch.full((int((~prob.id_mask).sum()),), cfg.expression_prior, device=dev)
         o = 0
-        for n, s_ in zip(names, sizes):
+        for n, s_ in zip(ev.coef_names, ev.sizes):
             if model.spec[n].role == "identity":
                 continue
             if n == "expression" and len(names_e) == s_:
@@ -449,83 +277,83 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
                         prior[o + j] += cfg.lip_opening_prior
             o += s_
         objective.exp_prior = prior
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
-    try:
-        return _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
-                    names, sizes, id_mask, lo, hi, defaults, identity, lip_target, lip_valid)
-    finally:
-        torch.set_num_threads(threads)
+    return objective
 
 
-def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, valid, T, center, scale,
-         names, sizes, id_mask, lo, hi, defaults, identity, lip_target=None, lip_valid=None) -> TrackFit:
-
-    # ---- rigid initialisation (closed-form orthographic Procrustes per frame on the neutral face)
+def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form orthographic Procrustes per frame on the neutral face -> (T, 3) rotation, (T, 3) camera;
+    frames without a detection start from the nearest valid one."""
+    dev = prob.target.device
+    T, valid = prob.T, prob.valid
     with torch.no_grad():
-        neutral = ev.landmarks(defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
+        neutral = ev.landmarks(prob.defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
     rigid = list(range(17, 48))  # brows, nose, eyes: stable under expression
-    img = target_np[:, rigid].copy()
+    img = prob.target_np[:, rigid].copy()
     img[..., 1] *= -1  # y up, as the model
     R, s, tr = _procrustes_init_batch(neutral[rigid], img)
     rot0 = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
     cam0 = np.concatenate([np.log(np.maximum(s, 1e-6))[:, None], tr], -1)
-    # frames without a detection start from the nearest valid one
     vi = np.flatnonzero(valid)
     pos = np.clip(np.searchsorted(vi, np.arange(T)), 1, max(len(vi) - 1, 1))
     left, right = vi[np.maximum(pos - 1, 0)], vi[np.minimum(pos, len(vi) - 1)]
     nearest = np.where(np.abs(np.arange(T) - left) <= np.abs(right - np.arange(T)), left, right)
-    rot0, cam0 = rot0[nearest], cam0[nearest]
+    return rot0[nearest], cam0[nearest]
 
-    def clamp_(coef):
-        coef.data = torch.maximum(torch.minimum(coef.data, hi), lo)
 
-    def run(frames: np.ndarray, coef_init: torch.Tensor, rot_init, cam_init, iters: int, fix_identity: bool,
-            smooth: bool, anchor: int = 0):
-        coef = coef_init.clone().requires_grad_(True)
-        rot = rot_init.clone().requires_grad_(True)
-        cam = cam_init.clone().requires_grad_(True)
-        opt = torch.optim.Adam([coef, rot, cam], lr=cfg.lr)
-        tgt, vm = target[frames], vmask[frames]
-        lt = lip_target[frames] if lip_target is not None else None
-        lv = lip_valid[frames] if lip_valid is not None else None
-        grad_mask = (~id_mask).to(torch_dtype) if fix_identity else None
-        if not fix_identity:
-            # one identity shared by every frame of the track
-            shared = coef.detach()[:, id_mask].mean(0)
-            coef.data[:, id_mask] = shared
-        loss = None
-        for _ in range(iters):
-            opt.zero_grad(set_to_none=True)
-            loss = objective(coef, rot, cam, tgt, vm, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth,
-                             lip_target=lt, lip_valid=lv)
-            loss.backward()
-            if grad_mask is not None:
-                coef.grad.mul_(grad_mask)
-            else:
-                coef.grad[:, id_mask] = coef.grad[:, id_mask].mean(0, keepdim=True)
-            if anchor:
-                # frames shared with the previous window stay as solved there
-                coef.grad[:anchor] = 0
-                rot.grad[:anchor] = 0
-                cam.grad[:anchor] = 0
-            opt.step()
-            clamp_(coef)
-        return coef.detach(), rot.detach(), cam.detach(), float(loss.detach()) if loss is not None else float("nan")
+def _run(objective: _Objective, prob: _Problem, lr: float, frames: np.ndarray, coef_init: torch.Tensor,
+         rot_init, cam_init, iters: int, fix_identity: bool, smooth: bool, anchor: int = 0):
+    """Adam on ``frames``; identity either shared across the frames (stage A) or fixed (stage B); the first
+    ``anchor`` frames (shared with the previous window) stay as solved there."""
+    id_mask = prob.id_mask
+    coef = coef_init.clone().requires_grad_(True)
+    rot = rot_init.clone().requires_grad_(True)
+    cam = cam_init.clone().requires_grad_(True)
+    opt = torch.optim.Adam([coef, rot, cam], lr=lr)
+    tgt, vm = prob.target[frames], prob.vmask[frames]
+    lt = prob.lip_target[frames] if prob.lip_target is not None else None
+    lv = prob.lip_valid[frames] if prob.lip_valid is not None else None
+    grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
+    if not fix_identity:
+        # one identity shared by every frame of the track
+        shared = coef.detach()[:, id_mask].mean(0)
+        coef.data[:, id_mask] = shared
+    loss = None
+    for _ in range(iters):
+        opt.zero_grad(set_to_none=True)
+        loss = objective(coef, rot, cam, tgt, vm, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth,
+                         lip_target=lt, lip_valid=lv)
+        loss.backward()
+        if grad_mask is not None:
+            coef.grad.mul_(grad_mask)
+        else:
+            coef.grad[:, id_mask] = coef.grad[:, id_mask].mean(0, keepdim=True)
+        if anchor:
+            coef.grad[:anchor] = 0
+            rot.grad[:anchor] = 0
+            cam.grad[:anchor] = 0
+        opt.step()
+        coef.data = torch.maximum(torch.minimum(coef.data, prob.hi), prob.lo)
+    return coef.detach(), rot.detach(), cam.detach(), float(loss.detach()) if loss is not None else float("nan")
 
+
+def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: _Objective, prob: _Problem) -> TrackFit:
+    dev, torch_dtype = prob.target.device, prob.target.dtype
+    T, id_mask, defaults = prob.T, prob.id_mask, prob.defaults
+    rot0, cam0 = _rigid_init(ev, prob)
     rot_t = torch.as_tensor(rot0, dtype=torch_dtype, device=dev)
     cam_t = torch.as_tensor(cam0, dtype=torch_dtype, device=dev)
 
     # ---- stage A: identity from a spread subsample of valid frames
-    if identity is None:
+    if prob.identity is None:
+        vi = np.flatnonzero(prob.valid)
         n_id = min(cfg.identity_frames, len(vi))
         sel = vi[np.linspace(0, len(vi) - 1, n_id).round().astype(int)]
         coef_a = defaults.repeat(len(sel), 1)
-        coef_a, _, _, _ = run(sel, coef_a, rot_t[sel], cam_t[sel], cfg.identity_iterations,
-                              fix_identity=False, smooth=False)
+        coef_a, _, _, _ = _run(objective, prob, cfg.lr, sel, coef_a, rot_t[sel], cam_t[sel],
+                               cfg.identity_iterations, fix_identity=False, smooth=False)
         id_vec = coef_a[0, id_mask]
     else:
-        id_vec = torch.as_tensor(np.asarray(identity).reshape(-1), dtype=torch_dtype, device=dev)
+        id_vec = torch.as_tensor(np.asarray(prob.identity).reshape(-1), dtype=torch_dtype, device=dev)
     base = defaults.clone()
     base[id_mask] = id_vec
     objective.ev = ev.specialise(id_mask, id_vec)
@@ -544,21 +372,26 @@ def _fit(model, cfg, ev, objective, dev, torch_dtype, target, vmask, target_np, 
         if anchor:
             # warm start from the end of the previous window
             c_init[anchor:] = coef_out[start - 1]
-        c, r, k, final_loss = run(frames, c_init, rot_out[a:b], cam_out[a:b], cfg.iterations,
-                                  fix_identity=True, smooth=True, anchor=anchor)
+        c, r, k, final_loss = _run(objective, prob, cfg.lr, frames, c_init, rot_out[a:b], cam_out[a:b],
+                                   cfg.iterations, fix_identity=True, smooth=True, anchor=anchor)
         coef_out[a:b], rot_out[a:b], cam_out[a:b] = c, r, k
         start = b
+    return _result(model, ev, objective.ev, prob, coef_out, rot_out, cam_out, final_loss)
 
-    # ---- exact landmarks from the model's own forward; the fast evaluator may differ from it by a
-    # per-frame translation (rotation pivot), which moves into the camera
+
+def _result(model: FaceModel, ev: PointEvaluator, ev_fixed: PointEvaluator, prob: _Problem, coef_out: torch.Tensor,
+            rot_out: torch.Tensor, cam_out: torch.Tensor, final_loss: float) -> TrackFit:
+    """Exact landmarks from the model's own forward; the fast evaluator may differ from it by a per-frame
+    translation (rotation pivot), which moves into the camera."""
+    T, center, scale = prob.T, prob.center, prob.scale
     cam_lin = torch.cat([cam_out[:, :1].exp(), cam_out[:, 1:]], -1)
     lips2d = None
     if ev.has_lips:
         # the subset evaluator is exact for the lip vertices: project them with the fitted camera
         with torch.no_grad():
-            lips = torch.cat([objective.ev.points(coef_out[a:a + 64], rot_out[a:a + 64])[1] for a in range(0, T, 64)])
+            lips = torch.cat([ev_fixed.points(coef_out[a:a + 64], rot_out[a:a + 64])[1] for a in range(0, T, 64)])
             lips2d = (project_to_crop(lips, cam_lin)[..., :2].cpu().numpy() * scale + center).astype(np.float32)
-    lmk3d = torch.empty(T, 68, 3, device=dev)
+    lmk3d = torch.empty(T, 68, 3, device=prob.target.device)
     with torch.no_grad():
         for a in range(0, T, 64):
             sl = slice(a, min(a + 64, T))

@@ -20,7 +20,10 @@ from ..geometry import project_to_crop
 from ..io.results import FaceResult
 from .chunking import plan_chunks
 
-__all__ = ["LearnedBackend"]
+__all__ = ["LearnedBackend", "LEARNED_MODEL"]
+
+#: the face model the official encoders predict parameters of (the learned backend works with no other)
+LEARNED_MODEL = "flame"
 
 
 class LearnedBackend:

@@ -1,0 +1,245 @@
+"""Many videos: input expansion (files, folders, globs, ``.txt`` lists), unique output stems, local
+worker processes (or a Ray cluster through :mod:`.distributed`) running :func:`.jobs.run_job`, and the
+failure summary."""
+from __future__ import annotations
+
+import glob
+import multiprocessing as mp
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from ..config import from_dict, to_dict
+from ..errors import InputError, OutputError
+from ..io.video import IMAGE_SUFFIXES
+from .config import ReconstructConfig
+from .distributed import run_on_ray
+from .jobs import JobOutcome, run_job
+from .reconstructor import Reconstructor
+from .resume import is_finished
+
+__all__ = ["VIDEO_SUFFIXES", "expand_inputs", "unique_stems", "BatchSummary", "run_batch"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (their videos, sorted), globs, and ``.txt`` lists of paths (one per line, ``#``
+    comments; relative paths are relative to the list) -> unique existing paths in order."""
+    out: list[Path] = []
+
+    def add(p: Path):
+        if p not in out:
+            out.append(p)
+
+    for item in items:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            vids = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            if not vids and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
+                add(p)  # a folder of frames is one image-sequence input
+                continue
+            if not vids:
+                raise InputError(f"{p}: folder contains no video or image files ({', '.join(VIDEO_SUFFIXES)})")
+            for q in vids:
+                add(q)
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                q = Path(line)
+                q = q if q.is_absolute() else (p.parent / q)
+                if not q.exists():
+                    raise InputError(f"{p}: listed file {line} does not exist")
+                add(q)
+        elif p.exists():
+            add(p)
+        elif any(c in s for c in "*?["):
+            matches = sorted(glob.glob(s, recursive=True))
+            if not matches:
+                raise InputError(f"no file matches {s}")
+            for m in matches:
+                add(Path(m))
+        else:
+            raise InputError(f"{s}: no such file or folder")
+    return out
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output base names: the file stem, prefixed by parent folders when two inputs share a stem."""
+    original = [p.stem for p in paths]
+    stems = list(original)
+    for i, p in enumerate(paths):
+        if original.count(p.stem) > 1:
+            parts = p.with_suffix("").parts
+            stems[i] = "_".join(parts[-2:])
+    if len(set(stems)) < len(stems):  # still ambiguous: add the index
+        stems = [f"{s}_{i}" for i, s in enumerate(stems)]
+    return stems
+
+
+@dataclass
+class BatchSummary:
+    outcomes: list[JobOutcome]
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed; a single video's own error code; 1 when several videos failed."""
+        failed = self.failed
+        if not failed:
+            return 0
+        if len(self.outcomes) == 1:
+            return failed[0].exit_code or 1
+        return 1
+
+    def text(self) -> str:
+        lines = [f"{self.count('ok')} done, {self.count('skipped')} skipped (already finished), "
+                 f"{len(self.failed)} failed"]
+        for o in self.failed:
+            lines.append(f"  FAILED {o.video}: {o.message}")
+        return "\n".join(lines)
+
+
+# state of a pool worker process (spawned: one Reconstructor per process, reused over its videos)
+_WORKER: Reconstructor | None = None
+_IN_JOB = False
+_STOPPING = False
+
+
+def _worker_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    """SIGTERM from the parent: abandon the current video cleanly (temporary files removed), or leave."""
+    global _STOPPING
+    _STOPPING = True
+    if _IN_JOB:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
+
+
+def _worker_init(cfg_dict: dict) -> None:
+    global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, _worker_stop)
+    torch.set_num_threads(1)
+    _WORKER = Reconstructor(from_dict(ReconstructConfig, cfg_dict))
+
+
+def _worker_job(*args) -> JobOutcome:
+    global _IN_JOB
+    if _STOPPING:  # a video queued before the stop request: do not start it
+        return JobOutcome(str(args[0]), "failed", "interrupted", exit_code=130)
+    _IN_JOB = True
+    try:
+        return run_job(*args, reconstructor=_WORKER)
+    finally:
+        _IN_JOB = False
+
+
+def _stop_pool(pool, timeout: float = 30.0) -> None:
+    """Cancel pending videos and stop the running ones (SIGTERM: each worker removes its temporary files)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+
+
+def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: ReconstructConfig | None = None, *,
+              overwrite: bool = False, workers: int = 1, ray_address: str | None = None,
+              progress: bool = False, on_done: Callable[[JobOutcome], None] | None = None) -> BatchSummary:
+    """Reconstruct many videos into ``output_dir``: finished videos are skipped (unless ``overwrite``),
+    unfinished ones are redone, failures are collected in the returned summary."""
+    cfg = (config or ReconstructConfig()).validate()
+    videos = expand_inputs(inputs)
+    if not videos:
+        raise InputError("no input videos given")
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"output folder {out} is not writable")
+    stems = unique_stems(videos)
+    cfg_dict = to_dict(cfg)
+    jobs = [(str(v), s) for v, s in zip(videos, stems)]
+    if ray_address:
+        outcomes = run_on_ray(jobs, str(out), cfg_dict, overwrite, ray_address)
+        for o in outcomes:
+            if on_done:
+                on_done(o)
+        return BatchSummary(outcomes)
+
+    outcomes: list[JobOutcome] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="videos", unit="video", position=0, dynamic_ncols=True)
+
+    def done(o: JobOutcome):
+        outcomes.append(o)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"failed={sum(x.status == 'failed' for x in outcomes)}")
+        if on_done:
+            on_done(o)
+
+    if workers <= 1 or len(jobs) == 1:
+        rec = Reconstructor(cfg)
+        try:
+            # a missing or unsafe face model fails every video the same way: say it once, before any work
+            if not all(is_finished(out, s) for _, s in jobs) or overwrite:
+                rec.model  # noqa: B018 - loads (and checks) the face model asset
+            for video, stem in jobs:
+                frame_bar = None
+                cb = None
+                if progress:
+                    from tqdm import tqdm
+
+                    frame_bar = tqdm(desc=Path(video).name, unit="frame", position=1, leave=False, dynamic_ncols=True)
+                    cb = frame_bar.update
+                try:
+                    done(run_job(video, stem, str(out), cfg_dict, overwrite, reconstructor=rec, progress=cb))
+                finally:
+                    if frame_bar is not None:
+                        frame_bar.close()
+        finally:
+            rec.close()
+    else:
+        ctx = mp.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(cfg_dict,))
+        try:
+            futs = {pool.submit(_worker_job, v, s, str(out), cfg_dict, overwrite): v for v, s in jobs}
+            for fut in as_completed(futs):
+                try:
+                    done(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a crashed worker process
+                    done(JobOutcome(futs[fut], "failed", f"worker crashed ({type(exc).__name__}: {exc})", exit_code=1))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers, then report the interruption
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+    if bar is not None:
+        bar.close()
+    order = {v: i for i, (v, _) in enumerate(jobs)}
+    outcomes.sort(key=lambda o: order.get(o.video, 0))
+    return BatchSummary(outcomes)

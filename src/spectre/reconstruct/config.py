@@ -1,0 +1,94 @@
+"""What decides a reconstruction: :class:`ReconstructConfig` (saved, resolved, next to every output),
+the learned backend's settings, and :func:`make_config` (defaults <- YAML <- explicit overrides)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import from_dict, load_yaml, to_dict
+from ..device import resolve_device, resolve_precision
+from ..errors import ConfigError
+from ..models import DEFAULT_MODEL, MODEL_NAMES
+from .fit import FitConfig
+from .learned import LEARNED_MODEL
+
+__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
+
+BACKENDS = ("fit", "learned")
+LAYOUTS = ("grid", "overlay", "render", "none")
+MESH_FORMATS = ("obj", "ply", "glb")
+
+
+@dataclass
+class LearnedConfig:
+    """Official SPECTRE inference settings (SPEC §1.3, §1.5)."""
+
+    chunk_length: int = 50
+    chunk_overlap: int = 4
+    edge_padding: int = 2
+    fast: bool = True  # channels-last + reduced precision where the device supports it
+
+
+@dataclass
+class ReconstructConfig:
+    """Everything that decides a reconstruction; saved (resolved) next to every output."""
+
+    backend: str = "fit"
+    model: str | None = None  # resolved by validate(): models.DEFAULT_MODEL for fit, LEARNED_MODEL for learned
+    face: str = "largest"  # largest | all | <track id>
+    device: str = "auto"
+    precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
+    layout: str = "grid"   # grid | overlay | render | none
+    meshes: str | None = None  # obj | ply | glb
+    crop_scale: float = 1.6
+    assets: str | None = None
+    arkit: bool = True
+    track_chunk: int = 64
+    fit: FitConfig = field(default_factory=FitConfig)
+    learned: LearnedConfig = field(default_factory=LearnedConfig)
+
+    def validate(self) -> "ReconstructConfig":
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.model is None:
+            self.model = LEARNED_MODEL if self.backend == "learned" else DEFAULT_MODEL
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {self.model!r} (choose {' or '.join(MODEL_NAMES)})")
+        if self.backend == "learned" and self.model != LEARNED_MODEL:
+            raise ConfigError(f"the learned backend predicts {LEARNED_MODEL.upper()} parameters: "
+                              f"use --model {LEARNED_MODEL}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
+        if self.meshes is not None and self.meshes not in MESH_FORMATS:
+            raise ConfigError(f"unknown mesh format {self.meshes!r} (choose from {', '.join(MESH_FORMATS)})")
+        face = str(self.face)
+        if face not in ("largest", "all") and not face.lstrip("-").isdigit():
+            raise ConfigError(f"--face must be largest, all or a track id, not {face!r}")
+        if not 1.0 <= float(self.crop_scale) <= 3.0:
+            raise ConfigError(f"crop_scale {self.crop_scale} out of range [1, 3]")
+        # the saved config must say what ran: 'auto' becomes the precision this machine uses
+        self.precision = resolve_precision(self.precision, resolve_device(self.device))
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(to_dict(self), sort_keys=False)
+
+
+def make_config(config_file: str | Path | None = None, **overrides: Any) -> ReconstructConfig:
+    """Defaults <- YAML file <- explicit overrides (``None`` = not given). Nested keys as dicts."""
+    data = load_yaml(config_file) if config_file else {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    if "face" in data:
+        data["face"] = str(data["face"])
+    if data.get("backend") == "learned" and "model" not in data:
+        data["model"] = LEARNED_MODEL  # the official encoders predict FLAME parameters
+    return from_dict(ReconstructConfig, data, str(config_file) if config_file else "config").validate()

@@ -1,0 +1,210 @@
+"""The point evaluator of the ``fit`` backend: the 68 landmarks (and dense lip vertices) of a
+:class:`FaceModel` for batches of parameters, as cheaply as the model allows.
+
+The fit evaluates the landmarks hundreds of times per window; a full model forward computes every vertex
+to keep 68 of them. Linear models get a probed point basis instead (see :class:`PointEvaluator`), always
+verified against the model's own forward before it is used.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
+from ..models.base import FaceModel
+from .mp_lips import model_lip_vertices
+
+__all__ = ["PointEvaluator"]
+
+
+class PointEvaluator:
+    """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
+
+    ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
+    ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
+    ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
+    (68×3 per coefficient, one per yaw bin for the dynamic contour) is probed once from the model; the
+    rotation is applied here. The result is verified against ``model.forward`` up to a per-frame 2D
+    translation (which the camera absorbs); if the check fails the full forward is used instead.
+    """
+
+    YAW_BINS_DEG = np.arange(-45, 46, 5)
+
+    def __init__(self, model: FaceModel, try_fast: bool = True):
+        self.model = model
+        #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
+        self.lip_idx = model_lip_vertices(model) if try_fast else None
+        self.L = 0
+        self.rot = model.rotation_param
+        self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
+        self.sizes = [model.spec[n].size for n in self.coef_names]
+        self.kind = "full"
+        self.fixed = None
+        if try_fast and callable(getattr(model, "landmark_vertices", None)):
+            # the model exposes the few vertices its landmarks need (ICT): probe their linear basis once
+            try:
+                self._build_subset()
+                if self._verify():
+                    self.kind = "subset"
+            except (RuntimeError, ValueError, IndexError, KeyError):
+                self.kind = "full"
+        if self.kind == "full" and try_fast:
+            try:
+                self._build_fast()
+                if self._verify():
+                    self.kind = "fast"
+            except (RuntimeError, ValueError, IndexError, KeyError):
+                self.kind = "full"
+        if self.kind == "full":
+            self.mean = self.basis = None
+            self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
+
+    # -- helpers
+    def _split(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.coef_names, torch.split(coef, self.sizes, dim=-1)))
+
+    @torch.no_grad()
+    def _build_fast(self) -> None:
+        m = self.model
+        K = sum(self.sizes)
+        dev = m.faces.device
+        base = m.complete({})
+        defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]  # (K,)
+        coefs = defaults.repeat(2 * K + 1, 1)
+        coefs[1:K + 1] += torch.eye(K, device=dev)
+        coefs[K + 1:] += 2 * torch.eye(K, device=dev)
+        params = self._split(coefs)
+        params[self.rot] = torch.zeros(2 * K + 1, 3, device=dev)
+        V2 = m.vertices(m.complete(params))  # (2K+1, V, 3), rotation 0
+        # linearity check of every coefficient: f(d + 2 e_k) - f(d) == 2 (f(d + e_k) - f(d))
+        extent = float((V2[0].amax(0) - V2[0].amin(0)).max())
+        dev_lin = (V2[K + 1:] - V2[0] - 2 * (V2[1:K + 1] - V2[0])).abs().max()
+        if float(dev_lin) > 1e-4 * extent:
+            raise ValueError("model is not linear in its coefficients")
+        V = V2[:K + 1]
+        params = self._split(coefs[:K + 1])
+        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
+        # rotation convention: v_rot = v @ R^T + c (or v @ R + c)
+        r = torch.tensor([[0.2, -0.3, 0.1]], device=dev)
+        p3 = {n: base[n] for n in self.coef_names}
+        p3[self.rot] = r
+        v3 = m.vertices(m.complete(p3))[0]
+        R = axis_angle_to_matrix(r)[0]
+        err_t = (v3 - V[0] @ R.T); err_t = (err_t - err_t.mean(0)).abs().max()
+        err_n = (v3 - V[0] @ R); err_n = (err_n - err_n.mean(0)).abs().max()
+        self.transpose = bool(err_t <= err_n)
+        # landmark basis per yaw bin (the contour may follow the yaw given in the parameters)
+        means, bases = [], []
+        for deg in self.YAW_BINS_DEG:
+            pr = dict(params)
+            pr[self.rot] = torch.tensor([[0.0, math.radians(float(deg)), 0.0]], device=dev).repeat(K + 1, 1)
+            L = m.landmarks(V, m.complete(pr))  # (K+1, 68, 3)
+            means.append(L[0])
+            bases.append((L[1:] - L[0]).permute(1, 2, 0))  # (68, 3, K)
+        self.mean = torch.stack(means)      # (Y, 68, 3)
+        self.basis = torch.stack(bases)     # (Y, 68, 3, K)
+        self.defaults = defaults
+
+    @torch.no_grad()
+    def _build_subset(self) -> None:
+        m = self.model
+        K = sum(self.sizes)
+        dev = m.faces.device
+        base = m.complete({})
+        defaults = torch.cat([base[n] for n in self.coef_names], -1)[0]
+        coefs = defaults.repeat(K + 1, 1)
+        coefs[1:] += torch.eye(K, device=dev)
+        params = self._split(coefs)
+        params[self.rot] = torch.zeros(K + 1, 3, device=dev)
+        V = m.landmark_vertices(m.complete(params))  # (K+1, S, 3)
+        self.S = V.shape[1]
+        if self.lip_idx is not None:
+            # the lip vertices ride along in the same small basis (S + L points per matmul)
+            lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
+            self.L = lips.shape[1]
+            V = torch.cat([V, lips], 1)
+        self.sub_mean = V[0].reshape(-1)                       # (S*3,)
+        self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
+        self.defaults = defaults
+        self.transpose = True
+
+    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> "PointEvaluator":
+        """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
+        ignored), so each iteration multiplies only the free coefficients (e.g. identity fixed)."""
+        ev = copy.copy(self)
+        if self.kind != "subset":
+            return ev
+        free = ~fixed_mask
+        delta = fixed_values - self.defaults[fixed_mask]
+        ev.sub_mean = self.sub_mean + delta @ self.sub_basis[fixed_mask]
+        ev.sub_basis = self.sub_basis[free].contiguous()
+        ev.defaults = self.defaults.clone()
+        ev.defaults[fixed_mask] = fixed_values
+        ev.free = free
+        return ev
+
+    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        R = axis_angle_to_matrix(rot)  # (B, 3, 3)
+        return pts @ (R.transpose(1, 2) if self.transpose else R)
+
+    def _yaw_bin(self, rot: torch.Tensor) -> torch.Tensor:
+        yaw = torch.rad2deg(matrix_to_euler_y(axis_angle_to_matrix(rot.detach())))
+        b = torch.round((yaw - float(self.YAW_BINS_DEG[0])) / 5.0).long()
+        return b.clamp(0, len(self.YAW_BINS_DEG) - 1)
+
+    @torch.no_grad()
+    def _verify(self) -> bool:
+        m = self.model
+        g = torch.Generator().manual_seed(0)
+        B = 4
+        parts = []
+        for n, s in zip(self.coef_names, self.sizes):
+            spec = m.spec[n]
+            x = torch.randn(B, s, generator=g) * 0.3
+            if spec.low is not None and spec.high is not None:
+                x = torch.rand(B, s, generator=g) * 0.3 * (spec.high - spec.low) + spec.low
+            parts.append(x)
+        coef = torch.cat(parts, -1).to(self.defaults)
+        rot = torch.tensor([[0.1, 0.4, 0.05], [-0.1, -0.35, 0.0], [0.2, 0.05, -0.1], [0.0, 0.6, 0.0]]).to(coef)
+        fast = self.landmarks(coef, rot)
+        p = self._split(coef)
+        p[self.rot] = rot
+        full = m(m.complete(p)).landmarks
+        d = (fast - full)[..., :2]
+        d = d - d.mean(1, keepdim=True)
+        size = float((full[..., :2].amax(1) - full[..., :2].amin(1)).max())
+        return bool(d.abs().max() <= 2e-3 * size)
+
+    # -- public
+    @property
+    def has_lips(self) -> bool:
+        """Whether :meth:`points` also returns the dense lip vertices."""
+        return self.kind == "subset" and self.L > 0
+
+    def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
+        both model space, rotated, from one evaluation."""
+        if self.kind != "subset":
+            return self.landmarks(coef, rot), None
+        free = getattr(self, "free", None)
+        d = coef - self.defaults
+        if free is not None:
+            d = d[:, free]
+        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S + self.L, 3), rot)
+        lmk = self.model.landmarks(verts[:, :self.S])
+        return lmk, (verts[:, self.S:] if self.L else None)
+
+    def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
+        if self.kind == "subset":
+            return self.points(coef, rot)[0]
+        if self.kind == "fast":
+            b = self._yaw_bin(rot)
+            pts = self.mean[b] + torch.einsum("bpck,bk->bpc", self.basis[b], coef - self.defaults)
+            return self._rotate(pts, rot)
+        p = self._split(coef)
+        p[self.rot] = rot
+        return self.model(self.model.complete(p)).landmarks

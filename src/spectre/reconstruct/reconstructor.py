@@ -1,0 +1,212 @@
+"""The one-video API: :class:`Reconstructor` holds the heavy objects (tracker, face model, networks) and
+runs video -> face tracks -> backend (``fit`` | ``learned``) -> ARKit weights -> files;
+:func:`reconstruct` is the public function over it.
+
+All outputs are written atomically; the sidecar ``<stem>.yaml`` (the resolved config plus the list of
+outputs) is written last, so its presence marks the video as finished (:mod:`.resume`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from .. import __version__
+from ..assets import AssetStore
+from ..atomic import atomic_write_text
+from ..config import to_dict
+from ..device import Runtime
+from ..errors import NoFaceError, OutputError
+from ..faces.crop import face_crop_transform, interpolate_landmarks
+from ..faces.track import FaceTracker, select_faces
+from ..io.results import FaceResult, save_arkit_csv, save_face_npz
+from ..io.video import open_video
+from ..models import load_face_model
+from .arkit import LandmarkArkitSolver, ict_to_arkit
+from .config import ReconstructConfig, make_config
+from .evaluator import PointEvaluator
+from .fit import fit_track
+from .learned import LearnedBackend
+from .outputs import write_meshes, write_render_video
+from .result import ReconstructionResult
+from .resume import guard_input, output_names
+
+__all__ = ["Reconstructor", "reconstruct"]
+
+
+class Reconstructor:
+    """Holds the heavy objects (tracker, face model, networks) so many videos reuse them."""
+
+    def __init__(self, config: ReconstructConfig | None = None):
+        self.cfg = (config or ReconstructConfig()).validate()
+        self.store = AssetStore(self.cfg.assets)
+        self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
+        self._model = None
+        self._evaluator = None
+        self._learned = None
+        self._tracker = None
+        self._arkit = None
+
+    # -- lazily built parts
+    @property
+    def model(self):
+        if self._model is None:
+            # the landmark fit is small and latency-bound: it runs on the CPU unless asked otherwise
+            self._model = load_face_model(self.cfg.model, self.store).eval()
+        return self._model
+
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            self._evaluator = PointEvaluator(self.model)
+        return self._evaluator
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            self._tracker = FaceTracker()
+        return self._tracker
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+    # -- stages
+    def track(self, path: Path):
+        source = open_video(path)
+        tracks = self.tracker.track(source, chunk_size=self.cfg.track_chunk)
+        face = self.cfg.face if self.cfg.face in ("largest", "all") else int(self.cfg.face)
+        tracks = select_faces(tracks, face)
+        usable = {tid: t for tid, t in tracks.tracks.items() if np.asarray(t.valid).any()}
+        if not usable:
+            raise NoFaceError(f"{path}: no face found in any of its {len(tracks.indices)} frames")
+        tracks.tracks = usable
+        return source, tracks
+
+    def arkit_weights(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        if self.cfg.model == "ict":
+            return ict_to_arkit(params["expression"], tuple(self.model.expression_names))
+        if self._arkit is None:
+            self._arkit = LandmarkArkitSolver(load_face_model("ict"))
+        return self._arkit.solve(self.model, params)
+
+    def fit_face(self, track, tracks) -> FaceResult:
+        valid = np.asarray(track.valid, bool)
+        lm = np.asarray(track.landmarks68, np.float64)
+        fit = fit_track(self.model, np.nan_to_num(lm), valid, self.cfg.fit, evaluator=self.evaluator,
+                        points478=getattr(track, "points478", None))
+        filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
+        tforms = face_crop_transform(filled, scale=self.cfg.crop_scale)
+        params = dict(fit.params)
+        return FaceResult(
+            track_id=int(track.track_id), model=self.cfg.model, backend="fit", params=params,
+            cam=fit.cam_in_crop(tforms), crop_tform=tforms, landmarks2d=fit.landmarks2d,
+            landmarks3d=fit.landmarks3d, valid=valid, frame_index=np.asarray(tracks.indices),
+            timestamps=np.asarray(tracks.pts_seconds), tracked68=np.asarray(track.landmarks68, np.float32),
+            points478=np.asarray(track.points478, np.float32),
+            expression_names=tuple(getattr(self.model, "expression_names", ())),
+            extras={"fit_loss": fit.final_loss, "evaluator": fit.evaluator})
+
+    def learned_face(self, source, track, tracks) -> FaceResult:
+        if self._learned is None:
+            self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
+                                           crop_scale=self.cfg.crop_scale)
+        return self._learned.run(source, track, tracks)
+
+    def process(self, path: str | Path) -> ReconstructionResult:
+        """Track and reconstruct one video (no files written)."""
+        path = Path(path)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        source, tracks = self.track(path)
+        timings["track"] = time.perf_counter() - t0
+        faces = []
+        t0 = time.perf_counter()
+        for tid in sorted(tracks.tracks):
+            track = tracks.tracks[tid]
+            face = (self.fit_face(track, tracks) if self.cfg.backend == "fit"
+                    else self.learned_face(source, track, tracks))
+            if self.cfg.arkit:
+                face.arkit = self.arkit_weights(face.params)
+            faces.append(face)
+        timings[self.cfg.backend] = time.perf_counter() - t0
+        return ReconstructionResult(video=path, fps=float(tracks.fps or source.fps), width=int(tracks.width),
+                                    height=int(tracks.height), num_frames=int(len(tracks.indices)), faces=faces,
+                                    config=self.cfg, timings=timings)
+
+    # -- outputs
+    def write(self, result: ReconstructionResult, output_dir: str | Path, stem: str | None = None,
+              overwrite: bool = False, progress: Callable[[int], None] | None = None) -> list[Path]:
+        out = Path(output_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+        stem = stem or result.video.stem
+        names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
+        guard_input(result.video, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
+        written: list[Path] = []
+        cfg_yaml = self.cfg.to_yaml()
+        t0 = time.perf_counter()
+        for i, face in enumerate(result.faces):
+            written.append(save_face_npz(out / names["npz"][i], face, video=str(result.video), fps=result.fps,
+                                         width=result.width, height=result.height, config_yaml=cfg_yaml,
+                                         version=__version__, overwrite=overwrite))
+            if self.cfg.arkit:
+                written.append(save_arkit_csv(out / names["csv"][i], face, overwrite=overwrite))
+        result.timings["write"] = time.perf_counter() - t0
+        if self.cfg.meshes:
+            t0 = time.perf_counter()
+            for i, face in enumerate(result.faces):
+                written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes, overwrite))
+            result.timings["meshes"] = time.perf_counter() - t0
+        if self.cfg.layout != "none":
+            t0 = time.perf_counter()
+            written.append(write_render_video(self.model, result, out / names["video"][0], self.cfg.layout,
+                                              overwrite=overwrite, progress=progress))
+            result.timings["render"] = time.perf_counter() - t0
+        # the sidecar is written last: its presence marks the video as finished (resume)
+        sidecar = {"spectre_version": __version__, "video": str(result.video), "num_frames": result.num_frames,
+                   "fps": result.fps, "faces": [int(f.track_id) for f in result.faces],
+                   "outputs": [p.name for p in written], "timings": {k: round(v, 4) for k, v in result.timings.items()},
+                   "config": to_dict(self.cfg)}
+        written.append(atomic_write_text(out / f"{stem}.yaml", yaml.safe_dump(sidecar, sort_keys=False),
+                                         overwrite=overwrite))
+        result.outputs = written
+        return written
+
+
+def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backend: str | None = None,
+                model: str | None = None, face: str | int | None = None, device: str | None = None,
+                precision: str | None = None, layout: str | None = None, meshes: str | None = None,
+                config: str | Path | ReconstructConfig | None = None, assets: str | Path | None = None,
+                overwrite: bool = False) -> ReconstructionResult:
+    """Reconstruct the face(s) of one video.
+
+    Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``,
+    the render video (``layout``, default ``grid``) and optional meshes are written there (existing
+    files are only replaced with ``overwrite=True``). ``config`` is a YAML file or a
+    :class:`ReconstructConfig`; keyword arguments override it. Raises :class:`~spectre.errors.SpectreError`
+    subclasses with one-line messages (``NoFaceError`` when no frame has a face).
+    """
+    overrides = dict(backend=backend, model=model, face=None if face is None else str(face), device=device,
+                     precision=precision, layout=layout, meshes=meshes, assets=None if assets is None else str(assets))
+    if isinstance(config, ReconstructConfig):
+        cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    else:
+        cfg = make_config(config, **overrides)
+    if output_dir is None:
+        cfg = dataclasses.replace(cfg, layout="none", meshes=None)
+    rec = Reconstructor(cfg)
+    try:
+        result = rec.process(path)
+        if output_dir is not None:
+            rec.write(result, output_dir, overwrite=overwrite)
+        return result
+    finally:
+        rec.close()

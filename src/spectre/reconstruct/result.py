@@ -1,0 +1,35 @@
+"""What one reconstructed video is: :class:`ReconstructionResult`, returned by ``spectre.reconstruct``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io.results import FaceResult
+from .config import ReconstructConfig
+
+__all__ = ["ReconstructionResult"]
+
+
+@dataclass
+class ReconstructionResult:
+    """What ``spectre.reconstruct`` returns for one video.
+
+    ``faces``: one :class:`~spectre.io.results.FaceResult` per reconstructed face track (arrays per input
+    frame: parameters, camera, crop transforms, 2D/3D landmarks, valid mask, timestamps, ARKit weights);
+    ``outputs``: files written (empty without ``output_dir``); ``timings``: seconds per stage.
+    """
+
+    video: Path
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    faces: list[FaceResult]
+    config: ReconstructConfig
+    outputs: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def face(self) -> FaceResult:
+        """The first (with ``face='largest'``: the only) face."""
+        return self.faces[0]
