@@ -15,14 +15,18 @@ INPUT may be video files, folders, globs or .txt files listing paths. Finished v
 (resume); --overwrite redoes them. The exit code is 1 if any video failed (see the summary).
 
 backends: fit (default; landmark fit of the ICT model, nothing to download) or learned (official
-SPECTRE encoders; needs the FLAME, DECA and SPECTRE assets, see `spectre assets`)."""
+SPECTRE encoders, which need the FLAME, DECA and SPECTRE assets, see `spectre assets`; or with
+--model ict an encoder you trained: --weights RUN/checkpoints/best.pt or asset ict-encoder)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs or .txt lists")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--backend", choices=("fit", "learned"), help="reconstruction backend (default fit)")
-    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit, flame for learned, which needs flame)")
+    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit; for learned the "
+                   "--weights file's model, else flame with the official encoders)")
+    p.add_argument("--weights", metavar="CKPT", help="learned backend: a face-encoder checkpoint "
+                   "(`spectre train --model ict`: RUN/checkpoints/best.pt); picks --model from the file")
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers must be at least 1")
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
                       meshes=args.meshes, device=args.device, precision=args.precision, assets=args.assets,
-                      arkit=False if args.no_arkit else None)
+                      arkit=False if args.no_arkit else None,
+                      learned={"weights": args.weights} if args.weights else None)
     progress = not args.quiet and sys.stderr.isatty()
 
     def report(outcome):

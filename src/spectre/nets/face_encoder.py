@@ -24,7 +24,8 @@ from ..safeload import load_checkpoint
 from .backbones import MobileNetV2
 from .checkpoints import describe_checkpoint, load_state_dict_checked
 
-__all__ = ["ENCODER_FORMAT", "EncoderSpec", "FaceCodeEncoder", "load_face_encoder", "encoder_from_checkpoint"]
+__all__ = ["ENCODER_FORMAT", "EncoderSpec", "FaceCodeEncoder", "load_face_encoder", "encoder_from_checkpoint",
+           "verify_encoder_file"]
 
 ENCODER_FORMAT = "spectre.face-encoder/1"
 WEIGHTS_KEY = "face_encoder"
@@ -130,3 +131,11 @@ def encoder_from_checkpoint(ck: Any, path: Path | str = "<checkpoint>", strict: 
 def load_face_encoder(path: str | Path) -> FaceCodeEncoder:
     """Load a face-encoder checkpoint (``torch.load(weights_only=True)``, strict keys)."""
     return encoder_from_checkpoint(load_checkpoint(path, what="face-encoder checkpoint"), path)
+
+
+def verify_encoder_file(path: str | Path, model: str) -> FaceCodeEncoder:
+    """Load ``path`` strictly and check that it predicts ``model``'s parameters (``assets add``)."""
+    net = load_face_encoder(path)
+    if net.spec.model != model:
+        raise CheckpointError(f"{path} is an encoder for face model {net.spec.model!r}, not {model!r}")
+    return net

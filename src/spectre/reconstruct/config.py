@@ -13,6 +13,7 @@ from ..device import resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
+from .encoder_backend import encoder_model
 from .learned import LEARNED_MODEL
 
 __all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
@@ -30,6 +31,9 @@ class LearnedConfig:
     chunk_overlap: int = 4
     edge_padding: int = 2
     fast: bool = True  # channels-last + reduced precision where the device supports it
+    #: a face-encoder checkpoint (``spectre train --model ict``: RUN/checkpoints/best.pt); None: the official
+    #: encoders for FLAME, the installed ``<model>-encoder`` asset for other models
+    weights: str | None = None
 
 
 @dataclass
@@ -57,9 +61,8 @@ class ReconstructConfig:
             self.model = LEARNED_MODEL if self.backend == "learned" else DEFAULT_MODEL
         if self.model not in MODEL_NAMES:
             raise ConfigError(f"unknown model {self.model!r} (choose {' or '.join(MODEL_NAMES)})")
-        if self.backend == "learned" and self.model != LEARNED_MODEL:
-            raise ConfigError(f"the learned backend predicts {LEARNED_MODEL.upper()} parameters: "
-                              f"use --model {LEARNED_MODEL}")
+        if self.learned.weights is not None:
+            self.learned.weights = str(self.learned.weights)
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
         if self.meshes is not None and self.meshes not in MESH_FORMATS:
@@ -72,6 +75,12 @@ class ReconstructConfig:
         # the saved config must say what ran: 'auto' becomes the precision this machine uses
         self.precision = resolve_precision(self.precision, resolve_device(self.device))
         return self
+
+    @property
+    def uses_face_encoder(self) -> bool:
+        """The learned backend runs a trained face encoder (``--weights`` or a model without official
+        encoders) rather than the official DECA + SPECTRE encoders."""
+        return self.backend == "learned" and (self.learned.weights is not None or self.model != LEARNED_MODEL)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(to_dict(self), sort_keys=False)
@@ -90,5 +99,7 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Reco
     if "face" in data:
         data["face"] = str(data["face"])
     if data.get("backend") == "learned" and "model" not in data:
-        data["model"] = LEARNED_MODEL  # the official encoders predict FLAME parameters
+        weights = (data.get("learned") or {}).get("weights") if isinstance(data.get("learned"), dict) else None
+        # a face-encoder checkpoint names its model; else the official encoders, which predict FLAME
+        data["model"] = encoder_model(weights) if weights else LEARNED_MODEL
     return from_dict(ReconstructConfig, data, str(config_file) if config_file else "config").validate()

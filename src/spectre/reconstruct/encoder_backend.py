@@ -24,19 +24,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..faces.crop import face_crop_transform, interpolate_landmarks, warp_crop, warp_crop_fast
 from ..geometry import project_to_crop
 from ..io.results import FaceResult
 from ..losses import landmark_weights_68
-from ..nets.face_encoder import FaceCodeEncoder, load_face_encoder
+from ..nets.face_encoder import SPEC_KEY, EncoderSpec, FaceCodeEncoder, encoder_from_checkpoint, load_face_encoder
+from ..nets.fast import prepare_for_inference
+from ..safeload import load_checkpoint
 from .chunking import plan_chunks
 from .crop_stream import CropStream
-from .fit import FitConfig, PointEvaluator, fit_track
+from .evaluator import PointEvaluator
+from .fit import FitConfig, fit_track
 
-__all__ = ["EncoderBackend", "solve_camera", "landmarks_to_frame"]
+__all__ = ["EncoderBackend", "encoder_model", "solve_camera", "landmarks_to_frame"]
 
 #: landmarks the camera is solved on: contour, brows, nose, eyes (the mouth follows the expression)
 _CAMERA_POINTS = np.arange(0, 48)
+
+
+def encoder_model(weights: str | Path) -> str:
+    """The face model a face-encoder checkpoint predicts (so ``--weights`` alone picks ``--model``)."""
+    ck = load_checkpoint(weights, what="face-encoder checkpoint")
+    if not isinstance(ck, dict) or SPEC_KEY not in ck:
+        encoder_from_checkpoint(ck, weights)  # raises the 'this file is a ...' error
+    return EncoderSpec.from_dict(ck[SPEC_KEY], weights).model
 
 
 def solve_camera(model_lmk: np.ndarray, crop_lmk: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -75,10 +87,9 @@ def landmarks_to_frame(landmarks3d: np.ndarray, cam: np.ndarray, tforms: np.ndar
 class EncoderBackend:
     """A trained :class:`FaceCodeEncoder` for ``model``, loaded once and reused for many videos."""
 
-    def __init__(self, model, weights: str | Path | FaceCodeEncoder, runtime, config, fit_config: FitConfig | None = None,
-                 evaluator: PointEvaluator | None = None):
-        from ..errors import ConfigError
-
+    def __init__(self, model, weights: str | Path | FaceCodeEncoder, runtime, config,
+                 fit_config: FitConfig | None = None, evaluator: PointEvaluator | None = None,
+                 crop_scale: float = 1.6):
         net = weights if isinstance(weights, FaceCodeEncoder) else load_face_encoder(weights)
         self.spec = net.spec
         self.source = str(weights) if not isinstance(weights, FaceCodeEncoder) else "<network>"
@@ -93,9 +104,8 @@ class EncoderBackend:
         self.runtime = runtime
         self.fit_cfg = fit_config or FitConfig()
         self.evaluator = evaluator
+        self.crop_scale = float(crop_scale)
         if config.fast:
-            from ..nets.fast import prepare_for_inference
-
             fast = prepare_for_inference(net, runtime)
             self.features = lambda x: fast.call("frame_features", x)
             self.head = lambda f: fast.call("head", f)
@@ -154,7 +164,7 @@ class EncoderBackend:
         valid = np.asarray(track.valid, bool)
         lm = np.asarray(track.landmarks68, np.float64)
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
-        scale = self.spec.crop_scale
+        scale = self.crop_scale
         tforms = face_crop_transform(filled, scale=scale)  # the schema's 224 crop
         small = face_crop_transform(filled, scale=scale, size=self.spec.image_size)
         T = len(tforms)
@@ -169,7 +179,8 @@ class EncoderBackend:
             lo = -np.inf if sp.low is None else sp.low
             hi = np.inf if sp.high is None else sp.high
             params[name] = np.clip(value, lo, hi).astype(np.float32)
-        full = {k: v.numpy() for k, v in self.model.complete({k: torch.from_numpy(v) for k, v in params.items()}).items()}
+        completed = self.model.complete({k: torch.from_numpy(v) for k, v in params.items()})
+        full = {k: v.numpy() for k, v in completed.items()}
         # camera: align the predicted face's stable landmarks with the tracked ones in the 224 crop
         X = self._landmarks3d(full)
         q = (np.einsum("tij,tpj->tpi", tforms[:, :2, :2], filled) + tforms[:, None, :2, 2]) / 112.0 - 1.0

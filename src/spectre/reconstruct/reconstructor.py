@@ -28,6 +28,7 @@ from ..io.video import open_video
 from ..models import load_face_model
 from .arkit import LandmarkArkitSolver, ict_to_arkit
 from .config import ReconstructConfig, make_config
+from .encoder_backend import EncoderBackend
 from .evaluator import PointEvaluator
 from .fit import fit_track
 from .learned import LearnedBackend
@@ -114,8 +115,14 @@ class Reconstructor:
 
     def learned_face(self, source, track, tracks) -> FaceResult:
         if self._learned is None:
-            self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
-                                           crop_scale=self.cfg.crop_scale)
+            if self.cfg.uses_face_encoder:
+                # a trained face encoder: --weights, else the installed '<model>-encoder' asset
+                weights = self.cfg.learned.weights or self.store.path(f"{self.cfg.model}-encoder")
+                self._learned = EncoderBackend(self.model, weights, self.runtime, self.cfg.learned, self.cfg.fit,
+                                               self.evaluator, crop_scale=self.cfg.crop_scale)
+            else:
+                self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
+                                               crop_scale=self.cfg.crop_scale)
         return self._learned.run(source, track, tracks)
 
     def process(self, path: str | Path) -> ReconstructionResult:
