@@ -140,6 +140,7 @@ def test_closure_agreement_counts_reference_closed_frames():
     assert m.closed_frames_ref == 4
     assert m.closure_recall == pytest.approx(0.5)
     assert m.closure_precision == pytest.approx(2 / 3)
+    assert m.false_closure_rate == pytest.approx(1 / 4)  # frame 4 of the 4 open reference frames
     always_open = M.compare_landmarks(face(8, ap_ref + 10), face(8, ap_ref + 10))
     assert always_open.closed_frames_ref == 0 and math.isnan(always_open.closure_recall)
 

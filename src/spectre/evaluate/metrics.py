@@ -160,6 +160,7 @@ class LandmarkMetrics:
     closed_frames_ref: int         #: reference frames with closed lips
     closure_recall: float          #: fraction of those where the prediction is closed too (NaN if none)
     closure_precision: float       #: fraction of predicted-closed frames that are closed in the ref
+    false_closure_rate: float = math.nan  #: fraction of the reference's open-lip frames closed in the prediction
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -185,7 +186,7 @@ def compare_landmarks(pred: object, ref: object, valid: Optional[np.ndarray] = N
     jit_r = jitter(r, ok)
     if n == 0:
         nan = math.nan
-        return LandmarkMetrics(0, nan, nan, nan, nan, nan, nan, jit_p, jit_r, 0, nan, nan)
+        return LandmarkMetrics(0, nan, nan, nan, nan, nan, nan, jit_p, jit_r, 0, nan, nan, nan)
     p, r = p[ok], r[ok]
     iod = interocular_distance(r)
     err = point_errors(p, r)
@@ -206,6 +207,7 @@ def compare_landmarks(pred: object, ref: object, valid: Optional[np.ndarray] = N
         closed_frames_ref=int(closed_r.sum()),
         closure_recall=both / int(closed_r.sum()) if closed_r.any() else math.nan,
         closure_precision=both / int(closed_p.sum()) if closed_p.any() else math.nan,
+        false_closure_rate=float((closed_p & ~closed_r).sum() / (~closed_r).sum()) if (~closed_r).any() else math.nan,
     )
 
 

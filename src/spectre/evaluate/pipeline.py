@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import InputError, SpectreError
+from ..io.inputs import IMAGE_FOLDER_HINT, InputItem, display_path
+from ..io.inputs import expand_inputs as shared_expand
 from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
                      load_prediction_file, reference_from_result)
+from .judge import VideoSide, arkit_activity, judge_video, make_judges
 from .report import VideoResult, build_report, evaluate_geometry, markdown_report, write_run
 
 NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
@@ -26,6 +29,8 @@ class EvaluationOptions:
     g2p: str = "auto"
     assets: Optional[str] = None
     device: str = "auto"
+    #: independent judges (``spectre.evaluate.judge``): None = every installed one, [] = none
+    judges: Optional[list[str]] = None
 
 
 @dataclass
@@ -48,22 +53,39 @@ def video_name(path: Path) -> str:
     return stem
 
 
-def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; a folder contributes its .npz/.npy files, or else its videos (sorted)."""
-    out: list[Path] = []
+def input_items(paths: Sequence[Path], image_folders: bool = False) -> list[InputItem]:
+    """Files as given; a folder (walked recursively, :mod:`spectre.io.inputs`) contributes its .npz/.npy
+    files, or else its videos (and, with ``image_folders``, its image-frame folders)."""
+    out: list[InputItem] = []
     for p in paths:
         if p.is_dir():
-            arrays = sorted(q for q in p.iterdir() if q.suffix.lower() in ARRAY_SUFFIXES and not q.name.startswith("."))
-            videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and not q.name.startswith("."))
-            found = arrays or videos
-            if not found:
-                raise InputError(f"{p}: folder holds no result files, landmark arrays or videos")
-            out += found
+            try:
+                out += shared_expand([p], suffixes=ARRAY_SUFFIXES)
+            except InputError:
+                try:
+                    out += shared_expand([p], suffixes=VIDEO_SUFFIXES, image_folders=image_folders)
+                except InputError:
+                    hint = "" if image_folders else f" ({IMAGE_FOLDER_HINT} to evaluate frames)"
+                    raise InputError(f"{display_path(p)}: folder holds no result files, landmark arrays or "
+                                     f"videos{hint}") from None
         elif p.exists():
-            out.append(p)
+            out.append(InputItem(p, p.stem))
         else:
-            raise InputError(f"{p}: file not found")
+            raise InputError(f"{display_path(p)}: file not found")
     return out
+
+
+def expand_inputs(paths: Sequence[Path], image_folders: bool = False) -> list[Path]:
+    return [it.path for it in input_items(paths, image_folders)]
+
+
+def _names(items: Sequence[InputItem]) -> list[str]:
+    """Report names: the file's name without tool suffixes; in a tree where two share one, the
+    relative folder joins it (``spk1_00001``)."""
+    names = [video_name(it.path) for it in items]
+    if len(set(names)) < len(names):
+        names = [video_name(Path(it.name.replace("/", "_") + it.path.suffix)) for it in items]
+    return names
 
 
 def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
@@ -74,10 +96,11 @@ def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[P
     return None
 
 
-def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[LandmarkSequence, LandmarkSequence]:
+def resolve_pair(path: Path, options: EvaluationOptions, single: bool,
+                 name: str | None = None) -> tuple[LandmarkSequence, LandmarkSequence]:
     """Prediction and reference landmarks for one input."""
-    name = video_name(path)
-    is_video = path.suffix.lower() in VIDEO_SUFFIXES
+    name = name or video_name(path)
+    is_video = path.suffix.lower() in VIDEO_SUFFIXES or path.is_dir()  # a folder: image frames
     pred = load_landmarks(path, options.half, role="prediction") if is_video else load_prediction_file(path)
     other = {"left": "right", "right": "left"}.get(options.half, "full")
     if options.reference:
@@ -104,24 +127,32 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[
 
 
 def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOptions,
-                    overwrite: bool = False) -> EvaluationSummary:
+                    overwrite: bool = False, image_folders: bool = False) -> EvaluationSummary:
     """Evaluate every input, write the run folder; per-input failures are collected (one input: raised)."""
-    files = expand_inputs(paths)
+    items = input_items(paths, image_folders)
+    files = [it.path for it in items]
+    names = dict(zip(map(str, files), _names(items)))
     single = len(files) == 1
     results: list[VideoResult] = []
     failed: list[tuple[str, str]] = []
+    judges = make_judges(options.judges)
+    skipped_judge: list[str] = []
     lipreading = None
     if options.lipread:
         from .lipread import LipreadEvaluator
 
         lipreading = LipreadEvaluator.from_options(options)
     for path in files:
-        name = video_name(path)
+        name = names[str(path)]
         try:
-            pred, ref = resolve_pair(path, options, single)
+            pred, ref = resolve_pair(path, options, single, name)
             result = evaluate_geometry(name, pred.points, ref.points, pred.valid & ref.valid,
                                        prediction=pred.source, reference=ref.source, fps=ref.fps)
             results.append(result)
+            if judges:
+                _judge(result, path, name, pred, ref, options, judges, skipped_judge, failed, single)
+            if path.suffix.lower() == ".npz":
+                result.arkit = arkit_activity(path.with_name(f"{path.stem}_arkit.csv"))
             if lipreading is not None:
                 try:
                     result.lipread = lipreading.evaluate(name, path, pred, ref)
@@ -139,6 +170,9 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     settings = {"inputs": [str(p) for p in files], "reference": options.reference, "half": options.half,
                 "reference_half": options.reference_half, "lipread": options.lipread, "g2p": options.g2p,
                 "failed": [{"input": p, "error": e} for p, e in failed]}
+    settings["judges"] = [j.name for j in judges]
+    if skipped_judge:
+        settings["judge_skipped"] = skipped_judge
     if lipreading is not None:
         settings["lipreader"] = lipreading.describe()
     report = build_report(results, settings)
@@ -153,6 +187,70 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
         plot_group_errors(results, plot_dir / "group_errors.png", overwrite=True)
     table = _console_table(report)
     return EvaluationSummary(results, report, json_path, md_path, plot_dir, table, failed)
+
+
+def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequence,
+                options: EvaluationOptions) -> Optional[tuple[VideoSide, VideoSide]]:
+    """(render, input) videos of one evaluated item, in the same pixel frame; None when either is unknown.
+
+    A rendered video input is its own render (``--half``), its input the reference video (``-r``) or the
+    other half. A result ``.npz`` uses ``--render`` or the render ``spectre reconstruct`` wrote beside it,
+    and ``--video``, the input video it records, or the input half of its grid render."""
+    from .lipread import RENDER_SUFFIXES, reconstruct_render
+
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if ref.video is None:
+            return None
+        return VideoSide(path, options.half, pred.offset), VideoSide(Path(ref.video), ref.half, ref.offset)
+    if path.suffix.lower() != ".npz":
+        return None
+    arrays = pred.extras.get("arrays") or {}
+    render = None
+    if options.render:
+        rp = Path(options.render)
+        found = find_by_name(rp, name, VIDEO_SUFFIXES) if rp.is_dir() else rp
+        if found is not None:
+            render = VideoSide(found, options.half, pred.offset)
+    written = reconstruct_render(path, arrays) if "config" in arrays else None
+    if render is None and written is not None:
+        render = VideoSide(written[0], written[1], pred.offset)
+    if render is None:
+        for suffix in RENDER_SUFFIXES:
+            cand = path.parent / f"{name}{suffix}.mp4"
+            if cand.is_file():
+                render = VideoSide(cand, "full", pred.offset)
+                break
+    if render is None:
+        return None
+    if options.video:
+        vp = Path(options.video)
+        found = find_by_name(vp, name, VIDEO_SUFFIXES) if vp.is_dir() else vp
+        if found is not None:
+            return render, VideoSide(found, "full", ref.offset)
+    if ref.video is not None:
+        return render, VideoSide(Path(ref.video), ref.half, ref.offset)
+    if written is not None and written[1] == "left":  # the grid's right half is the input
+        return render, VideoSide(written[0], "right", ref.offset)
+    return None
+
+
+def _judge(result, path, name, pred, ref, options, judges, skipped, failed, single) -> None:
+    sides = judge_sides(path, name, pred, ref, options)
+    if sides is None:
+        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render or grid)")
+        return
+    is_result = path.suffix.lower() == ".npz"
+    result.judges = {}
+    for judge in judges:
+        try:
+            result.judges[judge.name] = judge_video(judge, sides[0], sides[1], len(pred),
+                                                    tracked=ref.points if is_result else None,
+                                                    fitted=pred.points if is_result else None)
+        except SpectreError as exc:
+            if single:
+                raise
+            result.judges[judge.name] = {"error": str(exc)}
+            failed.append((str(path), f"judge {judge.name}: {exc}"))
 
 
 def _console_table(report: dict) -> str:

@@ -31,9 +31,25 @@ GEOMETRY_COLUMNS = (
     ("jitter_pred", "jitter", "{:.4f}", "low"),
     ("jitter_ref", "jitter ref", "{:.4f}", ""),
     ("closure_recall", "closure recall", "{:.3f}", "high"),
+    ("false_closure_rate", "false closures", "{:.3f}", "low"),
     ("closed_frames_ref", "closed ref", "{:.0f}", ""),
     ("frames", "frames", "{:.0f}", ""),
 )
+#: (key, title, format) of the independent judges' tables (spectre.evaluate.judge)
+JUDGE_COLUMNS = (
+    ("nme_mouth", "NME mouth", "{:.4f}"),
+    ("aperture_r", "aperture r", "{:.3f}"),
+    ("aperture_mae", "aperture MAE", "{:.4f}"),
+    ("width_r", "width r", "{:.3f}"),
+    ("jitter_pred", "jitter", "{:.4f}"),
+    ("jitter_ref", "jitter input", "{:.4f}"),
+    ("closure_recall", "closure recall", "{:.3f}"),
+    ("false_closure_rate", "false closures", "{:.3f}"),
+    ("frames", "frames", "{:.0f}"),
+)
+#: sides a judge scores against its input landmarks: the render, the tracker's landmarks (the ceiling of a
+#: landmark-driven fit), the result's own fitted landmarks
+JUDGE_SIDES = ("render", "tracked", "fitted")
 #: (key, title) of the lip-reading table (percentages, lower is better)
 LIPREAD_COLUMNS = (("wer", "WER %"), ("cer", "CER %"), ("vwer", "viseme WER %"), ("ver", "viseme CER %"))
 
@@ -47,6 +63,7 @@ METRIC_NOTES = {
     "jitter_pred": "mean norm of the second temporal difference of the landmarks, / IOD (0 = smooth)",
     "jitter_ref": "the same for the reference landmarks",
     "closure_recall": "share of reference frames with closed lips (opening/IOD < 0.03) that the reconstruction also closes",
+    "false_closure_rate": "share of reference frames with open lips that the reconstruction closes",
     "closed_frames_ref": "number of reference frames with closed lips",
     "wer": "word error rate of the lipreader's transcript against the ground truth",
     "cer": "character error rate of the same",
@@ -65,6 +82,8 @@ class VideoResult:
     geometry: dict[str, float]
     groups: dict[str, float]
     lipread: Optional[dict[str, Any]] = None
+    judges: Optional[dict[str, Any]] = None   #: judge name -> spectre.evaluate.judge.judge_video output
+    arkit: Optional[dict[str, Any]] = None    #: spectre.evaluate.judge.arkit_activity of the result
     series: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
@@ -72,6 +91,10 @@ class VideoResult:
                "geometry": self.geometry, "groups": self.groups}
         if self.lipread is not None:
             out["lipread"] = self.lipread
+        if self.judges:
+            out["judges"] = self.judges
+        if self.arkit is not None:
+            out["arkit"] = self.arkit
         return out
 
 
@@ -119,6 +142,17 @@ def aggregate_videos(videos: Sequence[dict]) -> dict:
             rows = [x[side] for x in lip if x.get(side)]
             if rows:
                 out["lipread"][side] = {k: _nanmean([row.get(k) for row in rows]) for k, _ in LIPREAD_COLUMNS}
+    judged = [v["judges"] for v in videos if v.get("judges")]
+    if judged:
+        out["judges"] = {}
+        for name in sorted({n for j in judged for n in j}):
+            runs = [j[name] for j in judged if isinstance(j.get(name), dict) and "error" not in j[name]]
+            out["judges"][name] = {side: {k: _nanmean([r[side].get(k) for r in runs if r.get(side)])
+                                          for k, _, _ in JUDGE_COLUMNS}
+                                   for side in JUDGE_SIDES if any(r.get(side) for r in runs)}
+    act = [v["arkit"]["active_per_frame"] for v in videos if v.get("arkit")]
+    if act:
+        out["arkit_active_per_frame"] = _nanmean(act)
     return out
 
 
@@ -187,9 +221,39 @@ def markdown_report(report: dict) -> str:
             if s:
                 rows.append(["**mean**", side] + [_fmt(_pct(s.get(k)), "{:.1f}") for k, _ in LIPREAD_COLUMNS] + [""])
         parts += ["## Lip reading (input = ceiling, render = reconstruction)", "", _table(header, rows), ""]
+    parts += _judge_tables(videos, agg)
     parts += ["## Metrics", ""]
     parts += [f"- **{k}**: {v}" for k, v in METRIC_NOTES.items()]
     return "\n".join(parts) + "\n"
+
+
+def _judge_tables(videos: Sequence[dict], agg: dict) -> list[str]:
+    parts: list[str] = []
+    names = sorted({n for v in videos for n in (v.get("judges") or {})})
+    for name in names:
+        header = ["video", "vs input"] + [t for _, t, _ in JUDGE_COLUMNS]
+        rows = []
+        for v in videos:
+            j = (v.get("judges") or {}).get(name)
+            if not j:
+                continue
+            if "error" in j:
+                rows.append([v["name"], "error: " + str(j["error"])] + [""] * len(JUDGE_COLUMNS))
+                continue
+            for side in JUDGE_SIDES:
+                if j.get(side):
+                    rows.append([v["name"], side] + [_fmt(j[side].get(k), f) for k, _, f in JUDGE_COLUMNS])
+        for side, m in agg.get("judges", {}).get(name, {}).items():
+            rows.append(["**mean**", side] + [_fmt(m.get(k), f) for k, _, f in JUDGE_COLUMNS])
+        parts += [f"## Independent judge: {name} (68 landmarks re-detected on the render and on the input)", "",
+                  _table(header, rows), ""]
+    act = [(v["name"], v["arkit"]) for v in videos if v.get("arkit")]
+    if act:
+        rows = [[n, f"{a['active_per_frame']:.2f}", ", ".join(f"{k} {x:.2f}" for k, x in a["top"].items())]
+                for n, a in act]
+        parts += ["## ARKit curves (weights > 0.1 per frame; shapes by share of frames active)", "",
+                  _table(["video", "active / frame", "most active"], rows), ""]
+    return parts
 
 
 def _pct(v: Any) -> Any:

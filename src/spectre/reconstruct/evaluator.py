@@ -15,7 +15,6 @@ import torch
 
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
 from ..models.base import FaceModel
-from .mp_lips import model_lip_vertices
 
 __all__ = ["PointEvaluator"]
 
@@ -36,7 +35,7 @@ class PointEvaluator:
     def __init__(self, model: FaceModel, try_fast: bool = True):
         self.model = model
         #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
-        self.lip_idx = model_lip_vertices(model) if try_fast else None
+        self.lip_idx = model.mediapipe_lip_vertices() if try_fast else None
         self.L = 0
         self.rot = model.rotation_param
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import setting
 from ..geometry import matrix_to_axis_angle, project_to_crop
 from ..losses import huber, landmark_weights_68, rel_dis, second_difference
 from ..models.base import FaceModel
@@ -39,31 +40,27 @@ class FitConfig:
     The one home of the fit's loss weights (docs/reconstruct.md describes the terms); the terms are in
     :mod:`spectre.losses`; training's weights are ``LossWeights`` in :mod:`spectre.train`."""
 
-    landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
-    relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
-    lips: float = 8.0              # absolute L2-ish term on the 20 lip points
-    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with a
-    #: correspondence table, i.e. ICT; 0 turns it off)
-    dense_lips: float = 2.0
-    identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
-    expression_prior: float = 1e-3  # L2 on expression coefficients
-    #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
-    #: mouth is explained by the jaw first, as in speech
-    lip_opening_prior: float = 1e-2
-    lip_opening_shapes: tuple = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-                                 "mouthUpperUpRight", "mouthLowerDown_L", "mouthLowerDown_R",
-                                 "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose", "mouthRollLower",
-                                 "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
-    smooth_expression: float = 0.2  # second differences, per frame
-    smooth_pose: float = 10.0
-    smooth_camera: float = 10.0
-    identity_frames: int = 48      # frames (spread over the track) used to estimate the identity
-    identity_iterations: int = 150
-    iterations: int = 80           # per window, warm-started
-    window: int = 200
-    overlap: int = 8
-    lr: float = 0.05
-    robust_delta: float = 0.01     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
+    landmark: float = setting(1.0, min=0)          # weighted robust L1 on non-mouth points (SPECTRE weights)
+    relative_mouth: float = setting(1.0, min=0)    # L1 on the 7 intra-mouth distances
+    lips: float = setting(8.0, min=0)              # absolute L2-ish term on the 20 lip points
+    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
+    #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
+    dense_lips: float = setting(2.0, min=0)
+    identity_prior: float = setting(2e-4, min=0)   # L2 on identity coefficients (in model std units)
+    expression_prior: float = setting(1e-3, min=0)  # L2 on expression coefficients
+    #: extra L2 on blendshapes that open the lips without the jaw (the model's
+    #: ``lip_opening_blendshapes``), so an open mouth is explained by the jaw first, as in speech
+    lip_opening_prior: float = setting(1e-2, min=0)
+    smooth_expression: float = setting(0.2, min=0)  # second differences, per frame
+    smooth_pose: float = setting(10.0, min=0)
+    smooth_camera: float = setting(10.0, min=0)
+    identity_frames: int = setting(48, min=1)      # frames (spread over the track) used to estimate the identity
+    identity_iterations: int = setting(150, min=1)
+    iterations: int = setting(80, min=1)           # per window, warm-started
+    window: int = setting(200, min=2)
+    overlap: int = setting(8, min=0)
+    lr: float = setting(0.05, above=0, max=10)
+    robust_delta: float = setting(0.01, above=0)     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
 
 
 @dataclass
@@ -264,7 +261,8 @@ def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: 
     """The objective, with the extra prior on lip-opening blendshapes where the model names them."""
     dev = prob.target.device
     objective = _Objective(cfg, ev, dev)
-    names_e = list(getattr(model, "expression_names", ()))
+    names_e = list(model.blendshape_names or ())
+    shapes = model.lip_opening_blendshapes
     if cfg.lip_opening_prior and names_e:
         prior = torch.full((int((~prob.id_mask).sum()),), cfg.expression_prior, device=dev)
         o = 0
@@ -273,7 +271,7 @@ def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: 
                 continue
             if n == "expression" and len(names_e) == s_:
                 for j, en in enumerate(names_e):
-                    if en in cfg.lip_opening_shapes:
+                    if en in shapes:
                         prior[o + j] += cfg.lip_opening_prior
             o += s_
         objective.exp_prior = prior
