@@ -17,6 +17,7 @@ the baseline of detection). Stages:
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
+  ictenc    learned ICT encoder: encoder stage, identity, e2e   (bench_ict_encoder.run; baselines fp32 eager / fit)
 
 The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
 """
@@ -36,7 +37,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train", "ictenc")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -173,6 +174,11 @@ def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
 def stage_train(quick: bool) -> list[dict]:
     import bench_train
     return bench_train.run(quick=quick)
+
+
+def stage_ictenc(quick: bool) -> list[dict]:
+    import bench_ict_encoder
+    return bench_ict_encoder.run(quick=quick)
 
 
 def stage_e2e(quick: bool) -> list[dict]:

@@ -25,7 +25,7 @@ def _env() -> dict:
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "spectre", *args], capture_output=True, text=True,
-                          env={**_env(), **env}, timeout=600)
+                          env={**_env(), **env}, timeout=3600)
 
 
 def _save_encoder(path: Path, spec: EncoderSpec = SPEC, seed: int = 0) -> FaceCodeEncoder:
@@ -184,9 +184,9 @@ def fit_cache(tmp_path_factory, lrs3_video):
     return root / "cache"
 
 
-def _train(cache: Path, run: Path, steps: int, *extra: str) -> Path:
-    proc = _cli("train", str(cache), "-o", str(run), "--model", "ict", "--steps", str(steps), "--clip-length", "12",
-                "--image-size", "64", "--workers", "0", "--val-every", "0", "--device", "cpu", *extra)
+def _train(cache: Path, run: Path, steps: int, *extra: str, size: int = 64, k: int = 12) -> Path:
+    proc = _cli("train", str(cache), "-o", str(run), "--model", "ict", "--steps", str(steps), "--clip-length", str(k),
+                "--image-size", str(size), "--workers", "0", "--val-every", "0", "--device", "cpu", *extra)
     assert proc.returncode == 0, proc.stderr
     assert "lip-reading term is skipped" in proc.stderr  # videos alone: noted, not an error
     return run / "checkpoints" / "last.pt"
@@ -237,15 +237,16 @@ def test_overfit_one_clip_reproduces_the_teacher(fit_cache, tmp_path):
     training is below a stated tolerance and far below the untrained encoder's."""
     from spectre.train.data import ClipDataConfig, ClipDataset, PreparedCache
 
-    ck = _train(fit_cache, tmp_path / "run", 250, "--no-augment", "--lr", "1e-3", "--log-every", "50")
+    ck = _train(fit_cache, tmp_path / "run", 200, "--no-augment", "--lr", "1e-3", "--log-every", "50",
+                "--checkpoint-every", "1000", size=32, k=8)
     cache = PreparedCache.open(fit_cache)
-    ds = ClipDataset(cache, list(cache.clips), ClipDataConfig(clip_length=12, image_size=64, with_fit=True),
+    ds = ClipDataset(cache, list(cache.clips), ClipDataConfig(clip_length=8, image_size=32, with_fit=True),
                      train=False)
     sample = ds[0]
     net = load_face_encoder(ck)
     torch.manual_seed(0)
     fresh = FaceCodeEncoder(net.spec).eval()
-    sl = slice(2, 10)  # frames whose temporal convolution saw no zero padding
+    sl = slice(2, 6)  # frames whose temporal convolution saw no zero padding
 
     def errors(encoder):
         with torch.no_grad():

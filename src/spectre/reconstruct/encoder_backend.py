@@ -193,5 +193,5 @@ class EncoderBackend:
             frame_index=np.asarray(tracks.indices), timestamps=np.asarray(tracks.pts_seconds),
             tracked68=np.asarray(track.landmarks68, np.float32),
             points478=None if points478 is None else np.asarray(points478, np.float32),
-            expression_names=tuple(getattr(self.model, "expression_names", ())),
+            expression_names=tuple(self.model.blendshape_names or ()),
             extras={"encoder": self.source})
