@@ -16,6 +16,10 @@ the baseline of detection). Stages:
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+  job       ``spectre reconstruct`` vs ``spectre track``, whole   (the ratio of their wall times; peak RSS)
+            processes, on the samples looped to 246 (224²) and 354 (1080p) frames (--quick: 224² only)
+  ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
+            only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
   ictenc    learned ICT encoder: encoder stage, identity, e2e   (bench_ict_encoder.run; baselines fp32 eager / fit)
 
@@ -37,7 +41,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train", "ictenc")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train", "ictenc")
+OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -48,7 +53,7 @@ def _lrs3_clip() -> Path:
     return clips[0]
 
 
-def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
+def _looped_clip(src: Path, frames: int, dst: Path, preset: str = "medium") -> Path:
     """A clip of ``frames`` frames made of ``src``'s first frames played forwards and backwards (so the
     motion stays continuous), written with the package's writer."""
     import numpy as np
@@ -59,7 +64,7 @@ def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
     video = open_video(src)
     base = video.read().frames
     cycle = np.concatenate([base, base[::-1]])
-    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True) as w:
+    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True, preset=preset) as w:
         for i in range(frames):
             w.write(cycle[i % len(cycle)])
     return dst
@@ -262,6 +267,57 @@ def stage_workers(quick: bool) -> list[dict]:
     return rows
 
 
+def _process(args: list[str], env: dict) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB, exit code) of one whole process (``wait4``: that child's own peak)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        tail = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"{' '.join(args[2:4])} exited {proc.returncode}: {tail[0]}")
+    proc.stderr.close()
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def stage_job(quick: bool) -> list[dict]:
+    """The main job, ``spectre reconstruct CLIP -o OUT`` (default grid video), against tracking alone,
+    ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
+    samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder).
+    ``SPECTRE_BENCH_SRC`` runs both commands from another source tree (e.g. a worktree of an older
+    commit), so before and after are measured by the same harness."""
+    src = os.environ.get("SPECTRE_BENCH_SRC", str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+    clips = [("LRS3 224²", _lrs3_clip(), 246)]
+    mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
+    if mead and not quick:
+        clips.append(("MEAD 1080p", mead[0], 354))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for label, sample, n in clips:
+            clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
+            load = os.getloadavg()[0]
+            cmd = [sys.executable, "-m", "spectre"]
+            t_track, rss_track, _ = _process(cmd + ["track", str(clip), "-o", str(Path(d) / "t")], env)
+            t_job, rss_job, _ = _process(cmd + ["reconstruct", str(clip), "-o", str(Path(d) / "r")], env)
+            case = f"{label} {n} fr"
+            rows += [
+                {"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track, "baseline": None,
+                 "note": f"peak RSS {rss_track:.0f} MB, load {load:.1f}"},
+                {"stage": "job", "case": f"{case}: spectre reconstruct (grid video)", "unit": "s", "value": t_job,
+                 "baseline": None, "note": f"peak RSS {rss_job:.0f} MB"},
+                {"stage": "job", "case": f"{case}: wall ratio reconstruct / track", "unit": "x",
+                 "value": t_job / t_track, "baseline": None, "note": "target <= 2.0 (issue 15)"},
+            ]
+    return rows
+
+
+def stage_ray(quick: bool) -> list[dict]:
+    import bench_ray
+    return bench_ray.run(quick=quick)
+
+
 # ---------------------------------------------------------------------------------------- driver
 def _child(stage: str, quick: bool, out: Path) -> int:
     sys.path.insert(0, str(BENCH))
@@ -330,7 +386,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs, few repeats (whole run < 5 min on 2 cores)")
     ap.add_argument("--json", help="write all rows, errors, peak RSS and timings here")
-    ap.add_argument("--only", nargs="+", choices=STAGES, help="run only these stages")
+    ap.add_argument("--only", nargs="+", choices=STAGES + OPT_IN, help="run only these stages")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the stage processes")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per stage (default 120 quick, 900 full)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -348,7 +404,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = []
     for stage in stages:
-        res = run_stage(stage, args.quick, timeout, args.threads)
+        res = run_stage(stage, args.quick, max(timeout, 1500.0) if stage in OPT_IN and not args.timeout else timeout,
+                        args.threads)
         results.append(res)
         print(f"# {stage}: {res['seconds']:.0f} s{'' if not res['error'] else '  (' + res['error'] + ')'}",
               file=sys.stderr, flush=True)

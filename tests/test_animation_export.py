@@ -16,11 +16,13 @@ import torch
 
 from spectre.geometry import crop_to_pixels, project_to_crop
 from spectre.io.gltf import accessor_array, read_glb
-from spectre.io.results import ARKIT_NAMES, FaceResult
+from spectre.io.results import ARKIT_NAMES, FaceResult, load_face_npz
 from spectre.models import load_face_model
 from spectre.reconstruct.animation import arkit_morph_basis, head_pose, write_head_glb
 
 CLIENTS = Path(__file__).parent / "clients"
+sys.path.insert(0, str(CLIENTS))
+from livelink_reader import read_livelink  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +136,26 @@ def _blender_report(glb: Path, tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
-    """A moving LRS3 clip reconstructed and written as a head scene, imported by Blender."""
+    """A moving LRS3 clip reconstructed with ``meshes="glb"`` and ``arkit_format="both"``: Blender imports the
+    .glb with the 52 names once each, the video's frame count and a moving head; the Live Link CSV reads
+    back (independent reader) with the same curves as our CSV."""
     import spectre
+    from spectre.io.results import load_arkit_csv
 
     video = sample_videos["0Fi83BHQsMA_00002"]
-    res = spectre.reconstruct(video)
-    glb = write_head_glb(tmp_path / "head.glb", load_face_model(res.config.model), res.faces, width=res.width,
-                         height=res.height, fps=res.fps, video=str(video))
+    res = spectre.reconstruct(video, tmp_path / "out", layout="none", meshes="glb", arkit_format="both")
+    glb = next(p for p in res.outputs if p.suffix == ".glb")
+    livelink = next(p for p in res.outputs if p.name.endswith("_livelink.csv"))
+    header, times, cols = read_livelink(livelink)
+    _, _, ours = load_arkit_csv(next(p for p in res.outputs if p.name.endswith("_arkit.csv")))
+    np.testing.assert_allclose(times, res.face.timestamps, atol=1e-4)
+    np.testing.assert_allclose(np.stack([cols[n[0].upper() + n[1:]] for n in ARKIT_NAMES], 1), ours, atol=2e-6)
+    assert np.ptp(cols["HeadYaw"]) > 0.05  # the head turns on this clip (fractions of 90 degrees)
+    assert list(res.arkit_names) == list(ARKIT_NAMES) and res.arkit.shape == (res.num_frames, 52)
+    saved = load_face_npz(next(p for p in res.outputs if p.suffix == ".npz"))
+    np.testing.assert_allclose(saved["arkit"], res.arkit, atol=1e-6)
+    names = list(saved["expression_names"])
+    assert len(names) == len(set(names)) == saved["params"]["expression"].shape[1]  # distinct, params intact
     report = _blender_report(glb, tmp_path)
     heads = [o for o in report["objects"] if o["type"] == "MESH" and o.get("shape_keys")]
     assert len(heads) == 1, report["objects"]

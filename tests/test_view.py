@@ -119,8 +119,9 @@ def test_page_in_headless_chromium(tmp_path, sample_videos):
 
     import spectre
 
-    res = spectre.reconstruct(sample_videos["0Fi83BHQsMA_00002"], tmp_path / "out", layout="none")
+    res = spectre.reconstruct(sample_videos["0Fi83BHQsMA_00002"], tmp_path / "out", layout="grid", meshes="glb")
     files = find_view_files(tmp_path / "out" / "0Fi83BHQsMA_00002")
+    assert files.glb.parent == tmp_path / "out" and files.video.suffix == ".mp4"  # ours: the written scene and render
     server = ViewServer(files)
     server.start()
     try:

@@ -210,7 +210,8 @@ class AssetStore:
             raise ConfigError(f"--assets folder does not exist: {self.assets_dir}")
         home = os.environ.get("SPECTRE_HOME")
         if home and Path(home).expanduser().exists() and not Path(home).expanduser().is_dir():
-            raise ConfigError(f"SPECTRE_HOME={home} is a file, not a folder of assets (unset it or point it at a folder)")
+            raise ConfigError(f"SPECTRE_HOME={home} is a file, not a folder of assets (unset it or point it at "
+                              "a folder)")
 
     @classmethod
     def coerce(cls, store: "AssetStore | str | Path | None") -> "AssetStore":

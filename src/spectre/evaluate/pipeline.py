@@ -96,9 +96,10 @@ def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[P
     return None
 
 
-def resolve_pair(path: Path, options: EvaluationOptions, single: bool,
-                 name: str | None = None) -> tuple[LandmarkSequence, LandmarkSequence]:
-    """Prediction and reference landmarks for one input."""
+def resolve_pair(path: Path, options: EvaluationOptions, single: bool, name: str | None = None,
+                 folder: str = "") -> tuple[LandmarkSequence, LandmarkSequence]:
+    """Prediction and reference landmarks for one input (``folder``: its subfolder in a walked tree,
+    where a reference folder is searched first: ``ref/spk1/00001.mp4`` for ``results/spk1/00001.npz``)."""
     name = name or video_name(path)
     is_video = path.suffix.lower() in VIDEO_SUFFIXES or path.is_dir()  # a folder: image frames
     pred = load_landmarks(path, options.half, role="prediction") if is_video else load_prediction_file(path)
@@ -107,7 +108,10 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool,
         ref_half = options.reference_half or "full"
         ref_path = Path(options.reference)
         if ref_path.is_dir():
-            found = find_by_name(ref_path, name, ARRAY_SUFFIXES + VIDEO_SUFFIXES)
+            found = None
+            if folder and (ref_path / folder).is_dir():
+                found = find_by_name(ref_path / folder, video_name(path), ARRAY_SUFFIXES + VIDEO_SUFFIXES)
+            found = found or find_by_name(ref_path, name, ARRAY_SUFFIXES + VIDEO_SUFFIXES)
             if found is None:
                 raise InputError(f"{path}: no reference named {name!r} in {ref_path}")
             ref_path = found
@@ -132,6 +136,7 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     items = input_items(paths, image_folders)
     files = [it.path for it in items]
     names = dict(zip(map(str, files), _names(items)))
+    folders = {str(it.path): it.name.rpartition("/")[0] for it in items}
     single = len(files) == 1
     results: list[VideoResult] = []
     failed: list[tuple[str, str]] = []
@@ -145,7 +150,7 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     for path in files:
         name = names[str(path)]
         try:
-            pred, ref = resolve_pair(path, options, single, name)
+            pred, ref = resolve_pair(path, options, single, name, folders[str(path)])
             result = evaluate_geometry(name, pred.points, ref.points, pred.valid & ref.valid,
                                        prediction=pred.source, reference=ref.source, fps=ref.fps)
             results.append(result)

@@ -11,16 +11,21 @@ import yaml
 from ..config import check_fields, from_dict, load_yaml, setting, to_dict
 from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
+from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
 from .encoder_backend import encoder_model
 from .learned import LEARNED_MODEL
+from .window import VIDEO_FRAMES
 
-__all__ = ["BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "ReconstructConfig", "make_config"]
+__all__ = ["ARKIT_FORMATS", "BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfig", "PipelineConfig",
+           "ReconstructConfig", "make_config"]
 
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
 MESH_FORMATS = ("obj", "ply", "glb")
+#: ARKit curve files: ours (``<name>_arkit.csv``), Live Link Face's (``<name>_livelink.csv``) or both
+ARKIT_FORMATS = ("csv", "livelink", "both")
 
 
 @dataclass
@@ -37,6 +42,19 @@ class LearnedConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """How the default job is scheduled (docs/performance.md): decode, track, fit, render and encode
+    overlap in bounded queues; the fit's identity comes from the first ``identity_span`` frames and its
+    windows of ``window`` frames are solved as soon as they are tracked."""
+
+    overlap: bool = True
+    identity_span: int = setting(128, min=1)
+    window: int = setting(64, min=4)
+    #: decoded frames held per tracking chunk, in MB (1080p: about 10 frames)
+    chunk_mb: int = setting(64, min=1)
+
+
+@dataclass
 class ReconstructConfig:
     """Everything that decides a reconstruction; saved (resolved) next to every output. The types,
     ranges and choices below are the schema :func:`spectre.config.check_fields` enforces."""
@@ -47,13 +65,19 @@ class ReconstructConfig:
     device: str = "auto"
     precision: str = setting("auto", choices=PRECISIONS)  # resolved by validate(): bf16 where native, else fp32
     layout: str = setting("grid", choices=LAYOUTS)
+    #: what the video shows: auto (face above ``video_height`` px high, else full) | face (a face-centred
+    #: window at most ``video_height`` px high) | full (the whole frame at the input's resolution)
+    video_frame: str = setting("auto", choices=VIDEO_FRAMES)
+    video_height: int = setting(512, min=64, max=4096)
     meshes: str | None = setting(None, choices=MESH_FORMATS)
-    crop_scale: float = setting(1.6, min=1.0, max=3.0)
+    crop_scale: float = setting(FACE_CROP_SCALE, min=1.0, max=3.0)
     assets: str | None = None
     arkit: bool = True
+    arkit_format: str = setting("csv", choices=ARKIT_FORMATS)  # ours, Live Link Face's, or both
     track_chunk: int = setting(64, min=1, max=4096)
     fit: FitConfig = field(default_factory=FitConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self, where: str = "config") -> "ReconstructConfig":
         """Check every value against the schema (one-line ``ConfigError``, exit 2) and resolve the
@@ -62,6 +86,8 @@ class ReconstructConfig:
             self.fit = from_dict(FitConfig, self.fit, f"{where}: fit") if isinstance(self.fit, dict) else self.fit
             self.learned = (from_dict(LearnedConfig, self.learned, f"{where}: learned")
                             if isinstance(self.learned, dict) else self.learned)
+        if isinstance(self.pipeline, dict):
+            self.pipeline = from_dict(PipelineConfig, self.pipeline, f"{where}: pipeline")
         if isinstance(self.face, int) and not isinstance(self.face, bool):
             self.face = str(self.face)
         check_fields(self, where)
@@ -109,8 +135,6 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Reco
             data[k] = {**data[k], **v}
         else:
             data[k] = v
-    if "face" in data:
-        data["face"] = str(data["face"])
     if data.get("backend") == "learned" and "model" not in data:
         weights = (data.get("learned") or {}).get("weights") if isinstance(data.get("learned"), dict) else None
         # a face-encoder checkpoint names its model; else the official encoders, which predict FLAME
