@@ -16,9 +16,12 @@ the baseline of detection). Stages:
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+  job       ``spectre reconstruct`` vs ``spectre track``, whole   (the ratio of their wall times; peak RSS)
+            processes, on the samples looped to 246 (224²) and 354 (1080p) frames (--quick: 224² only)
   ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
             only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
+  ictenc    learned ICT encoder: encoder stage, identity, e2e   (bench_ict_encoder.run; baselines fp32 eager / fit)
 
 The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
 """
@@ -38,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train", "ictenc")
 OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
@@ -50,7 +53,7 @@ def _lrs3_clip() -> Path:
     return clips[0]
 
 
-def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
+def _looped_clip(src: Path, frames: int, dst: Path, preset: str = "medium") -> Path:
     """A clip of ``frames`` frames made of ``src``'s first frames played forwards and backwards (so the
     motion stays continuous), written with the package's writer."""
     import numpy as np
@@ -61,7 +64,7 @@ def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
     video = open_video(src)
     base = video.read().frames
     cycle = np.concatenate([base, base[::-1]])
-    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True) as w:
+    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True, preset=preset) as w:
         for i in range(frames):
             w.write(cycle[i % len(cycle)])
     return dst
@@ -179,6 +182,11 @@ def stage_train(quick: bool) -> list[dict]:
     return bench_train.run(quick=quick)
 
 
+def stage_ictenc(quick: bool) -> list[dict]:
+    import bench_ict_encoder
+    return bench_ict_encoder.run(quick=quick)
+
+
 def stage_e2e(quick: bool) -> list[dict]:
     rows = _e2e_clip(_lrs3_clip(), "LRS3 224²")
     import bench_reconstruct  # the learned backend's encoders on synthetic golden weights
@@ -257,6 +265,52 @@ def stage_workers(quick: bool) -> list[dict]:
     for workers, rate in rates.items():
         rows.append({"stage": "workers", "case": f"{workers} worker(s), 4 clips x {frames} frames, fit + grid",
                      "unit": "frames/s", "value": rate, "baseline": rates[1], "baseline_name": "1 worker"})
+    return rows
+
+
+def _process(args: list[str], env: dict) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB, exit code) of one whole process (``wait4``: that child's own peak)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        tail = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"{' '.join(args[2:4])} exited {proc.returncode}: {tail[0]}")
+    proc.stderr.close()
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def stage_job(quick: bool) -> list[dict]:
+    """The main job, ``spectre reconstruct CLIP -o OUT`` (default grid video), against tracking alone,
+    ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
+    samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder).
+    ``SPECTRE_BENCH_SRC`` runs both commands from another source tree (e.g. a worktree of an older
+    commit), so before and after are measured by the same harness."""
+    src = os.environ.get("SPECTRE_BENCH_SRC", str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+    clips = [("LRS3 224²", _lrs3_clip(), 246)]
+    mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
+    if mead and not quick:
+        clips.append(("MEAD 1080p", mead[0], 354))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for label, sample, n in clips:
+            clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
+            load = os.getloadavg()[0]
+            cmd = [sys.executable, "-m", "spectre"]
+            t_track, rss_track, _ = _process(cmd + ["track", str(clip), "-o", str(Path(d) / "t")], env)
+            t_job, rss_job, _ = _process(cmd + ["reconstruct", str(clip), "-o", str(Path(d) / "r")], env)
+            case = f"{label} {n} fr"
+            rows += [
+                {"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track, "baseline": None,
+                 "note": f"peak RSS {rss_track:.0f} MB, load {load:.1f}"},
+                {"stage": "job", "case": f"{case}: spectre reconstruct (grid video)", "unit": "s", "value": t_job,
+                 "baseline": None, "note": f"peak RSS {rss_job:.0f} MB"},
+                {"stage": "job", "case": f"{case}: wall ratio reconstruct / track", "unit": "x",
+                 "value": t_job / t_track, "baseline": None, "note": "target <= 2.0 (issue 15)"},
+            ]
     return rows
 
 

@@ -48,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':<18} licence: {st.spec.licence}; obtain: {st.spec.obtain}; used by: {st.spec.used_by}")
         return 0
     if args.action == "add":
-        target = store.add(args.name, args.file, overwrite=args.overwrite)
+        from ..nets.face_encoder import verify_encoder_file
+
+        # '<model>-encoder' checkpoints are also rebuilt and loaded strictly (readable key report)
+        deep = None
+        if args.name.endswith("-encoder"):
+            model = args.name[:-len("-encoder")]
+            deep = lambda path: verify_encoder_file(path, model)  # noqa: E731
+        target = store.add(args.name, args.file, overwrite=args.overwrite, deep_check=deep)
         print(f"installed {args.name} -> {target}")
         return 0
     if args.action == "convert-ict":

@@ -85,6 +85,8 @@ class Track:
     fps: float
     width: int
     height: int
+    #: (T, 478, 3) MediaPipe points (NaN where no face), for the fit's dense lip term; None if not tracked
+    points478: np.ndarray | None = None
 
 
 Tracker = Callable[[Path], Track]
@@ -97,7 +99,9 @@ def default_tracker(video: Path) -> Track:
     face = tracks.largest_per_frame() if len(tracks.tracks) != 1 else next(iter(tracks.tracks.values()))
     lmk = np.asarray(face.landmarks68, dtype=np.float64).copy()
     lmk[~np.asarray(face.valid, bool)] = np.nan
-    return Track(lmk, float(tracks.fps), int(tracks.width), int(tracks.height))
+    pts = getattr(face, "points478", None)
+    pts = None if pts is None else np.asarray(pts, dtype=np.float32)
+    return Track(lmk, float(tracks.fps), int(tracks.width), int(tracks.height), pts)
 
 
 def default_frames(video: Path) -> Iterator[np.ndarray]:
@@ -121,10 +125,13 @@ class IctFitter:
         self.model_name = model_name
         self._model = None
 
-    def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray,
+                 points478: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self._model is None:
             self._model = load_face_model(self.model_name)
-        fit = fit_track(self._model, landmarks, valid)
+        # the same fit as `reconstruct --backend fit` (dense lip term from the 478 points when tracked),
+        # so a learned encoder distils exactly the backend it is compared with
+        fit = fit_track(self._model, landmarks, valid, points478=points478)
         T = landmarks.shape[0]
         out = {f"param_{k}": np.asarray(v, np.float32).reshape(T, -1) for k, v in fit.params.items()}
         out["cam_raw"] = np.asarray(fit.cam, np.float32)
@@ -192,7 +199,8 @@ def prepare_clip(video: Path, clip_id: str, cache: Path, cfg: PrepareConfig,
                 np.save(tmp / "crops_jpg.npy", np.frombuffer(b"".join(blobs), dtype=np.uint8))
                 np.save(tmp / "crops_offsets.npy", np.asarray(offsets, dtype=np.int64))
         if fitter is not None and valid.any():
-            params = fitter(video, lmk, valid)
+            pts = getattr(track, "points478", None)
+            params = fitter(video, lmk, valid) if pts is None else fitter(video, lmk, valid, points478=pts)
             np.savez(tmp / "fit.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in params.items()})
             meta["fit_crop_scale"] = cfg.fit_crop_scale
             meta["fit_model"] = cfg.fit_model

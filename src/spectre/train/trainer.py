@@ -382,7 +382,7 @@ def build_step(cfg: TrainConfig, store, init: str | None, face_model: str) -> Tr
     kind = STEP_KINDS[face_model]
     if kind.image_size is not None and cfg.data.image_size != kind.image_size:
         raise ConfigError(f"{face_model} training needs --image-size {kind.image_size} (its encoders' input)")
-    return kind.build(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    return kind.build(store, cfg.loss, init, cfg.data, face_model)
 
 
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = None, resume: bool = False,
