@@ -21,6 +21,7 @@ the baseline of detection). Stages:
   ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
             only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
+  ictenc    learned ICT encoder: encoder stage, identity, e2e   (bench_ict_encoder.run; baselines fp32 eager / fit)
 
 The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
 """
@@ -40,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train", "ictenc")
 OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
@@ -96,6 +97,7 @@ def stage_fit(quick: bool) -> list[dict]:
     import numpy as np
     import torch
 
+    from spectre.faces.crop import FACE_CROP_SIZE
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
     from spectre.reconstruct.evaluator import PointEvaluator
@@ -110,7 +112,7 @@ def stage_fit(quick: bool) -> list[dict]:
     with torch.no_grad():
         lm = model(p).landmarks
     cam = torch.tensor([[2.0 / (1.25 * float((lm[0, :, :2].amax(0) - lm[0, :, :2].amin(0)).max())), 0.0, 0.0]])
-    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2]).numpy().astype(np.float64)
+    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2], FACE_CROP_SIZE).numpy().astype(np.float64)
     cfg = FitConfig(iterations=40 if quick else 80, identity_iterations=60 if quick else 150)
     fast_ev, full_ev = PointEvaluator(model), PointEvaluator(model, try_fast=False)
     t_fast = _timed(lambda: fit_track(model, target, config=cfg, evaluator=fast_ev))
@@ -178,6 +180,11 @@ def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
 def stage_train(quick: bool) -> list[dict]:
     import bench_train
     return bench_train.run(quick=quick)
+
+
+def stage_ictenc(quick: bool) -> list[dict]:
+    import bench_ict_encoder
+    return bench_ict_encoder.run(quick=quick)
 
 
 def stage_e2e(quick: bool) -> list[dict]:

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..io.inputs import display_path, expand_inputs
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -21,14 +22,18 @@ skipped (resume) when the finished result is of the same video; --overwrite redo
 is 1 if any video failed (see the summary).
 
 backends: fit (default; landmark fit of the ICT model, nothing to download) or learned (official
-SPECTRE encoders; needs the FLAME, DECA and SPECTRE assets, see `spectre assets`)."""
+SPECTRE encoders, which need the FLAME, DECA and SPECTRE assets, see `spectre assets`; or with
+--model ict an encoder you trained: --weights RUN/checkpoints/best.pt or asset ict-encoder)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (recursive), globs or .txt lists")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--backend", choices=("fit", "learned"), help="reconstruction backend (default fit)")
-    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit, flame for learned, which needs flame)")
+    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit; for learned the "
+                   "--weights file's model, else flame with the official encoders)")
+    p.add_argument("--weights", metavar="CKPT", help="learned backend: a face-encoder checkpoint "
+                   "(`spectre train --model ict`: RUN/checkpoints/best.pt); picks --model from the file")
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")
@@ -54,7 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.inputs import display_path, expand_inputs
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
                       video_frame=args.video_frame, meshes=args.meshes, device=args.device,
                       precision=args.precision, assets=args.assets, arkit=False if args.no_arkit else None,
-                      arkit_format=args.arkit_format)
+                      arkit_format=args.arkit_format,
+                      learned={"weights": args.weights} if args.weights else None)
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     progress = not args.quiet and sys.stderr.isatty()
 

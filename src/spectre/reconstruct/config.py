@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
+from .encoder_backend import encoder_model
 from .learned import LEARNED_MODEL
 from .window import VIDEO_FRAMES
 
@@ -35,6 +36,9 @@ class LearnedConfig:
     chunk_overlap: int = setting(4, min=0)  # and below chunk_length
     edge_padding: int = setting(2, min=0)
     fast: bool = True  # channels-last + reduced precision where the device supports it
+    #: a face-encoder checkpoint (``spectre train --model ict``: RUN/checkpoints/best.pt); None: the official
+    #: encoders for FLAME, the installed ``<model>-encoder`` asset for other models
+    weights: str | None = None
 
 
 @dataclass
@@ -96,9 +100,8 @@ class ReconstructConfig:
             self.model = LEARNED_MODEL if self.backend == "learned" else DEFAULT_MODEL
         if self.model not in MODEL_NAMES:
             raise ConfigError(f"unknown model {self.model!r} (choose {' or '.join(MODEL_NAMES)})")
-        if self.backend == "learned" and self.model != LEARNED_MODEL:
-            raise ConfigError(f"the learned backend predicts {LEARNED_MODEL.upper()} parameters: "
-                              f"use --model {LEARNED_MODEL}")
+        if self.learned.weights is not None:
+            self.learned.weights = str(self.learned.weights)
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
         if self.meshes is not None and self.meshes not in MESH_FORMATS:
@@ -111,6 +114,12 @@ class ReconstructConfig:
         # the saved config must say what ran: 'auto' becomes the precision this machine uses
         self.precision = resolve_precision(self.precision, resolve_device(self.device))
         return self
+
+    @property
+    def uses_face_encoder(self) -> bool:
+        """The learned backend runs a trained face encoder (``--weights`` or a model without official
+        encoders) rather than the official DECA + SPECTRE encoders."""
+        return self.backend == "learned" and (self.learned.weights is not None or self.model != LEARNED_MODEL)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(to_dict(self), sort_keys=False)
@@ -127,6 +136,8 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Reco
         else:
             data[k] = v
     if data.get("backend") == "learned" and "model" not in data:
-        data["model"] = LEARNED_MODEL  # the official encoders predict FLAME parameters
+        weights = (data.get("learned") or {}).get("weights") if isinstance(data.get("learned"), dict) else None
+        # a face-encoder checkpoint names its model; else the official encoders, which predict FLAME
+        data["model"] = encoder_model(weights) if weights else LEARNED_MODEL
     where = str(config_file) if config_file else "config"
     return from_dict(ReconstructConfig, data, where).validate(where)

@@ -30,6 +30,7 @@ from ..models import ARKIT_MODEL, load_face_model
 from .animation import frame_times, livelink_angles, write_head_glb
 from .arkit import LandmarkArkitSolver, arkit_weights, expression_labels
 from .config import ReconstructConfig, make_config
+from .encoder_backend import EncoderBackend
 from .evaluator import PointEvaluator
 from .fit import TrackFit, fit_track
 from .learned import LearnedBackend
@@ -123,8 +124,14 @@ class Reconstructor:
 
     def learned_face(self, source, track, tracks) -> FaceResult:
         if self._learned is None:
-            self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
-                                           crop_scale=self.cfg.crop_scale)
+            if self.cfg.uses_face_encoder:
+                # a trained face encoder: --weights, else the installed '<model>-encoder' asset
+                weights = self.cfg.learned.weights or self.store.path(f"{self.cfg.model}-encoder")
+                self._learned = EncoderBackend(self.model, weights, self.runtime, self.cfg.learned, self.cfg.fit,
+                                               self.evaluator, crop_scale=self.cfg.crop_scale)
+            else:
+                self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
+                                               crop_scale=self.cfg.crop_scale)
         return self._learned.run(source, track, tracks)
 
     @property

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..faces.crop import FACE_CROP_SIZE
 from . import shading
-from .rasterize import (Fragments, interpolate, interpolate_packed, rasterize, scatter_pixels,
-                        with_render_threads)
+from .rasterize import Fragments, interpolate, interpolate_packed, rasterize, scatter_pixels, with_render_threads
 
 __all__ = ["Renderer", "RenderOutput", "warp_affine"]
 
@@ -50,7 +50,7 @@ class Renderer:
     uses hard edges (the default). ``z_offset`` is the official +10 that puts the mesh in front.
     """
 
-    def __init__(self, image_size: int | tuple[int, int] = 224, *, z_offset: float = 10.0,
+    def __init__(self, image_size: int | tuple[int, int] = FACE_CROP_SIZE, *, z_offset: float = 10.0,
                  soft_edges: bool = False):
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.z_offset = z_offset
@@ -156,12 +156,6 @@ class Renderer:
         if images is not None:
             out = out + images * (1 - alpha)
         return RenderOutput(out, alpha, normal_chw * alpha, grid, albedo * alpha, frags)
-
-    def render_mouth(self, rendered: torch.Tensor, mouth_transform: torch.Tensor,
-                     size: int | tuple[int, int] = 88) -> torch.Tensor:
-        """The mouth region of a render with the same 2x3 crop transform (render pixels -> mouth
-        pixels) that cut the input's mouth, so the lipread loss compares like with like."""
-        return warp_affine(rendered, mouth_transform, size)
 
 
 def warp_affine(images: torch.Tensor, matrix: torch.Tensor, size: int | tuple[int, int],
