@@ -59,7 +59,7 @@ class StreamFit:
     first ``span`` frames; windows of ``window`` frames with ``cfg.overlap`` anchor frames."""
 
     def __init__(self, model: FaceModel, cfg: FitConfig | None = None, evaluator: PointEvaluator | None = None,
-                 span: int = 128, window: int = 64):
+                 span: int = 128, window: int = 128):
         self.model, self.cfg = model, cfg or FitConfig()
         self.ev = evaluator or PointEvaluator(model)
         self.span, self.window = max(int(span), 1), max(int(window), 4)
