@@ -19,7 +19,7 @@ from ..models.base import FaceModel
 from .evaluator import PointEvaluator
 from .fit import FitConfig, TrackFit, _make_objective, _normalise, _prepare, _result, _rigid_init, _run
 
-__all__ = ["FitPiece", "StreamFit", "assemble"]
+__all__ = ["FitPiece", "StreamFit", "assemble", "fit_rows"]
 
 
 @dataclass
@@ -169,7 +169,7 @@ class StreamFit:
             prob = self._empty_problem(rows)
         fit = _result(self.model, self.ev, self.objective.ev, prob, coef, rot, cam, self.final_loss)
         self.done = stop
-        return FitPiece(start, stop, _rows(fit, slice(anchor, None)))
+        return FitPiece(start, stop, fit_rows(fit, slice(anchor, None)))
 
     def _hold(self, n: int):
         if self._anchor is not None:
@@ -186,7 +186,8 @@ class StreamFit:
         return prob
 
 
-def _rows(fit: TrackFit, sl: slice) -> TrackFit:
+def fit_rows(fit: TrackFit, sl: slice) -> TrackFit:
+    """Rows ``sl`` of a :class:`TrackFit`."""
     return TrackFit(params={k: v[sl] for k, v in fit.params.items()}, cam=fit.cam[sl], center=fit.center,
                     scale=fit.scale, landmarks2d=fit.landmarks2d[sl], landmarks3d=fit.landmarks3d[sl],
                     final_loss=fit.final_loss, evaluator=fit.evaluator,
