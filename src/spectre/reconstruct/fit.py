@@ -214,8 +214,9 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
 
 
 def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, valid, points478,
-             identity) -> _Problem:
-    """Normalise the track's targets and lay out the coefficient vector (masks, bounds, defaults)."""
+             identity, norm: tuple[np.ndarray, float] | None = None) -> _Problem:
+    """Normalise the track's targets and lay out the coefficient vector (masks, bounds, defaults).
+    ``norm``: a fixed (centre, scale) (windows of a streamed track share the first frames')."""
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
     T = lm.shape[0]
     valid = np.ones(T, bool) if valid is None else np.asarray(valid, bool)
@@ -223,7 +224,7 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
         raise ValueError("no valid frame to fit")
     dev = model.faces.device
     torch_dtype = torch.float32
-    center, scale = _normalise(lm, valid)
+    center, scale = _normalise(lm, valid) if norm is None else norm
     target_np = (lm - center) / scale
     target_np[~valid] = 0.0
     target = torch.as_tensor(target_np, dtype=torch_dtype, device=dev)
