@@ -153,3 +153,23 @@ def test_no_progress_without_a_terminal_and_last_line_names_the_outputs(short, t
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"wrote {out / SHORT}.{{npz,yaml,_arkit.csv}}"
     assert (out / f"{SHORT}.npz").is_file()
+
+
+def test_evaluation_does_not_take_a_face_window_for_the_input_frame(tmp_path):
+    """A 1080p grid shows a face window by default: lip-reading and the judges must not read it as a render
+    in the input's pixel frame; a 224² grid and a 1080p ``render`` layout stay in the input's frame."""
+    import yaml
+
+    from spectre.evaluate.lipread import reconstruct_render
+
+    result = tmp_path / "clip.npz"
+    (tmp_path / "clip.mp4").write_bytes(b"")
+
+    def render_of(layout, height, frame="auto"):
+        cfg = yaml.safe_dump({"layout": layout, "video_frame": frame, "video_height": 512})
+        return reconstruct_render(result, {"config": np.array(cfg), "height": np.array(height)})
+
+    assert render_of("grid", 1080) is None
+    assert render_of("grid", 224) == (tmp_path / "clip.mp4", "left")
+    assert render_of("render", 1080) == (tmp_path / "clip.mp4", "full")
+    assert render_of("render", 224, frame="face") is None

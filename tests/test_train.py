@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
+from spectre.device import Runtime
 from spectre.errors import CheckpointError, OutputError
+from spectre.losses import relative_landmark_loss, valid_frame_mask, weighted_landmark_loss
 from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache
 from spectre.train.ddp import DistInfo
 from spectre.train.prepare import PrepareConfig, Track, prepare_folder
-from spectre.train.step import StepOutput, TrainStep, valid_frame_mask
+from spectre.train.step import StepOutput, TrainStep
 from spectre.train.trainer import OptimConfig, TrainConfig, Trainer, prepare_run_dir
-from spectre.device import Runtime
-from spectre.losses import weighted_landmark_loss, relative_landmark_loss
 
 K = 7
 SIZE = 32
@@ -269,6 +269,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, cache: str, out_dir: str)
         shutdown_distributed()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process_gradients(cache, tmp_path):
     import torch.multiprocessing as mp
 
@@ -422,7 +423,7 @@ def test_every_trainable_encoder_parameter_gets_a_gradient():
     from spectre.nets.face_encoder import FaceCodeEncoder
     from spectre.nets.perceptual import PerceptualEncoder
     from spectre.train.encoder_step import encoder_spec_for
-    from spectre.train.step import _trainable
+    from spectre.train.step import trainable_module as _trainable
 
     ict = FaceCodeEncoder(encoder_spec_for(load_face_model("ict"), 32, 5))
     for enc in (_trainable(PerceptualEncoder()), _trainable(ict)):

@@ -18,6 +18,7 @@ from typing import Callable
 
 from .atomic import atomic_path
 from .errors import AssetError, ConfigError, InputError
+from .safeload import load_checkpoint, load_restricted_pickle
 
 BUNDLED_ICT = "ict_compact.npz"
 
@@ -39,8 +40,6 @@ class AssetSpec:
 
 
 def _check_flame(path: Path) -> None:
-    from .safeload import load_restricted_pickle
-
     d = load_restricted_pickle(path)
     need = {"v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table"}
     missing = need - set(d)
@@ -49,8 +48,6 @@ def _check_flame(path: Path) -> None:
 
 
 def _checkpoint_keys(path: Path) -> dict:
-    from .safeload import load_checkpoint
-
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise AssetError(f"{path} does not hold a dict of state dicts")

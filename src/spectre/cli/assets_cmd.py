@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..assets import AssetStore
+
 HELP = "list, verify and install assets (face models, checkpoints)"
 DESCRIPTION = """Manage assets. Lookup order: --assets DIR, $SPECTRE_HOME, the user data folder.
 
@@ -35,7 +37,6 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..assets import AssetStore
 
     store = AssetStore(args.assets)
     if args.action == "list":

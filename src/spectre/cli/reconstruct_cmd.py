@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..io.inputs import display_path, expand_inputs
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -58,7 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.inputs import display_path, expand_inputs
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 

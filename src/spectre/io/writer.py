@@ -152,10 +152,6 @@ class VideoWriter:
             self._out.mux(packet)
         self.frames_written += 1
 
-    def write_all(self, frames) -> None:
-        for f in frames:
-            self.write(f)
-
     def close(self) -> Path:
         """Flush the encoder, mux the audio and move the file into place."""
         import av

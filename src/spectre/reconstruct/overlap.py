@@ -108,7 +108,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     fitter = StreamFit(model, cfg.fit, evaluator, span=pc.identity_span, window=pc.window)
     window = stage = None
     if video_path is not None:
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height)
+        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
         stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
                            audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
     prog = Progress(progress, ("track", "fit", "video") if stage else ("track", "fit"))

@@ -20,19 +20,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..assets import AssetStore
 from ..errors import CheckpointError
+from ..faces.crop import FACE_CROP_SCALE, FACE_CROP_SIZE
 from ..geometry import project_to_crop
-from ..nets.checkpoints import describe_checkpoint, load_state_dict_checked
+from ..losses import valid_frame_mask
+from ..models import load_face_model
+from ..nets.checkpoints import describe_checkpoint, load_emotion, load_lipreader, load_state_dict_checked
 from ..nets.face_encoder import SPEC_KEY, WEIGHTS_KEY, EncoderSpec, FaceCodeEncoder, encoder_from_checkpoint
+from ..render import Renderer
+from ..safeload import load_checkpoint
+from .criteria import PerceptualCriteria
 from .ddp import unwrap
-from .step import LossWeights, PerceptualCriteria, StepOutput, TrainStep, _weighted_total, valid_frame_mask
+from .step import LossWeights, StepOutput, TrainStep, trainable_module, weighted_total
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FaceEncoderStep", "encoder_spec_for", "optional_criteria", "build_encoder_step"]
 
 
-def encoder_spec_for(model, image_size: int, clip_length: int, crop_scale: float = 1.6) -> EncoderSpec:
+def encoder_spec_for(model, image_size: int, clip_length: int, crop_scale: float = FACE_CROP_SCALE) -> EncoderSpec:
     """The blocks an encoder predicts for ``model``: every per-frame parameter (role ``expression`` or
     ``pose``), from the model's parameter spec; identity stays per track."""
     outputs = tuple((p.name, p.size) for p in model.param_specs if p.role != "identity")
@@ -111,15 +118,13 @@ class FaceEncoderStep(TrainStep):
             visuals.update({"render": rendered.view(B, K, *rendered.shape[1:])[0].detach(),
                             "mouth_input": mouths_gt[0, :, None].detach(),
                             "mouth_render": mouths_pred[0, :, None].detach()})
-        total = _weighted_total(losses, self.criteria.w, reg)
+        total = weighted_total(losses, self.criteria.w, reg)
         return StepOutput(total, losses, visuals, extras)
 
 
 def optional_criteria(store, weights: LossWeights) -> PerceptualCriteria:
     """Lip-reading / expression terms when their assets are installed; otherwise the term is skipped
     with a logged note (training from videos alone is a supported recipe, not an error)."""
-    from ..nets.checkpoints import load_emotion, load_lipreader
-
     w = dataclasses.replace(weights)
     lip = emo = None
     if w.lipread > 0:
@@ -139,22 +144,16 @@ def optional_criteria(store, weights: LossWeights) -> PerceptualCriteria:
     return PerceptualCriteria(lip, emo, w)
 
 
-def build_encoder_step(store, weights: LossWeights, init: str | None = None, image_size: int = 224,
+def build_encoder_step(store, weights: LossWeights, init: str | None = None, image_size: int = FACE_CROP_SIZE,
                        clip_length: int = 20, model_name: str = "ict") -> FaceEncoderStep:
     """A face-encoder step for ``model_name`` over fit-backend targets (no FLAME/DECA assets needed).
     ``init``: a face-encoder checkpoint of an earlier run (weights only; the layout must match)."""
-    from ..assets import AssetStore
-    from ..models import load_face_model
-    from ..render import Renderer
-    from ..safeload import load_checkpoint
-    from .step import _trainable
-
     store = AssetStore.coerce(store)
     model = load_face_model(model_name, store)
     encoder = FaceCodeEncoder(encoder_spec_for(model, image_size, clip_length))
     criteria = optional_criteria(store, weights)
     renderer = Renderer(image_size) if (criteria.lipreader is not None or criteria.emotion is not None) else None
-    step = FaceEncoderStep(_trainable(encoder), model, criteria, renderer)
+    step = FaceEncoderStep(trainable_module(encoder), model, criteria, renderer)
     if init is not None:
         ck = load_checkpoint(init, what="face-encoder checkpoint")
         src = encoder_from_checkpoint(ck, init)
@@ -162,5 +161,5 @@ def build_encoder_step(store, weights: LossWeights, init: str | None = None, ima
             log.warning("note: --init %s was trained at %d px crops; this run uses %d px", init,
                         src.spec.image_size, image_size)
         step.load_checkpoint_state(ck)
-        _trainable(encoder)
+        trainable_module(encoder)
     return step

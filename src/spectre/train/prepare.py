@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import random
 import shutil
 import sys
@@ -32,12 +31,16 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError, OutputError, SpectreError, UnsafeFileError
+from ..faces.crop import FACE_CROP_SCALE, face_crop_transform, interpolate_landmarks
+from ..faces.track import track_video
 from ..io.inputs import InputItem, expand_inputs
-from ..io.video import VIDEO_SUFFIXES
+from ..io.video import VIDEO_SUFFIXES, open_video
+from ..models import load_face_model
+from ..reconstruct.fit import fit_track
+from ..safeload import RestrictedUnpickler
 from .data import MANIFEST, SPLIT_NAMES, SPLITS_DIR, ClipInfo
-
-VIDEO_EXTENSIONS = VIDEO_SUFFIXES
 
 
 @dataclass
@@ -49,7 +52,7 @@ class PrepareConfig:
     store_crops: bool = True
     fit: bool = False  # also run the fit backend (targets for ICT training)
     fit_model: str = "ict"
-    fit_crop_scale: float = 1.6
+    fit_crop_scale: float = FACE_CROP_SCALE
     workers: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -92,8 +95,6 @@ FrameReader = Callable[[Path], Iterable[np.ndarray]]
 
 def default_tracker(video: Path) -> Track:
     """Track the main face of ``video`` with the faces layer (largest face per frame, official rule)."""
-    from ..faces.track import track_video
-
     tracks = track_video(video, face="largest")
     face = tracks.largest_per_frame() if len(tracks.tracks) != 1 else next(iter(tracks.tracks.values()))
     lmk = np.asarray(face.landmarks68, dtype=np.float64).copy()
@@ -105,16 +106,12 @@ def default_tracker(video: Path) -> Track:
 
 def default_frames(video: Path) -> Iterator[np.ndarray]:
     """RGB uint8 frames of ``video`` (streaming, rotation applied, like the tracker saw them)."""
-    from ..io.video import open_video
-
     for _, _, frame in open_video(video, warn_fps=False).iter_frames():
         yield frame
 
 
 def interpolate(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(filled, valid): gaps filled as the official ``landmarks_interpolate`` (faces layer)."""
-    from ..faces.crop import interpolate_landmarks
-
     lmk = np.asarray(landmarks, dtype=np.float64)
     valid = np.isfinite(lmk).all(axis=(1, 2))
     filled = interpolate_landmarks(lmk)
@@ -130,9 +127,6 @@ class IctFitter:
 
     def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray,
                  points478: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        from ..models import load_face_model
-        from ..reconstruct.fit import fit_track
-
         if self._model is None:
             self._model = load_face_model(self.model_name)
         # the same fit as `reconstruct --backend fit` (dense lip term from the 478 points when tracked),
@@ -163,8 +157,6 @@ def prepare_clip(video: Path, clip_id: str, cache: Path, cfg: PrepareConfig,
                  fitter: Callable | None = None) -> ClipInfo:
     """Track, crop and store one clip; the folder appears atomically when everything is written."""
     import cv2
-
-    from ..faces.crop import face_crop_transform
 
     final = cache / "clips" / clip_id
     track = tracker(video)
@@ -232,13 +224,6 @@ def clip_info_from_meta(cache: Path, folder: Path) -> ClipInfo:
 # ---------------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------------
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Plain containers only (lists, tuples, dicts, strings, numbers): any class reference is refused."""
-
-    def find_class(self, module, name):
-        raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}'")
-
-
 def read_split_lists(path: Path) -> dict[str, list[str]]:
     """Read an official ``LRS3_lists.pkl`` ([train, val, test] of (clip, transcript)) or a folder /
     text file of split lists (``train.txt``, ``val.txt``, ``test.txt``: one clip per line, anything
@@ -255,7 +240,8 @@ def read_split_lists(path: Path) -> dict[str, list[str]]:
         return out
     if path.suffix == ".pkl":
         try:
-            data = _NoGlobalsUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+            data = RestrictedUnpickler(io.BytesIO(path.read_bytes()), holds="split lists hold plain lists and strings")
+            data = data.load()
         except UnsafeFileError as exc:
             raise UnsafeFileError(f"{path}: {exc}") from None
         except Exception as exc:
@@ -277,7 +263,7 @@ def _match(list_ids: Iterable[str], clip_ids: Sequence[str]) -> list[str]:
     by_id = set(clip_ids)
     out = []
     for e in list_ids:
-        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_EXTENSIONS) else e.strip("/")
+        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_SUFFIXES) else e.strip("/")
         if e in by_id:
             out.append(e)
             continue
@@ -389,8 +375,6 @@ def _record(report: PrepareReport, cid: str, err: str | None, progress) -> None:
 def write_manifest(cache: Path, clip_ids: Sequence[str], cfg: PrepareConfig,
                    lists: dict[str, list[str]] | None = None) -> dict:
     """Manifest of every finished clip folder among ``clip_ids`` + split files (atomic writes)."""
-    from ..atomic import atomic_write_text
-
     infos = []
     for cid in clip_ids:
         folder = cache / "clips" / cid
