@@ -117,8 +117,8 @@ def e2e_rows(weights: Path, clip: Path, label: str) -> list[dict]:
         reconstruct(clip, None, config=learned_cfg)  # warm-up of the encoder
         t_fit = _timed(lambda: reconstruct(clip, Path(d) / "fit", backend="fit", layout="none", overwrite=True))
         t_l = _timed(lambda: reconstruct(clip, Path(d) / "l", config=learned_cfg, overwrite=True))
-    return [{"stage": "learned ICT", "case": f"end to end {label} {n} frames, no video: learned ICT", "unit": "frames/s",
-             "value": n / t_l, "baseline": n / t_fit, "baseline_name": "fit backend, same clip"}]
+    return [{"stage": "learned ICT", "case": f"end to end {label} {n} frames, no video: learned ICT",
+             "unit": "frames/s", "value": n / t_l, "baseline": n / t_fit, "baseline_name": "fit backend, same clip"}]
 
 
 def run(quick: bool = True, weights: str | None = None) -> list[dict]:
