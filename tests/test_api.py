@@ -29,9 +29,8 @@ def test_import_is_light():
 
 
 def test_reconstruct_has_its_real_signature_and_docs():
-    from spectre.reconstruct.reconstructor import reconstruct
-
     import spectre.reconstruct.fit  # noqa: F401 - binding the package must not hide the function's signature
+    from spectre.reconstruct.reconstructor import reconstruct
 
     sig = inspect.signature(spectre.reconstruct)
     assert sig == inspect.signature(reconstruct)
@@ -64,5 +63,5 @@ def test_expression_labels_are_distinct_and_keep_the_model_order():
     labels = expression_labels(ict)
     assert len(labels) == len(ict.expression_names) == len(set(labels))
     assert {"browInnerUpLeft", "browInnerUpRight", "cheekPuffLeft", "cheekPuffRight"} <= set(labels)
-    for label, name in zip(labels, ict.expression_names):
+    for label, name in zip(labels, ict.expression_names, strict=True):
         assert label.startswith(name)
