@@ -102,6 +102,12 @@ class FaceModel(nn.Module, abc.ABC):
         """(F, 3) indices into ``uv_coords`` or None."""
         return getattr(self, "_uv_faces", None)
 
+    def mediapipe_surface(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Optional capability: where MediaPipe's 478 face-mesh points lie on this model's surface, as
+        ``(vertex_idx (478, 3) of a triangle, barycentric weights (478, 3), reliability weights (478,))``;
+        None when the model has no such table (the fit then has no dense face term)."""
+        return None
+
     def render_faces(self) -> torch.Tensor:
         """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""
         return self.faces

@@ -217,6 +217,24 @@ class ICTFaceModel(FaceModel):
                  if p in self.part_vertex_range]
         self.register_buffer("mouth_vertex_idx", torch.from_numpy(np.concatenate([near_lips] + inner)))
 
+    def mediapipe_surface(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """MediaPipe-478 points on the ICT surface (``spectre/data/ict_mp478.npz``, derived from data by
+        ``scripts/make_mp478_correspondence.py``; full-ICT vertex indices mapped to this mesh); None when the
+        table is missing or this mesh lacks one of its vertices."""
+        path = Path(__file__).resolve().parents[1] / "data" / "ict_mp478.npz"
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as d:
+            table = torch.from_numpy(d["source_vertex"].astype(np.int64)).to(self.source_vertex_idx.device)
+            bary = torch.from_numpy(d["barycentric"].astype(np.float32))
+            weight = torch.from_numpy(d["weight"].astype(np.float32))
+        order = torch.argsort(self.source_vertex_idx)
+        pos = torch.searchsorted(self.source_vertex_idx[order], table.reshape(-1)).clamp(max=len(order) - 1)
+        local = order[pos]
+        if not bool((self.source_vertex_idx[local] == table.reshape(-1)).all()):
+            return None
+        return local.view(-1, 3), bary.to(self.v_template), weight.to(self.v_template)
+
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> "ICTFaceModel":

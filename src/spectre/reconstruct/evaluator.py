@@ -23,6 +23,9 @@ __all__ = ["PointEvaluator"]
 class PointEvaluator:
     """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
 
+    With ``dense`` (and a model offering ``mediapipe_surface``) the subset basis also carries MediaPipe's 478
+    points on the model surface (:meth:`all_points`), for the fit's dense face term.
+
     ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
     ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
     ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
@@ -33,11 +36,15 @@ class PointEvaluator:
 
     YAW_BINS_DEG = np.arange(-45, 46, 5)
 
-    def __init__(self, model: FaceModel, try_fast: bool = True):
+    def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = True):
         self.model = model
         #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
         self.lip_idx = model_lip_vertices(model) if try_fast else None
         self.L = 0
+        #: MediaPipe-478 points on the model surface (``model.mediapipe_surface()``), subset kind only
+        self.D = 0
+        self.dense_weight: torch.Tensor | None = None
+        self._surface = model.mediapipe_surface() if try_fast and dense else None
         self.rot = model.rotation_param
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
@@ -58,6 +65,8 @@ class PointEvaluator:
                     self.kind = "fast"
             except (RuntimeError, ValueError, IndexError, KeyError):
                 self.kind = "full"
+        if self.kind != "subset":
+            self.D, self.dense_weight = 0, None
         if self.kind == "full":
             self.mean = self.basis = None
             self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
@@ -126,6 +135,14 @@ class PointEvaluator:
             lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
             self.L = lips.shape[1]
             V = torch.cat([V, lips], 1)
+        if self._surface is not None:
+            # barycentric points: their basis is the weighted sum of their triangle's vertex bases
+            idx, bary, weight = self._surface
+            uniq, inv = torch.unique(idx.reshape(-1), return_inverse=True)
+            tri = m.vertices(m.complete(params), vertex_idx=uniq)[:, inv.view(-1, 3)]  # (K+1, D, 3, 3)
+            V = torch.cat([V, (tri * bary.to(tri)[None, :, :, None]).sum(2)], 1)
+            self.D = idx.shape[0]
+            self.dense_weight = weight.to(V)
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
@@ -187,15 +204,21 @@ class PointEvaluator:
     def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
         both model space, rotated, from one evaluation."""
+        return self.all_points(coef, rot)[:2]
+
+    def all_points(self, coef: torch.Tensor, rot: torch.Tensor):
+        """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them)."""
         if self.kind != "subset":
-            return self.landmarks(coef, rot), None
+            return self.landmarks(coef, rot), None, None
         free = getattr(self, "free", None)
         d = coef - self.defaults
         if free is not None:
             d = d[:, free]
-        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S + self.L, 3), rot)
+        n = self.S + self.L + self.D
+        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot)
         lmk = self.model.landmarks(verts[:, :self.S])
-        return lmk, (verts[:, self.S:] if self.L else None)
+        return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
+                (verts[:, self.S + self.L:] if self.D else None))
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""
