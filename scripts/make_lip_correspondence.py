@@ -1,10 +1,10 @@
-"""Derive the MediaPipe lip point -> ICT vertex table of ``spectre/reconstruct/mp_lips.py`` from data.
+"""Derive the MediaPipe lip point -> ICT vertex table of ``spectre/models/ict_lips.py`` from data.
 
 Each sample clip is tracked and fitted with the 68-point fit (no dense lip term); the ICT lip vertices
 are projected with the fitted camera, and every MediaPipe lip point gets the vertex with the smallest mean
 image distance over all valid frames (normalised by the inter-ocular distance), outer-lip points among
 outer-lip vertices and inner-lip points among inner-lip vertices. The table (full-ICT vertex indices) is
-written into the generated block of ``mp_lips.py``.
+written into the generated block of ``models/ict_lips.py``.
 
     PYTHONPATH=src python scripts/make_lip_correspondence.py [--samples ../shared/samples] [--dry-run]
 """
@@ -21,11 +21,12 @@ import torch
 from spectre.atomic import atomic_write_text
 from spectre.faces.track import track_video
 from spectre.geometry import project_to_crop
+from spectre.models import ict_lips
 from spectre.models.ict import ICTFaceModel
 from spectre.reconstruct import mp_lips
 from spectre.reconstruct.fit import FitConfig, fit_track
 
-MODULE = Path(mp_lips.__file__)
+MODULE = Path(ict_lips.__file__)
 
 
 def lip_candidates(model: ICTFaceModel) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +45,7 @@ def lip_candidates(model: ICTFaceModel) -> tuple[np.ndarray, np.ndarray]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"))
-    ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite mp_lips.py")
+    ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite models/ict_lips.py")
     args = ap.parse_args(argv)
 
     model = ICTFaceModel.from_store().eval()

@@ -180,3 +180,21 @@ def test_grid_video_halves_are_retracked_and_compared(lrs3_frames, lrs3_video, t
                  "--no-plots"]) == 0
     g = load_run(tmp_path / "r")["videos"][0]["geometry"]
     assert g["frames"] >= len(lrs3_frames) - 2 and g["nme_all"] < 0.03
+
+
+def test_folder_trees_are_walked_and_matched_by_relative_folder(tmp_path, monkeypatch):
+    """Two speakers' 00001 results in a tree: named apart, each scored against its own reference."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for spk, noise in (("spk1", 0.5), ("spk2", 5.0)):
+        ref = rng.uniform(50, 150, (10, 68, 2)).astype(np.float32)
+        (tmp_path / "ref" / spk).mkdir(parents=True)
+        (tmp_path / "res" / spk).mkdir(parents=True)
+        np.save(tmp_path / "ref" / spk / "00001.npy", ref)
+        np.save(tmp_path / "res" / spk / "00001.npy", ref + rng.normal(0, noise, ref.shape).astype(np.float32))
+    assert main(["evaluate", "res", "-r", "ref", "-o", "out", "--no-plots", "--judge", "none"]) == 0
+    videos = {v["name"]: v for v in json.loads((tmp_path / "out" / "report.json").read_text())["videos"]}
+    assert sorted(videos) == ["spk1_00001", "spk2_00001"]
+    for spk in ("spk1", "spk2"):
+        assert videos[f"{spk}_00001"]["reference"].startswith(f"ref/{spk}/00001.npy")
+    assert videos["spk1_00001"]["geometry"]["nme_all"] < videos["spk2_00001"]["geometry"]["nme_all"]

@@ -208,13 +208,13 @@ def test_arkit_weights_ict_native_and_flame_approximate(flame_assets):
     from spectre.assets import AssetStore
     from spectre.io.results import ARKIT_NAMES
     from spectre.models import load_face_model
-    from spectre.reconstruct.arkit import LandmarkArkitSolver, ict_to_arkit
+    from spectre.reconstruct.arkit import LandmarkArkitSolver, to_arkit_order
 
     ict = load_face_model("ict")
     e = np.zeros((2, 53), np.float32)
     e[1, ict.expression_names.index("jawOpen")] = 0.7
     e[1, [i for i, n in enumerate(ict.expression_names) if n == "browInnerUp"]] = [0.2, 0.4]
-    w = ict_to_arkit(e, ict.expression_names)
+    w = to_arkit_order(e, ict.arkit_names)
     assert w.shape == (2, 52) and w[1, ARKIT_NAMES.index("jawOpen")] == pytest.approx(0.7)
     assert w[1, ARKIT_NAMES.index("browInnerUp")] == pytest.approx(0.3), "ICT's L/R halves are averaged"
     # FLAME: an opening jaw maps to ARKit jawOpen (approximate, landmark-based)

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from spectre.models.base import FaceModel
 from spectre.models.ict import ICTFaceModel
 from spectre.reconstruct.evaluator import PointEvaluator
 from spectre.reconstruct.fit import FitConfig, fit_track
-from spectre.reconstruct.mp_lips import (ICT_LIPS_SOURCE_VERTEX, MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER,
-                                         model_lip_vertices)
+from spectre.models.ict_lips import ICT_LIPS_SOURCE_VERTEX
+from spectre.reconstruct.mp_lips import MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_lip_indices_are_mediapipes_lip_contours():
 
 def test_table_maps_into_the_compact_model_lips(ict):
     assert ICT_LIPS_SOURCE_VERTEX is not None and len(ICT_LIPS_SOURCE_VERTEX) == 40
-    idx = model_lip_vertices(ict)
+    idx = ict.mediapipe_lip_vertices()
     assert idx is not None
     assert torch.equal(ict.source_vertex_idx[idx], torch.as_tensor(ICT_LIPS_SOURCE_VERTEX))
     # every table vertex lies around the model's lips (within the mouth region)
@@ -53,7 +54,7 @@ def test_subset_evaluator_lip_vertices_match_the_full_model(ict, evaluator):
     _, lips = evaluator.points(coef, rot)
     params = evaluator._split(coef)
     params["rotation"] = rot
-    exact = ict.vertices(params, vertex_idx=model_lip_vertices(ict))
+    exact = ict.vertices(params, vertex_idx=ict.mediapipe_lip_vertices())
     assert torch.allclose(lips, exact, atol=1e-3)
 
 
@@ -98,9 +99,20 @@ def test_dense_lip_term_brings_the_lips_closer(ict, evaluator, tracks, name):
 
 def test_without_points_or_table_the_term_is_off(ict, evaluator):
     """No points478 -> no lip target (fit still works); a model without a table gets no lip vertices."""
-    class NotIct(torch.nn.Module):
-        name = "flame"
-    assert model_lip_vertices(NotIct()) is None
+    class NoTable(FaceModel):  # a model that declares no capability
+        def vertices(self, params):
+            raise NotImplementedError
+
+        def landmarks(self, vertices, params):
+            raise NotImplementedError
+    assert NoTable().mediapipe_lip_vertices() is None
+    source = ict.source_vertex_idx
+    try:  # a mesh lacking one of the table's vertices has no table either
+        ict.source_vertex_idx = source.clone()
+        ict.source_vertex_idx[ict.mediapipe_lip_vertices()[0]] = -1
+        assert ict.mediapipe_lip_vertices() is None
+    finally:
+        ict.source_vertex_idx = source
     g = np.random.default_rng(0)
     with torch.no_grad():
         lm3 = evaluator.landmarks(evaluator.defaults[None].repeat(5, 1), torch.zeros(5, 3))

@@ -125,16 +125,13 @@ def test_no_face_video_is_reported(tmp_path, capsys):
 
 
 def test_inputs_from_list_file_and_folder(short_video, tmp_path):
-    from spectre.reconstruct.batch import expand_inputs, unique_stems
+    from spectre.io.inputs import expand_inputs
 
     lst = tmp_path / "videos.txt"
     lst.write_text(f"# my clips\n{short_video}\n\n")
-    assert expand_inputs([lst]) == [short_video]
-    assert expand_inputs([short_video.parent]) == [short_video]
-    assert expand_inputs([str(short_video.parent / "*.mp4")]) == [short_video]
-    from pathlib import Path
-
-    assert unique_stems([Path("a/x.mp4"), Path("b/x.mp4"), Path("c/y.mp4")]) == ["a_x", "b_x", "y"]
+    assert [(i.path, i.name) for i in expand_inputs([lst])] == [(short_video, short_video.stem)]
+    assert [i.path for i in expand_inputs([short_video.parent])] == [short_video]
+    assert [i.path for i in expand_inputs([str(short_video.parent / "*.mp4")])] == [short_video]
 
 
 def test_python_api_returns_result_without_writing(short_video, tmp_path, monkeypatch):
@@ -160,20 +157,6 @@ def test_parallel_workers(short_video, bad_video, tmp_path):
     assert [o.status for o in summary.outcomes] == ["ok", "ok", "failed"]
     assert summary.exit_code == 1 and "broken.mp4" in summary.text()
     assert (tmp_path / "o" / "clip.npz").exists() and (tmp_path / "o" / "second.npz").exists()
-
-
-@pytest.mark.slow
-def test_ray_local_cluster(short_video, tmp_path):
-    pytest.importorskip("ray.data", reason="Ray is an optional extra (pip install 'spectre-face[ray]')")
-    from spectre.reconstruct.batch import run_batch
-    from spectre.reconstruct.config import make_config
-
-    out = tmp_path / "o"
-    summary = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
-    assert summary.exit_code == 0 and summary.outcomes[0].status == "ok"
-    assert (out / "clip.npz").exists() and (out / "clip.yaml").exists()
-    again = run_batch([short_video], out, make_config(layout="none"), ray_address="local")
-    assert again.outcomes[0].status == "skipped"
 
 
 def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):

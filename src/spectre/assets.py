@@ -190,6 +190,10 @@ class AssetStore:
         self.assets_dir = Path(assets_dir).expanduser() if assets_dir else None
         if self.assets_dir is not None and not self.assets_dir.is_dir():
             raise ConfigError(f"--assets folder does not exist: {self.assets_dir}")
+        home = os.environ.get("SPECTRE_HOME")
+        if home and Path(home).expanduser().exists() and not Path(home).expanduser().is_dir():
+            raise ConfigError(f"SPECTRE_HOME={home} is a file, not a folder of assets (unset it or point it at "
+                              "a folder)")
 
     @classmethod
     def coerce(cls, store: "AssetStore | str | Path | None") -> "AssetStore":

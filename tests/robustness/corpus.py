@@ -47,6 +47,7 @@ class Ctx:
     out: Path
     samples: Path
     sentinel: Path = field(init=False)
+    stderr: str = ""  # what the command printed (stderr + warnings), set before ``check`` runs
 
     def __post_init__(self) -> None:
         self.sentinel = self.tmp / "PAYLOAD_RAN"
@@ -71,6 +72,7 @@ class Case:
     runs_before: Callable[[Ctx], None] | None = None  # e.g. a first run for the resume cases
     around: Callable[[Ctx], ContextManager] | None = None  # e.g. a file-size limit during the run
     needs_non_root: bool = False
+    skip: Callable[[], str | None] | None = None  # a reason to skip on this machine, or None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -182,7 +184,7 @@ def _image_folder(ctx):
         media.write_image(folder / f"{i:04d}.png", f)
     (folder / "README.txt").write_text("not an image")
     (folder / "Thumbs.db").write_bytes(b"\0" * 64)
-    return ctx.reconstruct(folder)
+    return ctx.reconstruct(folder, extra=("--image-folder",))
 
 
 def _image_folder_corrupt(ctx):
@@ -191,7 +193,7 @@ def _image_folder_corrupt(ctx):
     for i, f in enumerate(ctx.faces(3)):
         media.write_image(folder / f"{i:04d}.png", f)
     (folder / "0001.png").write_text("oops, a text file")
-    return ctx.reconstruct(folder)
+    return ctx.reconstruct(folder, extra=("--image-folder",))
 
 
 def _one_pixel(ctx):
@@ -426,6 +428,8 @@ def _render_over_input(ctx):
 
 def _check_input_untouched(ctx):
     assert (ctx.tmp / "clip.mp4").read_bytes() == ctx.original, "the input video was replaced or deleted"
+    hidden = [p.name for p in ctx.tmp.iterdir() if p.name.endswith(".spectre-writing")]
+    assert not hidden, f"a refused run left a marker behind: {hidden}"
 
 
 @contextlib.contextmanager
@@ -639,6 +643,256 @@ def _check_track_mixed(ctx):
     assert _outputs(ctx) == ["a.tracks.npz"], _outputs(ctx)
 
 
+# ------------------------------------------------------------------------------------------------ datasets
+# issue 16: folder trees, sources with the same name, validation before work, the smaller cases
+def _other_face_clip(ctx: Ctx, path: Path, n: int = 4) -> Path:
+    """A clip with the sample face mirrored: another video (other bytes) that still has a face."""
+    return media.write_video(path, np.ascontiguousarray(ctx.faces(n)[:, :, ::-1]))
+
+
+def _same_name_first(ctx):
+    from spectre.cli import main
+
+    _face_clip(ctx, "a/00001.mp4", 4)
+    _other_face_clip(ctx, ctx.tmp / "b" / "00001.mp4")
+    assert main(ctx.reconstruct(ctx.tmp / "a" / "00001.mp4")) == 0
+    ctx.first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ctx.out.iterdir()}
+
+
+def _same_name_other_video(ctx):
+    return ctx.reconstruct(ctx.tmp / "b" / "00001.mp4")
+
+
+def _copied_dataset(ctx):
+    moved = ctx.tmp / "moved"
+    moved.mkdir()
+    shutil.copy2(ctx.tmp / "a" / "00001.mp4", moved / "00001.mp4")
+    return ctx.reconstruct(moved / "00001.mp4")
+
+
+def _strip_identity(ctx):
+    """Make the finished sidecar look like one an older spectre wrote (no ``source``)."""
+    import yaml
+
+    sidecar = ctx.out / "00001.yaml"
+    data = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
+    data.pop("source")
+    sidecar.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    ctx.first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ctx.out.iterdir()}
+
+
+def _old_sidecar_first(ctx):
+    _same_name_first(ctx)
+    _strip_identity(ctx)
+
+
+def _old_sidecar_same(ctx):
+    return ctx.reconstruct(ctx.tmp / "a" / "00001.mp4")
+
+
+def _folder_tree(ctx):
+    _face_clip(ctx, "lrs3/spk1/00001.mp4", 4)
+    _other_face_clip(ctx, ctx.tmp / "lrs3" / "spk2" / "00001.mp4")
+    (ctx.tmp / "lrs3" / "spk2" / "README.txt").write_text("not a video")
+    return ctx.reconstruct(ctx.tmp / "lrs3")
+
+
+def _check_tree(ctx):
+    for spk in ("spk1", "spk2"):
+        data = _npz(ctx, f"{spk}/00001.npz")
+        _finite_result(data, 4)
+        assert str(data["video"]).endswith(f"{spk}/00001.mp4"), (spk, str(data["video"]))
+    assert sorted(p.name for p in ctx.out.iterdir()) == ["spk1", "spk2"], _outputs(ctx)
+
+
+def _glob_with_loop(ctx):
+    _face_clip(ctx, "data/x/clip1.mp4", 3)
+    _face_clip(ctx, "data/y/clip2.mp4", 3)
+    os.symlink("..", ctx.tmp / "data" / "x" / "up")       # data/x/up -> data: a loop
+    os.symlink("../..", ctx.tmp / "data" / "y" / "top")   # data/y/top -> in: a bigger one
+    return ctx.reconstruct(f"{ctx.tmp}/data/**/*.mp4")
+
+
+def _check_glob_loop(ctx):
+    found = sorted(str(p.relative_to(ctx.out)) for p in ctx.out.rglob("*.npz"))
+    assert found == ["x/clip1.npz", "y/clip2.npz"], found
+
+
+def _same_file_twice(ctx):
+    clip = _face_clip(ctx, "clip.mp4", 3)
+    os.symlink(clip, ctx.tmp / "alias.mp4")
+    return ctx.reconstruct(clip, ctx.tmp / "alias.mp4", ctx.tmp / ".." / ctx.tmp.name / "clip.mp4")
+
+
+def _check_once(ctx):
+    assert _outputs(ctx) == ["clip.npz", "clip.yaml"], _outputs(ctx)
+
+
+def _frames_folder(ctx) -> Path:
+    folder = ctx.tmp / "frames"
+    folder.mkdir()
+    for i, f in enumerate(ctx.faces(3)):
+        media.write_image(folder / f"{i:04d}.png", f)
+    return folder
+
+
+def _image_folder_no_switch(ctx):
+    return ctx.reconstruct(_frames_folder(ctx))
+
+
+def _output_in_input_tree(ctx):
+    clip = _face_clip(ctx, "data/clip.mp4", 3)
+    (ctx.tmp / "data" / "results").mkdir()
+    (ctx.tmp / "data" / "results" / "old_render.mp4").write_text("an earlier run's render (not a real video)")
+    ctx.out = ctx.tmp / "data" / "results"
+    return ctx.reconstruct(clip.parent)
+
+
+def _check_output_in_tree(ctx):
+    assert (ctx.out / "clip.npz").is_file() and not (ctx.out / "results").exists(), _outputs(ctx)
+
+
+def _config_with(text: str):
+    def build(ctx):
+        cfg = ctx.tmp / "bad.yaml"
+        cfg.write_text(text)
+        return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--config", str(cfg)))
+    return build
+
+
+def _missing_face_id(ctx):
+    return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--face", "99"))
+
+
+def _output_under_sys(ctx):
+    ctx.out = Path("/sys/kernel")
+    return ctx.reconstruct(_face_clip(ctx, n=3))
+
+
+def _no_sysfs() -> str | None:
+    kernel = Path("/sys/kernel")
+    if not kernel.is_dir():
+        return "no /sys/kernel on this machine"
+    try:
+        tempfile.NamedTemporaryFile(dir=kernel).close()
+    except OSError:
+        return None
+    return "/sys/kernel takes files on this machine"
+
+
+NEWLINE_NAME = "bad\n  FAILED forged.mp4: this line is not ours\nx.mp4"
+
+
+def _newline_name(ctx):
+    good = _face_clip(ctx, "good.mp4", 3)
+    bad = ctx.tmp / NEWLINE_NAME
+    bad.write_bytes(b"")
+    return ctx.reconstruct(good, bad)
+
+
+def _check_no_forged_line(ctx):
+    assert not any(ln.strip().startswith("FAILED forged") for ln in ctx.stderr.splitlines()), ctx.stderr
+    assert sum(ln.strip().startswith("FAILED") for ln in ctx.stderr.splitlines()) == 1, ctx.stderr
+
+
+def _single_failure(ctx):
+    (ctx.tmp / "empty.mp4").write_bytes(b"")
+    return ctx.reconstruct(ctx.tmp / "empty.mp4")
+
+
+def _check_reported_once(ctx):
+    assert ctx.stderr.lower().count("not a readable video") == 1, ctx.stderr
+    _no_outputs(ctx)
+
+
+def _debug_after(ctx):
+    return [*ctx.reconstruct(_face_clip(ctx, n=3)), "--debug"]
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _home_is_file(ctx):
+    (ctx.tmp / "spectre_home").write_text("a file, not a folder")
+    return ctx.reconstruct(_face_clip(ctx, n=3))
+
+
+def _two_runs(ctx):
+    from spectre.cli import main
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(50, 150, (12, 68, 2)).astype(np.float32)
+    np.save(ctx.tmp / "ref.npy", ref)
+    for run, noise in (("A", 0.5), ("B", 2.0)):
+        np.save(ctx.tmp / "clip.npy", ref + rng.normal(0, noise, ref.shape).astype(np.float32))
+        assert main(["evaluate", str(ctx.tmp / "clip.npy"), "-r", str(ctx.tmp / "ref.npy"), "-o",
+                     str(ctx.tmp / run), "--no-plots"]) == 0
+
+
+def _compare(ctx):
+    return ["evaluate", "--compare", str(ctx.tmp / "A"), str(ctx.tmp / "B"), "-o", str(ctx.out)]
+
+
+def _check_compare(ctx):
+    text = (ctx.out / "compare.md").read_text(encoding="utf-8")
+    assert "A = " in text and "B = " in text and "clip" in text, text
+
+
+def _many_workers(ctx):
+    return ctx.reconstruct(_face_clip(ctx, n=3), extra=("--workers", "1000"))
+
+
+def _zero_timestamps(ctx):
+    import struct
+
+    clip = media.write_video(ctx.tmp / "frozen.mp4", ctx.faces(6), options={"bf": "0"})
+    data = bytearray(clip.read_bytes())
+    pos = data.find(b"stts")
+    for k in range(struct.unpack_from(">I", data, pos + 8)[0]):  # every sample lasts 0 ticks: all at t = 0
+        struct.pack_into(">I", data, pos + 16 + 8 * k, 0)
+    clip.write_bytes(bytes(data))
+    return ctx.reconstruct(clip)
+
+
+def _check_zero_timestamps(ctx):
+    data = _npz(ctx, "frozen.npz")
+    _finite_result(data, 6)
+    assert (np.diff(data["timestamps"]) > 0).all(), data["timestamps"]
+
+
+def _track_tree(ctx):
+    _face_clip(ctx, "lrs3/spk1/00001.mp4", 3)
+    _other_face_clip(ctx, ctx.tmp / "lrs3" / "spk2" / "00001.mp4", 3)
+    return _track(ctx, ctx.tmp / "lrs3")
+
+
+def _check_track_tree(ctx):
+    found = sorted(str(p.relative_to(ctx.out)) for p in ctx.out.rglob("*.tracks.npz"))
+    assert found == ["spk1/00001.tracks.npz", "spk2/00001.tracks.npz"], found
+
+
+def _track_image_folder(ctx):
+    return _track(ctx, _frames_folder(ctx), extra=("--image-folder",))
+
+
+def _check_frames_tracked(ctx):
+    assert _outputs(ctx) == ["frames.tracks.npz"], _outputs(ctx)
+
+
+def _track_image_folder_no_switch(ctx):
+    return _track(ctx, _frames_folder(ctx))
+
+
 # ------------------------------------------------------------------------------------------------ the table
 CASES: list[Case] = [
     Case("zero_byte", "0-byte .mp4", _zero_byte, 2, ("empty.mp4", "not a readable video"),
@@ -665,9 +919,9 @@ CASES: list[Case] = [
          "one-line error, no output", _no_outputs),
     Case("single_image", "one PNG portrait", _single_image, 0, (), "a one-frame result",
          _one_face_ok("portrait", 1, 1.0)),
-    Case("image_folder", "folder of PNG frames plus a .txt and a Thumbs.db", _image_folder, 0, (),
+    Case("image_folder", "folder of PNG frames plus a .txt and a Thumbs.db, --image-folder", _image_folder, 0, (),
          "the frames are reconstructed (non-images ignored)", _one_face_ok("frames", 4)),
-    Case("image_folder_corrupt", "folder of PNG frames, one is a text file", _image_folder_corrupt, 2,
+    Case("image_folder_corrupt", "folder of PNG frames, one is a text file, --image-folder", _image_folder_corrupt, 2,
          ("0001.png", "not a readable image"), "one-line error naming the bad frame", _no_outputs),
     Case("one_pixel", "1x1-pixel video (FFV1)", _one_pixel, 2, ("dot.mkv", "no face"),
          "no-face error, no output", _no_outputs),
@@ -719,7 +973,8 @@ CASES: list[Case] = [
     Case("output_folder_is_input_folder", "-o is the folder holding the input clip.mp4", _output_is_input_folder, 0,
          (), "results written beside the input; the input is never touched", _check_input_kept),
     Case("render_would_replace_input", "--layout render into the input's folder (clip.mp4 -> clip.mp4)",
-         _render_over_input, 5, ("clip.mp4", "input"), "refused even with --overwrite; the input is untouched",
+         _render_over_input, 5, ("clip.mp4", "input"),
+         "refused before tracking, even with --overwrite; the input is untouched, no marker left",
          _check_input_untouched),
     Case("disk_full_on_write", "output file system full while the .npz is written (file-size limit)", _disk_full,
          5, ("clip.npz", "file too large"), "one-line error, no partial file; a rerun completes",
@@ -763,6 +1018,63 @@ CASES: list[Case] = [
     Case("track_mixed_batch", "`spectre track` on a good clip and a text file", _track_mixed, 1,
          ("b.mp4", "not a readable video"), "the good clip is tracked, the bad one reported on one line",
          _check_track_mixed),
+    Case("same_name_other_video", "a/00001.mp4 finished, then a different b/00001.mp4 into the same -o",
+         _same_name_other_video, 5, ("00001.yaml", "another video"),
+         "refused naming both videos (--overwrite or another folder); the first result untouched", _check_untouched,
+         runs_before=_same_name_first),
+    Case("copied_dataset_resumes", "a/00001.mp4 finished, then the same bytes copied elsewhere", _copied_dataset, 0,
+         ("1 skipped",), "recognised by size and content hash: skipped, files untouched", _check_untouched,
+         runs_before=_same_name_first),
+    Case("old_sidecar_other_video", "a finished sidecar without source identity (older spectre), another video",
+         _same_name_other_video, 5, ("00001.yaml", "older spectre"), "refused: only the recorded path can match",
+         _check_untouched, runs_before=_old_sidecar_first),
+    Case("old_sidecar_same_path", "a finished sidecar without source identity, the video it records", _old_sidecar_same,
+         0, ("1 skipped",), "skipped (the recorded path is this file)", _check_untouched, runs_before=_old_sidecar_first),
+    Case("folder_tree", "lrs3/spk1/00001.mp4 and lrs3/spk2/00001.mp4 (+ a .txt) as one folder", _folder_tree, 0,
+         ("2 done",), "walked recursively; outputs mirror the tree (out/spk1/00001.npz), no collision", _check_tree),
+    Case("glob_symlink_loop", "quoted data/**/*.mp4 with two symlink loops in the tree", _glob_with_loop, 0,
+         ("2 done",), "each video once (loops not followed), outputs mirror the tree", _check_glob_loop),
+    Case("same_file_two_paths", "one clip given as itself, through a symlink and through '..'", _same_file_twice, 0,
+         ("1 done",), "de-duplicated by real path: processed once", _check_once),
+    Case("image_folder_without_switch", "folder of PNG frames without --image-folder", _image_folder_no_switch, 2,
+         ("frames", "--image-folder"), "one-line error before any work naming the switch", _no_outputs),
+    Case("output_inside_input_tree", "-o data/results while data/ is walked (holds an old render .mp4)",
+         _output_in_input_tree, 0, ("1 done",), "the output folder is never searched for inputs",
+         _check_output_in_tree),
+    Case("config_negative_iterations", "fit: {iterations: -5} in --config", _config_with("fit: {iterations: -5}\n"), 2,
+         ("fit.iterations = -5", "integer >= 1"), "one-line config error before any work: key, value, allowed",
+         _no_outputs),
+    Case("config_string_lr", "fit: {lr: fast} in --config", _config_with("fit: {lr: fast}\n"), 2,
+         ("fit.lr = 'fast'", "number > 0"), "one-line config error before any work", _no_outputs),
+    Case("config_negative_lr", "fit: {lr: -0.1} in --config", _config_with("fit: {lr: -0.1}\n"), 2,
+         ("fit.lr = -0.1", "number > 0"), "one-line config error before any work", _no_outputs),
+    Case("face_id_missing", "--face 99 on a one-face clip", _missing_face_id, 2, ("clip.mp4", "no face track 99"),
+         "one-line error right after tracking, before the fit", _no_outputs),
+    Case("output_under_sys", "-o /sys/kernel (exists; refuses files even to root)", _output_under_sys, 5,
+         ("/sys/kernel", "not writable"), "one-line error before any work", skip=_no_sysfs),
+    Case("newline_in_file_name", "a good clip and a 0-byte file whose name holds newlines and 'FAILED ...'",
+         _newline_name, 1, ("\\n", "not a readable video"), "the name is escaped (\\n): no forged summary line",
+         _check_no_forged_line),
+    Case("single_failure_reported_once", "one 0-byte input", _single_failure, 2, ("empty.mp4", "not a readable video"),
+         "the failure is printed once", _check_reported_once),
+    Case("debug_after_command", "--debug after the subcommand", _debug_after, 0, (), "accepted like before it",
+         _one_face_ok("clip", 3)),
+    Case("spectre_home_is_a_file", "SPECTRE_HOME pointing to a file", _home_is_file, 2, ("SPECTRE_HOME", "is a file"),
+         "one-line error before any work", _no_outputs,
+         around=lambda ctx: _env("SPECTRE_HOME", str(ctx.tmp / "spectre_home"))),
+    Case("compare_honours_output", "evaluate --compare A B -o OUT", _compare, 0, (), "the comparison is printed and "
+         "written to OUT/compare.md", _check_compare, runs_before=_two_runs),
+    Case("workers_above_cpus", "--workers 1000", _many_workers, 0, ("--workers 1000", "cpu"),
+         "a warning; the CPU count is used", _one_face_ok("clip", 3)),
+    Case("zero_timestamps", "mp4 whose frames all have timestamp 0", _zero_timestamps, 0,
+         ("frozen.mp4", "timestamps do not increase"), "a warning; frames timed 1/fps apart", _check_zero_timestamps),
+    Case("track_folder_tree", "`spectre track` on lrs3/spk{1,2}/00001.mp4", _track_tree, 0, (),
+         "outputs mirror the tree (out/spk1/00001.tracks.npz)", _check_track_tree),
+    Case("track_image_folder", "`spectre track --image-folder` on a folder of PNG frames", _track_image_folder, 0, (),
+         "one image-sequence input (frames.tracks.npz)", _check_frames_tracked),
+    Case("track_image_folder_without_switch", "`spectre track` on a folder of PNG frames, no switch",
+         _track_image_folder_no_switch, 2, ("frames", "--image-folder"), "one-line error naming the switch (as "
+         "reconstruct)", _no_outputs),
 ]
 
 

@@ -39,6 +39,8 @@ def test_checkpoint_case(case, tmp_path):
 def test_case(case, tmp_path, shared_dir, capsys, caplog):
     if case.needs_non_root and os.geteuid() == 0:
         pytest.skip("running as root: folder permissions do not apply")
+    if case.skip and (reason := case.skip()):
+        pytest.skip(reason)
     ctx = Ctx(tmp_path / "in", tmp_path / "out", shared_dir / "samples")
     ctx.tmp.mkdir()
     if case.runs_before:
@@ -63,4 +65,5 @@ def test_case(case, tmp_path, shared_dir, capsys, caplog):
         leftovers = [p.name for p in out.rglob("*") if ".partial" in p.name]
         assert not leftovers, f"temporary files left behind: {leftovers}"
     if case.check:
+        ctx.stderr = text
         case.check(ctx)

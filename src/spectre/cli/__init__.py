@@ -14,6 +14,7 @@ import sys
 import threading
 
 from .. import __version__
+from .options import add_debug
 
 #: (command, module, one-line help)
 COMMANDS = [
@@ -23,6 +24,7 @@ COMMANDS = [
     ("evaluate", "spectre.cli.evaluate_cmd"),
     ("prepare", "spectre.cli.prepare_cmd"),
     ("train", "spectre.cli.train_cmd"),
+    ("view", "spectre.cli.view_cmd"),
 ]
 
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        add_debug(p)
         p.set_defaults(_run=module.run)
     return parser
 

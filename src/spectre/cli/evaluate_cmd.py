@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_image_folder
+
 HELP = "score reconstructions against the input: landmark/mouth metrics, lip reading, reports, plots"
 DESCRIPTION = """Score reconstructions (ours or another tool's) against the input video.
 
@@ -12,7 +14,7 @@ DESCRIPTION = """Score reconstructions (ours or another tool's) against the inpu
                                                           the other half of the same video by default
   spectre evaluate render.mp4 -r input.mp4 -o eval/       a render in the input's pixel frame vs the input
   spectre evaluate RESULTS -o eval/ --lipread --transcripts lrs3_test.txt
-  spectre evaluate --compare eval_A/ eval_B/              both runs side by side
+  spectre evaluate --compare eval_A/ eval_B/              both runs side by side (-o DIR: also DIR/compare.md)
 
 Writes OUT/report.json, OUT/report.md and OUT/plots/*.png. Landmarks of the prediction and of the
 reference must be in the same pixel frame (same video size, or the same crop).
@@ -28,13 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-half", choices=("full", "left", "right"), default=None,
                    help="half of a reference video holding the input (default: full for -r, else the other half of "
                         "the --half video)")
-    p.add_argument("-o", "--output", metavar="DIR", default="evaluation", help="run folder (default: ./evaluation)")
+    p.add_argument("-o", "--output", metavar="DIR", default=None,
+                   help="run folder (default: ./evaluation); with --compare, where compare.md is written")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--judge", action="append", choices=("dlib", "mediapipe", "none"), metavar="dlib|mediapipe|none",
                    help="independent judge re-detecting 68 landmarks on the render and on the input (repeatable; "
                         "default: every installed one; none: off). Needs the render (--layout render or grid)")
-    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="print two runs side by side and exit")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="print two runs side by side (and write OUT/compare.md when -o is given) and exit")
+    add_image_folder(p)
     lr = p.add_argument_group("lip reading (needs the lipreader assets)")
     lr.add_argument("--lipread", action="store_true",
                     help="decode the mouth of the render and of the input with the lipreader")
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from ..atomic import check_writable
     from ..errors import InputError
 
     logging.basicConfig(level=logging.WARNING, format="spectre: warning: %(message)s")
@@ -62,22 +68,30 @@ def run(args: argparse.Namespace) -> int:
         from ..evaluate.report import compare_runs, load_run
 
         a, b = (load_run(p) for p in args.compare)
-        print(f"A = {args.compare[0]}\nB = {args.compare[1]}\n")
-        print(compare_runs(a, b))
+        text = f"A = {args.compare[0]}\nB = {args.compare[1]}\n\n{compare_runs(a, b)}\n"
+        if args.output is not None:
+            from ..atomic import atomic_write_text
+
+            target = Path(args.output) / "compare.md"
+            check_writable(target, args.overwrite)
+            atomic_write_text(target, text, overwrite=args.overwrite)
+        print(text, end="")
+        if args.output is not None:
+            print(f"comparison: {target}")
         return 0
     if not args.inputs:
         raise InputError("nothing to evaluate: give result files, landmark arrays or rendered videos (or --compare A B)")
-    from ..atomic import check_writable
     from ..evaluate.pipeline import EvaluationOptions, evaluate_inputs
 
-    out = Path(args.output)
+    out = Path(args.output if args.output is not None else "evaluation")
     check_writable(out / "report.json", args.overwrite)
     options = EvaluationOptions(
         reference=args.reference, half=args.half, reference_half=args.reference_half, plots=not args.no_plots,
         lipread=args.lipread, transcripts=args.transcripts, video=args.video, render=args.render, g2p=args.g2p,
         assets=args.assets, device=args.device,
         judges=None if not args.judge else [j for j in dict.fromkeys(args.judge) if j != "none"])
-    summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite)
+    summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite,
+                              image_folders=args.image_folder)
     print(summary.table)
     for path, error in summary.failed:
         print(f"spectre: failed: {error}" if error.startswith(path) else f"spectre: failed: {path}: {error}",

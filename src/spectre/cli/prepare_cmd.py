@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_image_folder, check_workers
+
 HELP = "prepare a training cache from a folder of videos (faces, landmarks, crops, splits)"
 DESCRIPTION = """Track the main face of every video under VIDEO_DIR once and store, per clip, its 68
 landmarks, face crops and (with --fit) the fit backend's ICT parameters, plus manifest.json and
@@ -26,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-crops", action="store_true", help="store landmarks only; training then decodes the videos")
     p.add_argument("--crop-format", choices=("jpg", "raw"), default="jpg", help="stored crop encoding (default jpg)")
     p.add_argument("--crop-size", type=int, default=288, help="stored crop side in pixels (default 288)")
+    add_image_folder(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,15 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..train.prepare import IctFitter, PrepareConfig, prepare_folder, print_progress
 
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
+    args.workers = check_workers(args.workers)
     if not (0 <= args.val_fraction < 1 and 0 <= args.test_fraction < 1):
         raise ConfigError("--val-fraction and --test-fraction must be in [0, 1)")
     cfg = PrepareConfig(crop_size=args.crop_size, crop_format=args.crop_format, store_crops=not args.no_crops,
                         fit=args.fit, workers=args.workers, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, seed=args.seed)
     report = prepare_folder(args.videos, args.output, cfg, split_lists=args.splits,
-                            fitter=IctFitter() if args.fit else None, progress=print_progress)
+                            fitter=IctFitter() if args.fit else None, progress=print_progress,
+                            image_folders=args.image_folder)
     print(f"prepared {report.prepared} clip(s), {report.skipped_existing} already done, "
           f"{len(report.failed)} failed, in {report.seconds:.1f} s -> {args.output}", file=sys.stderr)
     return 1 if report.failed else 0

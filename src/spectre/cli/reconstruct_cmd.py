@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_image_folder, check_workers
+
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
 DESCRIPTION = """\
 Reconstruct the face in each input video and write, per video, into OUTDIR:
@@ -11,15 +13,17 @@ Reconstruct the face in each input video and write, per video, into OUTDIR:
   <name>_arkit.csv  per-frame ARKit blendshape weights
   <name>.mp4        render with the input's audio (--layout grid|overlay|render; none to skip)
   <name>.yaml       the resolved config and the list of outputs (marks the video as finished)
-INPUT may be video files, folders, globs or .txt files listing paths. Finished videos are skipped
-(resume); --overwrite redoes them. The exit code is 1 if any video failed (see the summary).
+INPUT may be video files, folders (searched recursively; OUTDIR mirrors their subfolders:
+lrs3/spk1/00001.mp4 -> OUTDIR/spk1/00001.npz), globs or .txt files listing paths. Finished videos are
+skipped (resume) when the finished result is of the same video; --overwrite redoes them. The exit code
+is 1 if any video failed (see the summary).
 
 backends: fit (default; landmark fit of the ICT model, nothing to download) or learned (official
 SPECTRE encoders; needs the FLAME, DECA and SPECTRE assets, see `spectre assets`)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs or .txt lists")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (recursive), globs or .txt lists")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--backend", choices=("fit", "learned"), help="reconstruction backend (default fit)")
     p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit, flame for learned, which needs flame)")
@@ -37,25 +41,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "'local' starts an in-process one)")
     p.add_argument("--overwrite", action="store_true", help="redo finished videos and replace their outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_image_folder(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from ..io.inputs import display_path, expand_inputs
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
+    workers = check_workers(args.workers)
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
                       meshes=args.meshes, device=args.device, precision=args.precision, assets=args.assets,
                       arkit=False if args.no_arkit else None)
+    items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     progress = not args.quiet and sys.stderr.isatty()
 
-    def report(outcome):
-        if outcome.status == "failed" and not progress:
-            print(f"spectre: {outcome.video}: {outcome.message}", file=sys.stderr)
+    def report(outcome):  # as it happens in a batch; the summary lists every failure once more at the end
+        if outcome.status == "failed" and not progress and len(items) > 1:
+            print(f"spectre: {display_path(outcome.video)}: {outcome.message}", file=sys.stderr)
 
-    summary = run_batch(args.inputs, args.output, cfg, overwrite=args.overwrite, workers=args.workers,
+    summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
                         ray_address=args.ray, progress=progress, on_done=report)
     print(summary.text(), file=sys.stderr)
     return summary.exit_code

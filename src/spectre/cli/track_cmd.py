@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_image_folder
+
 HELP = "detect and track faces (478-point meshes + iBUG-68 landmarks + crop transforms) in videos"
-DESCRIPTION = """Track faces in one or more videos (any format FFmpeg reads), image folders or images.
-Writes <output>/<name>.tracks.npz per input (format: docs/faces.md). A bad input is reported on one
-line and the others go on; the exit code is then 1."""
+DESCRIPTION = """Track faces in one or more videos (any format FFmpeg reads), folders, globs, .txt lists
+or images; folders are searched recursively for videos (image-frame folders with --image-folder).
+Writes <output>/<name>.tracks.npz per input, mirroring a folder's subfolders (format: docs/faces.md).
+A bad input is reported on one line and the others go on; the exit code is then 1."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="video files, image folders or images")
+    p.add_argument("inputs", nargs="+", help="video files, folders (recursive), globs, .txt lists or images")
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
     p.add_argument("--face", default="largest", help="largest (per frame, official) | all | TRACK_ID")
     p.add_argument("--max-faces", type=int, default=4, help="faces followed at once (1 is fastest)")
@@ -18,13 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", action="store_true", help="One-Euro temporal filter on the landmarks")
     p.add_argument("--crop-scale", type=float, default=1.6, help="face-crop scale stored with the tracks")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_image_folder(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..errors import InputError, SpectreError
+    from ..errors import InputError, OutputError, SpectreError
+    from ..io.inputs import display_path, expand_inputs
     from ..faces.landmarks import OneEuroConfig
     from ..faces.track import TrackerConfig, track_video
     from ..faces.tracks_file import save_tracks
@@ -34,21 +39,21 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrackerConfig(max_faces=args.max_faces, max_gap=args.max_gap,
                         smoothing=OneEuroConfig() if args.smooth else None)
     out_dir = Path(args.output)
+    items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[out_dir])
     failed = 0
-    for item in args.inputs:
-        name = Path(item).name.rsplit(".", 1)[0] if Path(item).is_file() else Path(item).name
-        target = out_dir / f"{name}.tracks.npz"
+    for item in items:
+        target = out_dir / f"{item.name}.tracks.npz"
         try:
             if target.exists() and not args.overwrite:
-                from ..errors import OutputError
-                raise OutputError(f"{target} already exists (pass --overwrite to replace it)")
-            tracks = track_video(item, face=args.face, config=cfg)
-            out_dir.mkdir(parents=True, exist_ok=True)
+                raise OutputError(f"{display_path(target)} already exists (pass --overwrite to replace it)")
+            tracks = track_video(item.path, face=args.face, config=cfg)
+            target.parent.mkdir(parents=True, exist_ok=True)
             save_tracks(tracks, target, overwrite=args.overwrite, crop_scale=args.crop_scale)
             valid = sum(int(t.valid.sum()) for t in tracks.tracks.values())
-            print(f"{item}: {len(tracks)} frames, {len(tracks.tracks)} track(s), {valid} face-frames -> {target}")
+            print(f"{display_path(item.path)}: {len(tracks)} frames, {len(tracks.tracks)} track(s), {valid} "
+                  f"face-frames -> {display_path(target)}")
         except SpectreError as exc:
-            if len(args.inputs) == 1:
+            if len(items) == 1:
                 raise
             failed += 1
             print(f"spectre: error: {exc}", file=sys.stderr)

@@ -16,11 +16,11 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
+from ..io.video import VIDEO_SUFFIXES
 from .metrics import as_landmarks
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 ARRAY_SUFFIXES = (".npz", ".npy")
 HALVES = ("full", "left", "right")
 
@@ -204,7 +204,7 @@ def load_landmarks(path: str | Path, half: str = "full", role: str = "prediction
     if not path.exists():
         raise InputError(f"{path}: file not found")
     suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in VIDEO_SUFFIXES or path.is_dir():  # a video, or a folder of its frames
         return track_video_landmarks(path, half)
     if suffix in ARRAY_SUFFIXES:
         if role == "reference":

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import InputError, SpectreError
+from ..io.inputs import IMAGE_FOLDER_HINT, InputItem, display_path
+from ..io.inputs import expand_inputs as shared_expand
 from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
                      load_prediction_file, reference_from_result)
 from .judge import VideoSide, arkit_activity, judge_video, make_judges
@@ -51,22 +53,39 @@ def video_name(path: Path) -> str:
     return stem
 
 
-def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; a folder contributes its .npz/.npy files, or else its videos (sorted)."""
-    out: list[Path] = []
+def input_items(paths: Sequence[Path], image_folders: bool = False) -> list[InputItem]:
+    """Files as given; a folder (walked recursively, :mod:`spectre.io.inputs`) contributes its .npz/.npy
+    files, or else its videos (and, with ``image_folders``, its image-frame folders)."""
+    out: list[InputItem] = []
     for p in paths:
         if p.is_dir():
-            arrays = sorted(q for q in p.iterdir() if q.suffix.lower() in ARRAY_SUFFIXES and not q.name.startswith("."))
-            videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and not q.name.startswith("."))
-            found = arrays or videos
-            if not found:
-                raise InputError(f"{p}: folder holds no result files, landmark arrays or videos")
-            out += found
+            try:
+                out += shared_expand([p], suffixes=ARRAY_SUFFIXES)
+            except InputError:
+                try:
+                    out += shared_expand([p], suffixes=VIDEO_SUFFIXES, image_folders=image_folders)
+                except InputError:
+                    hint = "" if image_folders else f" ({IMAGE_FOLDER_HINT} to evaluate frames)"
+                    raise InputError(f"{display_path(p)}: folder holds no result files, landmark arrays or "
+                                     f"videos{hint}") from None
         elif p.exists():
-            out.append(p)
+            out.append(InputItem(p, p.stem))
         else:
-            raise InputError(f"{p}: file not found")
+            raise InputError(f"{display_path(p)}: file not found")
     return out
+
+
+def expand_inputs(paths: Sequence[Path], image_folders: bool = False) -> list[Path]:
+    return [it.path for it in input_items(paths, image_folders)]
+
+
+def _names(items: Sequence[InputItem]) -> list[str]:
+    """Report names: the file's name without tool suffixes; in a tree where two share one, the
+    relative folder joins it (``spk1_00001``)."""
+    names = [video_name(it.path) for it in items]
+    if len(set(names)) < len(names):
+        names = [video_name(Path(it.name.replace("/", "_") + it.path.suffix)) for it in items]
+    return names
 
 
 def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
@@ -77,17 +96,22 @@ def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[P
     return None
 
 
-def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[LandmarkSequence, LandmarkSequence]:
-    """Prediction and reference landmarks for one input."""
-    name = video_name(path)
-    is_video = path.suffix.lower() in VIDEO_SUFFIXES
+def resolve_pair(path: Path, options: EvaluationOptions, single: bool, name: str | None = None,
+                 folder: str = "") -> tuple[LandmarkSequence, LandmarkSequence]:
+    """Prediction and reference landmarks for one input (``folder``: its subfolder in a walked tree,
+    where a reference folder is searched first: ``ref/spk1/00001.mp4`` for ``results/spk1/00001.npz``)."""
+    name = name or video_name(path)
+    is_video = path.suffix.lower() in VIDEO_SUFFIXES or path.is_dir()  # a folder: image frames
     pred = load_landmarks(path, options.half, role="prediction") if is_video else load_prediction_file(path)
     other = {"left": "right", "right": "left"}.get(options.half, "full")
     if options.reference:
         ref_half = options.reference_half or "full"
         ref_path = Path(options.reference)
         if ref_path.is_dir():
-            found = find_by_name(ref_path, name, ARRAY_SUFFIXES + VIDEO_SUFFIXES)
+            found = None
+            if folder and (ref_path / folder).is_dir():
+                found = find_by_name(ref_path / folder, video_name(path), ARRAY_SUFFIXES + VIDEO_SUFFIXES)
+            found = found or find_by_name(ref_path, name, ARRAY_SUFFIXES + VIDEO_SUFFIXES)
             if found is None:
                 raise InputError(f"{path}: no reference named {name!r} in {ref_path}")
             ref_path = found
@@ -107,9 +131,12 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool) -> tuple[
 
 
 def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOptions,
-                    overwrite: bool = False) -> EvaluationSummary:
+                    overwrite: bool = False, image_folders: bool = False) -> EvaluationSummary:
     """Evaluate every input, write the run folder; per-input failures are collected (one input: raised)."""
-    files = expand_inputs(paths)
+    items = input_items(paths, image_folders)
+    files = [it.path for it in items]
+    names = dict(zip(map(str, files), _names(items)))
+    folders = {str(it.path): it.name.rpartition("/")[0] for it in items}
     single = len(files) == 1
     results: list[VideoResult] = []
     failed: list[tuple[str, str]] = []
@@ -121,9 +148,9 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
 
         lipreading = LipreadEvaluator.from_options(options)
     for path in files:
-        name = video_name(path)
+        name = names[str(path)]
         try:
-            pred, ref = resolve_pair(path, options, single)
+            pred, ref = resolve_pair(path, options, single, name, folders[str(path)])
             result = evaluate_geometry(name, pred.points, ref.points, pred.valid & ref.valid,
                                        prediction=pred.source, reference=ref.source, fps=ref.fps)
             results.append(result)

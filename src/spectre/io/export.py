@@ -7,12 +7,11 @@
   (linearly) from frame to frame, which reproduces the sequence exactly at the keyframes.
 
 All writers are atomic (temp file + rename) and refuse to replace a file unless ``overwrite``.
-(The npz/CSV result files live in ``spectre.io.results``.)
+(The npz/CSV result files live in ``spectre.io.results``; animated head scenes with pose, normals and
+a material, as written by ``--meshes glb``, in ``spectre.io.gltf``.)
 """
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -20,10 +19,10 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from .gltf import GltfBuilder
 
 __all__ = ["write_obj", "read_obj", "write_ply", "read_ply", "write_glb_morph", "write_glb_vertex_animation"]
 
-_FLOAT, _UINT, _USHORT = 5126, 5125, 5123
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
@@ -145,52 +144,6 @@ def read_ply(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # ---- glTF / GLB ------------------------------------------------------------------------------
-class _GltfBuilder:
-    """Collects binary views/accessors for one buffer and writes the GLB container."""
-
-    def __init__(self):
-        self.blob = bytearray()
-        self.views: list[dict] = []
-        self.accessors: list[dict] = []
-
-    def add(self, array: np.ndarray, kind: str, target: int | None = None, minmax: bool = False) -> int:
-        array = np.ascontiguousarray(array)
-        comp = {np.dtype("float32"): _FLOAT, np.dtype("uint32"): _UINT, np.dtype("uint16"): _USHORT}[array.dtype]
-        while len(self.blob) % 4:
-            self.blob.append(0)
-        view = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": array.nbytes}
-        if target is not None:
-            view["target"] = target
-        self.blob += array.tobytes()
-        self.views.append(view)
-        count = array.shape[0] if kind != "SCALAR" or array.ndim > 0 else 1
-        acc = {"bufferView": len(self.views) - 1, "componentType": comp, "count": int(count), "type": kind}
-        if minmax:
-            flat = array.reshape(count, -1)
-            acc["min"] = [float(x) for x in flat.min(0)]
-            acc["max"] = [float(x) for x in flat.max(0)]
-        self.accessors.append(acc)
-        return len(self.accessors) - 1
-
-    def write(self, path, gltf: dict, overwrite: bool) -> Path:
-        while len(self.blob) % 4:
-            self.blob.append(0)
-        gltf["buffers"] = [{"byteLength": len(self.blob)}]
-        gltf["bufferViews"] = self.views
-        gltf["accessors"] = self.accessors
-        js = json.dumps(gltf, separators=(",", ":")).encode("utf-8")
-        js += b" " * (-len(js) % 4)
-        total = 12 + 8 + len(js) + 8 + len(self.blob)
-        with atomic_path(path, overwrite) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(struct.pack("<4sII", b"glTF", 2, total))
-                fh.write(struct.pack("<I4s", len(js), b"JSON"))
-                fh.write(js)
-                fh.write(struct.pack("<I4s", len(self.blob), b"BIN\0"))
-                fh.write(bytes(self.blob))
-        return Path(path)
-
-
 def _morph_gltf(neutral: np.ndarray, deltas: np.ndarray, names: Sequence[str], weights: np.ndarray,
                 times: np.ndarray, faces: np.ndarray, interpolation: str, path, overwrite: bool) -> Path:
     _check_mesh(neutral, faces)
@@ -200,7 +153,7 @@ def _morph_gltf(neutral: np.ndarray, deltas: np.ndarray, names: Sequence[str], w
     if len(names) != K or weights.ndim != 2 or weights.shape[1] != K or weights.shape[0] != len(times):
         raise ValueError(f"need {K} names and weights (T, {K}) for {len(times)} times, got "
                          f"{len(names)} names and weights {weights.shape}")
-    b = _GltfBuilder()
+    b = GltfBuilder()
     idx_dtype = np.uint16 if neutral.shape[0] < 65536 else np.uint32
     indices = b.add(faces.reshape(-1).astype(idx_dtype), "SCALAR", _ELEMENT_ARRAY_BUFFER)
     position = b.add(neutral.astype(np.float32), "VEC3", _ARRAY_BUFFER, minmax=True)

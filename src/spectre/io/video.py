@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: The lipreader (and SPECTRE's training data) run at this rate.
 LIPREADER_FPS = 25.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: the one list of video file suffixes every command recognises (lower case; PyAV decodes them all)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 #: upper bound on the pixels of one chunk (a chunk holds fewer frames than asked when they are huge)
 MAX_CHUNK_BYTES = 512 * 2**20
 _T = TypeVar("_T")
@@ -252,18 +254,24 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = float(stream.time_base) if stream.time_base else 0.0
-        i = 0
+        i, last, stuck = 0, -math.inf, 0
         try:
             for frame in container.decode(stream):
                 if frame.pts is not None and tb:
                     t = frame.pts * tb - (float(stream.start_time * stream.time_base) if stream.start_time else 0.0)
                 else:
                     t = i / fps
+                if i and t <= last:  # e.g. all-zero timestamps: keep time moving at the stream's rate
+                    t, stuck = last + 1.0 / fps, stuck + 1
                 img = apply_rotation(frame.to_ndarray(format="rgb24"), frame.rotation)
                 yield i, float(t), img
+                last = t
                 i += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: video stream is corrupt or truncated after frame {i}: {_short(exc)}") from None
+        if stuck:
+            log.warning("%s: %d of %d frame timestamps do not increase (e.g. all zero); those frames are timed "
+                        "1/%.3g s after the previous one", path, stuck, i, fps)
         expected = int(stream.frames or 0)
         if expected and i < 0.9 * expected - 1:  # the container's index promises more than the data holds
             raise InputError(f"{path}: file is truncated (decoded {i} of the {expected} frames its index lists)")

@@ -6,6 +6,8 @@ from .base import FaceGeometry, FaceModel, ParamSpec
 MODEL_NAMES = ("ict", "flame")
 #: the model used where none is named (bundled, no gated asset)
 DEFAULT_MODEL = "ict"
+#: the model whose ARKit-named blendshapes give ARKit weights to models without them (``arkit_names``)
+ARKIT_MODEL = "ict"
 
 
 def load_face_model(name: str = DEFAULT_MODEL, store=None, **kwargs) -> FaceModel:
@@ -21,4 +23,4 @@ def load_face_model(name: str = DEFAULT_MODEL, store=None, **kwargs) -> FaceMode
     raise ConfigError(f"unknown face model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
-__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES", "DEFAULT_MODEL"]
+__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES", "DEFAULT_MODEL", "ARKIT_MODEL"]

@@ -112,6 +112,42 @@ class FaceModel(nn.Module, abc.ABC):
         """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""
         return self.faces
 
+    # ---- optional capabilities: None where a model lacks one ------------------------------------
+    # Code outside ``models/`` asks for these instead of testing a model's name, so a new model is a
+    # change in this folder only.
+
+    @property
+    def blendshape_names(self) -> tuple[str, ...] | None:
+        """Names of the ``expression`` coefficients when they are named linear blendshapes (morph targets
+        a GLB can carry), else None."""
+        return None
+
+    @property
+    def arkit_names(self) -> tuple[str, ...] | None:
+        """ARKit name of each ``expression`` coefficient (repeats allowed: halves of one ARKit shape are
+        averaged) when the expression is ARKit blendshape weights, else None: the ARKit step then fits
+        the reference model's blendshapes to this model's landmark motion (``models.ARKIT_MODEL``)."""
+        return None
+
+    @property
+    def lip_opening_blendshapes(self) -> tuple[str, ...]:
+        """Blendshapes (in :attr:`blendshape_names`) that open the lips without the jaw; the fit gives
+        them an extra prior so an open mouth is explained by the jaw first, as in speech. Empty if none."""
+        return ()
+
+    @property
+    def implausible_speech_blendshapes(self) -> tuple[str, ...]:
+        """Blendshapes (in :attr:`blendshape_names`) that landmarks barely determine and speech rarely uses
+        (gaze, cheek puff, nose sneer, jaw slide); the fit gives them an extra L1 prior so they do not
+        explain landmark noise. Empty if none."""
+        return ()
+
+    def mediapipe_lip_vertices(self) -> torch.Tensor | None:
+        """Vertex index, in this model's mesh, of each of MediaPipe's 40 lip-contour points (in
+        ``spectre.reconstruct.mp_lips.MP_LIPS`` order), or None without a correspondence table. The
+        fit's dense lip term needs it."""
+        return None
+
     @property
     def num_vertices(self) -> int:
         return int(self.v_template.shape[0]) if hasattr(self, "v_template") else -1

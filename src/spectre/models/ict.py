@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import AssetError
 from ..geometry import axis_angle_to_matrix
 from .base import FaceModel, ParamSpec, Params
+from .ict_lips import ICT_LIPS_SOURCE_VERTEX
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
 #: chin (-7.6) and the crown (14.5), z halfway between the back of the head (-9.2) and the nose tip (13.1)
@@ -32,6 +33,16 @@ NARROW_FACE_END = 6706
 HIDDEN_PARTS = ("Lacrimal fluid left", "Lacrimal fluid right", "Eye blend left", "Eye blend right",
                 "Eye occlusion left", "Eye occlusion right", "Eyelashes left", "Eyelashes right")
 N_EXPRESSIONS = 53
+#: blendshapes that open the lips without the jaw (ARKit and source spellings)
+LIP_OPENING_SHAPES = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+                      "mouthLowerDown_L", "mouthLowerDown_R", "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose",
+                      "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
+#: ARKit shapes with an extra L1 prior in the fit: the most active shapes on neutral LRS3 talking clips when
+#: only an L2 prior held them (they explained landmark noise); gaze and cheek puff barely move landmarks
+IMPLAUSIBLE_SPEECH_SHAPES = ("eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
+                             "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "cheekPuff",
+                             "noseSneerLeft", "noseSneerRight", "jawForward", "jawLeft", "jawRight", "mouthLeft",
+                             "mouthRight", "cheekSquintLeft", "cheekSquintRight")
 _MOUTH_RADIUS_CM = 1.5
 _CONTOUR_TUBE_CM = 0.35
 
@@ -319,6 +330,37 @@ class ICTFaceModel(FaceModel):
             weights = F.one_hot(outward.argmax(dim=2), cand.shape[1]).to(cv)
         contour = torch.einsum("bkc,bkcd->bkd", weights, cv)
         return torch.cat([contour, lmk[:, 17:]], dim=1)
+
+    # ---- capabilities (see FaceModel) -------------------------------------------------------
+    @property
+    def blendshape_names(self) -> tuple[str, ...]:
+        return self.expression_names
+
+    @property
+    def arkit_names(self) -> tuple[str, ...]:
+        return self.expression_names
+
+    @property
+    def lip_opening_blendshapes(self) -> tuple[str, ...]:
+        return LIP_OPENING_SHAPES
+
+    @property
+    def implausible_speech_blendshapes(self) -> tuple[str, ...]:
+        return IMPLAUSIBLE_SPEECH_SHAPES
+
+    def mediapipe_lip_vertices(self) -> torch.Tensor | None:
+        """From the full-ICT table (:mod:`.ict_lips`) to this mesh's indices; None when the mesh lacks
+        one of the table's vertices."""
+        if ICT_LIPS_SOURCE_VERTEX is None:
+            return None
+        source = self.source_vertex_idx
+        table = torch.as_tensor(ICT_LIPS_SOURCE_VERTEX, dtype=torch.long, device=source.device)
+        order = torch.argsort(source)
+        pos = torch.searchsorted(source[order], table).clamp(max=len(source) - 1)
+        local = order[pos]
+        if not bool((source[local] == table).all()):
+            return None
+        return local
 
     # ---- parts, rendering, texture ----------------------------------------------------------
     def part_vertex_idx(self, part: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ _PUBLIC = {
     "reconstruct": "reconstructor", "Reconstructor": "reconstructor",
     "ReconstructConfig": "config", "LearnedConfig": "config", "make_config": "config",
     "ReconstructionResult": "result",
-    "run_batch": "batch", "expand_inputs": "batch", "unique_stems": "batch", "BatchSummary": "batch",
+    "run_batch": "batch", "expand_inputs": "batch", "BatchSummary": "batch",
     "JobOutcome": "jobs", "run_job": "jobs",
     "FitConfig": "fit", "fit_track": "fit",
 }

@@ -1,7 +1,8 @@
 """ARKit blendshape weights for any face model.
 
-* ICT: native. Its 53 blendshapes carry ARKit names; ICT splits ``browInnerUp`` and ``cheekPuff`` into
-  left/right halves, which are averaged; ARKit's ``tongueOut`` has no ICT shape and is 0.
+* Models whose expression is ARKit weights (``FaceModel.arkit_names``; ICT): native. ICT splits
+  ``browInnerUp`` and ``cheekPuff`` into left/right halves, which are averaged; ARKit's ``tongueOut`` has
+  no ICT shape and is 0.
 * Other models (FLAME): **approximate**. The model's expression-driven motion of the 68 landmarks
   (brows, eyes, nose, lips, jaw line; identity and head rotation removed) is matched by a bounded
   least-squares fit of the ICT blendshapes' motion of the same landmarks (scaled to the model's units and
@@ -16,11 +17,11 @@ import torch
 from ..io.results import ARKIT_NAMES
 from ..models.base import FaceModel
 
-__all__ = ["ict_to_arkit", "LandmarkArkitSolver"]
+__all__ = ["to_arkit_order", "LandmarkArkitSolver", "arkit_weights"]
 
 
-def ict_to_arkit(expression: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-    """(T, E) ICT weights with ARKit ``names`` (duplicates allowed) -> (T, 52) in ``ARKIT_NAMES`` order."""
+def to_arkit_order(expression: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """(T, E) weights with ARKit ``names`` (duplicates allowed) -> (T, 52) in ``ARKIT_NAMES`` order."""
     expression = np.asarray(expression, np.float32)
     out = np.zeros((expression.shape[0], len(ARKIT_NAMES)), np.float32)
     for j, arkit in enumerate(ARKIT_NAMES):
@@ -31,7 +32,8 @@ def ict_to_arkit(expression: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 class LandmarkArkitSolver:
-    """Fits ICT blendshape weights to another model's expression motion of the 68 landmarks."""
+    """Fits a reference model's ARKit blendshape weights (``ict``: a model with ``arkit_names``) to another
+    model's expression motion of the 68 landmarks."""
 
     def __init__(self, ict: FaceModel, iterations: int = 200):
         with torch.no_grad():
@@ -42,7 +44,7 @@ class LandmarkArkitSolver:
             lm = ict(zero).landmarks  # (K+1, 68, 3), cm
         self.neutral = lm[0].numpy().astype(np.float64)
         self.basis = (lm[1:] - lm[0]).reshape(K, -1).T.numpy().astype(np.float64)  # (204, K)
-        self.names = tuple(getattr(ict, "expression_names", ()))
+        self.names = tuple(ict.arkit_names or ())
         self.iterations = iterations
 
     @staticmethod
@@ -66,4 +68,16 @@ class LandmarkArkitSolver:
         W = np.zeros((B.shape[0], A.shape[1]))
         for _ in range(self.iterations):  # projected gradient on the box [0, 1], all frames at once
             W = np.clip(W - step * ((W @ A.T - B) @ A), 0.0, 1.0)
-        return ict_to_arkit(W, self.names)
+        return to_arkit_order(W, self.names)
+
+
+def arkit_weights(model: FaceModel, params: dict[str, np.ndarray],
+                  solver: LandmarkArkitSolver | None = None) -> np.ndarray:
+    """(T, 52) ARKit weights of ``params``: native where the model names its expression coefficients in
+    ARKit (``arkit_names``), else fitted by ``solver`` (required then)."""
+    names = model.arkit_names
+    if names is not None:
+        return to_arkit_order(params["expression"], tuple(names))
+    if solver is None:
+        raise ValueError(f"{model.name} has no ARKit blendshapes: an ARKit solver is needed")
+    return solver.solve(model, params)

@@ -1,88 +1,49 @@
-"""Many videos: input expansion (files, folders, globs, ``.txt`` lists), unique output stems, local
-worker processes (or a Ray cluster through :mod:`.distributed`) running :func:`.jobs.run_job`, and the
-failure summary."""
+"""Many videos: inputs expanded by :mod:`spectre.io.inputs` (each with its output name, mirroring folder
+trees), the output folder checked before any work, local worker processes (or a Ray cluster through
+:mod:`.distributed`) running :func:`.jobs.run_job`, and the failure summary."""
 from __future__ import annotations
 
-import glob
 import multiprocessing as mp
 import os
 import signal
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..config import from_dict, to_dict
 from ..errors import InputError, OutputError
-from ..io.video import IMAGE_SUFFIXES
+from ..io.inputs import InputItem, display_path, expand_inputs
 from .config import ReconstructConfig
 from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
 from .reconstructor import Reconstructor
 from .resume import is_finished
 
-__all__ = ["VIDEO_SUFFIXES", "expand_inputs", "unique_stems", "BatchSummary", "run_batch"]
+__all__ = ["expand_inputs", "check_output_folder", "BatchSummary", "run_batch"]
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
-
-
-def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
-    """Files, folders (their videos, sorted), globs, and ``.txt`` lists of paths (one per line, ``#``
-    comments; relative paths are relative to the list) -> unique existing paths in order."""
-    out: list[Path] = []
-
-    def add(p: Path):
-        if p not in out:
-            out.append(p)
-
-    for item in items:
-        s = str(item)
-        p = Path(s)
-        if p.is_dir():
-            vids = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
-            if not vids and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
-                add(p)  # a folder of frames is one image-sequence input
-                continue
-            if not vids:
-                raise InputError(f"{p}: folder contains no video or image files ({', '.join(VIDEO_SUFFIXES)})")
-            for q in vids:
-                add(q)
-        elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                q = Path(line)
-                q = q if q.is_absolute() else (p.parent / q)
-                if not q.exists():
-                    raise InputError(f"{p}: listed file {line} does not exist")
-                add(q)
-        elif p.exists():
-            add(p)
-        elif any(c in s for c in "*?["):
-            matches = sorted(glob.glob(s, recursive=True))
-            if not matches:
-                raise InputError(f"no file matches {s}")
-            for m in matches:
-                add(Path(m))
-        else:
-            raise InputError(f"{s}: no such file or folder")
-    return out
+def _items(inputs: Sequence[str | Path | InputItem], image_folders: bool, output_dir: Path) -> list[InputItem]:
+    """Already expanded inputs as they are; anything else through the shared expansion (the output
+    folder is never searched for inputs: its renders are videos too)."""
+    if inputs and all(isinstance(i, InputItem) for i in inputs):
+        return list(inputs)
+    return expand_inputs(inputs, image_folders=image_folders, exclude=[output_dir])
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output base names: the file stem, prefixed by parent folders when two inputs share a stem."""
-    original = [p.stem for p in paths]
-    stems = list(original)
-    for i, p in enumerate(paths):
-        if original.count(p.stem) > 1:
-            parts = p.with_suffix("").parts
-            stems[i] = "_".join(parts[-2:])
-    if len(set(stems)) < len(stems):  # still ambiguous: add the index
-        stems = [f"{s}_{i}" for i, s in enumerate(stems)]
-    return stems
+def check_output_folder(out: Path) -> None:
+    """Create the output folder and prove it takes a file (os.access says yes to root under /sys)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {display_path(out)}: {exc.strerror or exc}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".spectre-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"output folder {display_path(out)} is not writable ({exc.strerror or exc})") from None
 
 
 @dataclass
@@ -110,7 +71,7 @@ class BatchSummary:
         lines = [f"{self.count('ok')} done, {self.count('skipped')} skipped (already finished), "
                  f"{len(self.failed)} failed"]
         for o in self.failed:
-            lines.append(f"  FAILED {o.video}: {o.message}")
+            lines.append(f"  FAILED {display_path(o.video)}: {o.message}")
         return "\n".join(lines)
 
 
@@ -161,31 +122,25 @@ def _stop_pool(pool, timeout: float = 30.0) -> None:
             proc.kill()
 
 
-def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: ReconstructConfig | None = None, *,
-              overwrite: bool = False, workers: int = 1, ray_address: str | None = None,
-              progress: bool = False, on_done: Callable[[JobOutcome], None] | None = None) -> BatchSummary:
-    """Reconstruct many videos into ``output_dir``: finished videos are skipped (unless ``overwrite``),
-    unfinished ones are redone, failures are collected in the returned summary."""
+def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
+              config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
+              ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
+              on_done: Callable[[JobOutcome], None] | None = None) -> BatchSummary:
+    """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
+    :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
+    redone, failures are collected in the returned summary."""
     cfg = (config or ReconstructConfig()).validate()
-    videos = expand_inputs(inputs)
-    if not videos:
-        raise InputError("no input videos given")
     out = Path(output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK):
-        raise OutputError(f"output folder {out} is not writable")
-    stems = unique_stems(videos)
+    items = _items(inputs, image_folders, out)
+    if not items:
+        raise InputError("no input videos given")
+    check_output_folder(out)
+    jobs = [(str(it.path), it.name) for it in items]
     cfg_dict = to_dict(cfg)
-    jobs = [(str(v), s) for v, s in zip(videos, stems)]
     if ray_address:
-        outcomes = run_on_ray(jobs, str(out), cfg_dict, overwrite, ray_address)
-        for o in outcomes:
-            if on_done:
-                on_done(o)
-        return BatchSummary(outcomes)
+        outcomes = run_on_ray(jobs, str(out), cfg_dict, overwrite, ray_address, on_done=on_done)
+        order = {v: i for i, (v, _) in enumerate(jobs)}
+        return BatchSummary(sorted(outcomes, key=lambda o: order.get(o.video, 0)))
 
     outcomes: list[JobOutcome] = []
     bar = None
@@ -206,7 +161,7 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, config: Reco
         rec = Reconstructor(cfg)
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
-            if not all(is_finished(out, s) for _, s in jobs) or overwrite:
+            if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:
                 rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
                 frame_bar = None

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from ..config import from_dict, load_yaml, to_dict
-from ..device import resolve_device, resolve_precision
+from ..config import check_fields, from_dict, load_yaml, setting, to_dict
+from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .fit import FitConfig
@@ -26,31 +26,44 @@ MESH_FORMATS = ("obj", "ply", "glb")
 class LearnedConfig:
     """Official SPECTRE inference settings (SPEC §1.3, §1.5)."""
 
-    chunk_length: int = 50
-    chunk_overlap: int = 4
-    edge_padding: int = 2
+    chunk_length: int = setting(50, min=5)
+    chunk_overlap: int = setting(4, min=0)  # and below chunk_length
+    edge_padding: int = setting(2, min=0)
     fast: bool = True  # channels-last + reduced precision where the device supports it
 
 
 @dataclass
 class ReconstructConfig:
-    """Everything that decides a reconstruction; saved (resolved) next to every output."""
+    """Everything that decides a reconstruction; saved (resolved) next to every output. The types,
+    ranges and choices below are the schema :func:`spectre.config.check_fields` enforces."""
 
-    backend: str = "fit"
-    model: str | None = None  # resolved by validate(): models.DEFAULT_MODEL for fit, LEARNED_MODEL for learned
+    backend: str = setting("fit", choices=BACKENDS)
+    model: str | None = setting(None, choices=MODEL_NAMES)  # resolved by validate(): DEFAULT_MODEL / LEARNED_MODEL
     face: str = "largest"  # largest | all | <track id>
     device: str = "auto"
-    precision: str = "auto"  # resolved by validate(): bf16 on CPUs with native bf16 / on CUDA, else fp32
-    layout: str = "grid"   # grid | overlay | render | none
-    meshes: str | None = None  # obj | ply | glb
-    crop_scale: float = 1.6
+    precision: str = setting("auto", choices=PRECISIONS)  # resolved by validate(): bf16 where native, else fp32
+    layout: str = setting("grid", choices=LAYOUTS)
+    meshes: str | None = setting(None, choices=MESH_FORMATS)
+    crop_scale: float = setting(1.6, min=1.0, max=3.0)
     assets: str | None = None
     arkit: bool = True
-    track_chunk: int = 64
+    track_chunk: int = setting(64, min=1, max=4096)
     fit: FitConfig = field(default_factory=FitConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)
 
-    def validate(self) -> "ReconstructConfig":
+    def validate(self, where: str = "config") -> "ReconstructConfig":
+        """Check every value against the schema (one-line ``ConfigError``, exit 2) and resolve the
+        defaults that depend on others; idempotent."""
+        if isinstance(self.fit, dict) or isinstance(self.learned, dict):  # built by hand with plain dicts
+            self.fit = from_dict(FitConfig, self.fit, f"{where}: fit") if isinstance(self.fit, dict) else self.fit
+            self.learned = (from_dict(LearnedConfig, self.learned, f"{where}: learned")
+                            if isinstance(self.learned, dict) else self.learned)
+        if isinstance(self.face, int) and not isinstance(self.face, bool):
+            self.face = str(self.face)
+        check_fields(self, where)
+        if self.learned.chunk_overlap >= self.learned.chunk_length:
+            raise ConfigError(f"{where}: learned.chunk_overlap = {self.learned.chunk_overlap} is not allowed (below "
+                              f"learned.chunk_length = {self.learned.chunk_length})")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
         if self.model is None:
@@ -87,8 +100,7 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Reco
             data[k] = {**data[k], **v}
         else:
             data[k] = v
-    if "face" in data:
-        data["face"] = str(data["face"])
     if data.get("backend") == "learned" and "model" not in data:
         data["model"] = LEARNED_MODEL  # the official encoders predict FLAME parameters
-    return from_dict(ReconstructConfig, data, str(config_file) if config_file else "config").validate()
+    where = str(config_file) if config_file else "config"
+    return from_dict(ReconstructConfig, data, where).validate(where)

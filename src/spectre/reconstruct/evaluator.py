@@ -15,7 +15,6 @@ import torch
 
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
 from ..models.base import FaceModel
-from .mp_lips import model_lip_vertices
 
 __all__ = ["PointEvaluator"]
 
@@ -39,7 +38,7 @@ class PointEvaluator:
     def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = True):
         self.model = model
         #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
-        self.lip_idx = model_lip_vertices(model) if try_fast else None
+        self.lip_idx = model.mediapipe_lip_vertices() if try_fast else None
         self.L = 0
         #: MediaPipe-478 points on the model surface (``model.mediapipe_surface()``), subset kind only
         self.D = 0

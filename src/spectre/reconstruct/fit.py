@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import setting
 from ..geometry import matrix_to_axis_angle, project_to_crop
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
@@ -39,51 +40,43 @@ class FitConfig:
     The one home of the fit's loss weights (docs/reconstruct.md describes the terms); the terms are in
     :mod:`spectre.losses`; training's weights are ``LossWeights`` in :mod:`spectre.train`."""
 
-    landmark: float = 1.0          # weighted robust L1 on non-mouth points (SPECTRE weights)
-    relative_mouth: float = 1.0    # L1 on the 7 intra-mouth distances
-    lips: float = 8.0              # absolute L2-ish term on the 20 lip points
-    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with a
-    #: correspondence table, i.e. ICT; 0 turns it off)
-    dense_lips: float = 2.0
+    landmark: float = setting(1.0, min=0)          # weighted robust L1 on non-mouth points (SPECTRE weights)
+    relative_mouth: float = setting(1.0, min=0)    # L1 on the 7 intra-mouth distances
+    lips: float = setting(8.0, min=0)              # absolute L2-ish term on the 20 lip points
+    #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
+    #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
+    dense_lips: float = setting(2.0, min=0)
     #: robust L1 (Huber) on all 478 MediaPipe points against their barycentric points on the model surface,
-    #: weighted by each correspondence's reliability (models offering ``mediapipe_surface``; 0 turns it off)
-    dense_face: float = 0.0
-    identity_prior: float = 2e-4   # L2 on identity coefficients (in model std units)
-    expression_prior: float = 1e-3  # L2 on expression coefficients
-    #: extra L2 on blendshapes that open the lips without the jaw (ICT/ARKit names below), so an open
-    #: mouth is explained by the jaw first, as in speech
-    lip_opening_prior: float = 1e-2
-    lip_opening_shapes: tuple = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-                                 "mouthUpperUpRight", "mouthLowerDown_L", "mouthLowerDown_R",
-                                 "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose", "mouthRollLower",
-                                 "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
+    #: weighted by each correspondence's reliability (models with ``mediapipe_surface()``; 0 turns it off)
+    dense_face: float = setting(0.0, min=0)
+    identity_prior: float = setting(2e-4, min=0)   # L2 on identity coefficients (in model std units)
+    expression_prior: float = setting(1e-3, min=0)  # L2 on expression coefficients
+    #: extra L2 on blendshapes that open the lips without the jaw (the model's
+    #: ``lip_opening_blendshapes``), so an open mouth is explained by the jaw first, as in speech
+    lip_opening_prior: float = setting(1e-2, min=0)
     #: lip contact (needs ``points478`` and the dense lip vertices): where the tracked inner lips meet (gap /
     #: inter-ocular distance below ``contact_closed``, fading out by ``contact_open``) the model's inner lips
     #: are pulled together to the touching height of its rest mouth, in the face's own vertical (3D)
-    lip_contact: float = 0.0
-    lip_cross: float = 0.0         # penalty on upper inner lip below the lower one (interpenetration), all frames
-    contact_closed: float = 0.015
-    contact_open: float = 0.04
-    #: L1 on blendshape weights (expression coefficients bounded below by 0, i.e. ICT/ARKit): a shape must
+    lip_contact: float = setting(0.0, min=0)
+    lip_cross: float = setting(0.0, min=0)        # penalty on the upper inner lip below the lower one, all frames
+    contact_closed: float = setting(0.015, min=0)
+    contact_open: float = setting(0.04, above=0)
+    #: L1 on blendshape weights (expression coefficients bounded below by 0, e.g. ICT/ARKit): a shape must
     #: explain more than landmark noise to leave 0, so the curves an animator reads stay sparse
-    expression_l1: float = 0.0
-    #: extra L1 on shapes that landmarks barely determine and that speech rarely uses (measured as the most
-    #: active shapes on neutral LRS3 talking clips without it: gaze, cheek puff, nose sneer, jaw slide)
-    implausible_l1: float = 0.0
-    implausible_shapes: tuple = ("eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
-                                 "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
-                                 "cheekPuff", "noseSneerLeft", "noseSneerRight", "jawForward", "jawLeft",
-                                 "jawRight", "mouthLeft", "mouthRight", "cheekSquintLeft", "cheekSquintRight")
-    smooth_expression: float = 0.2  # second differences, per frame
-    smooth_pose: float = 10.0
-    smooth_camera: float = 10.0
-    identity_frames: int = 48      # frames (spread over the track) used to estimate the identity
-    identity_iterations: int = 150
-    iterations: int = 80           # per window, warm-started
-    window: int = 200
-    overlap: int = 8
-    lr: float = 0.05
-    robust_delta: float = 0.01     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
+    expression_l1: float = setting(0.0, min=0)
+    #: extra L1 on the model's ``implausible_speech_blendshapes`` (shapes landmarks barely determine and
+    #: speech rarely uses: gaze, cheek puff, nose sneer, jaw slide)
+    implausible_l1: float = setting(0.0, min=0)
+    smooth_expression: float = setting(0.2, min=0)  # second differences, per frame
+    smooth_pose: float = setting(10.0, min=0)
+    smooth_camera: float = setting(10.0, min=0)
+    identity_frames: int = setting(48, min=1)      # frames (spread over the track) used to estimate the identity
+    identity_iterations: int = setting(150, min=1)
+    iterations: int = setting(80, min=1)           # per window, warm-started
+    window: int = setting(200, min=2)
+    overlap: int = setting(8, min=0)
+    lr: float = setting(0.05, above=0, max=10)
+    robust_delta: float = setting(0.01, above=0)     # Huber/L1 transition, in normalised units (≈ 1% of the face size)
 
 
 @dataclass

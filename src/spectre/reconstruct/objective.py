@@ -113,11 +113,12 @@ def contact_weights(lips: np.ndarray, target: np.ndarray, valid: np.ndarray, cfg
 
 
 def make_objective(model: FaceModel, ev: PointEvaluator, cfg: "FitConfig", id_mask: torch.Tensor) -> Objective:
-    """The objective, with per-coefficient priors: extra L2 on lip-opening blendshapes where the model names
-    them, L1 on blendshape weights (expression coefficients bounded below by 0)."""
+    """The objective, with per-coefficient priors: extra L2 on the model's lip-opening blendshapes, L1 on
+    blendshape weights (expression coefficients bounded below by 0), more on its implausible-in-speech ones."""
     dev = id_mask.device
     objective = Objective(cfg, ev, dev)
-    names_e = list(getattr(model, "expression_names", ()))
+    names_e = list(model.blendshape_names or ())
+    opening, implausible = model.lip_opening_blendshapes, model.implausible_speech_blendshapes
     if cfg.lip_opening_prior and names_e:
         prior = torch.full((int((~id_mask).sum()),), cfg.expression_prior, device=dev)
         o = 0
@@ -126,7 +127,7 @@ def make_objective(model: FaceModel, ev: PointEvaluator, cfg: "FitConfig", id_ma
                 continue
             if n == "expression" and len(names_e) == s_:
                 for j, en in enumerate(names_e):
-                    if en in cfg.lip_opening_shapes:
+                    if en in opening:
                         prior[o + j] += cfg.lip_opening_prior
             o += s_
         objective.exp_prior = prior
@@ -140,7 +141,7 @@ def make_objective(model: FaceModel, ev: PointEvaluator, cfg: "FitConfig", id_ma
             if sp.role == "expression" and sp.low is not None and sp.low >= 0:  # blendshape weights
                 w += cfg.expression_l1
                 if n == "expression" and len(names_e) == s_:
-                    w += cfg.implausible_l1 * torch.tensor([en in cfg.implausible_shapes for en in names_e],
+                    w += cfg.implausible_l1 * torch.tensor([en in implausible for en in names_e],
                                                            dtype=w.dtype, device=dev)
             l1.append(w)
         objective.exp_l1 = torch.cat(l1) if l1 else None

@@ -92,8 +92,8 @@ def write_render_video(model, result, path: str | Path, layout: str, overwrite: 
 def write_meshes(model, face: FaceResult, base: str | Path, fmt: str, overwrite: bool = False,
                  chunk: int = 32) -> Path:
     """Per-frame meshes: ``obj``/``ply`` -> folder ``<base>/%06d.<fmt>`` (frame index); ``glb`` -> one
-    animated ``<base>.glb`` (ICT: identity mesh + named ARKit morph targets with the per-frame weights and
-    no head rotation; other models: vertex animation with rotation)."""
+    animated ``<base>.glb`` (models with ``blendshape_names``, e.g. ICT: identity mesh + named morph targets
+    with the per-frame weights and no head rotation; other models: vertex animation with rotation)."""
     from ..io import export
 
     base = Path(base)
@@ -101,14 +101,15 @@ def write_meshes(model, face: FaceResult, base: str | Path, fmt: str, overwrite:
     if fmt == "glb":
         path = base.with_suffix(".glb")
         T = face.num_frames
-        if getattr(model, "name", "") == "ict" and "expression" in face.params:
+        names = model.blendshape_names
+        if names is not None and "expression" in face.params:
             ident = {"identity": torch.as_tensor(face.params["identity"][:1])}
             with torch.no_grad():
                 neutral = model.vertices(model.complete(ident))[0].numpy()
                 K = model.spec["expression"].size
                 unit = model.complete({"identity": ident["identity"].repeat(K, 1), "expression": torch.eye(K)})
                 deltas = model.vertices(unit).numpy() - neutral[None]
-            return export.write_glb_morph(path, neutral, deltas, list(model.expression_names),
+            return export.write_glb_morph(path, neutral, deltas, list(names),
                                           face.params["expression"], fps=_fps(face), faces=faces, overwrite=overwrite)
         verts = np.concatenate([face_vertices(model, face, slice(a, min(a + chunk, T)))[0].numpy()
                                 for a in range(0, T, chunk)])

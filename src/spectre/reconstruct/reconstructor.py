@@ -25,15 +25,15 @@ from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
 from ..io.video import open_video
-from ..models import load_face_model
-from .arkit import LandmarkArkitSolver, ict_to_arkit
+from ..models import ARKIT_MODEL, load_face_model
+from .arkit import LandmarkArkitSolver, arkit_weights
 from .config import ReconstructConfig, make_config
 from .evaluator import PointEvaluator
 from .fit import fit_track
 from .learned import LearnedBackend
 from .outputs import write_meshes, write_render_video
 from .result import ReconstructionResult
-from .resume import guard_input, output_names
+from .resume import guard_input, output_names, source_identity
 
 __all__ = ["Reconstructor", "reconstruct"]
 
@@ -89,11 +89,10 @@ class Reconstructor:
         return source, tracks
 
     def arkit_weights(self, params: dict[str, np.ndarray]) -> np.ndarray:
-        if self.cfg.model == "ict":
-            return ict_to_arkit(params["expression"], tuple(self.model.expression_names))
-        if self._arkit is None:
-            self._arkit = LandmarkArkitSolver(load_face_model("ict"))
-        return self._arkit.solve(self.model, params)
+        if self.model.arkit_names is None and self._arkit is None:
+            # the model has no ARKit blendshapes: fit the reference model's to its landmark motion
+            self._arkit = LandmarkArkitSolver(load_face_model(ARKIT_MODEL))
+        return arkit_weights(self.model, params, self._arkit)
 
     def fit_face(self, track, tracks) -> FaceResult:
         valid = np.asarray(track.valid, bool)
@@ -109,7 +108,7 @@ class Reconstructor:
             landmarks3d=fit.landmarks3d, valid=valid, frame_index=np.asarray(tracks.indices),
             timestamps=np.asarray(tracks.pts_seconds), tracked68=np.asarray(track.landmarks68, np.float32),
             points478=np.asarray(track.points478, np.float32),
-            expression_names=tuple(getattr(self.model, "expression_names", ())),
+            expression_names=tuple(self.model.blendshape_names or ()),
             extras={"fit_loss": fit.final_loss, "evaluator": fit.evaluator})
 
     def learned_face(self, source, track, tracks) -> FaceResult:
@@ -171,7 +170,8 @@ class Reconstructor:
                                               overwrite=overwrite, progress=progress))
             result.timings["render"] = time.perf_counter() - t0
         # the sidecar is written last: its presence marks the video as finished (resume)
-        sidecar = {"spectre_version": __version__, "video": str(result.video), "num_frames": result.num_frames,
+        sidecar = {"spectre_version": __version__, "video": str(result.video), "source": source_identity(result.video),
+                   "num_frames": result.num_frames,
                    "fps": result.fps, "faces": [int(f.track_id) for f in result.faces],
                    "outputs": [p.name for p in written], "timings": {k: round(v, 4) for k, v in result.timings.items()},
                    "config": to_dict(self.cfg)}

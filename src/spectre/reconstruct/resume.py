@@ -4,6 +4,7 @@ existing files spectre wrote (and may redo without ``--overwrite``), and the gua
 over the input or past the file system's name limit."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,7 +16,56 @@ from ..errors import OutputError
 from .config import ReconstructConfig
 
 __all__ = ["output_names", "guard_input", "is_finished", "same_config", "stale_outputs", "same_file",
-           "writing_marker", "owned_outputs", "check_name_length"]
+           "writing_marker", "owned_outputs", "check_name_length", "source_identity", "other_source"]
+
+#: bytes hashed at each end of an input to recognise it (with its size) wherever it is stored
+_ENDS = 1 << 20
+
+
+def source_identity(video: str | Path) -> dict:
+    """What the sidecar records about its input: resolved path, size, mtime and a SHA-256 of the first
+    and last MiB (an image folder: of its images' names and sizes). Size + hash decide sameness, so a
+    dataset moved or copied elsewhere still resumes, and another file under the same name never does."""
+    path = Path(video)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(q for q in path.iterdir() if q.is_file())
+        size = sum(q.stat().st_size for q in files)
+        mtime = max((q.stat().st_mtime for q in files), default=path.stat().st_mtime)
+        for q in files:
+            digest.update(f"{q.name}\0{q.stat().st_size}\0".encode("utf-8", "surrogateescape"))
+    else:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime
+        with open(path, "rb") as fh:
+            digest.update(fh.read(_ENDS))
+            if size > _ENDS:
+                fh.seek(max(_ENDS, size - _ENDS))
+                digest.update(fh.read(_ENDS))
+    return {"path": os.fsdecode(path.resolve()), "size": int(size), "mtime": round(float(mtime), 3),
+            "sha256_ends": digest.hexdigest()}
+
+
+def other_source(output_dir: Path, stem: str, video: str | Path) -> str | None:
+    """None when the finished result ``<stem>.yaml`` was made from ``video``; else the other source's
+    path. A sidecar without a recorded identity (older spectre) counts as this video's only when the
+    path it records still names this very file."""
+    try:
+        data = yaml.safe_load((output_dir / f"{stem}.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # not finished after all: the job redoes it
+    if not isinstance(data, dict):
+        return None
+    recorded = data.get("source")
+    if isinstance(recorded, dict):
+        now = source_identity(video)
+        if (recorded.get("size"), recorded.get("sha256_ends")) == (now["size"], now["sha256_ends"]):
+            return None
+        return f"{recorded.get('path')} ({recorded.get('size')} bytes)"
+    old = str(data.get("video") or "")
+    if old and same_file(Path(old), Path(video)):
+        return None
+    return f"{old or 'an unknown video'} (recorded without a source identity by an older spectre)"
 
 
 def output_names(video: Path, stem: str, track_ids: Sequence[int], cfg: ReconstructConfig) -> dict[str, list[str]]:

@@ -33,9 +33,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError, OutputError, SpectreError, UnsafeFileError
+from ..io.inputs import InputItem, expand_inputs
+from ..io.video import VIDEO_SUFFIXES
 from .data import MANIFEST, SPLIT_NAMES, SPLITS_DIR, ClipInfo
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v")
+VIDEO_EXTENSIONS = VIDEO_SUFFIXES
 
 
 @dataclass
@@ -57,13 +59,12 @@ class PrepareConfig:
 # ---------------------------------------------------------------------------------------------
 # finding videos, clip ids
 # ---------------------------------------------------------------------------------------------
-def find_videos(root: Path) -> list[Path]:
-    """Every video file under ``root`` (recursive, sorted)."""
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
+def find_videos(root: Path, image_folders: bool = False, exclude: Sequence[Path] = ()) -> list[InputItem]:
+    """Every input under ``root`` with its clip id (``item.name``: the path relative to ``root`` without
+    its extension, LRS3 style), by the walk every command shares (:mod:`spectre.io.inputs`)."""
+    if not root.exists():
         raise InputError(f"video folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    return expand_inputs([root], image_folders=image_folders, exclude=exclude)
 
 
 def clip_id_for(root: Path, video: Path) -> str:
@@ -326,16 +327,15 @@ def _worker(job):
 def prepare_folder(video_dir: str | Path, cache: str | Path, cfg: PrepareConfig | None = None,
                    split_lists: str | Path | None = None, tracker: Tracker = default_tracker,
                    frames: FrameReader = default_frames, fitter: Callable | None = None,
-                   progress: Callable[[str, str | None], None] | None = None) -> PrepareReport:
+                   progress: Callable[[str, str | None], None] | None = None,
+                   image_folders: bool = False) -> PrepareReport:
     """Prepare every video under ``video_dir`` into ``cache`` (resumable), then write the manifest
-    and the split files."""
+    and the split files. ``image_folders``: folders of image frames are clips too (``--image-folder``)."""
     cfg = cfg or PrepareConfig()
     video_dir, cache = Path(video_dir), Path(cache)
     if cfg.crop_format not in ("jpg", "raw"):
         raise InputError(f"unknown crop format {cfg.crop_format!r} (use jpg or raw)")
-    videos = find_videos(video_dir)
-    if not videos:
-        raise InputError(f"no video files under {video_dir} (looked for {', '.join(VIDEO_EXTENSIONS)})")
+    videos = find_videos(video_dir, image_folders, exclude=[cache])
     try:
         (cache / "clips").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -345,8 +345,8 @@ def prepare_folder(video_dir: str | Path, cache: str | Path, cfg: PrepareConfig 
     report = PrepareReport(failed=[])
     jobs = []
     ids = []
-    for v in videos:
-        cid = clip_id_for(video_dir, v)
+    for item in videos:
+        v, cid = item.path, item.name
         ids.append(cid)
         if (cache / "clips" / cid / "meta.json").is_file():
             report.skipped_existing += 1
