@@ -135,6 +135,7 @@ def main() -> int:
         ref = {j.name: input_landmarks(j, clip, T, cache) for j in judges}
         for label, cfg in configs:
             rec.cfg.fit = cfg
+            rec._evaluator = None  # rebuilt for this config (with or without the dense face points)
             t0 = time.perf_counter()
             face = rec.fit_face(track, tracks)
             secs = time.perf_counter() - t0

@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared")) / "samples"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--cache", help="folder of <clip>.tracks.pkl written by bench_fit_judge.py (skips tracking)")
     args = ap.parse_args()
 
     import torch
@@ -51,7 +52,14 @@ def main() -> int:
     print(f"{'clip':<28} {'frames':>6} {'without s':>9} {'with s':>8} {'speed ratio':>11}")
     ratios = []
     for clip in clips:
-        tr = track_video(clip).largest_per_frame()
+        cached = Path(args.cache) / f"{clip.stem}.tracks.pkl" if args.cache else None
+        if cached is not None and cached.is_file():
+            import pickle
+
+            with open(cached, "rb") as fh:
+                tr = pickle.load(fh).largest_per_frame()
+        else:
+            tr = track_video(clip).largest_per_frame()
         lm, valid = np.nan_to_num(np.asarray(tr.landmarks68, np.float64)), np.asarray(tr.valid, bool)
         pts = np.asarray(tr.points478, np.float64)
         times = {"without": [], "with": []}

@@ -168,7 +168,7 @@ def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_pat
     out = tmp_path / "run"
     rc = main(["evaluate", str(root / "clip.npz"), str(tmp_path / "untranscribed.npz"), "-o", str(out),
                "--no-plots", "--lipread", "--transcripts", str(root / "transcripts.txt"),
-               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu", "--judge", "none"])
     assert rc == 1  # one video has no transcript: its geometry is kept, the failure is reported
     assert "untranscribed: no transcript" in capsys.readouterr().err
     report = load_run(out)
@@ -224,7 +224,7 @@ def test_fit_backend_samples_end_to_end(sample_videos, lipreader_assets, tmp_pat
     (tmp_path / "t.txt").write_text(f"{clip.stem} THIS IS A TEST\n")
     out = tmp_path / "eval"
     rc = main(["evaluate", str(res_dir), "-o", str(out), "--lipread", "--transcripts", str(tmp_path / "t.txt"),
-               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu", "--judge", "none"])
     assert rc == 0, capsys.readouterr().err
     video = load_run(out)["videos"][0]
     assert video["name"] == clip.stem

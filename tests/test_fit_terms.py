@@ -106,3 +106,36 @@ def test_l1_keeps_unrelated_shapes_at_zero(ict, evaluator):
 
     assert active(fits[0.01]) < 0.5 and active(fits[0.01]) < active(fits[0.0])
     assert np.corrcoef(fits[0.01].params["expression"][:, jaw], e[:, jaw])[0, 1] > 0.9
+
+
+def test_mediapipe_surface_table_is_valid_barycentric_points_on_the_face(ict):
+    surf = ict.mediapipe_surface()
+    if surf is None:
+        pytest.skip("no MediaPipe-478 table bundled")
+    idx, bary, weight = surf
+    assert idx.shape == (478, 3) and bary.shape == (478, 3) and weight.shape == (478,)
+    assert bool((bary >= 0).all()) and torch.allclose(bary.sum(1), torch.ones(478), atol=1e-5)
+    assert bool((weight > 0).all()) and bool((weight <= 1).all())
+    # every point lies on a real triangle of the mesh, around a vertex of the face part
+    face_end = ict.part_vertex_range["Face"][1]
+    assert int(idx.gather(1, bary.argmax(1, keepdim=True)).max()) < face_end
+    tris = {tuple(sorted(t)) for t in ict.faces.tolist()}
+    assert all(tuple(sorted(t)) in tris for t in idx.tolist())
+
+
+def test_evaluator_dense_points_match_the_full_model(ict):
+    if ict.mediapipe_surface() is None:
+        pytest.skip("no MediaPipe-478 table bundled")
+    ev = PointEvaluator(ict)
+    assert ev.kind == "subset" and ev.D == 478
+    g = torch.Generator().manual_seed(2)
+    coef = torch.cat([torch.randn(2, ict.n_identity, generator=g) * 0.5, torch.rand(2, 53, generator=g) * 0.4], -1)
+    rot = torch.tensor([[0.1, 0.3, 0.0], [-0.1, -0.4, 0.05]])
+    dense = ev.all_points(coef, rot)[2]
+    idx, bary, _ = ict.mediapipe_surface()
+    params = ev._split(coef)
+    params["rotation"] = rot
+    v = ict.vertices(params)
+    exact = (v[:, idx] * bary[None, :, :, None]).sum(2)
+    assert torch.allclose(dense, exact, atol=1e-3)
+    assert PointEvaluator(ict, dense=False).D == 0

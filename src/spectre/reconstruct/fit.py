@@ -57,16 +57,16 @@ class FitConfig:
     #: lip contact (needs ``points478`` and the dense lip vertices): where the tracked inner lips meet (gap /
     #: inter-ocular distance below ``contact_closed``, fading out by ``contact_open``) the model's inner lips
     #: are pulled together to the touching height of its rest mouth, in the face's own vertical (3D)
-    lip_contact: float = setting(0.0, min=0)
-    lip_cross: float = setting(0.0, min=0)        # penalty on the upper inner lip below the lower one, all frames
+    lip_contact: float = setting(4.0, min=0)
+    lip_cross: float = setting(4.0, min=0)        # penalty on the upper inner lip below the lower one, all frames
     contact_closed: float = setting(0.015, min=0)
     contact_open: float = setting(0.04, above=0)
     #: L1 on blendshape weights (expression coefficients bounded below by 0, e.g. ICT/ARKit): a shape must
     #: explain more than landmark noise to leave 0, so the curves an animator reads stay sparse
-    expression_l1: float = setting(0.0, min=0)
+    expression_l1: float = setting(0.003, min=0)
     #: extra L1 on the model's ``implausible_speech_blendshapes`` (shapes landmarks barely determine and
     #: speech rarely uses: gaze, cheek puff, nose sneer, jaw slide)
-    implausible_l1: float = setting(0.0, min=0)
+    implausible_l1: float = setting(0.03, min=0)
     smooth_expression: float = setting(0.2, min=0)  # second differences, per frame
     smooth_pose: float = setting(10.0, min=0)
     smooth_camera: float = setting(10.0, min=0)
@@ -188,7 +188,7 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     Returns a :class:`TrackFit`.
     """
     cfg = config or FitConfig()
-    ev = evaluator or PointEvaluator(model)
+    ev = evaluator or PointEvaluator(model, dense=cfg.dense_face > 0)
     prob = _prepare(model, ev, cfg, landmarks, valid, points478, identity)
     objective = make_objective(model, ev, cfg, prob.id_mask)
     threads = torch.get_num_threads()

@@ -62,7 +62,7 @@ class Reconstructor:
     @property
     def evaluator(self):
         if self._evaluator is None:
-            self._evaluator = PointEvaluator(self.model)
+            self._evaluator = PointEvaluator(self.model, dense=self.cfg.fit.dense_face > 0)
         return self._evaluator
 
     @property
