@@ -43,9 +43,9 @@ def main() -> int:
 
     torch.set_num_threads(1)
     model = ICTFaceModel.from_store().eval()
-    ev_with = PointEvaluator(model)
-    ev_without = PointEvaluator(model, dense=False)
     new, old = FitConfig(), dataclasses.replace(FitConfig(), **OFF)
+    ev_with = PointEvaluator(model, dense=new.dense_face > 0)
+    ev_without = PointEvaluator(model)
     clips = sorted(Path(args.samples).glob("*/*.mp4"))
     if args.only:
         clips = [c for c in clips if any(o in c.stem for o in args.only)]

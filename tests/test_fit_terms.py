@@ -81,7 +81,8 @@ def test_lip_contact_closes_a_gap_the_tracker_sees_closed(ict, evaluator):
     mid = 0.5 * (pts[:, up] + pts[:, lo])
     pts[:, up], pts[:, lo] = mid, mid   # the tracker sees the lips closed
     cfg = dict(iterations=60, identity_iterations=60, identity_frames=12)
-    off = fit_track(ict, lm, config=FitConfig(**cfg), evaluator=evaluator, points478=pts)
+    off = fit_track(ict, lm, config=FitConfig(lip_contact=0.0, lip_cross=0.0, **cfg), evaluator=evaluator,
+                    points478=pts)
     on = fit_track(ict, lm, config=FitConfig(lip_contact=20.0, lip_cross=4.0, **cfg), evaluator=evaluator,
                    points478=pts)
     g_off, g_on = np.abs(_gap(ict, evaluator, off)).mean(), np.abs(_gap(ict, evaluator, on)).mean()
@@ -97,7 +98,8 @@ def test_l1_keeps_unrelated_shapes_at_zero(ict, evaluator):
     e[:, jaw] = 0.3 * (1 + np.sin(np.arange(T) / 3.0)) / 2
     lm, pts = _track(ict, evaluator, e, noise_px=0.6)
     cfg = dict(iterations=60, identity_iterations=60, identity_frames=12)
-    fits = {l1: fit_track(ict, lm, config=FitConfig(expression_l1=l1, **cfg), evaluator=evaluator, points478=pts)
+    fits = {l1: fit_track(ict, lm, config=FitConfig(expression_l1=l1, implausible_l1=0.0, lip_contact=0.0, **cfg),
+                          evaluator=evaluator, points478=pts)
             for l1 in (0.0, 0.01)}
     others = [i for i in range(53) if i != jaw]
 
@@ -126,7 +128,7 @@ def test_mediapipe_surface_table_is_valid_barycentric_points_on_the_face(ict):
 def test_evaluator_dense_points_match_the_full_model(ict):
     if ict.mediapipe_surface() is None:
         pytest.skip("no MediaPipe-478 table bundled")
-    ev = PointEvaluator(ict)
+    ev = PointEvaluator(ict, dense=True)
     assert ev.kind == "subset" and ev.D == 478
     g = torch.Generator().manual_seed(2)
     coef = torch.cat([torch.randn(2, ict.n_identity, generator=g) * 0.5, torch.rand(2, 53, generator=g) * 0.4], -1)
@@ -138,4 +140,4 @@ def test_evaluator_dense_points_match_the_full_model(ict):
     v = ict.vertices(params)
     exact = (v[:, idx] * bary[None, :, :, None]).sum(2)
     assert torch.allclose(dense, exact, atol=1e-3)
-    assert PointEvaluator(ict, dense=False).D == 0
+    assert PointEvaluator(ict).D == 0

@@ -15,14 +15,15 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not J.dlib_available(), reason="dlib / face_recognition_models not installed "
                                  "(pip install 'spectre-face[judge]')")]
 
-#: clip -> (min aperture r, max mouth NME, min closure recall or None, max render/input jitter ratio)
-#: of the render against the input, dlib judge; measured values in docs/evaluate.md
+#: clip -> (min aperture r, max mouth NME, min closure recall or None, max render/input jitter ratio,
+#: max mean number of ARKit weights above 0.1 per frame) of the render against the input, dlib judge.
+#: Measured when set (docs/evaluate.md): PbgB2TaYhio 0.919 / 0.0314 / 0.91 / 1.21 / 7.0 (before the lip
+#: contact and L1 terms: 0.893 / 0.0317 / 0.91 / 1.27 / 18.5); M003 0.957 / 0.0312 / 0.91 / 1.22 / 9.5
+#: (before: 0.941 / 0.0318 / 0.73 / 1.48 / 22.6)
 LIMITS = {
-    "PbgB2TaYhio_00007": (0.85, 0.040, 0.70, 1.6),
-    "M003_level_1_disgusted_015": (0.90, 0.040, 0.65, 1.9),
+    "PbgB2TaYhio_00007": (0.85, 0.040, 0.75, 1.6, 10.0),
+    "M003_level_1_disgusted_015": (0.90, 0.040, 0.80, 1.45, 13.0),
 }
-#: mean number of ARKit weights above 0.1 per frame (the curves an animator reads)
-MAX_ACTIVE_ARKIT = 9.0
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def judged(sample_videos, tmp_path_factory):
 def test_render_follows_the_input_mouth(judged, name):
     if name not in judged:
         pytest.skip(f"sample {name} not found")
-    min_ap, max_nme, min_recall, max_jit = LIMITS[name]
+    min_ap, max_nme, min_recall, max_jit, _ = LIMITS[name]
     j = judged[name]["judges"]["dlib"]
     r = j["render"]
     assert j["detected_render"] >= 0.9 * j["frames"]
@@ -60,4 +61,4 @@ def test_render_follows_the_input_mouth(judged, name):
 def test_arkit_curves_are_sparse(judged, name):
     if name not in judged:
         pytest.skip(f"sample {name} not found")
-    assert judged[name]["arkit"]["active_per_frame"] <= MAX_ACTIVE_ARKIT, judged[name]["arkit"]
+    assert judged[name]["arkit"]["active_per_frame"] <= LIMITS[name][4], judged[name]["arkit"]

@@ -151,7 +151,8 @@ def second_difference(x: torch.Tensor) -> torch.Tensor:
     return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).sum(-1).mean()
 
 
-def lip_contact_loss(gap: torch.Tensor, closed: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def lip_contact_loss(gap: torch.Tensor, closed: torch.Tensor, delta: float,
+                     closed_sum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lip contact of the ``fit`` backend. ``gap`` (T, P): upper minus lower inner-lip height of P point pairs,
     in the face's own vertical, relative to the model's closed rest mouth (0 = touching as at rest, < 0 =
     crossing); ``closed`` (T, P) in [0, 1]: how closed the tracker sees each pair. Returns ``(touch, cross)``:

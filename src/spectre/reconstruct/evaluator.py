@@ -23,7 +23,8 @@ class PointEvaluator:
     """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
 
     With ``dense`` (and a model offering ``mediapipe_surface``) the subset basis also carries MediaPipe's 478
-    points on the model surface (:meth:`all_points`), for the fit's dense face term.
+    points on the model surface (:meth:`all_points`), for the fit's dense face term (off by default: they
+    nearly triple the basis).
 
     ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
     ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
@@ -35,7 +36,7 @@ class PointEvaluator:
 
     YAW_BINS_DEG = np.arange(-45, 46, 5)
 
-    def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = True):
+    def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = False):
         self.model = model
         #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
         self.lip_idx = model.mediapipe_lip_vertices() if try_fast else None
@@ -162,8 +163,8 @@ class PointEvaluator:
         ev.free = free
         return ev
 
-    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        R = axis_angle_to_matrix(rot)  # (B, 3, 3)
+    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None) -> torch.Tensor:
+        R = axis_angle_to_matrix(rot) if R is None else R  # (B, 3, 3)
         return pts @ (R.transpose(1, 2) if self.transpose else R)
 
     def _yaw_bin(self, rot: torch.Tensor) -> torch.Tensor:
@@ -205,8 +206,9 @@ class PointEvaluator:
         both model space, rotated, from one evaluation."""
         return self.all_points(coef, rot)[:2]
 
-    def all_points(self, coef: torch.Tensor, rot: torch.Tensor):
-        """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them)."""
+    def all_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
+        """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them); ``R`` the
+        rotation matrices of ``rot`` when the caller has them."""
         if self.kind != "subset":
             return self.landmarks(coef, rot), None, None
         free = getattr(self, "free", None)
@@ -214,7 +216,7 @@ class PointEvaluator:
         if free is not None:
             d = d[:, free]
         n = self.S + self.L + self.D
-        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot)
+        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot, R)
         lmk = self.model.landmarks(verts[:, :self.S])
         return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
                 (verts[:, self.S + self.L:] if self.D else None))

@@ -285,7 +285,7 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     rot = rot_init.clone().requires_grad_(True)
     cam = cam_init.clone().requires_grad_(True)
     opt = torch.optim.Adam([coef, rot, cam], lr=lr)
-    data = prob.window(frames)
+    data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
     if not fix_identity:
         # one identity shared by every frame of the track

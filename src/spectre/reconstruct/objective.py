@@ -47,53 +47,75 @@ class Objective:
         self.mouth = torch.arange(48, 68, device=device)
         pairs = torch.as_tensor(LIP_CONTACT_PAIRS, device=device)
         self.up, self.low = pairs[:, 0], pairs[:, 1]
+        #: (P, L) +1 at the upper and -1 at the lower point of each pair: one matmul gives all differences
+        self.pair_diff = torch.zeros(len(pairs), len(MP_LIPS), device=device)
+        self.pair_diff[torch.arange(len(pairs)), self.up] = 1.0
+        self.pair_diff[torch.arange(len(pairs)), self.low] = -1.0
 
     def predict(self, coef, rot, cam):
         """-> (T, 68, 2) landmarks and (T, L, 2) dense lip points (or None) in normalised image
         coordinates (x right, y down)."""
         return self._predict(coef, rot, cam)[:2]
 
-    def _predict(self, coef, rot, cam):
-        pts, lips, dense = self.ev.all_points(coef, rot)
+    def _predict(self, coef, rot, cam, R=None):
+        pts, lips, dense = self.ev.all_points(coef, rot, R)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
         proj = (lambda x: project_to_crop(x, cam_lin)[..., :2] if x is not None else None)  # noqa: E731
         return proj(pts), proj(lips), lips, proj(dense)
 
-    def lip_gap(self, lips3d, rot, cam):
-        """(T, P) inner-lip gap in the face's vertical relative to the rest mouth, normalised image units."""
-        d = (lips3d[:, self.up] - lips3d[:, self.low]) @ axis_angle_to_matrix(rot)  # back to the model frame
-        return (d[..., 1] - self.rest_gap) * cam[:, :1].exp()
+    def lip_gap(self, lips3d, R, cam):
+        """(T, P) inner-lip gap in the face's vertical relative to the rest mouth, normalised image units;
+        ``R`` (T, 3, 3) the head rotations (points are ``v @ R^T``, so the model's vertical is R's column 1)."""
+        d = self.pair_diff @ lips3d                                   # (T, P, 3) upper minus lower
+        return ((d * R[:, None, :, 1]).sum(-1) - self.rest_gap) * cam[:, :1].exp()
+
+    def constants(self, data: dict) -> dict:
+        """``data`` plus what does not change during a window's iterations (masks as weights, their counts,
+        the target's mouth points and intra-mouth distances), computed once instead of every step."""
+        out = dict(data)
+        target = data["target"]
+        out["v"] = data["valid"].to(target.dtype)
+        out["nv"] = out["v"].sum().clamp(min=1)
+        out["rel_target"] = rel_dis(target)
+        out["mouth_target"] = target[:, self.mouth]
+        for key, mask in (("lv", "lip_valid"), ("dv", "dense_valid")):
+            if data.get(mask) is not None:
+                out[key] = data[mask].to(target.dtype)
+                out["n" + key] = out[key].sum().clamp(min=1)
+        if data.get("contact") is not None:
+            out["ncontact"] = data["contact"].sum().clamp(min=1.0)
+        return out
 
     def __call__(self, coef, rot, cam, data: dict, id_part, exp_part, smooth=True):
+        """Loss of one window; ``data`` as returned by :meth:`constants`."""
         cfg = self.cfg
-        pred, pred_lips, lips3d, pred_dense = self._predict(coef, rot, cam)
-        target = data["target"]
-        v = data["valid"].to(pred.dtype)
-        nv = v.sum().clamp(min=1)
-        res = huber(pred - target, cfg.robust_delta).sum(-1)  # (T, 68)
+        contact = data.get("contact") if self.rest_gap is not None else None
+        R = axis_angle_to_matrix(rot) if contact is not None else None
+        pred, pred_lips, lips3d, pred_dense = self._predict(coef, rot, cam, R)
+        v, nv = data["v"], data["nv"]
+        res = huber(pred - data["target"], cfg.robust_delta).sum(-1)  # (T, 68)
         l_lmk = ((res * self.w).sum(-1) * v).sum() / nv
-        l_rel = ((rel_dis(pred) - rel_dis(target)).abs().mean(-1) * v).sum() / nv
-        l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
+        l_rel = ((rel_dis(pred) - data["rel_target"]).abs().mean(-1) * v).sum() / nv
+        l_lip = ((((pred[:, self.mouth] - data["mouth_target"]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
         lip_target = data.get("lip_target")
         if lip_target is not None and pred_lips is not None and cfg.dense_lips:
-            lv = data["lip_valid"].to(pred.dtype)
             res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
-            loss = loss + cfg.dense_lips * (res_l * lv).sum() / lv.sum().clamp(min=1)
+            loss = loss + cfg.dense_lips * (res_l * data["lv"]).sum() / data["nlv"]
         dense_target = data.get("dense_target")
         if dense_target is not None and pred_dense is not None and self.dense_w is not None:
-            dv = data["dense_valid"].to(pred.dtype)
             res_d = (huber(pred_dense - dense_target, cfg.robust_delta).sum(-1) * self.dense_w).sum(-1)
-            loss = loss + cfg.dense_face * (res_d * dv).sum() / dv.sum().clamp(min=1)
-        contact = data.get("contact")
-        if contact is not None and lips3d is not None and self.rest_gap is not None:
-            touch, cross = lip_contact_loss(self.lip_gap(lips3d, rot, cam), contact, cfg.robust_delta)
+            loss = loss + cfg.dense_face * (res_d * data["dv"]).sum() / data["ndv"]
+        if contact is not None and lips3d is not None:
+            touch, cross = lip_contact_loss(self.lip_gap(lips3d, R, cam), contact, cfg.robust_delta,
+                                            data["ncontact"])
             loss = loss + cfg.lip_contact * touch + cfg.lip_cross * cross
         loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
         prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
-        loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
+        reg = (exp_part ** 2) * prior
         if self.exp_l1 is not None:
-            loss = loss + (exp_part.abs() * self.exp_l1).sum(-1).mean()
+            reg = reg + exp_part.abs() * self.exp_l1
+        loss = loss + reg.sum(-1).mean()
         if smooth:
             loss = loss + cfg.smooth_expression * second_difference(exp_part) \
                 + cfg.smooth_pose * second_difference(rot) + cfg.smooth_camera * second_difference(cam)
