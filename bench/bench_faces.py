@@ -16,13 +16,19 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import numpy as np  # noqa: E402
 
-from spectre.faces import (FaceTracker, OneEuroConfig, TrackerConfig, face_crop_transform, landmark_jitter,  # noqa: E402
-                           warp_crop, warp_crop_fast)
+from spectre.faces import (  # noqa: E402
+    FaceTracker,
+    OneEuroConfig,
+    TrackerConfig,
+    face_crop_transform,
+    landmark_jitter,
+    warp_crop,
+    warp_crop_fast,
+)
+from spectre.faces.crop import FACE_CROP_SCALE  # noqa: E402
 from spectre.io import open_video  # noqa: E402
 from spectre.io.video import VideoSource  # noqa: E402
-
 
 DEFAULT_SAMPLES = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"
 
@@ -85,7 +91,7 @@ def bench_clip(path: Path, quick: bool, loops: int) -> list[tuple[str, str, floa
 
     tr = next(iter(results["track default (max_faces=4)"].tracks.values()), None)
     if tr is not None and tr.valid.all():
-        tforms = face_crop_transform(tr.landmarks68[: len(frames)], 1.6)
+        tforms = face_crop_transform(tr.landmarks68[: len(frames)], FACE_CROP_SCALE)
         k = min(len(frames), 8 if quick else 32)
         for name, fn in [("crop warp exact (numpy)", lambda: warp_crop(frames[:k], tforms[:k])),
                          ("crop warp fast cv2", lambda: warp_crop_fast(frames[:k], tforms[:k], backend="cv2")),

@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
+    from spectre.faces.landmarks import IBUG68_LEFT_EYE, IBUG68_MOUTH, IBUG68_RIGHT_EYE
     from spectre.faces.track import track_video
     from spectre.models.ict import ICTFaceModel
     from spectre.reconstruct.evaluator import PointEvaluator
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         p478 = np.asarray(tr.points478, np.float64)
         valid = np.asarray(tr.valid, bool)
         v = valid & np.isfinite(lm).all((1, 2)) & np.isfinite(p478[:, list(MP_LIPS)]).all((1, 2))
-        iod = np.linalg.norm(lm[v, 36:42].mean(1) - lm[v, 42:48].mean(1), axis=-1)
+        iod = np.linalg.norm(lm[v, IBUG68_RIGHT_EYE].mean(1) - lm[v, IBUG68_LEFT_EYE].mean(1), axis=-1)
         fps, nme, dist = {}, {}, {}
         for w in (0.0, weight):
             best = float("inf")
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
                 fit = fit_track(model, np.nan_to_num(lm), valid, FitConfig(dense_lips=w), evaluator=ev, points478=p478)
                 best = min(best, time.perf_counter() - t)
             fps[w] = len(lm) / best
-            nme[w] = (np.linalg.norm(fit.landmarks2d[v, 48:68] - lm[v, 48:68], axis=-1).mean(-1) / iod).mean()
+            nme[w] = (np.linalg.norm(fit.landmarks2d[v, IBUG68_MOUTH] - lm[v, IBUG68_MOUTH], axis=-1).mean(-1) / iod).mean()
             dist[w] = (np.linalg.norm(fit.lips2d[v] - p478[v][:, list(MP_LIPS), :2], axis=-1).mean(-1) / iod).mean()
         print(f"{clip.stem[:28]:28s} {len(lm):6d} | {fps[0.0]:11.1f} {fps[weight]:9.1f} | "
               f"{nme[0.0]:.4f} -> {nme[weight]:.4f} | {dist[0.0]:.4f} -> {dist[weight]:.4f}")

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from spectre.device import Runtime, configure_threads, cpu_supports_bf16
-from spectre.train.step import IctPerceptualEncoder, IctStep, LossWeights, PerceptualCriteria
+from spectre.train.criteria import PerceptualCriteria
+from spectre.train.ict_step import IctPerceptualEncoder, IctStep
+from spectre.train.step import LossWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
@@ -87,7 +89,7 @@ def flame_step(device, lip, emo, weights, tmp: Path):
     from spectre.models.flame import FLAME
     from spectre.nets.deca import DecaEncoder
     from spectre.nets.perceptual import PerceptualEncoder
-    from spectre.train.step import SpectreStep, _read_image, load_uv_face_eye_mask, textured_renderer
+    from spectre.train.flame_step import SpectreStep, _read_image, load_uv_face_eye_mask, textured_renderer
 
     gen = SHARED / "golden" / "make_fake_flame.py"
     data = SHARED / "assets" / "spectre_data"

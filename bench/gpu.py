@@ -153,6 +153,7 @@ def bench_render(assets: Path, device: torch.device, quick: bool) -> list[dict]:
 
 
 def bench_fit(device: torch.device, quick: bool) -> list[dict]:
+    from spectre.faces.crop import FACE_CROP_SIZE
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
     from spectre.reconstruct.evaluator import PointEvaluator
@@ -168,7 +169,7 @@ def bench_fit(device: torch.device, quick: bool) -> list[dict]:
         lm = model(p).landmarks.cpu()
     extent = float((lm[0, :, :2].amax(0) - lm[0, :, :2].amin(0)).max())
     cam = torch.tensor([[2.0 / (1.25 * extent), 0.0, 0.0]]).expand(T, -1)
-    target = crop_to_pixels(project_to_crop(lm, cam)[..., :2]).numpy().astype(np.float64)
+    target = crop_to_pixels(project_to_crop(lm, cam)[..., :2], FACE_CROP_SIZE).numpy().astype(np.float64)
     cfg = FitConfig(iterations=40 if quick else 80, identity_iterations=60 if quick else 150)
     fast_ev, full_ev = PointEvaluator(model), PointEvaluator(model, try_fast=False)
     t_fast = _time(lambda: fit_track(model, target, config=cfg, evaluator=fast_ev), device, 1)

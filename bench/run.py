@@ -16,7 +16,12 @@ the baseline of detection). Stages:
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
+  job       ``spectre reconstruct`` vs ``spectre track``, whole   (the ratio of their wall times; peak RSS)
+            processes, on the samples looped to 246 (224²) and 354 (1080p) frames (--quick: 224² only)
+  ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
+            only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
+  ictenc    learned ICT encoder: encoder stage, identity, e2e   (bench_ict_encoder.run; baselines fp32 eager / fit)
 
 The learned backend's encoders (synthetic golden weights) come from ``bench_reconstruct.bench_learned``.
 """
@@ -36,7 +41,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "train")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train", "ictenc")
+OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -47,7 +53,7 @@ def _lrs3_clip() -> Path:
     return clips[0]
 
 
-def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
+def _looped_clip(src: Path, frames: int, dst: Path, preset: str = "medium") -> Path:
     """A clip of ``frames`` frames made of ``src``'s first frames played forwards and backwards (so the
     motion stays continuous), written with the package's writer."""
     import numpy as np
@@ -58,7 +64,7 @@ def _looped_clip(src: Path, frames: int, dst: Path) -> Path:
     video = open_video(src)
     base = video.read().frames
     cycle = np.concatenate([base, base[::-1]])
-    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True) as w:
+    with VideoWriter(dst, video.fps, (video.width, video.height), overwrite=True, preset=preset) as w:
         for i in range(frames):
             w.write(cycle[i % len(cycle)])
     return dst
@@ -91,6 +97,7 @@ def stage_fit(quick: bool) -> list[dict]:
     import numpy as np
     import torch
 
+    from spectre.faces.crop import FACE_CROP_SIZE
     from spectre.geometry import crop_to_pixels, project_to_crop
     from spectre.models import load_face_model
     from spectre.reconstruct.evaluator import PointEvaluator
@@ -105,7 +112,7 @@ def stage_fit(quick: bool) -> list[dict]:
     with torch.no_grad():
         lm = model(p).landmarks
     cam = torch.tensor([[2.0 / (1.25 * float((lm[0, :, :2].amax(0) - lm[0, :, :2].amin(0)).max())), 0.0, 0.0]])
-    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2]).numpy().astype(np.float64)
+    target = crop_to_pixels(project_to_crop(lm, cam.expand(T, -1))[..., :2], FACE_CROP_SIZE).numpy().astype(np.float64)
     cfg = FitConfig(iterations=40 if quick else 80, identity_iterations=60 if quick else 150)
     fast_ev, full_ev = PointEvaluator(model), PointEvaluator(model, try_fast=False)
     t_fast = _timed(lambda: fit_track(model, target, config=cfg, evaluator=fast_ev))
@@ -173,6 +180,11 @@ def _reconstruct_seconds(clip: Path, out_dir: Path | None, **kw) -> float:
 def stage_train(quick: bool) -> list[dict]:
     import bench_train
     return bench_train.run(quick=quick)
+
+
+def stage_ictenc(quick: bool) -> list[dict]:
+    import bench_ict_encoder
+    return bench_ict_encoder.run(quick=quick)
 
 
 def stage_e2e(quick: bool) -> list[dict]:
@@ -256,6 +268,72 @@ def stage_workers(quick: bool) -> list[dict]:
     return rows
 
 
+#: runs ``spectre`` in-process and, at exit, writes the process's own peak RSS (VmHWM; ``ru_maxrss`` of a
+#: child would carry the parent's peak over ``fork``) to the file named by argv[1]
+_HWM = """import atexit, sys
+def _hwm(path=sys.argv[1]):
+    with open('/proc/self/status') as f, open(path, 'w') as out:
+        out.write(next(l for l in f if l.startswith('VmHWM')).split()[1])
+atexit.register(_hwm)
+from spectre.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MB) of one whole ``spectre`` process with these arguments."""
+    hwm = scratch / "hwm.txt"
+    hwm.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _HWM, str(hwm), *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"spectre {args[0]} exited {proc.returncode}: {tail[0]}")
+    return wall, cpu, (int(hwm.read_text()) / 1024.0 if hwm.is_file() else float("nan"))
+
+
+def stage_job(quick: bool) -> list[dict]:
+    """The main job, ``spectre reconstruct CLIP -o OUT`` (default grid video), against tracking alone,
+    ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
+    samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder).
+    ``SPECTRE_BENCH_SRC`` runs both commands from another source tree (e.g. a worktree of an older
+    commit), so before and after are measured by the same harness."""
+    src = os.environ.get("SPECTRE_BENCH_SRC", str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+    clips = [("LRS3 224²", _lrs3_clip(), 246)]
+    mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
+    if mead and not quick:
+        clips.append(("MEAD 1080p", mead[0], 354))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for label, sample, n in clips:
+            clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
+            load = os.getloadavg()[0]
+            t_track, cpu_track, rss_track = _process(["track", str(clip), "-o", str(Path(d) / "t")], env, Path(d))
+            t_job, cpu_job, rss_job = _process(["reconstruct", str(clip), "-o", str(Path(d) / "r")], env, Path(d))
+            case = f"{label} {n} fr"
+            rows += [
+                {"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track, "baseline": None,
+                 "note": f"peak RSS {rss_track:.0f} MB, CPU {cpu_track:.0f} s, load {load:.1f}"},
+                {"stage": "job", "case": f"{case}: spectre reconstruct (grid video)", "unit": "s", "value": t_job,
+                 "baseline": None, "note": f"peak RSS {rss_job:.0f} MB, CPU {cpu_job:.0f} s"},
+                {"stage": "job", "case": f"{case}: wall ratio reconstruct / track", "unit": "x",
+                 "value": t_job / t_track, "baseline": None,
+                 "note": f"target <= 2.0 (issue 15); CPU-time ratio {cpu_job / max(cpu_track, 1e-9):.2f}"},
+            ]
+    return rows
+
+
+def stage_ray(quick: bool) -> list[dict]:
+    import bench_ray
+    return bench_ray.run(quick=quick)
+
+
 # ---------------------------------------------------------------------------------------- driver
 def _child(stage: str, quick: bool, out: Path) -> int:
     sys.path.insert(0, str(BENCH))
@@ -324,7 +402,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs, few repeats (whole run < 5 min on 2 cores)")
     ap.add_argument("--json", help="write all rows, errors, peak RSS and timings here")
-    ap.add_argument("--only", nargs="+", choices=STAGES, help="run only these stages")
+    ap.add_argument("--only", nargs="+", choices=STAGES + OPT_IN, help="run only these stages")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the stage processes")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per stage (default 120 quick, 900 full)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -342,7 +420,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = []
     for stage in stages:
-        res = run_stage(stage, args.quick, timeout, args.threads)
+        res = run_stage(stage, args.quick, max(timeout, 1500.0) if stage in OPT_IN and not args.timeout else timeout,
+                        args.threads)
         results.append(res)
         print(f"# {stage}: {res['seconds']:.0f} s{'' if not res['error'] else '  (' + res['error'] + ')'}",
               file=sys.stderr, flush=True)

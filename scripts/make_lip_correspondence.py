@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from spectre.atomic import atomic_write_text
+from spectre.faces.landmarks import IBUG68_LEFT_EYE, IBUG68_MOUTH, IBUG68_RIGHT_EYE
 from spectre.faces.track import track_video
 from spectre.geometry import project_to_crop
 from spectre.models import ict_lips
@@ -36,7 +37,7 @@ def lip_candidates(model: ICTFaceModel) -> tuple[np.ndarray, np.ndarray]:
     idx = model.mouth_vertex_idx.numpy()
     idx = idx[idx < face_end]
     neutral = model.v_template.numpy()
-    lmk = model.static_landmark_idx.numpy()[48:68]
+    lmk = model.static_landmark_idx.numpy()[IBUG68_MOUTH]
     d = np.linalg.norm(neutral[idx, None] - neutral[lmk][None], axis=-1)  # (C, 20)
     outer = d.argmin(1) < 12
     return idx[outer], idx[~outer]
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
             verts = model.vertices(params, vertex_idx=torch.as_tensor(cand))
             proj = project_to_crop(verts, torch.as_tensor(fit.cam))[..., :2].numpy() * fit.scale + fit.center
         ok = valid & np.isfinite(pts).all((1, 2)) & np.isfinite(lm).all((1, 2))
-        iod = np.linalg.norm(lm[ok, 36:42].mean(1) - lm[ok, 42:48].mean(1), axis=-1)
+        iod = np.linalg.norm(lm[ok, IBUG68_RIGHT_EYE].mean(1) - lm[ok, IBUG68_LEFT_EYE].mean(1), axis=-1)
         d = np.linalg.norm(pts[ok][:, :, None] - proj[ok][:, None], axis=-1) / iod[:, None, None]  # (t, 40, C)
         total += d.sum(0)
         frames += int(ok.sum())

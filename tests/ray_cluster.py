@@ -9,8 +9,9 @@ ends, the kernel ends whatever is left in its PID namespace: nothing stray survi
 
 Run by ``tests/test_ray.py``: ``python tests/ray_cluster.py SPEC.json`` inside the namespaces; the spec
 names the mode (``inproc``: ``ray.init`` in the process; ``cluster``: a head and two worker nodes by
-``ray start``, the ``spectre reconstruct --ray`` CLI against them, then a worker node killed mid-batch),
-the clips, the work folder; the scenario writes ``report.json`` there.
+``ray start``, the ``spectre reconstruct --ray`` CLI against them, then a worker node killed mid-batch;
+``bench``: the throughput ``bench/bench_ray.py`` reports), the clips, the work folder; the scenario
+writes ``report.json`` there.
 """
 from __future__ import annotations
 
@@ -167,12 +168,18 @@ def _start_node(args: list[str], env: dict, log: Path, attempts: int = 2) -> sub
     raise AssertionError("unreachable")
 
 
-def _cli(clips: list[str], out: Path, env: dict, timeout: float, address: str = HEAD) -> dict:
-    cmd = [sys.executable, "-m", "spectre", "reconstruct", *clips, "-o", str(out), "--layout", "none", "--quiet",
-           "--ray", address]
+def _cli(clips: list[str], out: Path, env: dict, timeout: float, *run: str, layout: str = "none") -> dict:
+    """``spectre reconstruct`` as a user runs it; ``run``: ``--ray ADDRESS`` or ``--workers N`` etc."""
+    cmd = [sys.executable, "-m", "spectre", "reconstruct", *clips, "-o", str(out), "--layout", layout, "--quiet",
+           *(run or ("--ray", HEAD))]
     t = time.monotonic()
     p = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
     return {"rc": p.returncode, "stderr": p.stderr[-3000:], "seconds": time.monotonic() - t}
+
+
+HEAD_ARGS = ["--head", "--node-ip-address=127.0.0.1", f"--port={HEAD.split(':')[1]}", "--num-cpus=0",
+             "--include-dashboard=false", "--dashboard-host=127.0.0.1", "--disable-usage-stats"]
+WORKER_ARGS = [f"--address={HEAD}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
 
 
 def _node_processes(node: subprocess.Popen) -> tuple[list[int], bool]:
@@ -228,22 +235,19 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
     nodes: dict[str, subprocess.Popen] = {}
     try:
         t = time.monotonic()
-        nodes["head"] = _start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={HEAD.split(':')[1]}",
-                                     "--num-cpus=0", "--include-dashboard=false", "--dashboard-host=127.0.0.1",
-                                     "--disable-usage-stats"], env, work / "head.log")
+        nodes["head"] = _start_node(HEAD_ARGS, env, work / "head.log")
         for name in ("worker_a", "worker_b"):  # the head has no CPU: every video runs on a worker node
-            nodes[name] = _start_node([f"--address={HEAD}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                                       "--disable-usage-stats"], env, work / f"{name}.log")
+            nodes[name] = _start_node(WORKER_ARGS, env, work / f"{name}.log")
         report["start_seconds"] = time.monotonic() - t
         report["listening"] = _listening()
 
         # (b) the CLI as a user runs it, against the cluster
-        report["cli"] = _cli(spec["clips"], Path(spec["out"]), env, timeout=spec.get("step_timeout", 120))
+        report["cli"] = _cli(spec["clips"], Path(spec["out"]), env, spec.get("step_timeout", 120))
 
         # no token: refused with a one-line error, before any work
         bare = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
         bare["RAY_NUM_REDIS_GET_RETRIES"] = "2"  # fail fast: the refusal itself is what is tested
-        report["no_token"] = _cli(spec["clips"][:1], work / "no_token_out", bare, timeout=60)
+        report["no_token"] = _cli(spec["clips"][:1], work / "no_token_out", bare, 60)
 
         # (c) a worker node killed while it processes a video: the batch still completes
         cmd = [sys.executable, "-m", "spectre", "reconstruct", *spec["clips"], "-o", spec["out_kill"], "--layout",
@@ -255,10 +259,8 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
         deadline = time.monotonic() + spec.get("step_timeout", 120)
         busy = False
         while time.monotonic() < deadline and cli.poll() is None and not busy:
-            time.sleep(0.1)
+            time.sleep(0.05)
             _, busy = _node_processes(victim)
-        time.sleep(0.5)  # well inside the video: tracking and the fit take seconds
-        _, busy = _node_processes(victim)
         report["killed_mid_job"] = busy and cli.poll() is None
         if report["killed_mid_job"]:
             report["killed"] = _kill_node(victim)  # its `ray start`, raylet, agents and workers
@@ -279,6 +281,24 @@ def scenario_cluster(spec: dict, work: Path, report: dict) -> None:
         report["strays"] = [cmd[:120] for *_, cmd in _procs()]
 
 
+def scenario_bench(spec: dict, work: Path, report: dict) -> None:
+    """Throughput of the same batch: local ``--workers 1``, then on one and on two worker nodes."""
+    env = dict(os.environ)
+    clips, layout, timeout = spec["clips"], spec.get("layout", "grid"), spec.get("step_timeout", 600)
+    runs = report["runs"] = {}
+    nodes: dict[str, subprocess.Popen] = {}
+    try:
+        runs["local"] = _cli(clips, work / "local", env, timeout, "--workers", "1", layout=layout)
+        nodes["head"] = _start_node(HEAD_ARGS, env, work / "head.log")
+        for n in range(1, spec.get("max_nodes", 2) + 1):
+            nodes[f"worker{n}"] = _start_node(WORKER_ARGS, env, work / f"worker{n}.log")
+            runs[f"ray{n}"] = _cli(clips, work / f"ray{n}", env, timeout, "--ray", HEAD, layout=layout)
+    finally:
+        subprocess.run(["ray", "stop", "--force"], check=False, env=env, capture_output=True, timeout=60)
+        for proc in nodes.values():
+            _kill_node(proc)
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     work = Path(spec["work"])
@@ -287,7 +307,7 @@ def main(spec_path: str) -> int:
         if report["interfaces"] != ["lo"]:
             raise RuntimeError(f"not confined to loopback: interfaces {report['interfaces']}")
         os.environ.update(_env(work))
-        {"inproc": scenario_inproc, "cluster": scenario_cluster}[spec["mode"]](spec, work, report)
+        {"inproc": scenario_inproc, "cluster": scenario_cluster, "bench": scenario_bench}[spec["mode"]](spec, work, report)
     except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
         report["error"] = f"{type(exc).__name__}: {exc}"
     finally:

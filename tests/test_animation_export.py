@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from spectre.geometry import crop_to_pixels, project_to_crop
+from spectre.faces.crop import FACE_CROP_SIZE
+from spectre.geometry import axis_angle_to_matrix, crop_to_pixels, project_to_crop
 from spectre.io.gltf import accessor_array, read_glb
-from spectre.io.results import ARKIT_NAMES, FaceResult
+from spectre.io.results import ARKIT_NAMES, FaceResult, load_face_npz
 from spectre.models import load_face_model
 from spectre.reconstruct.animation import arkit_morph_basis, head_pose, write_head_glb
 
 CLIENTS = Path(__file__).parent / "clients"
+sys.path.insert(0, str(CLIENTS))
+from livelink_reader import read_livelink  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_head_transform_reproduces_the_fit_projection(ict, crop_angle):
     with torch.no_grad():
         posed = ict.vertices(ict.complete(p))
         rest = ict.vertices(ict.complete({**p, "rotation": torch.zeros_like(p["rotation"])}))
-        crop = crop_to_pixels(project_to_crop(posed, torch.as_tensor(face.cam))[..., :2]).double().numpy()
+        crop = crop_to_pixels(project_to_crop(posed, torch.as_tensor(face.cam))[..., :2], FACE_CROP_SIZE).double().numpy()
     inv = np.linalg.inv(face.crop_tform)
     ref = np.einsum("tij,tvj->tvi", inv[:, :2, :2], crop) + inv[:, None, :2, 2]
     for t in range(face.num_frames):
@@ -134,13 +137,26 @@ def _blender_report(glb: Path, tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
-    """A moving LRS3 clip reconstructed and written as a head scene, imported by Blender."""
+    """A moving LRS3 clip reconstructed with ``meshes="glb"`` and ``arkit_format="both"``: Blender imports the
+    .glb with the 52 names once each, the video's frame count and a moving head; the Live Link CSV reads
+    back (independent reader) with the same curves as our CSV."""
     import spectre
+    from spectre.io.results import load_arkit_csv
 
     video = sample_videos["0Fi83BHQsMA_00002"]
-    res = spectre.reconstruct(video)
-    glb = write_head_glb(tmp_path / "head.glb", load_face_model(res.config.model), res.faces, width=res.width,
-                         height=res.height, fps=res.fps, video=str(video))
+    res = spectre.reconstruct(video, tmp_path / "out", layout="none", meshes="glb", arkit_format="both")
+    glb = next(p for p in res.outputs if p.suffix == ".glb")
+    livelink = next(p for p in res.outputs if p.name.endswith("_livelink.csv"))
+    header, times, cols = read_livelink(livelink)
+    _, _, ours = load_arkit_csv(next(p for p in res.outputs if p.name.endswith("_arkit.csv")))
+    np.testing.assert_allclose(times, res.face.timestamps, atol=1e-4)
+    np.testing.assert_allclose(np.stack([cols[n[0].upper() + n[1:]] for n in ARKIT_NAMES], 1), ours, atol=2e-6)
+    assert np.ptp(cols["HeadYaw"]) > 0.05  # the head turns on this clip (fractions of 90 degrees)
+    assert list(res.arkit_names) == list(ARKIT_NAMES) and res.arkit.shape == (res.num_frames, 52)
+    saved = load_face_npz(next(p for p in res.outputs if p.suffix == ".npz"))
+    np.testing.assert_allclose(saved["arkit"], res.arkit, atol=1e-6)
+    names = list(saved["expression_names"])
+    assert len(names) == len(set(names)) == saved["params"]["expression"].shape[1]  # distinct, params intact
     report = _blender_report(glb, tmp_path)
     heads = [o for o in report["objects"] if o["type"] == "MESH" and o.get("shape_keys")]
     assert len(heads) == 1, report["objects"]
@@ -158,3 +174,43 @@ def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
     assert np.ptp(euler, axis=0).max() > 0.1, euler  # the head turns (radians) on this clip
     assert np.ptp(loc, axis=0).max() > 1e-3, loc  # and moves (metres)
     assert np.all(np.abs(loc) < 5.0)  # metres, in front of the camera, not model units
+
+
+@pytest.mark.slow
+def test_flame_is_a_vertex_animation_with_the_pose_on_the_node(tmp_path, flame_assets):
+    """A model without ARKit blendshapes (FLAME): one morph target per frame reproduces the pose-free mesh
+    at every keyframe, and the node carries the fitted rotation."""
+    from spectre.assets import AssetStore
+
+    flame = load_face_model("flame", AssetStore(flame_assets)).eval()
+    assert flame.arkit_names is None
+    T = 4
+    rng = np.random.default_rng(2)
+    params = {k: np.zeros((T, s.size), np.float32) for k, s in flame.spec.items()}
+    params["expression"][:] = rng.normal(0, 1, params["expression"].shape)
+    params["jaw_pose"][:, 0] = np.linspace(0, 0.3, T)
+    params[flame.rotation_param][:] = rng.normal(0, 0.3, (T, 3))
+    face = FaceResult(track_id=3, model="flame", backend="fit", params=params,
+                      cam=np.tile([[8.0, 0.0, 0.0]], (T, 1)).astype(np.float32), crop_tform=np.tile(np.eye(3), (T, 1, 1)),
+                      landmarks2d=np.zeros((T, 68, 2)), landmarks3d=np.zeros((T, 68, 3)), valid=np.ones(T, bool),
+                      frame_index=np.arange(T), timestamps=np.arange(T) / 30.0)
+    gltf, blob = read_glb(write_head_glb(tmp_path / "f.glb", flame, [face], width=224, height=224, fps=30.0))
+    prim = gltf["meshes"][0]["primitives"][0]
+    base = accessor_array(gltf, blob, prim["attributes"]["POSITION"])
+    targets = np.stack([accessor_array(gltf, blob, t["POSITION"]) for t in prim["targets"]])
+    assert len(targets) == T - 1
+    anim = gltf["animations"][0]
+    by_path = {c["target"]["path"]: anim["samplers"][c["sampler"]]["output"] for c in anim["channels"]}
+    w = accessor_array(gltf, blob, by_path["weights"]).reshape(T, -1)
+    rot = accessor_array(gltf, blob, by_path["rotation"])
+    p = {k: torch.as_tensor(v) for k, v in params.items()}
+    p[flame.rotation_param] = torch.zeros(T, 3)
+    with torch.no_grad():
+        rest = flame.vertices(flame.complete(p)).double().numpy() / flame.units_per_metre
+    used = np.unique(flame.render_faces().numpy())
+    for t in range(T):
+        np.testing.assert_allclose(base + np.tensordot(w[t], targets, 1), rest[t, used], atol=1e-5)
+        R = _quat_to_matrix(rot[t].astype(np.float64))
+        with torch.no_grad():
+            ref = axis_angle_to_matrix(torch.as_tensor(params[flame.rotation_param][t:t + 1]).double())[0].numpy()
+        np.testing.assert_allclose(R, ref, atol=1e-5)

@@ -14,7 +14,7 @@ from spectre.reconstruct.config import ReconstructConfig, make_config
 
 def _leaves(cls, prefix=""):
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None) or f.name in ("fit", "learned"):
+        if dataclasses.is_dataclass(getattr(cls(), f.name)):  # nested settings (fit, learned, pipeline)
             sub = type(getattr(cls(), f.name))
             yield from _leaves(sub, f"{prefix}{f.name}.")
         else:

@@ -157,6 +157,7 @@ def test_synthetic_lipreader_decodes_mouth_crops(evaluator, talking_clip):
     assert torch.isfinite(mouths).all()
 
 
+@pytest.mark.slow
 def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_path, capsys):
     from spectre.cli import main
     from spectre.evaluate.report import load_run
@@ -189,6 +190,7 @@ def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_pat
     assert "Lip reading" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_identical_render_reads_like_the_input(evaluator, clip_options, talking_clip):
     from spectre.evaluate.pipeline import resolve_pair
 

@@ -232,7 +232,7 @@ def test_mapping_is_mirror_symmetric(tracked):
 def test_fast_landmark_reader_matches_protobuf_attributes(sample_videos):
     import mediapipe as mp
 
-    from spectre.faces.track import _landmark_array
+    from spectre.faces.mesh import landmark_array as _landmark_array
 
     frame = open_video(sample_videos["OzA6jRYjVQs_00004"]).read(1).frames[0]
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:

@@ -77,7 +77,7 @@ def tracks(sample_videos):
     return get
 
 
-@pytest.mark.parametrize("name", ["0Fi83BHQsMA_00002", "M026_level_3_disgusted_018"])
+@pytest.mark.parametrize("name", ["0Fi83BHQsMA_00002", pytest.param("M026_level_3_disgusted_018", marks=pytest.mark.slow)])
 def test_dense_lip_term_brings_the_lips_closer(ict, evaluator, tracks, name):
     tr = tracks(name)
     lm = np.asarray(tr.landmarks68, np.float64)

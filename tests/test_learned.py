@@ -109,6 +109,7 @@ def test_encode_matches_official_codes_on_golden_images(backend, golden_dir):
     np.testing.assert_allclose(codes["pose"][2:5], g["final_pose"][2:5], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_chunked_outputs_do_not_depend_on_chunk_length(backend, golden_dir):
     """The temporal convolution sees ±2 frames; trimming 2 outputs at chunk borders makes short chunks
     give exactly the single-chunk result (and every frame exactly one output)."""
@@ -136,6 +137,7 @@ def test_chunked_outputs_do_not_depend_on_chunk_length(backend, golden_dir):
         np.testing.assert_allclose(many[k], one[k], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_learned_backend_end_to_end_from_the_cli(learned_assets, sample_videos, tmp_path):
     from spectre.cli import main
     from spectre.io.results import load_face_npz

@@ -267,6 +267,7 @@ def converted(installed_assets):
         return out, {k: d[k] for k in d.files}
 
 
+@pytest.mark.slow
 def test_convert_ict_matches_shared_npz(converted, full_npz):
     _, got = converted
     with np.load(full_npz) as ref:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from nets_helpers import assert_close, golden_state_dict, load_keys
 from spectre.assets import AssetStore
 from spectre.nets.checkpoints import load_lipreader
-from spectre.nets.lipreader import (DecodeOptions, Lipreader, LipreaderConfig, ctc_initial_state,
-                                    ctc_prefix_scores)
+from spectre.nets.beam_search import DecodeOptions, ctc_initial_state, ctc_prefix_scores
+from spectre.nets.checkpoints import build_lipreader
+from spectre.nets.lipreader import Lipreader, LipreaderConfig
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_latest_matches_golden(lip_files, golden):
 
 
 def test_legacy_rel_pos_matches_golden(lip_files, golden):
-    model = Lipreader.from_files(lip_files / "lipreader" / "model.pth", lip_files / "legacy.json")
+    model = build_lipreader(lip_files / "lipreader" / "model.pth", lip_files / "legacy.json")
     assert model.cfg.attn_type == "legacy_rel_mha"
     with torch.no_grad():
         assert_close(model.encode(torch.from_numpy(golden["in_mouths"])), golden["conformer_out_legacy"])
@@ -129,7 +130,7 @@ def _joint_score(model: Lipreader, enc: torch.Tensor, tokens: list[int], opts: D
     return (1 - w) * dec + w * ctc + opts.penalty * (len(tokens) - 1)
 
 
-@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("beam", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_beam_search_scores_are_joint_ctc_attention(tiny_lipreader, beam):
     torch.manual_seed(1)
     with torch.no_grad():

@@ -111,3 +111,29 @@ def test_cache_errors_are_one_line(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"clips": []}))
     with pytest.raises(InputError, match="split file not found"):
         PreparedCache.open(tmp_path).split("train")
+
+
+def test_image_frame_folders_are_clips_only_with_the_switch(tmp_path):
+    """`prepare` reads its folder as every command does: frame folders need --image-folder; clip ids
+    are the relative paths."""
+    from spectre.train.prepare import Track, prepare_folder
+
+    frames = tmp_path / "videos" / "spk" / "clip1"
+    frames.mkdir(parents=True)
+    for i in range(3):
+        (frames / f"{i:04d}.png").write_bytes(b"png")
+
+    def tracker(path):
+        assert os.path.isdir(path)
+        return Track(np.full((3, 68, 2), 50.0), 25.0, 64, 64)
+
+    def reader(path):
+        yield from (np.zeros((64, 64, 3), np.uint8) for _ in range(3))
+
+    cfg = PrepareConfig(store_crops=False)
+    with pytest.raises(InputError, match="--image-folder"):
+        prepare_folder(tmp_path / "videos", tmp_path / "cache", cfg, tracker=tracker, frames=reader)
+    report = prepare_folder(tmp_path / "videos", tmp_path / "cache", cfg, tracker=tracker, frames=reader,
+                            image_folders=True)
+    assert report.prepared == 1 and not report.failed
+    assert (tmp_path / "cache" / "clips" / "spk" / "clip1" / "meta.json").is_file()

@@ -159,6 +159,7 @@ def test_parallel_workers(short_video, bad_video, tmp_path):
     assert (tmp_path / "o" / "clip.npz").exists() and (tmp_path / "o" / "second.npz").exists()
 
 
+@pytest.mark.slow
 def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):
     """Two speakers side by side: ``--face all`` gives one npz/csv per face track and one render."""
     from spectre.io.video import open_video

@@ -10,7 +10,10 @@ import torch
 
 from train_helpers import write_synthetic_assets
 from spectre.assets import AssetStore
-from spectre.train.step import LossWeights, build_flame_step
+from spectre.train.flame_step import build_flame_step
+from spectre.train.step import LossWeights
+
+pytestmark = pytest.mark.slow  # the module's fixture runs the official FLAME step on real weights (~12 s)
 
 RTOL, ATOL = 1e-4, 1e-6  # golden README: scalar losses, features, codes
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 from .atomic import atomic_path
 from .errors import AssetError, ConfigError, InputError
+from .safeload import load_checkpoint, load_restricted_pickle
 
 BUNDLED_ICT = "ict_compact.npz"
 
@@ -39,8 +40,6 @@ class AssetSpec:
 
 
 def _check_flame(path: Path) -> None:
-    from .safeload import load_restricted_pickle
-
     d = load_restricted_pickle(path)
     need = {"v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table"}
     missing = need - set(d)
@@ -49,8 +48,6 @@ def _check_flame(path: Path) -> None:
 
 
 def _checkpoint_keys(path: Path) -> dict:
-    from .safeload import load_checkpoint
-
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise AssetError(f"{path} does not hold a dict of state dicts")
@@ -92,6 +89,20 @@ def _check_emotion(path: Path) -> None:
     sd = ckpt.get("state_dict", {})
     if not any(str(k).startswith("backbone.") for k in sd):
         raise AssetError(f"{path} is not an EMOCA emotion checkpoint (no 'state_dict' with 'backbone.*')")
+
+
+def _check_face_encoder(path: Path) -> None:
+    """A face-encoder checkpoint (``spectre train --model ict``); other checkpoints are named."""
+    ckpt = _checkpoint_keys(path)
+    if "face_encoder" in ckpt and isinstance(ckpt.get("face_encoder_spec"), dict):
+        return
+    if "E_expression" in ckpt or "E_flame" in ckpt:
+        kind = "SPECTRE" if "E_expression" in ckpt else "DECA"
+        raise AssetError(f"{path} is a {kind} checkpoint, not a face encoder "
+                         f"(install it with `spectre assets add {kind.lower()} FILE`)")
+    raise AssetError(f"{path} is not a face-encoder checkpoint (no 'face_encoder' weights with their spec; "
+                     f"top-level keys {sorted(map(str, ckpt))[:6]}); use RUN/checkpoints/best.pt of "
+                     "`spectre train --model ict`")
 
 
 def _check_ict(path: Path) -> None:
@@ -137,6 +148,10 @@ ASSETS: dict[str, AssetSpec] = {a.name: a for a in [
               "MIT (ICT-FaceKit)", "bundled compact copy; full model: `spectre assets convert-ict` on the "
               "ICT-FaceKit download (github ICT-VGL/ICT-FaceKit)", "default face model", bundled=BUNDLED_ICT,
               check=_check_ict),
+    AssetSpec("ict-encoder", "learned ICT face encoder (a `spectre train --model ict` checkpoint)",
+              ("ict-encoder/encoder.pt",), "yours (trained on your videos)",
+              "`spectre train CACHE -o RUN --model ict`, then RUN/checkpoints/best.pt", "learned backend, --model ict",
+              check=_check_face_encoder),
     AssetSpec("head_template", "FLAME template mesh with UVs (head_template.obj)",
               ("spectre_data/head_template.obj", "flame/head_template.obj", "head_template.obj"),
               _CC_BY_NC_SA, _SPECTRE_DATA, "FLAME UVs and textured rendering"),
@@ -249,8 +264,11 @@ class AssetStore:
         if spec.check is not None:
             spec.check(path)
 
-    def add(self, name: str, source: str | Path, overwrite: bool = False) -> Path:
-        """Verify ``source`` (a file, or an http(s) URL the user gives) and install it atomically."""
+    def add(self, name: str, source: str | Path, overwrite: bool = False,
+            deep_check: Callable[[Path], None] | None = None) -> Path:
+        """Verify ``source`` (a file, or an http(s) URL the user gives) and install it atomically.
+        ``deep_check`` (from a higher layer, e.g. building the network and loading it strictly) runs
+        after the asset's own check."""
         spec = self.spec(name)
         target = (self.assets_dir or user_data_dir()) / spec.install_path
         source_str = str(source)
@@ -264,12 +282,16 @@ class AssetStore:
             source = target.with_name(target.name + ".download")
             try:
                 self.verify(name, source)
+                if deep_check is not None:
+                    deep_check(Path(source))
                 with atomic_path(target, overwrite) as tmp:
                     shutil.copyfile(source, tmp)
             finally:
                 Path(source).unlink(missing_ok=True)
             return target
         self.verify(name, source)
+        if deep_check is not None:
+            deep_check(Path(source))
         with atomic_path(target, overwrite) as tmp:
             shutil.copyfile(source, tmp)
         return target

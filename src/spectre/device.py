@@ -59,10 +59,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    return _DTYPES[resolve_precision(precision, device)]
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Device + precision chosen once and passed down to every stage."""

@@ -54,12 +54,14 @@ def project_to_crop(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     return p * p.new_tensor([1.0, -1.0, -1.0])
 
 
-def crop_to_pixels(xy: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Normalised crop coordinates [-1, 1] -> pixel coordinates of a ``size`` crop (``(x+1)*size/2``)."""
+def crop_to_pixels(xy, size: int):
+    """Normalised crop coordinates [-1, 1] -> pixel coordinates of a ``size`` crop (``(x+1)*size/2``).
+    The one place this convention is written; works on tensors and numpy arrays alike."""
     return (xy + 1.0) * (size / 2.0)
 
 
-def pixels_to_crop(uv: torch.Tensor, size: int = 224) -> torch.Tensor:
+def pixels_to_crop(uv, size: int):
+    """Inverse of :func:`crop_to_pixels`: pixels of a ``size`` crop -> normalised [-1, 1]."""
     return uv / (size / 2.0) - 1.0
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .faces.landmarks import IBUG68_MOUTH, IBUG68_NOSE
+
 __all__ = [
     "MOUTH_PAIRS", "landmark_weights_68", "batch_kp_2d_l1_loss", "weighted_landmark_loss", "landmark_loss",
     "rel_dis", "relative_landmark_loss", "lip_landmark_loss", "lipread_loss", "lipread_mse_loss",
     "expression_loss", "expression_regularizer", "expression_regularizer_per_frame", "jaw_regularizer",
-    "loss_frame_indices", "huber", "second_difference", "lip_contact_loss",
+    "loss_frame_indices", "valid_frame_mask", "huber", "second_difference", "lip_contact_loss",
 ]
 
 #: intra-mouth landmark pairs of the relative mouth term (SPEC §5): lower lip-chin, upper lip-nose,
@@ -32,9 +34,9 @@ def landmark_weights_68(device=None, dtype=torch.float32) -> torch.Tensor:
     w = torch.ones(68, device=device, dtype=dtype)
     w[5:7] = 2.0
     w[10:12] = 2.0
-    w[27:36] = 1.5
+    w[IBUG68_NOSE] = 1.5
     w[[30, 31, 35]] = 3.0
-    w[48:68] = 0.0
+    w[IBUG68_MOUTH] = 0.0
     return w
 
 
@@ -85,7 +87,7 @@ def relative_landmark_loss(pred: torch.Tensor, gt: torch.Tensor, pairs=MOUTH_PAI
 
 def lip_landmark_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """MSE of the 20 mouth points 48–67 (x, y); computed but weighted 0 by the official trainer."""
-    return F.mse_loss(pred[..., 48:68, :2], gt[..., 48:68, :2])
+    return F.mse_loss(pred[..., IBUG68_MOUTH, :2], gt[..., IBUG68_MOUTH, :2])
 
 
 def lipread_loss(feats_pred: torch.Tensor, feats_gt: torch.Tensor) -> torch.Tensor:
@@ -135,6 +137,13 @@ def loss_frame_indices(num_frames: int, margin: int = 2) -> torch.Tensor:
         return torch.arange(num_frames)
     return torch.arange(margin, num_frames - margin)
 
+
+def valid_frame_mask(batch_size: int, clip_length: int, device=None) -> torch.Tensor:
+    """(B*K,) bool: :func:`loss_frame_indices` of **each** K-frame clip of a flattened batch (official:
+    2..N-3 of the flattened batch, SPEC §9.3 fixed)."""
+    one = torch.zeros(clip_length, dtype=torch.bool, device=device)
+    one[loss_frame_indices(clip_length).to(one.device)] = True
+    return one.repeat(batch_size)
 
 def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
     """Elementwise Huber penalty scaled to meet |x| at the transition: ``x²/(2δ)`` below ``δ``, ``|x| − δ/2``

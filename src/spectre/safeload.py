@@ -1,16 +1,21 @@
 """Loading untrusted files without running their code.
 
 * Checkpoints: ``torch.load(weights_only=True)`` only; anything else in the pickle is refused.
-* FLAME's ``generic_model.pkl`` (a Python-2 pickle holding numpy arrays, a scipy sparse matrix and,
-  in the real file, ``chumpy.ch.Ch`` objects): a restricted unpickler that rebuilds numpy arrays,
-  converts chumpy objects and scipy sparse matrices to plain numpy, and refuses every other global.
+* Pickles of data (FLAME's model, its landmark embedding, LRS3's split lists): the one
+  ``RestrictedUnpickler``, given an allow-list per file kind. FLAME's ``generic_model.pkl`` (a Python-2
+  pickle holding numpy arrays, a scipy sparse matrix and, in the real file, ``chumpy.ch.Ch`` objects):
+  numpy arrays are rebuilt, chumpy objects and scipy sparse matrices become plain numpy, every other
+  global is refused.
 """
 from __future__ import annotations
 
+import codecs
+import copyreg
 import io
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +23,42 @@ import numpy as np
 
 from .errors import AssetError, UnsafeFileError
 
-# Globals a FLAME pickle legitimately references: numpy's array reconstruction machinery.
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("copy_reg", "_reconstructor"),
-    ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"),
-    ("builtins", "object"),
-    ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 encode raw bytes this way
+#: numpy's array reconstruction machinery: what a pickle of plain numpy arrays references
+NUMPY_ARRAY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): np.core.multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("copy_reg", "_reconstructor"): copyreg._reconstructor,
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,
+    ("__builtin__", "object"): object,
+    ("builtins", "object"): object,
+    ("_codecs", "encode"): codecs.encode,  # protocol-2 pickles written by Python 3 encode raw bytes this way
 }
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """The one restricted unpickler: a global resolves only through ``allowed`` (``(module, name) ->
+    object``) or, failing that, ``resolve(module, name)`` (returns None to refuse); anything else raises
+    ``UnsafeFileError`` naming the global and ``holds`` (what such a file may contain). With neither,
+    only plain containers, strings and numbers load."""
+
+    def __init__(self, file, allowed: Mapping[tuple[str, str], Any] | None = None, *, holds: str = "plain data",
+                 resolve: Callable[[str, str], Any] | None = None, encoding: str = "latin1"):
+        super().__init__(file, encoding=encoding)
+        self.allowed = dict(allowed or {})
+        self.resolve = resolve
+        self.holds = holds
+
+    def find_class(self, module: str, name: str) -> Any:
+        hit = self.allowed.get((module, name))
+        if hit is None and self.resolve is not None:
+            hit = self.resolve(module, name)
+        if hit is None:
+            raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}' ({self.holds})")
+        return hit
 
 
 class _PickledStub:
@@ -74,16 +101,12 @@ def _stub_class(kind: str, fmt: str = "") -> type:
     return type(f"_{kind}_{fmt}_stub", (_PickledStub,), {"kind": kind, "fmt": fmt})
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
-        if module.startswith("chumpy"):
-            return _stub_class("chumpy")
-        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
-            return _stub_class("sparse", name[:3])
-        raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}' (only numpy, scipy.sparse "
-                              "and chumpy data are allowed in a FLAME model file)")
+def _flame_stub(module: str, name: str) -> type | None:
+    if module.startswith("chumpy"):
+        return _stub_class("chumpy")
+    if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
+        return _stub_class("sparse", name[:3])
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -102,7 +125,8 @@ def load_restricted_pickle(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        obj = RestrictedUnpickler(io.BytesIO(raw), NUMPY_ARRAY_GLOBALS, resolve=_flame_stub,
+                                  holds="only numpy, scipy.sparse and chumpy data are allowed in a FLAME model file").load()
     except UnsafeFileError as exc:
         raise UnsafeFileError(f"{path}: {exc}") from None
     except Exception as exc:  # truncated, not a pickle, wrong protocol ...

@@ -1,5 +1,5 @@
 """Seeded, bounded fuzzing of the video reader: mutate a real clip, open and decode it, classify
-the outcome. Run as a script (``python fuzz.py SOURCE WORKDIR --seed S --count N --budget SECONDS``) so
+the outcome. Run as a script (``python fuzz.py SOURCE WORKDIR --seed S --count N``) so
 that a crash inside FFmpeg shows up as a failed child process instead of killing the test run; it
 prints one JSON line per mutant: ``{"i", "mutation", "outcome", "detail"}``.
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +72,11 @@ def main() -> None:
     ap.add_argument("workdir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--count", type=int, default=40)
-    ap.add_argument("--budget", type=float, default=30.0, help="stop early after this many seconds")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     data = a.source.read_bytes()
     a.workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    for i in range(a.count):
-        if time.monotonic() - t0 > a.budget:
-            break
+    for i in range(a.count):  # a fixed number of mutants: what is covered does not depend on the machine
         mutant, kind = mutate(data, rng)
         path = a.workdir / f"mutant_{i:03d}{a.source.suffix}"
         path.write_bytes(mutant)

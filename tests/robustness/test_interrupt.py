@@ -24,10 +24,39 @@ from .corpus import fast_config
 N_VIDEOS = 6  # enough videos that the signal always lands mid-batch, however fast each one is
 
 
-def _env() -> dict:
+# Loaded by every Python process of the batch (the CLI and its spawned workers) through PYTHONPATH: when a
+# video's face tracking has produced its first chunk, it says so with a file, so the test signals the batch
+# while a job is under way (an event, not a sleep).
+_STARTED_HOOK = """
+import os
+from pathlib import Path
+
+from spectre.faces import track as _track
+
+_events = Path(os.environ["SPECTRE_TEST_EVENTS"])
+_stream = _track.FaceTracker.stream
+
+
+def _announcing_stream(self, source, *args, **kwargs):
+    for i, chunk in enumerate(_stream(self, source, *args, **kwargs)):
+        if i == 0:
+            (_events / (Path(str(source.path)).stem + ".started")).touch()
+        yield chunk
+
+
+_track.FaceTracker.stream = _announcing_stream
+"""
+
+
+def _env(events: Path) -> dict:
+    """The child's environment: our source tree first, and the hook that reports started videos."""
+    hook_dir = events / "hook"
+    hook_dir.mkdir(parents=True)
+    (hook_dir / "sitecustomize.py").write_text(_STARTED_HOOK)
     env = dict(os.environ)
     src = str(Path(spectre.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(hook_dir), src, env.get("PYTHONPATH", "")])
+    env["SPECTRE_TEST_EVENTS"] = str(events)
     env["GLOG_minloglevel"] = "2"
     return env
 
@@ -58,8 +87,9 @@ def _assert_complete(out: Path) -> set[str]:
 # SIGTERM with renders: the render (a video file with audio) is the longest write, so the signal most
 # likely lands inside it; SIGINT without renders: the signal lands in tracking/fitting or a small write.
 # --workers 2: the parent stops its worker processes (each removes its temporary files) and exits.
-@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1), (signal.SIGTERM, "render", 1),
-                                                (signal.SIGTERM, "none", 2)],
+@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1),
+                                                pytest.param(signal.SIGTERM, "render", 1, marks=pytest.mark.slow),
+                                                pytest.param(signal.SIGTERM, "none", 2, marks=pytest.mark.slow)],
                          ids=["SIGINT", "SIGTERM-render", "SIGTERM-workers"])
 def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
@@ -70,25 +100,25 @@ def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir
     argv = ["reconstruct", str(inp), "-o", str(out), "--layout", layout, "--config", str(fast_config(tmp_path))]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    proc = subprocess.Popen([sys.executable, "-m", "spectre", *argv], env=_env(), stdout=subprocess.PIPE,
+    events = tmp_path / "events"
+    proc = subprocess.Popen([sys.executable, "-m", "spectre", *argv], env=_env(events), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        # wait until the first video is finished and the second one is under way (with renders: until a
-        # temporary render file of it is being written), then stop the batch
+        # wait until one video is finished and another one is under way (its tracking has started; with
+        # renders: a temporary render file of it is being written), then stop the batch
         def ready() -> bool:
             if not (out.is_dir() and any(p.suffix == ".yaml" for p in out.iterdir())):
                 return False
             finished = {p.stem for p in out.iterdir() if p.suffix == ".yaml"}
-            return layout == "none" or any(".partial" in p.name and p.name.split(".")[1] not in finished
-                                           for p in out.iterdir())
+            if layout == "none":
+                return any(p.suffix == ".started" and p.stem not in finished for p in events.iterdir())
+            return any(".partial" in p.name and p.name.split(".")[1] not in finished for p in out.iterdir())
 
         while not ready():
             assert proc.poll() is None, f"the batch ended before it was interrupted:\n{proc.stderr.read()}"
             assert time.monotonic() < deadline, "the batch did not get to the second video within 240 s"
             time.sleep(0.01)
-        if layout == "none":
-            time.sleep(0.3)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)  # a hang fails here
     finally:

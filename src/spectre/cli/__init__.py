@@ -14,6 +14,7 @@ import sys
 import threading
 
 from .. import __version__
+from ..errors import SpectreError
 from .options import add_debug
 
 #: (command, module, one-line help)
@@ -69,7 +70,6 @@ def sigterm_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import SpectreError
 
     parser = build_parser()
     args = parser.parse_args(argv)

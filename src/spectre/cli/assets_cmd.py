@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..assets import AssetStore
+
 HELP = "list, verify and install assets (face models, checkpoints)"
 DESCRIPTION = """Manage assets. Lookup order: --assets DIR, $SPECTRE_HOME, the user data folder.
 
@@ -35,7 +37,6 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..assets import AssetStore
 
     store = AssetStore(args.assets)
     if args.action == "list":
@@ -47,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':<18} licence: {st.spec.licence}; obtain: {st.spec.obtain}; used by: {st.spec.used_by}")
         return 0
     if args.action == "add":
-        target = store.add(args.name, args.file, overwrite=args.overwrite)
+        from ..nets.face_encoder import verify_encoder_file
+
+        # '<model>-encoder' checkpoints are also rebuilt and loaded strictly (readable key report)
+        deep = None
+        if args.name.endswith("-encoder"):
+            model = args.name[:-len("-encoder")]
+            deep = lambda path: verify_encoder_file(path, model)  # noqa: E731
+        target = store.add(args.name, args.file, overwrite=args.overwrite, deep_check=deep)
         print(f"installed {args.name} -> {target}")
         return 0
     if args.action == "convert-ict":

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..atomic import atomic_write_text, check_writable
+from ..errors import InputError
+from ..evaluate.report import compare_runs, load_run
 from .options import add_image_folder
 
 HELP = "score reconstructions against the input: landmark/mouth metrics, lip reading, reports, plots"
@@ -60,18 +63,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..atomic import check_writable
-    from ..errors import InputError
 
     logging.basicConfig(level=logging.WARNING, format="spectre: warning: %(message)s")
     if args.compare:
-        from ..evaluate.report import compare_runs, load_run
 
         a, b = (load_run(p) for p in args.compare)
         text = f"A = {args.compare[0]}\nB = {args.compare[1]}\n\n{compare_runs(a, b)}\n"
         if args.output is not None:
-            from ..atomic import atomic_write_text
-
             target = Path(args.output) / "compare.md"
             check_writable(target, args.overwrite)
             atomic_write_text(target, text, overwrite=args.overwrite)

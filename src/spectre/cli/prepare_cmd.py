@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
 from .options import add_image_folder, check_workers
 
 HELP = "prepare a training cache from a folder of videos (faces, landmarks, crops, splits)"
@@ -34,7 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..errors import ConfigError
     from ..train.prepare import IctFitter, PrepareConfig, prepare_folder, print_progress
 
     args.workers = check_workers(args.workers)

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ..io.inputs import display_path, expand_inputs
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
 DESCRIPTION = """\
 Reconstruct the face in each input video and write, per video, into OUTDIR:
   <name>.npz        per-frame face-model parameters, camera, landmarks, crop transforms (docs/reconstruct.md)
-  <name>_arkit.csv  per-frame ARKit blendshape weights
+  <name>_arkit.csv  per-frame ARKit blendshape weights (--arkit-format livelink: <name>_livelink.csv in
+                    the Live Link Face app's layout, with head and eye angles, for Unreal/MetaHuman)
   <name>.mp4        render with the input's audio (--layout grid|overlay|render; none to skip)
   <name>.yaml       the resolved config and the list of outputs (marks the video as finished)
 INPUT may be video files, folders (searched recursively; OUTDIR mirrors their subfolders:
@@ -19,23 +22,34 @@ skipped (resume) when the finished result is of the same video; --overwrite redo
 is 1 if any video failed (see the summary).
 
 backends: fit (default; landmark fit of the ICT model, nothing to download) or learned (official
-SPECTRE encoders; needs the FLAME, DECA and SPECTRE assets, see `spectre assets`)."""
+SPECTRE encoders, which need the FLAME, DECA and SPECTRE assets, see `spectre assets`; or with
+--model ict an encoder you trained: --weights RUN/checkpoints/best.pt or asset ict-encoder)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (recursive), globs or .txt lists")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--backend", choices=("fit", "learned"), help="reconstruction backend (default fit)")
-    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit, flame for learned, which needs flame)")
+    p.add_argument("--model", choices=("ict", "flame"), help="face model (default: ict for fit; for learned the "
+                   "--weights file's model, else flame with the official encoders)")
+    p.add_argument("--weights", metavar="CKPT", help="learned backend: a face-encoder checkpoint "
+                   "(`spectre train --model ict`: RUN/checkpoints/best.pt); picks --model from the file")
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")
-    p.add_argument("--meshes", choices=("obj", "ply", "glb"), help="also export per-frame meshes")
+    p.add_argument("--video-frame", choices=("auto", "face", "full"),
+                   help="what the video shows: face (a face-centred window, at most 512 px high), full (the "
+                        "whole frame) or auto (default: face for inputs taller than 512 px, else full)")
+    p.add_argument("--meshes", choices=("obj", "ply", "glb"),
+                   help="also export meshes: obj/ply per frame, or glb: one animated scene for Blender/Unreal "
+                        "(ARKit shape keys, head motion in metres, a node per face)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native bf16, else fp32)")
     p.add_argument("--config", metavar="FILE", help="YAML config (keys as in a saved <name>.yaml 'config')")
     p.add_argument("--assets", metavar="DIR", help="asset folder (else $SPECTRE_HOME, then the user data dir)")
     p.add_argument("--no-arkit", action="store_true", help="do not write the ARKit CSV")
+    p.add_argument("--arkit-format", choices=("csv", "livelink", "both"),
+                   help="ARKit curves as our CSV (default), as a Live Link Face CSV (<name>_livelink.csv), or both")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed in parallel (processes)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the videos on a Ray cluster (needs spectre-face[ray]; "
                                                    "'local' starts an in-process one)")
@@ -45,14 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.inputs import display_path, expand_inputs
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 
     workers = check_workers(args.workers)
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
-                      meshes=args.meshes, device=args.device, precision=args.precision, assets=args.assets,
-                      arkit=False if args.no_arkit else None)
+                      video_frame=args.video_frame, meshes=args.meshes, device=args.device,
+                      precision=args.precision, assets=args.assets, arkit=False if args.no_arkit else None,
+                      arkit_format=args.arkit_format,
+                      learned={"weights": args.weights} if args.weights else None)
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     progress = not args.quiet and sys.stderr.isatty()
 
@@ -63,4 +78,24 @@ def run(args: argparse.Namespace) -> int:
     summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
                         ray_address=args.ray, progress=progress, on_done=report)
     print(summary.text(), file=sys.stderr)
+    line = wrote_line(summary.outcomes, args.output)
+    if line:
+        print(line, file=sys.stderr)
     return summary.exit_code
+
+
+def wrote_line(outcomes, output: str) -> str:
+    """The last line: where the outputs are (``wrote out/clip.{npz,mp4,yaml,_arkit.csv}`` for one video)."""
+    from pathlib import Path
+
+    done = [o for o in outcomes if o.status == "ok" and o.outputs]
+    if not done:
+        return ""
+    if len(done) > 1:
+        return f"wrote {len(done)} videos' outputs to {Path(output)}{os.sep}"
+    paths = [Path(p) for p in done[0].outputs]
+    stem = next((p.stem for p in paths if p.suffix == ".yaml"), paths[0].stem)
+    tails = [p.name[len(stem):] for p in paths if p.name.startswith(stem)]
+    tails = [t[1:] if t.startswith(".") else t for t in tails]
+    tails.sort(key=lambda t: t.startswith("_"))  # extensions first, then suffixed names (stable)
+    return f"wrote {Path(output) / stem}.{{{','.join(tails)}}}"

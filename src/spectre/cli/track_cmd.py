@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError, OutputError, SpectreError
+from ..faces.crop import FACE_CROP_SCALE
+from ..faces.landmarks import OneEuroConfig
+from ..faces.track import TrackerConfig, track_video
+from ..faces.tracks_file import save_tracks
+from ..io.inputs import display_path, expand_inputs
 from .options import add_image_folder
 
 HELP = "detect and track faces (478-point meshes + iBUG-68 landmarks + crop transforms) in videos"
@@ -19,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, default=4, help="faces followed at once (1 is fastest)")
     p.add_argument("--max-gap", type=int, default=5, help="interpolate gaps up to N frames; longer gaps split tracks")
     p.add_argument("--smooth", action="store_true", help="One-Euro temporal filter on the landmarks")
-    p.add_argument("--crop-scale", type=float, default=1.6, help="face-crop scale stored with the tracks")
+    p.add_argument("--crop-scale", type=float, default=FACE_CROP_SCALE, help="face-crop scale stored with the tracks")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_image_folder(p)
 
@@ -27,12 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
-
-    from ..errors import InputError, OutputError, SpectreError
-    from ..io.inputs import display_path, expand_inputs
-    from ..faces.landmarks import OneEuroConfig
-    from ..faces.track import TrackerConfig, track_video
-    from ..faces.tracks_file import save_tracks
 
     if args.max_faces < 1 or args.max_gap < 0:
         raise InputError("--max-faces must be >= 1 and --max-gap >= 0")

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import from_dict, load_yaml, to_dict
+from ..errors import ConfigError
+
 HELP = "train the perceptual (lip-reading) encoder on a prepared cache"
 DESCRIPTION = """Train SPECTRE's perceptual encoder on a cache made by `spectre prepare`.
 
@@ -55,8 +58,6 @@ def resolve_config(args: argparse.Namespace):
     import dataclasses
     from pathlib import Path
 
-    from ..config import from_dict, load_yaml, to_dict
-    from ..errors import ConfigError
     from ..train.trainer import TrainConfig
 
     data = to_dict(TrainConfig())

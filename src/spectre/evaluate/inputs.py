@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from ..faces.landmarks import mp478_to_ibug68
+from ..faces.track import track_video
 from ..io.video import VIDEO_SUFFIXES
 from .metrics import as_landmarks
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 HALVES = ("full", "left", "right")
+#: tool suffixes stripped from a file's stem to find the video it belongs to (``<name>_grid.mp4`` -> ``<name>``)
+NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
 
 #: keys of a result ``.npz`` (``spectre.io.results``), in order of preference
 PREDICTION_KEYS = ("landmarks2d", "landmarks68", "landmarks")
@@ -134,8 +138,6 @@ def reference_from_result(path: str | Path, arrays: Optional[dict] = None) -> Op
                                     video=_input_video(arrays))
     for key in REFERENCE_478_KEYS:
         if key in arrays:
-            from ..faces.landmarks import mp478_to_ibug68
-
             pts478 = np.asarray(arrays[key], dtype=np.float64)
             if pts478.ndim != 3 or pts478.shape[1] != 478:
                 raise InputError(f"{path}:{key}: expected (T, 478, D), got {pts478.shape}")
@@ -187,8 +189,6 @@ _TRACKED: dict[tuple, object] = {}
 
 def _tracked(path: Path):
     """All face tracks of a video; the last few are kept so both halves of a grid video track once."""
-    from ..faces.track import track_video
-
     st = path.stat()
     key = (path.resolve(), st.st_mtime_ns, st.st_size)
     if key not in _TRACKED:
@@ -239,3 +239,21 @@ def align_lengths(pred: LandmarkSequence, ref: LandmarkSequence, name: str) -> t
 def _slice(seq: LandmarkSequence, s: slice) -> LandmarkSequence:
     return LandmarkSequence(seq.points[s], seq.valid[s], seq.source, seq.fps, seq.extras, seq.video, seq.half,
                             seq.offset + (s.start or 0))
+
+
+# ---- name matching: a result, its renders and its input share a name
+def video_name(path: Path) -> str:
+    """Name shared by a result, its renders and its input: the stem without tool suffixes."""
+    stem = path.stem
+    for suffix in NAME_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
+    """A file in ``folder`` whose name (without tool suffixes) is ``name``."""
+    for q in sorted(folder.iterdir()):
+        if q.suffix.lower() in suffixes and video_name(q) == name:
+            return q
+    return None

@@ -5,10 +5,11 @@ landmarks (the render lives in the same pixel frame, so it gets the same crop); 
 that crop with the official ``cut_mouth`` (96x96 grayscale around the smoothed mouth landmarks: the
 reconstruction's projected landmarks for the render, the tracked ones for the input), centre-cropped
 to 88 and normalised; the lipreader decodes with beam 1, CTC weight 0.1, no language model. The
-input video is scored the same way, as the ceiling. torch / PyAV are imported only when used.
+input video is scored the same way, as the ceiling.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -17,18 +18,32 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import InputError
-from ..faces.crop import FACE_CROP_SIZE
-from .inputs import VIDEO_SUFFIXES, LandmarkSequence, read_arrays
-from .visemes import G2P, normalize_transcript, text_to_visemes
+from ..assets import AssetStore
+from ..device import Runtime
+from ..errors import AssetError, InputError
+from ..faces.crop import (
+    FACE_CROP_SCALE,
+    FACE_CROP_SIZE,
+    cut_mouth,
+    face_crop_transform,
+    interpolate_landmarks,
+    mouth_transform,
+    transform_points,
+    warp_crop_fast,
+)
+from ..geometry import pixels_to_crop
+from ..io.video import VIDEO_SUFFIXES, open_video
+from ..nets.checkpoints import load_lipreader
+from ..nets.lipreader import DecodeOptions
+from .inputs import LandmarkSequence, find_by_name, read_arrays
+from .options import EvaluationOptions
+from .visemes import G2P, find_viseme_map, make_g2p, normalize_transcript, text_to_visemes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .pipeline import EvaluationOptions
+log = logging.getLogger(__name__)
 
-#: the official face-crop scale at test time (SPEC §1.3)
-FACE_CROP_SCALE = 1.6
 #: names of a result's render looked for beside it
 RENDER_SUFFIXES = ("_render", "_textured", "_shape")
 
@@ -107,8 +122,6 @@ def load_transcripts(path: str | Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------- mouth crops
 def _filled(points: np.ndarray, what: str) -> np.ndarray:
-    from ..faces.crop import interpolate_landmarks
-
     filled = interpolate_landmarks(np.asarray(points, dtype=np.float64))
     if filled is None:
         raise InputError(f"{what}: no valid landmarks to crop the mouth")
@@ -118,9 +131,6 @@ def _filled(points: np.ndarray, what: str) -> np.ndarray:
 def read_face_crops(path: Path, transforms: np.ndarray, start: int = 0, half: str = "full") -> np.ndarray:
     """Frames ``start .. start+T-1`` of a video, warped by per-frame 3x3 ``transforms`` to 224x224,
     float32 RGB in [0, 1]; streamed so full-HD clips never sit in memory."""
-    from ..faces.crop import warp_crop_fast
-    from ..io.video import open_video
-
     T = transforms.shape[0]
     out = np.zeros((T, FACE_CROP_SIZE, FACE_CROP_SIZE, 3), dtype=np.float32)
     got = 0
@@ -146,11 +156,9 @@ def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> "torch.Tens
     """224x224 face crops (T,224,224,3) + landmarks in crop pixels (T,68,2) -> lipreader input (T,88,88)."""
     import torch
 
-    from ..faces.crop import cut_mouth, mouth_transform
 
     images = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).float()
-    half = FACE_CROP_SIZE / 2.0
-    lm = torch.from_numpy(crop_landmarks / half - 1.0).float()
+    lm = torch.from_numpy(pixels_to_crop(crop_landmarks, FACE_CROP_SIZE)).float()
     mouths = cut_mouth(images.unsqueeze(0), lm.unsqueeze(0), convert_grayscale=True)
     return mouth_transform(mouths)[0]
 
@@ -165,12 +173,15 @@ def reconstruct_render(result: Path, arrays: dict) -> Optional[tuple[Path, str]]
     try:
         import yaml
 
-        layout = (yaml.safe_load(str(np.asarray(arrays["config"]).reshape(-1)[0])) or {}).get("layout")
+        cfg = yaml.safe_load(str(np.asarray(arrays["config"]).reshape(-1)[0])) or {}
+        layout = cfg.get("layout")
     except Exception:  # an unreadable config just means: not a spectre render
         return None
     recorded = str(np.asarray(arrays.get("video", "")).reshape(-1)[0]) if "video" in arrays else ""
     if recorded and Path(recorded).resolve() == video.resolve():
         return None  # that is the input itself
+    if _face_window(cfg, int(np.asarray(arrays.get("height", 0)).reshape(-1)[0]), layout):
+        return None  # a face-centred window (--video-frame): not in the landmarks' pixel frame
     if layout == "grid":
         return video, "left"
     if layout == "render":
@@ -178,6 +189,13 @@ def reconstruct_render(result: Path, arrays: dict) -> Optional[tuple[Path, str]]
     if layout == "overlay":
         raise InputError(f"{video}: an overlay render cannot be lip-read; reconstruct with --layout grid or render")
     return None
+
+
+def _face_window(cfg: dict, height: int, layout) -> bool:
+    """Whether ``spectre reconstruct`` made the video in a face-centred window (its ``video_frame``:
+    ``face``, or ``auto`` for a grid of an input taller than ``video_height``) rather than the input's frame."""
+    mode = cfg.get("video_frame", "full")
+    return mode == "face" or (mode == "auto" and layout == "grid" and height > int(cfg.get("video_height", 512)))
 
 
 # ----------------------------------------------------------------------------------- evaluator
@@ -209,16 +227,7 @@ class LipreadEvaluator:
     @classmethod
     def from_options(cls, options: "EvaluationOptions") -> "LipreadEvaluator":
         """Load the lipreader assets, the transcripts, the G2P and the viseme table (missing table: no viseme rates)."""
-        import logging
-
         import torch
-
-        from ..assets import AssetStore
-        from ..device import Runtime
-        from ..errors import AssetError
-        from ..nets.checkpoints import load_lipreader
-        from ..nets.lipreader import DecodeOptions
-        from .visemes import find_viseme_map, make_g2p
 
         if not options.transcripts:
             raise InputError("--lipread needs --transcripts (a '<name> <TRANSCRIPT>' file or a folder of <name>.txt)")
@@ -236,7 +245,7 @@ class LipreadEvaluator:
             table = find_viseme_map(store)
             g2p = make_g2p(options.g2p)
         except AssetError as exc:
-            logging.getLogger(__name__).warning("viseme rates skipped: %s", exc)
+            log.warning("viseme rates skipped: %s", exc)
             table, g2p = None, None
         description = {"decode": asdict(decode_options), "device": str(runtime.device),
                        "g2p": getattr(g2p, "name", None)}
@@ -253,7 +262,6 @@ class LipreadEvaluator:
         if self.renders is not None:
             if self.renders.is_file():
                 return FrameSource(self.renders, self.half, pred.offset)
-            from .pipeline import find_by_name
 
             found = find_by_name(self.renders, name, VIDEO_SUFFIXES)
             if found is not None:
@@ -272,8 +280,6 @@ class LipreadEvaluator:
     def input_source(self, name: str, path: Path, ref: LandmarkSequence) -> Optional[FrameSource]:
         if self.videos is not None:
             if self.videos.is_dir():
-                from .pipeline import find_by_name
-
                 found = find_by_name(self.videos, name, VIDEO_SUFFIXES)
                 if found is None:
                     raise InputError(f"{name}: no input video of that name in {self.videos}")
@@ -289,8 +295,6 @@ class LipreadEvaluator:
 
     # -- reading -------------------------------------------------------------------------------
     def read_lips(self, source: FrameSource, mouth_points: np.ndarray, crop_points: np.ndarray) -> str:
-        from ..faces.crop import face_crop_transform, transform_points
-
         transforms = np.asarray(face_crop_transform(crop_points, scale=FACE_CROP_SCALE, size=FACE_CROP_SIZE))
         crops = read_face_crops(source.path, transforms, source.start, source.half)
         mouth_in_crop = np.asarray(transform_points(transforms, mouth_points))

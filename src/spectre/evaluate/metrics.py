@@ -23,6 +23,15 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..faces.landmarks import (
+    IBUG68_BROWS,
+    IBUG68_EYES,
+    IBUG68_INNER_LIPS,
+    IBUG68_JAW,
+    IBUG68_MOUTH,
+    IBUG68_NOSE,
+    IBUG68_OUTER_LIPS,
+)
 
 #: Outer eye corners used for the inter-ocular distance.
 OUTER_EYE_CORNERS = (36, 45)
@@ -33,13 +42,9 @@ MOUTH_CORNERS = (48, 54)
 #: iBUG-68 landmark groups (index tuples) used for per-group errors.
 LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
     "all": tuple(range(68)),
-    "jaw": tuple(range(0, 17)),
-    "brows": tuple(range(17, 27)),
-    "nose": tuple(range(27, 36)),
-    "eyes": tuple(range(36, 48)),
-    "mouth": tuple(range(48, 68)),
-    "outer_lips": tuple(range(48, 60)),
-    "inner_lips": tuple(range(60, 68)),
+    **{name: tuple(range(68)[part]) for name, part in (
+        ("jaw", IBUG68_JAW), ("brows", IBUG68_BROWS), ("nose", IBUG68_NOSE), ("eyes", IBUG68_EYES),
+        ("mouth", IBUG68_MOUTH), ("outer_lips", IBUG68_OUTER_LIPS), ("inner_lips", IBUG68_INNER_LIPS))},
 }
 #: aperture / IOD below this counts as closed lips. Closed lips measure ~0.00-0.02 on tracked
 #: landmarks, speech openings ~0.05-0.25, so 0.03 separates them with margin on both sides.

@@ -8,29 +8,22 @@ from typing import Optional, Sequence
 from ..errors import InputError, SpectreError
 from ..io.inputs import IMAGE_FOLDER_HINT, InputItem, display_path
 from ..io.inputs import expand_inputs as shared_expand
-from .inputs import (ARRAY_SUFFIXES, VIDEO_SUFFIXES, LandmarkSequence, align_lengths, load_landmarks,
-                     load_prediction_file, reference_from_result)
+from ..io.video import VIDEO_SUFFIXES
+from .inputs import (
+    ARRAY_SUFFIXES,
+    LandmarkSequence,
+    align_lengths,
+    find_by_name,
+    load_landmarks,
+    load_prediction_file,
+    reference_from_result,
+    video_name,
+)
 from .judge import VideoSide, arkit_activity, judge_video, make_judges
+from .lipread import RENDER_SUFFIXES, LipreadEvaluator, reconstruct_render
+from .options import EvaluationOptions
+from .plots import plot_aperture, plot_group_errors
 from .report import VideoResult, build_report, evaluate_geometry, markdown_report, write_run
-
-NAME_SUFFIXES = ("_grid", "_shape", "_render", "_rendered", "_mouth", "_landmarks", "_result")
-
-
-@dataclass
-class EvaluationOptions:
-    reference: Optional[str] = None        #: file, or folder matched by name
-    half: str = "full"                     #: half of a side-by-side prediction video
-    reference_half: Optional[str] = None   #: half of a reference video (default: other half)
-    plots: bool = True
-    lipread: bool = False
-    transcripts: Optional[str] = None
-    video: Optional[str] = None            #: input video(s) for the lip-reading ceiling
-    render: Optional[str] = None           #: render video(s) of .npz results, in the input's pixel frame
-    g2p: str = "auto"
-    assets: Optional[str] = None
-    device: str = "auto"
-    #: independent judges (``spectre.evaluate.judge``): None = every installed one, [] = none
-    judges: Optional[list[str]] = None
 
 
 @dataclass
@@ -42,15 +35,6 @@ class EvaluationSummary:
     plot_dir: Optional[Path]
     table: str
     failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def video_name(path: Path) -> str:
-    """Name shared by a result, its renders and its input: the stem without tool suffixes."""
-    stem = path.stem
-    for suffix in NAME_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
 
 
 def input_items(paths: Sequence[Path], image_folders: bool = False) -> list[InputItem]:
@@ -86,14 +70,6 @@ def _names(items: Sequence[InputItem]) -> list[str]:
     if len(set(names)) < len(names):
         names = [video_name(Path(it.name.replace("/", "_") + it.path.suffix)) for it in items]
     return names
-
-
-def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
-    """A file in ``folder`` whose name (without tool suffixes) is ``name``."""
-    for q in sorted(folder.iterdir()):
-        if q.suffix.lower() in suffixes and video_name(q) == name:
-            return q
-    return None
 
 
 def resolve_pair(path: Path, options: EvaluationOptions, single: bool, name: str | None = None,
@@ -144,8 +120,6 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     skipped_judge: list[str] = []
     lipreading = None
     if options.lipread:
-        from .lipread import LipreadEvaluator
-
         lipreading = LipreadEvaluator.from_options(options)
     for path in files:
         name = names[str(path)]
@@ -184,8 +158,6 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     json_path, md_path = write_run(out_dir, report, overwrite)
     plot_dir = None
     if options.plots:
-        from .plots import plot_aperture, plot_group_errors
-
         plot_dir = out_dir / "plots"
         for res in results:
             plot_aperture(res, plot_dir / f"{res.name}_aperture.png", overwrite=True)
@@ -201,8 +173,6 @@ def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequ
     A rendered video input is its own render (``--half``), its input the reference video (``-r``) or the
     other half. A result ``.npz`` uses ``--render`` or the render ``spectre reconstruct`` wrote beside it,
     and ``--video``, the input video it records, or the input half of its grid render."""
-    from .lipread import RENDER_SUFFIXES, reconstruct_render
-
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if ref.video is None:
             return None
@@ -242,7 +212,7 @@ def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequ
 def _judge(result, path, name, pred, ref, options, judges, skipped, failed, single) -> None:
     sides = judge_sides(path, name, pred, ref, options)
     if sides is None:
-        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render or grid)")
+        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render, or grid with --video-frame full for inputs taller than 512 px)")
         return
     is_result = path.suffix.lower() == ".npz"
     result.judges = {}

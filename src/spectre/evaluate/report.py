@@ -16,7 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import InputError
-from .metrics import LandmarkMetrics, compare_landmarks, group_nme, lip_aperture, interocular_distance
+from .metrics import LandmarkMetrics, compare_landmarks, group_nme, interocular_distance, lip_aperture
 
 REPORT_VERSION = 1
 

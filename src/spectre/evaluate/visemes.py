@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from ..assets import AssetStore
 from ..errors import AssetError, ConfigError, InputError
 
 G2P_BACKENDS = ("auto", "cmudict", "espeak")
@@ -66,8 +67,6 @@ def load_viseme_map(path: str | Path) -> dict[str, str]:
 
 def find_viseme_map(store: object = None) -> dict[str, str]:
     """The viseme table from the asset store (``phonemes2visemes``); ``AssetError`` says where to get it."""
-    from ..assets import AssetStore
-
     return load_viseme_map(AssetStore.coerce(store).path("phonemes2visemes"))
 
 

@@ -2,10 +2,18 @@
 
 Importing this package is cheap; MediaPipe loads when a tracker first runs.
 """
-from .crop import (cut_mouth, face_crop_transform, interpolate_landmarks, mouth_transform, transform_points,
-                   warp_crop, warp_crop_fast)
+from .crop import (
+                   cut_mouth,
+                   face_crop_transform,
+                   interpolate_landmarks,
+                   mouth_transform,
+                   transform_points,
+                   warp_crop,
+                   warp_crop_fast,
+)
 from .landmarks import IBUG68_FROM_MP478, OneEuroConfig, OneEuroFilter, landmark_jitter, mp478_to_ibug68
-from .track import FaceChunk, FaceTrack, FaceTracker, FaceTracks, TrackerConfig, select_faces, track_video
+from .track import FaceTracker, TrackerConfig, track_video
+from .tracks import FaceChunk, FaceTrack, FaceTracks, select_faces
 from .tracks_file import load_tracks, save_tracks
 
 __all__ = [

@@ -19,6 +19,8 @@ import numpy as np
 from ..errors import InputError
 
 FACE_CROP_SIZE = 224
+#: the official face-crop scale at test time (bbox of the 68 landmarks times this; SPEC §1.3)
+FACE_CROP_SCALE = 1.6
 MOUTH_CROP_SIZE = 96
 MOUTH_INPUT_SIZE = 88
 MOUTH_MEAN, MOUTH_STD = 0.421, 0.165
@@ -59,7 +61,7 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return out
 
 
-def face_crop_transform(landmarks68: np.ndarray, scale: float = 1.6, size: int = FACE_CROP_SIZE) -> np.ndarray:
+def face_crop_transform(landmarks68: np.ndarray, scale: float = FACE_CROP_SCALE, size: int = FACE_CROP_SIZE) -> np.ndarray:
     """Official face-crop transform(s) (frame px -> crop px) for landmarks (..., 68, 2): centre of the
     landmark bbox (no vertical shift), side ``int(mean(w, h) * scale)``. Returns (..., 3, 3) float64."""
     lmk = np.asarray(landmarks68, np.float64)[..., :2]

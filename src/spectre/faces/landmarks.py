@@ -18,6 +18,17 @@ import numpy as np
 
 NUM_MESH_POINTS = 478
 
+# iBUG-68 parts (slices into the 68 points; subject's right = image left). The one place they are written.
+IBUG68_JAW = slice(0, 17)
+IBUG68_BROWS = slice(17, 27)
+IBUG68_NOSE = slice(27, 36)
+IBUG68_RIGHT_EYE = slice(36, 42)
+IBUG68_LEFT_EYE = slice(42, 48)
+IBUG68_EYES = slice(36, 48)
+IBUG68_MOUTH = slice(48, 68)
+IBUG68_OUTER_LIPS = slice(48, 60)
+IBUG68_INNER_LIPS = slice(60, 68)
+
 #: iBUG-68 index -> MediaPipe vertex ids averaged with equal weights (subject's right = image left).
 IBUG68_FROM_MP478: tuple[tuple[int, ...], ...] = (
     # 0-16 jaw contour, subject's right ear -> chin (8) -> left ear

@@ -14,14 +14,14 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .crop import face_crop_transform
-from .track import FaceTrack, FaceTracks
+from .crop import FACE_CROP_SCALE, face_crop_transform
+from .tracks import FaceTrack, FaceTracks
 
 FORMAT_VERSION = 1
 _FIELDS = ("points478", "landmarks68", "bbox", "present", "interpolated", "confidence")
 
 
-def save_tracks(tracks: FaceTracks, path: str | Path, overwrite: bool = False, crop_scale: float = 1.6) -> Path:
+def save_tracks(tracks: FaceTracks, path: str | Path, overwrite: bool = False, crop_scale: float = FACE_CROP_SCALE) -> Path:
     ids = sorted(tracks.tracks)
     n = len(tracks)
     arrays = {f: np.stack([getattr(tracks.tracks[i], f) for i in ids]) if ids else np.zeros((0, n)) for f in _FIELDS}

@@ -18,7 +18,10 @@ timestamps         (T,) f64    presentation time of each frame in seconds
 valid              (T,) bool   face detected (or interpolated across a short gap) in this frame
 param_<name>       (T, n) f32  every parameter block of the model (identity repeated per frame)
 param_names        (P,) str    the ``<name>`` list above, in the model's order
-expression_names   (E,) str    names of the expression coefficients (ARKit names for ICT)
+expression_names   (E,) str    distinct names of the expression coefficients (ICT: ARKit names; the halves ICT
+                               splits are ``browInnerUpLeft``/``Right``, ``cheekPuffLeft``/``Right``)
+arkit              (T, 52) f32 ARKit blendshape weights (optional: absent with ``--no-arkit``)
+arkit_names        (52,) str   their names, ``ARKIT_NAMES`` (Apple's order)
 cam                (T, 3) f32  SPECTRE camera ``[s, tx, ty]`` into the frame's 224 crop (``project_to_crop``)
 crop_tform         (T, 3, 3)   input pixel -> crop pixel similarity (official 224 crop, scale 1.6)
 landmarks2d        (T, 68, 2)  reconstructed iBUG-68 landmarks in input pixels
@@ -85,6 +88,18 @@ class FaceResult:
     def num_frames(self) -> int:
         return int(self.cam.shape[0])
 
+    @property
+    def arkit_names(self) -> tuple[str, ...]:
+        """Names of the ``arkit`` columns (Apple's 52 ARKit blendshapes, in Apple's order)."""
+        return ARKIT_NAMES
+
+    def arkit_curves(self) -> dict[str, np.ndarray]:
+        """ARKit weights by name: ``{"jawOpen": (T,) array, ...}`` (empty without ARKit weights)."""
+        if self.arkit is None:
+            return {}
+        a = np.asarray(self.arkit)
+        return {n: a[:, i] for i, n in enumerate(ARKIT_NAMES)}
+
 
 def save_face_npz(path: str | Path, face: FaceResult, *, video: str, fps: float, width: int, height: int,
                   config_yaml: str, version: str, overwrite: bool = False) -> Path:
@@ -107,8 +122,11 @@ def save_face_npz(path: str | Path, face: FaceResult, *, video: str, fps: float,
         arrays["tracked68"] = np.asarray(face.tracked68, np.float32)
     if face.points478 is not None:
         arrays["points478"] = np.asarray(face.points478, np.float32)
+    if face.arkit is not None:
+        arrays["arkit"] = np.asarray(face.arkit, np.float32)
+        arrays["arkit_names"] = np.array(list(ARKIT_NAMES), dtype=str)
     for k, v in arrays.items():
-        if v.ndim and v.shape[0] != T and k not in ("param_names", "expression_names"):
+        if v.ndim and v.shape[0] != T and k not in ("param_names", "expression_names", "arkit_names"):
             raise ValueError(f"result array {k} has {v.shape[0]} frames, expected {T}")
     path = Path(path)
     # numpy's zip writer runs in memory first: if the disk fills up mid-file, a half-written

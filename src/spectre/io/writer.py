@@ -128,8 +128,9 @@ class VideoWriter:
         self._out.mux(self._audio_out.encode(None))
 
     # ---- video -----------------------------------------------------------------------------
-    def write(self, frame) -> None:
-        """Append one RGB frame ((H, W, 3) uint8, or float in [0, 1])."""
+    def write(self, frame, t: float | None = None) -> None:
+        """Append one RGB frame ((H, W, 3) uint8, or float in [0, 1]); ``t``: its presentation time in
+        seconds when the timestamps are not known up front (default: ``pts`` given, else ``i / fps``)."""
         import av
 
         img = _frame_to_uint8(frame)
@@ -138,11 +139,11 @@ class VideoWriter:
         if self.width % 2 or self.height % 2:
             img = np.pad(img, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
         i = self.frames_written
-        if self.pts is not None:
+        if t is None and self.pts is not None:
             if i >= len(self.pts):
                 raise ValueError(f"more frames than the {len(self.pts)} timestamps given")
             t = self.pts[i]
-        else:
+        elif t is None:
             t = i / self.fps
         vf = av.VideoFrame.from_ndarray(img, format="rgb24")
         vf.pts = int(round(t / _TIME_BASE))
@@ -150,10 +151,6 @@ class VideoWriter:
         for packet in self._video.encode(vf):
             self._out.mux(packet)
         self.frames_written += 1
-
-    def write_all(self, frames) -> None:
-        for f in frames:
-            self.write(f)
 
     def close(self) -> Path:
         """Flush the encoder, mux the audio and move the file into place."""

@@ -1,9 +1,14 @@
 """Face models behind one interface (``FaceModel``) and a loader by name."""
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import FaceGeometry, FaceModel, ParamSpec
+from .flame import FLAME
+from .ict import ICTFaceModel
 
-MODEL_NAMES = ("ict", "flame")
+#: name -> model class (``from_store(store, **kwargs)`` builds one); a new model is one entry here
+MODELS: dict[str, type[FaceModel]] = {"ict": ICTFaceModel, "flame": FLAME}
+MODEL_NAMES = tuple(MODELS)
 #: the model used where none is named (bundled, no gated asset)
 DEFAULT_MODEL = "ict"
 #: the model whose ARKit-named blendshapes give ARKit weights to models without them (``arkit_names``)
@@ -12,15 +17,9 @@ ARKIT_MODEL = "ict"
 
 def load_face_model(name: str = DEFAULT_MODEL, store=None, **kwargs) -> FaceModel:
     """Build a face model by name: ``ict`` (bundled default) or ``flame`` (user-supplied pkl)."""
-    from ..errors import ConfigError
-
-    if name == "ict":
-        from .ict import ICTFaceModel
-        return ICTFaceModel.from_store(store, **kwargs)
-    if name == "flame":
-        from .flame import FLAME
-        return FLAME.from_store(store, **kwargs)
+    if name in MODELS:
+        return MODELS[name].from_store(store, **kwargs)
     raise ConfigError(f"unknown face model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
-__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODEL_NAMES", "DEFAULT_MODEL", "ARKIT_MODEL"]
+__all__ = ["FaceModel", "FaceGeometry", "ParamSpec", "load_face_model", "MODELS", "MODEL_NAMES", "DEFAULT_MODEL", "ARKIT_MODEL"]

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..assets import AssetStore
 from ..errors import AssetError, UnsafeFileError
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
+from ..safeload import load_restricted_pickle
 from .base import FaceModel, ParamSpec, Params
 
 NECK_JOINT = 1
@@ -196,9 +198,6 @@ class FLAME(FaceModel):
     def from_store(cls, store=None, n_shape: int = 100, n_exp: int = 50) -> "FLAME":
         """Load ``generic_model.pkl`` and ``landmark_embedding.npy`` from the asset store; UVs from
         ``head_template.obj`` when it is installed."""
-        from ..assets import AssetStore
-        from ..safeload import load_restricted_pickle
-
         store = AssetStore.coerce(store)
         pkl = store.path("flame")
         model = load_restricted_pickle(pkl)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..assets import BUNDLED_ICT, AssetStore, bundled_path
 from ..errors import AssetError
 from ..geometry import axis_angle_to_matrix
 from .base import FaceModel, ParamSpec, Params
@@ -98,8 +99,6 @@ def load_ict_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _bundled_compact() -> Path:
-    from ..assets import BUNDLED_ICT, bundled_path
-
     p = bundled_path(BUNDLED_ICT)
     if p is None:
         raise AssetError(f"the bundled face model spectre/data/{BUNDLED_ICT} is missing from this installation; "
@@ -256,8 +255,6 @@ class ICTFaceModel(FaceModel):
         """The bundled compact model, or with ``full=True`` the full npz installed as asset ``ict``
         (falls back to the bundled copy when no full model is installed)."""
         if full:
-            from ..assets import AssetStore
-
             return cls.from_file(AssetStore.coerce(store).path("ict"), n_identity, **kwargs)
         return cls.from_file(_bundled_compact(), n_identity, **kwargs)
 

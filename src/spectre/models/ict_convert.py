@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..assets import AssetStore, user_data_dir
 from ..atomic import atomic_path, check_writable
 from ..errors import InputError
 
@@ -280,8 +281,6 @@ def convert_ict_folder(folder: str | Path, output: str | Path | None = None, sto
     installed as asset ``ict`` (``--assets`` folder or the user data folder). Never overwrites an
     existing file unless ``overwrite``; the file appears only when complete."""
     if output is None:
-        from ..assets import AssetStore, user_data_dir
-
         store = AssetStore.coerce(store)
         output = (store.assets_dir or user_data_dir()) / store.spec("ict").install_path
     output = check_writable(output, overwrite)  # fail before the slow part

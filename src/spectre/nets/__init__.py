@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = {
     "DecaEncoder": "deca", "split_deca_params": "deca", "DECA_PARAM_SPLIT": "deca",
     "PerceptualEncoder": "perceptual", "combine_with_deca": "perceptual",
-    "Lipreader": "lipreader", "LipreaderConfig": "lipreader", "DecodeOptions": "lipreader",
+    "Lipreader": "lipreader", "LipreaderConfig": "lipreader", "DecodeOptions": "beam_search",
     "EmotionNet": "emotion",
     "load_deca": "checkpoints", "load_spectre": "checkpoints", "load_lipreader": "checkpoints",
     "load_emotion": "checkpoints", "describe_checkpoint": "checkpoints",

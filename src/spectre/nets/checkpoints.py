@@ -43,6 +43,10 @@ def describe_checkpoint(obj: Any) -> str:
     keys = [str(k) for k in obj]
     inner = obj.get("state_dict") if isinstance(obj.get("state_dict"), Mapping) else {}
     inner_keys = [str(k) for k in inner]
+    if "face_encoder" in obj:
+        spec = obj.get("face_encoder_spec")
+        model = spec.get("model", "?") if isinstance(spec, Mapping) else "?"
+        return f"a spectre face-encoder checkpoint (learned {model} encoder)"
     if "E_expression" in obj or any(k.startswith("deca.E_expression.") for k in inner_keys):
         return "a SPECTRE checkpoint (E_flame + E_expression)"
     if "E_flame" in obj:

@@ -1,4 +1,14 @@
-"""Reconstruction: the ``fit`` and ``learned`` backends and the video-to-results path around them.
+"""spectre.reconstruct(path, output_dir=None, *, backend=None, model=None, face=None, device=None,
+precision=None, layout=None, meshes=None, arkit_format=None, config=None, assets=None, overwrite=False)
+-> ReconstructionResult
+
+Reconstruct the face(s) of one video (:func:`spectre.reconstruct.reconstructor.reconstruct`): without
+``output_dir`` nothing is written; with it the ``.npz``, the ARKit CSV (``arkit_format``: ``csv``,
+``livelink`` or ``both``), the render video (``layout``) and optional meshes (``meshes``: ``obj``, ``ply``,
+``glb``) are written there. The result holds per-face parameters, camera, landmarks, timestamps and
+``result.arkit`` (T, 52) with ``result.arkit_names``.
+
+Reconstruction: the ``fit`` and ``learned`` backends and the video-to-results path around them.
 
 Modules, one concept each: :mod:`.config` (what decides a run), :mod:`.result` (what one video gives),
 :mod:`.reconstructor` (the one-video API), :mod:`.resume` (the output folder's bookkeeping), :mod:`.jobs`
@@ -39,6 +49,10 @@ sys.modules[__name__].__class__ = _CallableModule
 
 
 def __getattr__(name):
+    if name == "__signature__":  # inspect.signature(spectre.reconstruct) is the function's
+        import inspect
+
+        return inspect.signature(__getattr__("reconstruct"))
     if name in _PUBLIC:
         return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

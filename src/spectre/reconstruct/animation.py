@@ -23,16 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..faces.crop import FACE_CROP_SIZE
+from ..geometry import crop_to_pixels
 from ..io.gltf import GltfCamera, HeadTrack, write_glb_scene
 from ..io.results import ARKIT_NAMES, FaceResult
 
-__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
+__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "frame_times", "arkit_morph_basis", "head_track",
+           "write_head_glb", "default_focal", "CROP_HALF"]
 
 #: eye rotation (degrees) an ARKit eyeLook* weight of 1 stands for, for the Live Link eye angles
 EYE_LOOK_DEGREES = 30.0
 
-#: half the side of the 224 crop the camera projects into (``crop_to_pixels``)
-CROP_HALF = 112.0
+#: half the side of the crop the camera projects into (``crop_to_pixels``)
+CROP_HALF = FACE_CROP_SIZE / 2.0
 
 
 def default_focal(width: int, height: int) -> float:
@@ -65,7 +68,7 @@ def head_pose(model, face: FaceResult, width: int, height: int, focal_px: float 
     k = np.sqrt(np.abs(np.linalg.det(lin)))  # frame px per crop px
     phi = np.arctan2(lin[:, 1, 0], lin[:, 0, 0])  # crop rotation in image coords (y down)
     # the pivot (model origin) in crop px, then frame px
-    crop_px = np.stack([CROP_HALF * (s * tx + 1.0), CROP_HALF * (-s * ty + 1.0)], 1)
+    crop_px = crop_to_pixels(np.stack([s * tx, -s * ty], 1), FACE_CROP_SIZE)
     frame_px = np.einsum("tij,tj->ti", lin, crop_px) + off
     px_per_metre = CROP_HALF * s * k * float(model.units_per_metre)
     depth = f / np.maximum(px_per_metre, 1e-9)
@@ -110,7 +113,8 @@ def arkit_morph_basis(model, identity: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return neutral, np.einsum("ke,evc->kvc", sum_, deltas), targets, mix
 
 
-def _times(face: FaceResult, fps: float) -> np.ndarray:
+def frame_times(face: FaceResult, fps: float) -> np.ndarray:
+    """Seconds from the first frame: the video's timestamps, or ``fps`` if they do not increase."""
     ts = np.asarray(face.timestamps, np.float64)
     if len(ts) > 1 and np.all(np.diff(ts) > 0):
         return ts - ts[0]
@@ -147,7 +151,7 @@ def head_track(model, face: FaceResult, width: int, height: int, fps: float, foc
     rotation, translation = head_pose(model, face, width, height, focal_px)
     return HeadTrack(name=f"head_{int(face.track_id)}", vertices=rest, faces=remap[faces], targets=targets,
                      target_names=names, weights=weights, rotation=rotation, translation=translation,
-                     times=_times(face, fps),
+                     times=frame_times(face, fps),
                      extras={"track_id": int(face.track_id), "frame_index": [int(i) for i in face.frame_index]})
 
 

@@ -17,7 +17,28 @@ import torch
 from ..io.results import ARKIT_NAMES
 from ..models.base import FaceModel
 
-__all__ = ["to_arkit_order", "LandmarkArkitSolver", "arkit_weights"]
+__all__ = ["to_arkit_order", "LandmarkArkitSolver", "arkit_weights", "expression_labels"]
+
+
+def expression_labels(model) -> tuple[str, ...]:
+    """One distinct name per expression coefficient, for result files: the model's (ARKit) name where it
+    is unique, else the name with the side its source name carries (ICT's ``browInnerUp_L`` ->
+    ``browInnerUpLeft``) or a running number. The coefficients themselves stay the model's own."""
+    names = tuple(str(n) for n in (model.blendshape_names or ()))
+    source = tuple(str(n) for n in getattr(model, "source_expression_names", names))
+    if len(source) != len(names):
+        source = names
+    out: list[str] = []
+    for i, n in enumerate(names):
+        if names.count(n) == 1:
+            out.append(n)
+            continue
+        side = {"_L": "Left", "_R": "Right"}.get(source[i][-2:], "")
+        label = n + side if side else f"{n}_{names[:i].count(n) + 1}"
+        out.append(label)
+    if len(set(out)) != len(out):  # sides did not separate them: number every repeat
+        out = [n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+    return tuple(out)
 
 
 def to_arkit_order(expression: np.ndarray, names: tuple[str, ...]) -> np.ndarray:

@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..config import from_dict, to_dict
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, SpectreError
 from ..io.inputs import InputItem, display_path, expand_inputs
+from ..io.video import open_video
 from .config import ReconstructConfig
 from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
@@ -24,6 +25,7 @@ from .reconstructor import Reconstructor
 from .resume import is_finished
 
 __all__ = ["expand_inputs", "check_output_folder", "BatchSummary", "run_batch"]
+
 
 def _items(inputs: Sequence[str | Path | InputItem], image_folders: bool, output_dir: Path) -> list[InputItem]:
     """Already expanded inputs as they are; anything else through the shared expansion (the output
@@ -73,6 +75,14 @@ class BatchSummary:
         for o in self.failed:
             lines.append(f"  FAILED {display_path(o.video)}: {o.message}")
         return "\n".join(lines)
+
+
+def _frame_count(video: str) -> int | None:
+    """The frame count a progress bar can show as its total (None when the container does not say)."""
+    try:
+        return open_video(video, warn_fps=False).num_frames or None
+    except SpectreError:
+        return None
 
 
 # state of a pool worker process (spawned: one Reconstructor per process, reused over its videos)
@@ -144,7 +154,7 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
 
     outcomes: list[JobOutcome] = []
     bar = None
-    if progress:
+    if progress and len(jobs) > 1:  # one video: its frame bar alone
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="videos", unit="video", position=0, dynamic_ncols=True)
@@ -169,7 +179,9 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
                 if progress:
                     from tqdm import tqdm
 
-                    frame_bar = tqdm(desc=Path(video).name, unit="frame", position=1, leave=False, dynamic_ncols=True)
+                    # total: the video's frames; the count is the mean over the stages, so the ETA covers all
+                    frame_bar = tqdm(desc=Path(video).name, unit="frame", total=_frame_count(video),
+                                     position=1 if bar is not None else 0, leave=False, dynamic_ncols=True)
                     cb = frame_bar.update
                 try:
                     done(run_job(video, stem, str(out), cfg_dict, overwrite, reconstructor=rec, progress=cb))

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..config import setting
-from ..geometry import matrix_to_axis_angle, project_to_crop
+from ..faces.crop import FACE_CROP_SIZE
+from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
 from .mp_lips import MP_LIPS
@@ -95,7 +96,7 @@ class TrackFit:
     #: input pixels; None when the model has no lip correspondence
     lips2d: np.ndarray | None = None
 
-    def cam_in_crop(self, tforms: np.ndarray, size: int = 224) -> np.ndarray:
+    def cam_in_crop(self, tforms: np.ndarray, size: int = FACE_CROP_SIZE) -> np.ndarray:
         """Camera for each frame's crop (``tforms`` (T, 2|3, 3) pixel -> crop-pixel similarity), so the
         result plugs into SPECTRE's ``project_to_crop`` exactly like the learned backend's camera."""
         T = self.cam.shape[0]
@@ -109,7 +110,7 @@ class TrackFit:
         # offset of the model origin in crop-normalised coordinates
         origin_px = self.center[None, :] + self.scale * np.stack([s * t[:, 0], -s * t[:, 1]], -1)
         origin_crop = np.einsum("tij,tj->ti", A[:, :, :2], origin_px) + A[:, :, 2]
-        origin_q = origin_crop / half - 1.0
+        origin_q = pixels_to_crop(origin_crop, size)
         t_new = np.stack([origin_q[:, 0] / s_new, -origin_q[:, 1] / s_new], -1)
         out = np.concatenate([s_new[:, None], t_new], -1).astype(np.float32)
         assert out.shape == (T, 3)
@@ -200,8 +201,9 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
 
 
 def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, valid, points478,
-             identity) -> _Problem:
-    """Normalise the track's targets and lay out the coefficient vector (masks, bounds, defaults)."""
+             identity, norm: tuple[np.ndarray, float] | None = None) -> _Problem:
+    """Normalise the track's targets and lay out the coefficient vector (masks, bounds, defaults).
+    ``norm``: a fixed (centre, scale) (windows of a streamed track share the first frames')."""
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
     T = lm.shape[0]
     valid = np.ones(T, bool) if valid is None else np.asarray(valid, bool)
@@ -209,7 +211,7 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
         raise ValueError("no valid frame to fit")
     dev = model.faces.device
     torch_dtype = torch.float32
-    center, scale = _normalise(lm, valid)
+    center, scale = _normalise(lm, valid) if norm is None else norm
     target_np = (lm - center) / scale
     target_np[~valid] = 0.0
     target = torch.as_tensor(target_np, dtype=torch_dtype, device=dev)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ..config import from_dict
 from ..errors import OutputError, SpectreError
+from ..io.inputs import display_path
 from .config import ReconstructConfig
 from .reconstructor import Reconstructor
-from ..io.inputs import display_path
 from .resume import (check_name_length, guard_input, is_finished, other_source, output_names, owned_outputs, same_config,
                      same_file, stale_outputs, writing_marker)
 
@@ -79,15 +79,19 @@ def run_job(video: str, stem: str, output_dir: str, cfg_dict: dict, overwrite: b
                                   "this video (pass --overwrite to replace it)")
             for p in existing:
                 p.unlink()
-        result = rec.process(video)
         marker = writing_marker(out, stem)
         try:
             out.mkdir(parents=True, exist_ok=True)
             marker.touch()
         except OSError as exc:
             raise OutputError(f"cannot write to {display_path(out)}: {exc.strerror or exc} ({marker.name})") from None
-        written = rec.write(result, out, stem=stem, overwrite=True,
-                            progress=progress)
+        # the video is written while the video is still being processed (overlapped stages)
+        try:
+            written = rec.run(video, out, stem=stem, overwrite=True, progress=progress).outputs
+        except BaseException:
+            if not stale_outputs(out, stem):  # failed before writing anything: no marker left behind
+                marker.unlink(missing_ok=True)
+            raise
         marker.unlink(missing_ok=True)
         return JobOutcome(video, "ok", "", [str(p) for p in written], time.perf_counter() - t0)
     except SpectreError as exc:

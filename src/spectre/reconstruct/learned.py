@@ -16,8 +16,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..geometry import project_to_crop
+from ..errors import InputError
+from ..faces.crop import (FACE_CROP_SCALE, FACE_CROP_SIZE, face_crop_transform, interpolate_landmarks, warp_crop,
+                          warp_crop_fast)
+from ..geometry import crop_to_pixels, project_to_crop
 from ..io.results import FaceResult
+from ..nets import load_spectre
+from ..nets.deca import split_deca_params
+from ..nets.fast import prepare_for_inference
 from .chunking import plan_chunks
 
 __all__ = ["LearnedBackend", "LEARNED_MODEL"]
@@ -29,17 +35,13 @@ LEARNED_MODEL = "flame"
 class LearnedBackend:
     """DECA + SPECTRE perceptual encoder + FLAME, loaded once and reused for many videos."""
 
-    def __init__(self, model, store, runtime, config, crop_scale: float = 1.6, networks=None):
-        from ..nets import load_spectre
-
+    def __init__(self, model, store, runtime, config, crop_scale: float = FACE_CROP_SCALE, networks=None):
         self.model = model
         self.cfg = config
         self.crop_scale = crop_scale
         self.runtime = runtime
         deca, perceptual = networks if networks is not None else load_spectre(store)
         if config.fast:
-            from ..nets.fast import prepare_for_inference
-
             self.deca = prepare_for_inference(deca, runtime)
             self.perceptual = prepare_for_inference(perceptual, runtime)
         else:
@@ -54,8 +56,6 @@ class LearnedBackend:
         """Codes for ``num_frames`` frames. ``get_crops(positions)`` returns (N, 3, 224, 224) float crops in
         [0, 1] for increasing frame positions; it is called once per chunk with positions not seen before
         (the plan only moves forward), so the caller can stream. Returns shape/tex/exp/pose/cam/light."""
-        from ..nets.deca import split_deca_params
-
         plan = plan_chunks(num_frames, self.cfg.chunk_length, self.cfg.chunk_overlap, self.cfg.edge_padding)
         out: dict[str, np.ndarray] = {}
         cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # position -> (crop, deca params)
@@ -91,8 +91,6 @@ class LearnedBackend:
     # ------------------------------------------------------------------------------------------
     def run(self, source, track, tracks) -> FaceResult:
         """Reconstruct one face track of ``source`` (a ``VideoSource``)."""
-        from ..faces.crop import face_crop_transform, interpolate_landmarks, warp_crop, warp_crop_fast
-
         valid = np.asarray(track.valid, bool)
         lm = np.asarray(track.landmarks68, np.float64)
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
@@ -118,8 +116,6 @@ class LearnedBackend:
                         pending[p] = np.asarray(c, np.float32)
             missing = want - set(pending)
             if missing:
-                from ..errors import InputError
-
                 raise InputError(f"{source.path}: frames {sorted(missing)[:3]} could not be decoded again")
             out = torch.from_numpy(np.stack([pending.pop(int(p)) for p in pos])).permute(0, 3, 1, 2)
             return out.contiguous()
@@ -148,7 +144,7 @@ class LearnedBackend:
             p = {k: torch.from_numpy(np.ascontiguousarray(v[sl])) for k, v in params.items()}
             g = self.model(self.model.complete(p))
             q = project_to_crop(g.landmarks, torch.from_numpy(cam[sl]).to(g.landmarks))[..., :2].numpy()
-            px = (q.astype(np.float64) + 1.0) * 112.0  # crop pixels (SPEC §3.4)
+            px = crop_to_pixels(q.astype(np.float64), FACE_CROP_SIZE)  # crop pixels (SPEC §3.4)
             frame = np.einsum("tij,tpj->tpi", inv[sl, :2, :2], px) + inv[sl, None, :2, 2]
             l3.append(g.landmarks.numpy())
             l2.append(frame.astype(np.float32))

@@ -23,17 +23,22 @@ from ..device import Runtime
 from ..errors import NoFaceError, OutputError
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
+from ..io.livelink import save_livelink_csv
 from ..io.results import FaceResult, save_arkit_csv, save_face_npz
 from ..io.video import open_video
 from ..models import ARKIT_MODEL, load_face_model
-from .arkit import LandmarkArkitSolver, arkit_weights
+from .animation import frame_times, livelink_angles, write_head_glb
+from .arkit import LandmarkArkitSolver, arkit_weights, expression_labels
 from .config import ReconstructConfig, make_config
+from .encoder_backend import EncoderBackend
 from .evaluator import PointEvaluator
-from .fit import fit_track
+from .fit import TrackFit, fit_track
 from .learned import LearnedBackend
-from .outputs import write_meshes, write_render_video
+from .outputs import write_meshes
+from .overlap import run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
+from .videostage import write_video
 
 __all__ = ["Reconstructor", "reconstruct"]
 
@@ -99,6 +104,12 @@ class Reconstructor:
         lm = np.asarray(track.landmarks68, np.float64)
         fit = fit_track(self.model, np.nan_to_num(lm), valid, self.cfg.fit, evaluator=self.evaluator,
                         points478=getattr(track, "points478", None))
+        return self.face_from_fit(track, tracks, fit)
+
+    def face_from_fit(self, track, tracks, fit: TrackFit) -> FaceResult:
+        """The :class:`FaceResult` of a fitted track (crop transforms and crop camera per frame)."""
+        valid = np.asarray(track.valid, bool)
+        lm = np.asarray(track.landmarks68, np.float64)
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
         tforms = face_crop_transform(filled, scale=self.cfg.crop_scale)
         params = dict(fit.params)
@@ -108,18 +119,62 @@ class Reconstructor:
             landmarks3d=fit.landmarks3d, valid=valid, frame_index=np.asarray(tracks.indices),
             timestamps=np.asarray(tracks.pts_seconds), tracked68=np.asarray(track.landmarks68, np.float32),
             points478=np.asarray(track.points478, np.float32),
-            expression_names=tuple(self.model.blendshape_names or ()),
+            expression_names=expression_labels(self.model),
             extras={"fit_loss": fit.final_loss, "evaluator": fit.evaluator})
 
     def learned_face(self, source, track, tracks) -> FaceResult:
         if self._learned is None:
-            self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
-                                           crop_scale=self.cfg.crop_scale)
+            if self.cfg.uses_face_encoder:
+                # a trained face encoder: --weights, else the installed '<model>-encoder' asset
+                weights = self.cfg.learned.weights or self.store.path(f"{self.cfg.model}-encoder")
+                self._learned = EncoderBackend(self.model, weights, self.runtime, self.cfg.learned, self.cfg.fit,
+                                               self.evaluator, crop_scale=self.cfg.crop_scale)
+            else:
+                self._learned = LearnedBackend(self.model, self.store, self.runtime, self.cfg.learned,
+                                               crop_scale=self.cfg.crop_scale)
         return self._learned.run(source, track, tracks)
+
+    @property
+    def overlapped(self) -> bool:
+        """Whether jobs run with overlapped stages (:mod:`.overlap`): the fit backend on the largest face."""
+        return self.cfg.pipeline.overlap and self.cfg.backend == "fit" and self.cfg.face == "largest"
+
+    def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress) -> ReconstructionResult:
+        t0 = time.perf_counter()
+        tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
+        face = self.face_from_fit(track, tracks, fit)
+        if self.cfg.arkit:
+            face.arkit = self.arkit_weights(face.params)
+        timings = {k: v for k, v in timings.items() if v}
+        timings["total"] = time.perf_counter() - t0
+        return ReconstructionResult(video=path, fps=float(tracks.fps), width=int(tracks.width),
+                                    height=int(tracks.height), num_frames=int(len(tracks.indices)), faces=[face],
+                                    config=self.cfg, timings=timings)
+
+    def run(self, path: str | Path, output_dir: str | Path, stem: str | None = None, overwrite: bool = False,
+            progress: Callable[[int], None] | None = None) -> ReconstructionResult:
+        """Reconstruct one video and write its files: with overlapped stages where :attr:`overlapped`
+        (the video is made while the video is tracked), else :meth:`process` then :meth:`write`.
+        ``progress(n)``: frames done, averaged over the stages (total: the video's frame count)."""
+        path = Path(path)
+        if not self.overlapped:
+            result = self.process(path)
+            self.write(result, output_dir, stem=stem, overwrite=overwrite, progress=progress)
+            return result
+        out = self._output_dir(output_dir)
+        stem = stem or path.stem
+        names = output_names(path, stem, [0], self.cfg)
+        guard_input(path, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
+        video = out / names["video"][0] if names["video"] else None
+        result = self._run_overlapped(path, video, overwrite, progress)
+        self.write(result, out, stem=stem, overwrite=overwrite, video=video)
+        return result
 
     def process(self, path: str | Path) -> ReconstructionResult:
         """Track and reconstruct one video (no files written)."""
         path = Path(path)
+        if self.overlapped:
+            return self._run_overlapped(path, None, False, None)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         source, tracks = self.track(path)
@@ -139,13 +194,20 @@ class Reconstructor:
                                     config=self.cfg, timings=timings)
 
     # -- outputs
-    def write(self, result: ReconstructionResult, output_dir: str | Path, stem: str | None = None,
-              overwrite: bool = False, progress: Callable[[int], None] | None = None) -> list[Path]:
+    @staticmethod
+    def _output_dir(output_dir: str | Path) -> Path:
         out = Path(output_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+        return out
+
+    def write(self, result: ReconstructionResult, output_dir: str | Path, stem: str | None = None,
+              overwrite: bool = False, progress: Callable[[int], None] | None = None,
+              video: Path | None = None) -> list[Path]:
+        """Write the files of a result (``video``: the render video, when already written)."""
+        out = self._output_dir(output_dir)
         stem = stem or result.video.stem
         names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
         guard_input(result.video, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
@@ -156,18 +218,32 @@ class Reconstructor:
             written.append(save_face_npz(out / names["npz"][i], face, video=str(result.video), fps=result.fps,
                                          width=result.width, height=result.height, config_yaml=cfg_yaml,
                                          version=__version__, overwrite=overwrite))
-            if self.cfg.arkit:
+            if names["csv"]:
                 written.append(save_arkit_csv(out / names["csv"][i], face, overwrite=overwrite))
+            if names["livelink"]:
+                angles = livelink_angles(self.model, face, result.width, result.height)
+                written.append(save_livelink_csv(out / names["livelink"][i], frame_times(face, result.fps) +
+                                                 float(np.asarray(face.timestamps)[0]), face.arkit, angles,
+                                                 overwrite=overwrite))
         result.timings["write"] = time.perf_counter() - t0
         if self.cfg.meshes:
             t0 = time.perf_counter()
-            for i, face in enumerate(result.faces):
-                written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes, overwrite))
+            if self.cfg.meshes == "glb":  # one animated scene: a head node per face track
+                written.append(write_head_glb(out / names["meshes"][0], self.model, result.faces, width=result.width,
+                                              height=result.height, fps=result.fps, video=str(result.video),
+                                              overwrite=overwrite))
+            else:
+                for i, face in enumerate(result.faces):
+                    written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes,
+                                                overwrite))
             result.timings["meshes"] = time.perf_counter() - t0
-        if self.cfg.layout != "none":
+        if self.cfg.layout != "none" and video is not None:
+            written.append(Path(video))
+        elif self.cfg.layout != "none":
             t0 = time.perf_counter()
-            written.append(write_render_video(self.model, result, out / names["video"][0], self.cfg.layout,
-                                              overwrite=overwrite, progress=progress))
+            written.append(write_video(self.model, result, out / names["video"][0], self.cfg.layout,
+                                       self.cfg.video_frame, self.cfg.video_height, overwrite=overwrite,
+                                       progress=progress))
             result.timings["render"] = time.perf_counter() - t0
         # the sidecar is written last: its presence marks the video as finished (resume)
         sidecar = {"spectre_version": __version__, "video": str(result.video), "source": source_identity(result.video),
@@ -184,18 +260,27 @@ class Reconstructor:
 def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backend: str | None = None,
                 model: str | None = None, face: str | int | None = None, device: str | None = None,
                 precision: str | None = None, layout: str | None = None, meshes: str | None = None,
-                config: str | Path | ReconstructConfig | None = None, assets: str | Path | None = None,
-                overwrite: bool = False) -> ReconstructionResult:
+                arkit_format: str | None = None, config: str | Path | ReconstructConfig | None = None,
+                assets: str | Path | None = None, overwrite: bool = False) -> ReconstructionResult:
     """Reconstruct the face(s) of one video.
 
-    Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``,
-    the render video (``layout``, default ``grid``) and optional meshes are written there (existing
-    files are only replaced with ``overwrite=True``). ``config`` is a YAML file or a
-    :class:`ReconstructConfig`; keyword arguments override it. Raises :class:`~spectre.errors.SpectreError`
-    subclasses with one-line messages (``NoFaceError`` when no frame has a face).
+    Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``
+    (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
+    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``) and optional meshes (``meshes``:
+    ``obj``, ``ply`` or ``glb``, an animated head scene for Blender/Unreal) are written there; existing
+    files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
+    ``model`` ``ict`` or ``flame``, ``face`` ``largest`` (default), ``all`` or a track id, ``device``
+    ``auto``/``cpu``/``cuda``/``mps``. ``config`` is a YAML file or a :class:`ReconstructConfig`; keyword
+    arguments override it.
+
+    Returns a :class:`ReconstructionResult`: ``result.arkit`` (T, 52) with ``result.arkit_names``, and per
+    face ``result.faces[i]`` the parameters, camera, landmarks and timestamps. Raises
+    :class:`~spectre.errors.SpectreError` subclasses with one-line messages (``NoFaceError`` when no frame
+    has a face).
     """
     overrides = dict(backend=backend, model=model, face=None if face is None else str(face), device=device,
-                     precision=precision, layout=layout, meshes=meshes, assets=None if assets is None else str(assets))
+                     precision=precision, layout=layout, meshes=meshes, arkit_format=arkit_format,
+                     assets=None if assets is None else str(assets))
     if isinstance(config, ReconstructConfig):
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     else:
@@ -204,9 +289,8 @@ def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backe
         cfg = dataclasses.replace(cfg, layout="none", meshes=None)
     rec = Reconstructor(cfg)
     try:
-        result = rec.process(path)
         if output_dir is not None:
-            rec.write(result, output_dir, overwrite=overwrite)
-        return result
+            return rec.run(path, output_dir, overwrite=overwrite)
+        return rec.process(path)
     finally:
         rec.close()

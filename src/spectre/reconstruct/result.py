@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io.results import FaceResult
+import numpy as np
+
+from ..io.results import ARKIT_NAMES, FaceResult
 from .config import ReconstructConfig
 
 __all__ = ["ReconstructionResult"]
@@ -16,7 +18,8 @@ class ReconstructionResult:
 
     ``faces``: one :class:`~spectre.io.results.FaceResult` per reconstructed face track (arrays per input
     frame: parameters, camera, crop transforms, 2D/3D landmarks, valid mask, timestamps, ARKit weights);
-    ``outputs``: files written (empty without ``output_dir``); ``timings``: seconds per stage.
+    ``arkit`` / ``arkit_names``: the first face's ARKit weights and their names (each face has the same,
+    plus ``arkit_curves()``, a name -> (T,) dict); ``outputs``: files written (empty without ``output_dir``); ``timings``: seconds per stage.
     """
 
     video: Path
@@ -33,3 +36,13 @@ class ReconstructionResult:
     def face(self) -> FaceResult:
         """The first (with ``face='largest'``: the only) face."""
         return self.faces[0]
+
+    @property
+    def arkit(self) -> np.ndarray | None:
+        """The first face's ARKit weights, (T, 52) in the order of :attr:`arkit_names` (None without)."""
+        return self.faces[0].arkit if self.faces else None
+
+    @property
+    def arkit_names(self) -> tuple[str, ...]:
+        """Names of the :attr:`arkit` columns: Apple's 52 ARKit blendshapes (``"jawOpen"``, ...)."""
+        return ARKIT_NAMES

@@ -71,14 +71,18 @@ def other_source(output_dir: Path, stem: str, video: str | Path) -> str | None:
 def output_names(video: Path, stem: str, track_ids: Sequence[int], cfg: ReconstructConfig) -> dict[str, list[str]]:
     """File names (relative to the output folder) a video produces. Several faces get ``_face<id>``."""
     multi = len(track_ids) > 1 or cfg.face not in ("largest",)
-    names: dict[str, list[str]] = {"npz": [], "csv": [], "video": [], "meshes": []}
+    names: dict[str, list[str]] = {"npz": [], "csv": [], "livelink": [], "video": [], "meshes": []}
     for tid in track_ids:
         base = f"{stem}_face{tid}" if multi else stem
         names["npz"].append(f"{base}.npz")
-        if cfg.arkit:
+        if cfg.arkit and cfg.arkit_format in ("csv", "both"):
             names["csv"].append(f"{base}_arkit.csv")
-        if cfg.meshes:
+        if cfg.arkit and cfg.arkit_format in ("livelink", "both"):
+            names["livelink"].append(f"{base}_livelink.csv")
+        if cfg.meshes and cfg.meshes != "glb":
             names["meshes"].append(f"{base}_meshes")
+    if cfg.meshes == "glb":  # one scene, one node per face track
+        names["meshes"].append(f"{stem}_meshes.glb")
     if cfg.layout != "none":
         names["video"].append(f"{stem}.mp4")
     return names
@@ -109,8 +113,8 @@ def same_config(output_dir: Path, stem: str, cfg_dict: dict) -> bool:
 
 def stale_outputs(output_dir: Path, stem: str) -> list[Path]:
     """Files under this video's output names (an unfinished earlier run's, or someone else's)."""
-    pats = [f"{stem}.npz", f"{stem}_face*.npz", f"{stem}_arkit.csv", f"{stem}_face*_arkit.csv", f"{stem}.mp4",
-            f"{stem}.yaml"]
+    pats = [f"{stem}.npz", f"{stem}_face*.npz", f"{stem}_arkit.csv", f"{stem}_face*_arkit.csv",
+            f"{stem}_livelink.csv", f"{stem}_face*_livelink.csv", f"{stem}.mp4", f"{stem}.yaml"]
     found = []
     for pat in pats:
         found += [p for p in output_dir.glob(pat) if p.is_file()]
@@ -146,7 +150,7 @@ def _looks_like_ours(path: Path) -> bool:
         with open(path, encoding="utf-8") as fh:
             head = fh.read(4096)
         if path.suffix == ".csv":
-            return head.startswith("frame,time,valid,")
+            return head.startswith(("frame,time,valid,", "Timecode,BlendShapeCount,"))
         if path.suffix == ".yaml":
             return head.startswith("spectre_version:")
     except (OSError, ValueError, UnicodeDecodeError):
@@ -172,13 +176,13 @@ def owned_outputs(output_dir: Path, stem: str) -> set[Path]:
 
 
 def check_name_length(output_dir: Path, stem: str) -> None:
-    """Fail before the work when this video's longest output name (a temporary multi-face ARKit CSV)
+    """Fail before the work when this video's longest output name (a temporary multi-face Live Link CSV)
     would not fit the file system's limit on a file name."""
     try:
         name_max = os.pathconf(output_dir, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    longest = f".{stem}_face00_arkit.XXXXXXXX.partial.csv"
+    longest = f".{stem}_face00_livelink.XXXXXXXX.partial.csv"
     if len(os.fsencode(longest)) > name_max:
         spare = name_max - (len(os.fsencode(longest)) - len(os.fsencode(stem)))
         raise OutputError(f"the output names for {stem[:40]}... would be too long for {output_dir} (file names "

@@ -12,6 +12,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..faces.crop import FACE_CROP_SIZE
+from ..geometry import crop_to_pixels
 from .renderer import Renderer
 
 __all__ = ["LAYOUTS", "crop_to_frame_vertices", "render_shape_in_frame", "compose", "to_uint8", "shape_frames"]
@@ -20,14 +22,14 @@ LAYOUTS = ("grid", "overlay", "render")
 
 
 def crop_to_frame_vertices(crop_vertices: torch.Tensor, crop_transforms: torch.Tensor,
-                           frame_size: tuple[int, int], crop_size: int = 224) -> torch.Tensor:
+                           frame_size: tuple[int, int], crop_size: int = FACE_CROP_SIZE) -> torch.Tensor:
     """Crop coordinates (B, V, 3) -> normalised coordinates of the original frame (H, W), using the
     (B, 2, 3) transforms frame pixels -> crop pixels. z is scaled like x so depth order is kept."""
     H, W = frame_size
     m = crop_transforms.to(crop_vertices.dtype)
     full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], 1)
     inv = torch.linalg.inv(full)[:, :2]  # crop px -> frame px
-    uv = (crop_vertices[..., :2] + 1.0) * (crop_size / 2.0)
+    uv = crop_to_pixels(crop_vertices[..., :2], crop_size)
     frame_px = uv @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     scale = torch.sqrt(torch.det(inv[:, :, :2]).abs())  # frame px per crop px
     x = (frame_px[..., 0] + 0.5) / W * 2 - 1
@@ -38,7 +40,8 @@ def crop_to_frame_vertices(crop_vertices: torch.Tensor, crop_transforms: torch.T
 
 def render_shape_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                           crop_transforms: torch.Tensor, frame_size: tuple[int, int],
-                          crop_size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
+                          crop_size: int = FACE_CROP_SIZE,
+                          cull_backfaces: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey shape render at the original frame resolution -> (images (B,3,H,W), alpha (B,1,H,W)).
 
     Only the window of the frame that the batch's meshes can cover is rasterised (same pixel centres,
@@ -66,7 +69,8 @@ def render_shape_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, f
     scale = frame_vertices.new_tensor([W / w, H / h, 1.0])
     shift = frame_vertices.new_tensor([(W - w - 2 * x0) / w, (H - h - 2 * y0) / h, 0.0])
     window_vertices = frame_vertices * scale + shift
-    out = Renderer((h, w)).render_shape(vertices, window_vertices, faces, facing_vertices=crop_vertices)
+    out = Renderer((h, w)).render_shape(vertices, window_vertices, faces, facing_vertices=crop_vertices,
+                                        cull_backfaces=cull_backfaces)
     images[:, :, y0:y1, x0:x1] = out.images
     alpha[:, :, y0:y1, x0:x1] = out.alpha
     return images, alpha
@@ -106,7 +110,7 @@ def compose(layout: str, render: np.ndarray, alpha: np.ndarray, image: np.ndarra
 
 def shape_frames(vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                  images: Sequence[np.ndarray] | None, layout: str = "grid", *,
-                 crop_transforms: torch.Tensor | None = None, crop_size: int = 224,
+                 crop_transforms: torch.Tensor | None = None, crop_size: int = FACE_CROP_SIZE,
                  batch_size: int = 16, opacity: float = 0.7) -> Iterator[np.ndarray]:
     """Yield composed uint8 frames for a sequence (T, V, 3). ``images``: the T input crops (224) or,
     with ``crop_transforms`` (T, 2, 3), the T original frames (rendered at their resolution)."""

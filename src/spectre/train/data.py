@@ -21,6 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..faces.crop import FACE_CROP_SCALE, FACE_CROP_SIZE, face_crop_transform, transform_points, warp_crop_fast
+from ..io.video import open_video
+from ..reconstruct.fit import TrackFit
 
 MANIFEST = "manifest.json"
 SPLITS_DIR = "splits"
@@ -129,8 +132,6 @@ class ClipReader:
 
     def _video_frames(self, start: int, stop: int) -> np.ndarray:
         """Decode frames [start, stop) from the source video (slow path: prepare without crops)."""
-        from ..io.video import open_video
-
         out = []
         for i, _, frame in open_video(self.meta["source"], warn_fps=False).iter_frames():
             if i >= stop:
@@ -158,10 +159,10 @@ class ClipDataConfig:
     """Sampling and cropping options (official values as defaults)."""
 
     clip_length: int = 20  # K (SPEC §6)
-    image_size: int = 224
+    image_size: int = FACE_CROP_SIZE
     scale_min: float = 1.4
     scale_max: float = 1.8
-    eval_scale: float = 1.6
+    eval_scale: float = FACE_CROP_SCALE
     batch_size: int = 1
     workers: int = 2
     with_fit: bool = False  # also return fit-backend targets (ICT training)
@@ -216,7 +217,6 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         epoch, index = item if isinstance(item, tuple) else (0, item)
-        from ..faces.crop import face_crop_transform, transform_points, warp_crop_fast
 
         cid = self.clip_ids[index]
         reader = ClipReader(self.cache.clip_dir(cid))
@@ -245,8 +245,6 @@ class ClipDataset(torch.utils.data.Dataset):
 def fit_targets(fit: dict[str, np.ndarray], tforms: np.ndarray, size: int) -> dict[str, torch.Tensor]:
     """Fit-backend parameters of a window as training targets; the fit's camera (track-normalised
     image coordinates) is re-expressed for this sample's crops, exactly as the fit backend does."""
-    from ..reconstruct.fit import TrackFit
-
     params = {k[len("param_"):]: torch.from_numpy(v) for k, v in fit.items() if k.startswith("param_")}
     track = TrackFit(params={}, cam=fit["cam_raw"], center=fit["center"][0].astype(np.float64),
                      scale=float(fit["scale"][0, 0]), landmarks2d=None, landmarks3d=None)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import random
 import shutil
 import sys
@@ -32,12 +31,16 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError, OutputError, SpectreError, UnsafeFileError
+from ..faces.crop import FACE_CROP_SCALE, face_crop_transform, interpolate_landmarks
+from ..faces.track import track_video
 from ..io.inputs import InputItem, expand_inputs
-from ..io.video import VIDEO_SUFFIXES
+from ..io.video import VIDEO_SUFFIXES, open_video
+from ..models import load_face_model
+from ..reconstruct.fit import fit_track
+from ..safeload import RestrictedUnpickler
 from .data import MANIFEST, SPLIT_NAMES, SPLITS_DIR, ClipInfo
-
-VIDEO_EXTENSIONS = VIDEO_SUFFIXES
 
 
 @dataclass
@@ -49,7 +52,7 @@ class PrepareConfig:
     store_crops: bool = True
     fit: bool = False  # also run the fit backend (targets for ICT training)
     fit_model: str = "ict"
-    fit_crop_scale: float = 1.6
+    fit_crop_scale: float = FACE_CROP_SCALE
     workers: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -82,6 +85,8 @@ class Track:
     fps: float
     width: int
     height: int
+    #: (T, 478, 3) MediaPipe points (NaN where no face), for the fit's dense lip term; None if not tracked
+    points478: np.ndarray | None = None
 
 
 Tracker = Callable[[Path], Track]
@@ -90,27 +95,23 @@ FrameReader = Callable[[Path], Iterable[np.ndarray]]
 
 def default_tracker(video: Path) -> Track:
     """Track the main face of ``video`` with the faces layer (largest face per frame, official rule)."""
-    from ..faces.track import track_video
-
     tracks = track_video(video, face="largest")
     face = tracks.largest_per_frame() if len(tracks.tracks) != 1 else next(iter(tracks.tracks.values()))
     lmk = np.asarray(face.landmarks68, dtype=np.float64).copy()
     lmk[~np.asarray(face.valid, bool)] = np.nan
-    return Track(lmk, float(tracks.fps), int(tracks.width), int(tracks.height))
+    pts = getattr(face, "points478", None)
+    pts = None if pts is None else np.asarray(pts, dtype=np.float32)
+    return Track(lmk, float(tracks.fps), int(tracks.width), int(tracks.height), pts)
 
 
 def default_frames(video: Path) -> Iterator[np.ndarray]:
     """RGB uint8 frames of ``video`` (streaming, rotation applied, like the tracker saw them)."""
-    from ..io.video import open_video
-
     for _, _, frame in open_video(video, warn_fps=False).iter_frames():
         yield frame
 
 
 def interpolate(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(filled, valid): gaps filled as the official ``landmarks_interpolate`` (faces layer)."""
-    from ..faces.crop import interpolate_landmarks
-
     lmk = np.asarray(landmarks, dtype=np.float64)
     valid = np.isfinite(lmk).all(axis=(1, 2))
     filled = interpolate_landmarks(lmk)
@@ -124,13 +125,13 @@ class IctFitter:
         self.model_name = model_name
         self._model = None
 
-    def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-        from ..models import load_face_model
-        from ..reconstruct.fit import fit_track
-
+    def __call__(self, video: Path, landmarks: np.ndarray, valid: np.ndarray,
+                 points478: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self._model is None:
             self._model = load_face_model(self.model_name)
-        fit = fit_track(self._model, landmarks, valid)
+        # the same fit as `reconstruct --backend fit` (dense lip term from the 478 points when tracked),
+        # so a learned encoder distils exactly the backend it is compared with
+        fit = fit_track(self._model, landmarks, valid, points478=points478)
         T = landmarks.shape[0]
         out = {f"param_{k}": np.asarray(v, np.float32).reshape(T, -1) for k, v in fit.params.items()}
         out["cam_raw"] = np.asarray(fit.cam, np.float32)
@@ -156,8 +157,6 @@ def prepare_clip(video: Path, clip_id: str, cache: Path, cfg: PrepareConfig,
                  fitter: Callable | None = None) -> ClipInfo:
     """Track, crop and store one clip; the folder appears atomically when everything is written."""
     import cv2
-
-    from ..faces.crop import face_crop_transform
 
     final = cache / "clips" / clip_id
     track = tracker(video)
@@ -200,7 +199,8 @@ def prepare_clip(video: Path, clip_id: str, cache: Path, cfg: PrepareConfig,
                 np.save(tmp / "crops_jpg.npy", np.frombuffer(b"".join(blobs), dtype=np.uint8))
                 np.save(tmp / "crops_offsets.npy", np.asarray(offsets, dtype=np.int64))
         if fitter is not None and valid.any():
-            params = fitter(video, lmk, valid)
+            pts = getattr(track, "points478", None)
+            params = fitter(video, lmk, valid) if pts is None else fitter(video, lmk, valid, points478=pts)
             np.savez(tmp / "fit.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in params.items()})
             meta["fit_crop_scale"] = cfg.fit_crop_scale
             meta["fit_model"] = cfg.fit_model
@@ -224,13 +224,6 @@ def clip_info_from_meta(cache: Path, folder: Path) -> ClipInfo:
 # ---------------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------------
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Plain containers only (lists, tuples, dicts, strings, numbers): any class reference is refused."""
-
-    def find_class(self, module, name):
-        raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}'")
-
-
 def read_split_lists(path: Path) -> dict[str, list[str]]:
     """Read an official ``LRS3_lists.pkl`` ([train, val, test] of (clip, transcript)) or a folder /
     text file of split lists (``train.txt``, ``val.txt``, ``test.txt``: one clip per line, anything
@@ -247,7 +240,8 @@ def read_split_lists(path: Path) -> dict[str, list[str]]:
         return out
     if path.suffix == ".pkl":
         try:
-            data = _NoGlobalsUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+            data = RestrictedUnpickler(io.BytesIO(path.read_bytes()), holds="split lists hold plain lists and strings")
+            data = data.load()
         except UnsafeFileError as exc:
             raise UnsafeFileError(f"{path}: {exc}") from None
         except Exception as exc:
@@ -269,7 +263,7 @@ def _match(list_ids: Iterable[str], clip_ids: Sequence[str]) -> list[str]:
     by_id = set(clip_ids)
     out = []
     for e in list_ids:
-        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_EXTENSIONS) else e.strip("/")
+        e = e.strip("/").rsplit(".", 1)[0] if e.endswith(VIDEO_SUFFIXES) else e.strip("/")
         if e in by_id:
             out.append(e)
             continue
@@ -381,8 +375,6 @@ def _record(report: PrepareReport, cid: str, err: str | None, progress) -> None:
 def write_manifest(cache: Path, clip_ids: Sequence[str], cfg: PrepareConfig,
                    lists: dict[str, list[str]] | None = None) -> dict:
     """Manifest of every finished clip folder among ``clip_ids`` + split files (atomic writes)."""
-    from ..atomic import atomic_write_text
-
     infos = []
     for cid in clip_ids:
         folder = cache / "clips" / cid

@@ -16,13 +16,24 @@ from typing import Any, Callable
 
 import torch
 
+from ..assets import AssetStore
 from ..atomic import atomic_path
 from ..config import save_config, to_dict
-from ..device import Runtime
+from ..device import Runtime, configure_threads
 from ..errors import CheckpointError, ConfigError, OutputError
 from ..safeload import load_checkpoint
-from .data import ClipDataConfig, ClipDataset, EpochSampler, make_loader
-from .ddp import DistInfo, all_reduce_mean, barrier, wrap_ddp
+from .data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache, make_loader
+from .ddp import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    device_for_rank,
+    env_dist_info,
+    init_distributed,
+    shutdown_distributed,
+    wrap_ddp,
+)
+from .kinds import STEP_KINDS, resolve_face_model
 from .step import LossWeights, StepOutput, TrainStep
 
 CHECKPOINT_DIR = "checkpoints"
@@ -367,37 +378,17 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 # the whole run (what `spectre train` calls)
 # ---------------------------------------------------------------------------------------------
-def resolve_face_model(name: str, store) -> str:
-    """``auto``: FLAME (official SPECTRE training) when FLAME and DECA/SPECTRE weights are installed,
-    else ICT over fit-backend targets."""
-    if name in ("flame", "ict"):
-        return name
-    if name != "auto":
-        raise ConfigError(f"unknown face model {name!r} (flame, ict or auto)")
-    has_flame = store.find("flame") is not None
-    has_deca = store.find("deca") is not None or store.find("spectre") is not None
-    return "flame" if has_flame and has_deca else "ict"
-
-
 def build_step(cfg: TrainConfig, store, init: str | None, face_model: str) -> TrainStep:
-    from .step import build_flame_step, build_ict_step
-
-    if face_model == "flame":
-        if cfg.data.image_size != 224:
-            raise ConfigError("FLAME/DECA training needs --image-size 224 (DECA's encoder input)")
-        return build_flame_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
-    return build_ict_step(store, cfg.loss, init=init, image_size=cfg.data.image_size)
+    kind = STEP_KINDS[face_model]
+    if kind.image_size is not None and cfg.data.image_size != kind.image_size:
+        raise ConfigError(f"{face_model} training needs --image-size {kind.image_size} (its encoders' input)")
+    return kind.build(store, cfg.loss, init, cfg.data, face_model)
 
 
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = None, resume: bool = False,
                  overwrite: bool = False, init: str | None = None,
                  on_log: Callable[[int, dict], None] | None = None) -> TrainSummary:
     """Build everything from ``cfg`` (one process, or one rank of a ``torchrun`` job) and train."""
-    from ..assets import AssetStore
-    from ..device import configure_threads
-    from .data import PreparedCache
-    from .ddp import device_for_rank, env_dist_info, init_distributed, shutdown_distributed
-
     info = env_dist_info()
     base = Runtime.create(cfg.device, cfg.precision)
     rt = Runtime(device_for_rank(base.device, info), base.precision)
@@ -413,7 +404,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, assets: str | None = 
         store = AssetStore(assets)
         face_model = resolve_face_model(cfg.face_model, store)
         cfg.face_model = face_model
-        cfg.data.with_fit = face_model == "ict"
+        cfg.data.with_fit = STEP_KINDS[face_model].needs_fit
         cache = PreparedCache.open(cfg.cache)
         train_set = ClipDataset(cache, cache.split(cfg.train_split), cfg.data, train=True, seed=cfg.seed)
         val_ids = cache.split(cfg.val_split) if (cache.root / "splits" / f"{cfg.val_split}.txt").is_file() else []

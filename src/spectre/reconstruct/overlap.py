@@ -1,0 +1,245 @@
+"""The default job with its stages overlapped: decode -> track -> fit -> render -> encode.
+
+Run one after another, the stages of a job cost their sum; here each runs as soon as its input exists:
+the calling thread tracks (decoding runs one chunk ahead in its own thread, MediaPipe releases the
+GIL), a fit thread solves each window of the track as soon as its frames are tracked (:mod:`.fit_stream`,
+torch at one intra-op thread: its ops are tiny), and a video thread renders, composes and encodes the
+finished frames (:mod:`.videostage`; libx264 uses its own threads). Bounded queues between them keep
+memory flat: only the window of each frame (at most 512 px high by default) is kept until its fit is
+done. A failure in any stage stops the others and is raised in the caller.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import NoFaceError
+from ..faces.crop import face_crop_transform
+from ..faces.track import FaceTrack, FaceTracks, select_faces
+from ..io.video import open_video
+from .fit_stream import StreamFit, assemble
+from .videostage import FaceRows, VideoStage
+from .window import VideoWindow
+
+__all__ = ["run_overlapped", "Progress"]
+
+_END = object()
+
+
+class Progress:
+    """Frames done per stage, reported to ``callback(n)`` as increments of their mean over the stages, so
+    one bar with the video's frame count as total shows an ETA that covers every stage. Thread-safe."""
+
+    def __init__(self, callback: Callable[[int], None] | None, stages: tuple[str, ...]):
+        self.callback, self.stages = callback, stages
+        self.done = dict.fromkeys(stages, 0)
+        self._shown = 0
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, n: int) -> None:
+        if self.callback is None:
+            return
+        with self._lock:
+            self.done[stage] += int(n)
+            mean = sum(self.done.values()) // len(self.stages)
+            if mean > self._shown:
+                self.callback(mean - self._shown)
+                self._shown = mean
+
+
+class _Pipe:
+    """A bounded queue whose ``put`` and ``get`` give up once the pipeline is aborted."""
+
+    def __init__(self, abort: threading.Event, size: int):
+        self.q: queue.Queue = queue.Queue(maxsize=size)
+        self.abort = abort
+
+    def put(self, item) -> None:
+        while True:
+            if self.abort.is_set():
+                raise _Aborted()
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        while True:
+            if self.abort.is_set():
+                raise _Aborted()
+            try:
+                return self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+
+class _Aborted(Exception):
+    """Another stage failed (or the caller stopped): leave quietly."""
+
+
+def _crop_tforms(lm68: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
+    """Per-frame official crop transforms for the valid rows (identity elsewhere: nothing is drawn there)."""
+    out = np.tile(np.eye(3), (len(valid), 1, 1))
+    if valid.any():
+        out[valid] = face_crop_transform(lm68[valid], scale=scale)
+    return out
+
+
+def _chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
+    """Frames per tracking chunk so that one chunk of decoded frames stays within ``budget_mb``."""
+    return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
+
+
+def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = False,
+                   progress: Callable[[int], None] | None = None):
+    """Track, fit and (with ``video_path``) write the render video of the largest face of ``path``, all
+    overlapped. Returns ``(tracks, track, fit, timings)``: the per-frame tracks, the selected face track
+    and its :class:`~.fit.TrackFit` (the caller builds the result and writes the other files)."""
+    cfg, pc = rec.cfg, rec.cfg.pipeline
+    source = open_video(path)
+    model, evaluator = rec.model, rec.evaluator  # built here, not in the threads
+    fitter = StreamFit(model, cfg.fit, evaluator, span=pc.identity_span, window=pc.window)
+    window = stage = None
+    if video_path is not None:
+        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
+                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
+    prog = Progress(progress, ("track", "fit", "video") if stage else ("track", "fit"))
+    abort = threading.Event()
+    to_fit, to_video = _Pipe(abort, 2), _Pipe(abort, 2)
+    errors: list[BaseException] = []
+    pieces = []
+    timings = {"track": 0.0, "fit": 0.0, "render": 0.0}
+
+    def guarded(fn):
+        def run():
+            try:
+                fn()
+            except _Aborted:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
+                errors.append(exc)
+                abort.set()
+        return run
+
+    def fit_loop():
+        torch.set_num_threads(1)  # per thread: the fit's ops are tiny, extra threads only spin
+        held: list[tuple] = []  # (first row, window frames, to_window, crop tforms, times) not yet solved
+        while True:
+            item = to_fit.get()
+            t0 = time.perf_counter()
+            if item is _END:
+                new = fitter.finish()
+            else:
+                row, lm, valid, p478, frames, tw, tf, times = item
+                held.append((row, frames, tw, tf, times))
+                new = fitter.push(lm, valid, p478)
+            timings["fit"] += time.perf_counter() - t0
+            for piece in new:
+                pieces.append(piece)
+                prog.add("fit", piece.stop - piece.start)
+                if stage is not None:
+                    to_video.put(_rows_for_video(piece, held, fitter))
+            if stage is not None:
+                held = [h for h in held if h[0] + len(h[1]) > fitter.done]
+            if item is _END:
+                if stage is not None:
+                    to_video.put(_END)
+                return
+
+    def video_loop():
+        torch.set_num_threads(1)
+        while True:
+            item = to_video.get()
+            if item is _END:
+                return
+            t0 = time.perf_counter()
+            frames, tw, face, times = item
+            for a in range(0, len(frames), 16):
+                sl = slice(a, a + 16)
+                part = FaceRows({k: v[sl] for k, v in face.params.items()}, face.cam[sl], face.crop_tform[sl],
+                                face.valid[sl])
+                stage.write(frames[sl], [part], tw[sl], times[sl])
+                prog.add("video", len(frames[sl]))
+            timings["render"] += time.perf_counter() - t0
+
+    threads = [threading.Thread(target=guarded(fit_loop), name="spectre-fit", daemon=True)]
+    if stage is not None:
+        threads.append(threading.Thread(target=guarded(video_loop), name="spectre-video", daemon=True))
+    for t in threads:
+        t.start()
+    parts: list[FaceTracks] = []
+    chosen: list[FaceTrack] = []
+    row = 0
+    t0 = time.perf_counter()
+    try:
+        chunk = _chunk_frames(source.width, source.height, pc.chunk_mb, cfg.track_chunk)
+        for fc in rec.tracker.stream(source, chunk_size=chunk):
+            faces = fc.faces
+            sel = faces.largest_per_frame()
+            parts.append(FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps,
+                                    dict(faces.tracks)))
+            chosen.append(sel)
+            valid = np.asarray(sel.valid, bool)
+            lm = np.asarray(sel.landmarks68, np.float64)
+            frames = tw = tf = None
+            if window is not None:
+                boxes = np.where(valid[:, None], sel.bbox, np.nan)
+                tw = window.transforms(boxes, faces.pts_seconds)
+                frames = window.apply(fc.frames.frames, tw)
+                if frames is fc.frames.frames:
+                    frames = frames.copy()  # full frame: do not keep the tracker's whole chunk alive
+                tf = _crop_tforms(lm, valid, cfg.crop_scale)
+            prog.add("track", len(faces.indices))
+            if errors:
+                break
+            to_fit.put((row, lm, valid, np.asarray(sel.points478), frames, tw, tf, np.asarray(faces.pts_seconds)))
+            row += len(faces.indices)
+        timings["track"] = time.perf_counter() - t0
+        if not any(np.asarray(c.valid).any() for c in chosen):
+            raise NoFaceError(f"{path}: no face found in any of its {row} frames")
+        to_fit.put(_END)
+        for t in threads:
+            while t.is_alive() and not errors:
+                t.join(timeout=0.2)
+        if errors:
+            raise errors[0]
+    except BaseException as exc:
+        abort.set()
+        for t in threads:
+            t.join(timeout=5)
+        err = errors[0] if isinstance(exc, _Aborted) and errors else exc
+        if stage is not None:
+            stage.abort(err)
+        if err is exc:
+            raise
+        raise err from None
+    if stage is not None:
+        stage.close()
+    tracks = FaceTracks.concat(parts)
+    (track,) = select_faces(tracks, "largest").tracks.values()
+    return tracks, track, assemble(pieces), timings
+
+
+def _rows_for_video(piece, held: list[tuple], fitter: StreamFit):
+    """The window frames, transforms and camera rows of a solved piece (from the chunks still held)."""
+    frames, tws, tfs, times = [], [], [], []
+    for row, f, tw, tf, ts in held:
+        a, b = max(piece.start, row), min(piece.stop, row + len(f))
+        if a < b:
+            frames.append(f[a - row:b - row])
+            tws.append(tw[a - row:b - row])
+            tfs.append(tf[a - row:b - row])
+            times.append(ts[a - row:b - row])
+    frames, tw, tf, times = (np.concatenate(x) for x in (frames, tws, tfs, times))
+    valid = np.asarray(fitter._valid[piece.start:piece.stop], bool)
+    cam = piece.fit.cam_in_crop(tf)
+    face = FaceRows(piece.fit.params, cam, tf, valid)
+    return frames, tw, face, times
