@@ -258,6 +258,17 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
                     dense_valid=dense_valid)
 
 
+def _fix_identity(objective: Objective, ev: PointEvaluator, id_mask: torch.Tensor, id_vec: torch.Tensor,
+                  base: torch.Tensor) -> None:
+    """Stage B's objective: the identity folded into the evaluator's basis, and the rest mouth of this
+    identity (lips touching, as the model was built) measured for the lip contact term."""
+    objective.ev = ev.specialise(id_mask, id_vec)
+    if objective.ev.has_lips:
+        with torch.no_grad():
+            lips = objective.ev.points(base[None], torch.zeros(1, 3, device=base.device))[1][0]
+        objective.rest_gap = (objective.pair_diff @ lips)[:, 1]
+
+
 def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form orthographic Procrustes per frame on the neutral face -> (T, 3) rotation, (T, 3) camera;
     frames without a detection start from the nearest valid one."""
@@ -331,11 +342,7 @@ def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: Object
         id_vec = torch.as_tensor(np.asarray(prob.identity).reshape(-1), dtype=torch_dtype, device=dev)
     base = defaults.clone()
     base[id_mask] = id_vec
-    objective.ev = ev.specialise(id_mask, id_vec)
-    if prob.contact is not None and objective.ev.has_lips:
-        with torch.no_grad():  # the rest mouth of this identity: lips closed, as the model was built
-            lips = objective.ev.points(base[None], torch.zeros(1, 3, device=dev))[1][0]
-            objective.rest_gap = (lips[objective.up] - lips[objective.low])[:, 1]
+    _fix_identity(objective, ev, id_mask, id_vec, base)
 
     # ---- stage B: per-frame parameters in overlapping windows, identity fixed
     coef_out = base.repeat(T, 1)
