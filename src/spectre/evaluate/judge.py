@@ -26,6 +26,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import AssetError, InputError
+from ..io.video import open_video
+from .inputs import track_video_landmarks
 from .metrics import compare_landmarks
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,6 @@ def _dlib_model_path() -> Optional[Path]:
 
 def _frames(side: VideoSide, count: int):
     """Yield ``(i, frame)`` for frames ``start .. start+count-1`` of one side (RGB uint8, half cut)."""
-    from ..io.video import open_video
-
     for chunk in open_video(side.path, warn_fps=False).iter_chunks(16):
         for idx, frame in zip(np.asarray(chunk.indices) - side.start, chunk.frames):
             if idx < 0:
@@ -177,8 +177,6 @@ class MediaPipeJudge:
             raise AssetError("judge mediapipe: mediapipe is not installed")
 
     def landmarks(self, render: VideoSide, inputs: VideoSide, count: int) -> tuple[np.ndarray, np.ndarray]:
-        from .inputs import track_video_landmarks
-
         out = []
         for side in (render, inputs):
             seq = track_video_landmarks(side.path, side.half)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..geometry import project_to_crop
+from ..io.video import open_video
 from ..io.writer import VideoWriter
 from ..render.visualize import render_shape_in_frame
 from .window import VideoWindow
@@ -125,8 +126,6 @@ def write_video(model, result, path: str | Path, layout: str, video_frame: str =
     """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
     ``video_frame`` (:mod:`.window`); the input's frame count, timing and audio."""
-    from ..io.video import open_video
-
     source = open_video(result.video, warn_fps=False)
     window = VideoWindow(result.width, result.height, video_frame, max_height)
     faces = result.faces
