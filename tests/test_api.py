@@ -29,9 +29,8 @@ def test_import_is_light():
 
 
 def test_reconstruct_has_its_real_signature_and_docs():
-    from spectre.reconstruct.reconstructor import reconstruct
-
     import spectre.reconstruct.fit  # noqa: F401 - binding the package must not hide the function's signature
+    from spectre.reconstruct.reconstructor import reconstruct
 
     sig = inspect.signature(spectre.reconstruct)
     assert sig == inspect.signature(reconstruct)

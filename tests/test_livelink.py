@@ -17,6 +17,7 @@ from spectre.reconstruct.animation import livelink_angles
 sys.path.insert(0, str(Path(__file__).parent / "clients"))
 from livelink_reader import APP_HEADER, read_livelink  # noqa: E402
 
+
 def test_livelink_csv_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     T = 90

@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also export meshes: obj/ply per frame, or glb: one animated scene for Blender/Unreal "
                         "(ARKit shape keys, head motion in metres, a node per face)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native bf16, else fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native "
+                        "bf16, else fp32)")
     p.add_argument("--config", metavar="FILE", help="YAML config (keys as in a saved <name>.yaml 'config')")
     p.add_argument("--assets", metavar="DIR", help="asset folder (else $SPECTRE_HOME, then the user data dir)")
     p.add_argument("--no-arkit", action="store_true", help="do not write the ARKit CSV")

@@ -20,9 +20,9 @@ import fnmatch
 import glob
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from ..errors import InputError
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES

@@ -99,7 +99,7 @@ def read_obj_uvs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """UV coordinates (T, 2) and per-face UV indices (F, 3) of an OBJ such as ``head_template.obj``."""
     uvs, uv_faces = [], []
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith("vt "):
                     uvs.append([float(t) for t in line.split()[1:3]])
@@ -182,7 +182,7 @@ class FLAME(FaceModel):
             self._uv_coords = self._uv_faces = None
 
     @classmethod
-    def from_store(cls, store=None, n_shape: int = 100, n_exp: int = 50) -> "FLAME":
+    def from_store(cls, store=None, n_shape: int = 100, n_exp: int = 50) -> FLAME:
         """Load ``generic_model.pkl`` and ``landmark_embedding.npy`` from the asset store; UVs from
         ``head_template.obj`` when it is installed."""
         store = AssetStore.coerce(store)

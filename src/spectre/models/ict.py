@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..assets import BUNDLED_ICT, AssetStore, bundled_path
 from ..errors import AssetError
 from ..geometry import axis_angle_to_matrix
-from .base import FaceModel, ParamSpec, Params
+from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
@@ -223,11 +223,11 @@ class ICTFaceModel(FaceModel):
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> "ICTFaceModel":
+    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> ICTFaceModel:
         return cls(load_ict_arrays(path), n_identity=n_identity, source=str(path), **kwargs)
 
     @classmethod
-    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> "ICTFaceModel":
+    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> ICTFaceModel:
         """The bundled compact model, or with ``full=True`` the full npz installed as asset ``ict``
         (falls back to the bundled copy when no full model is installed)."""
         if full:

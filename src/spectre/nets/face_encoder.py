@@ -12,9 +12,10 @@ scale): inference builds exactly the trained network from the file, without extr
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class EncoderSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, path: Path | str = "<checkpoint>") -> "EncoderSpec":
+    def from_dict(cls, d: Any, path: Path | str = "<checkpoint>") -> EncoderSpec:
         if not isinstance(d, Mapping):
             raise CheckpointError(f"{path}: '{SPEC_KEY}' is not a mapping; expected {RELEASE}")
         if d.get("format") != ENCODER_FORMAT:

@@ -28,7 +28,8 @@ from ..geometry import crop_to_pixels
 from ..io.gltf import GltfCamera, HeadTrack, write_glb_scene
 from ..io.results import ARKIT_NAMES, FaceResult
 
-__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "frame_times", "arkit_morph_basis", "head_track", "write_head_glb", "default_focal", "CROP_HALF"]
+__all__ = ["head_pose", "livelink_angles", "EYE_LOOK_DEGREES", "frame_times", "arkit_morph_basis", "head_track",
+           "write_head_glb", "default_focal", "CROP_HALF"]
 
 #: eye rotation (degrees) an ARKit eyeLook* weight of 1 stands for, for the Live Link eye angles
 EYE_LOOK_DEGREES = 30.0

@@ -7,9 +7,9 @@ the full-frame grid. Composition is done per chunk on uint8/float32 arrays, not 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

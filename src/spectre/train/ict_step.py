@@ -51,7 +51,7 @@ class IctStep(TrainStep):
         self.criteria = criteria
         self.renderer = renderer
 
-    def to(self, device) -> "IctStep":
+    def to(self, device) -> IctStep:
         for m in (self.trainable, self.model, self.criteria.lipreader, self.criteria.emotion):
             if m is not None:
                 m.to(device)
