@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..assets import BUNDLED_ICT, AssetStore, bundled_path
 from ..errors import AssetError
+from ..faces.landmarks import IBUG68_MOUTH
 from ..geometry import axis_angle_to_matrix
 from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
@@ -213,7 +214,7 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("_landmark_basis", self.basis.view(-1, V, 3)[:, torch.from_numpy(subset)]
                              .reshape(len(basis), -1).contiguous())
 
-        lips = neutral[lmk[48:68]]
+        lips = neutral[lmk[IBUG68_MOUTH]]
         face_end = self.part_vertex_range.get("Face", (0, NARROW_FACE_END))[1]
         near_lips = np.flatnonzero(np.min(np.linalg.norm(neutral[:face_end, None] - lips[None], axis=2), axis=1)
                                    <= _MOUTH_RADIUS_CM)
