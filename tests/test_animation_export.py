@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from spectre.faces.crop import FACE_CROP_SIZE
 from spectre.geometry import crop_to_pixels, project_to_crop
 from spectre.io.gltf import accessor_array, read_glb
 from spectre.io.results import ARKIT_NAMES, FaceResult, load_face_npz
@@ -65,7 +66,7 @@ def test_head_transform_reproduces_the_fit_projection(ict, crop_angle):
     with torch.no_grad():
         posed = ict.vertices(ict.complete(p))
         rest = ict.vertices(ict.complete({**p, "rotation": torch.zeros_like(p["rotation"])}))
-        crop = crop_to_pixels(project_to_crop(posed, torch.as_tensor(face.cam))[..., :2]).double().numpy()
+        crop = crop_to_pixels(project_to_crop(posed, torch.as_tensor(face.cam))[..., :2], FACE_CROP_SIZE).double().numpy()
     inv = np.linalg.inv(face.crop_tform)
     ref = np.einsum("tij,tvj->tvi", inv[:, :2, :2], crop) + inv[:, None, :2, 2]
     for t in range(face.num_frames):

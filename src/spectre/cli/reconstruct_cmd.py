@@ -94,10 +94,10 @@ def wrote_line(outcomes, output: str) -> str:
     if not done:
         return ""
     if len(done) > 1:
-        return f"wrote {len(done)} videos' outputs to {Path(output)}{os.sep}"
+        return f"wrote {len(done)} videos' outputs to {display_path(Path(output))}{os.sep}"
     paths = [Path(p) for p in done[0].outputs]
     stem = next((p.stem for p in paths if p.suffix == ".yaml"), paths[0].stem)
     tails = [p.name[len(stem):] for p in paths if p.name.startswith(stem)]
     tails = [t[1:] if t.startswith(".") else t for t in tails]
     tails.sort(key=lambda t: t.startswith("_"))  # extensions first, then suffixed names (stable)
-    return f"wrote {Path(output) / stem}.{{{','.join(tails)}}}"
+    return display_path(f"wrote {Path(output) / stem}.{{{','.join(tails)}}}")
