@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from spectre.device import Runtime, configure_threads, cpu_supports_bf16
+from spectre.nets.face_encoder import FaceCodeEncoder
 from spectre.train.criteria import PerceptualCriteria
-from spectre.train.ict_step import IctPerceptualEncoder, IctStep
-from spectre.train.step import LossWeights
+from spectre.train.encoder_step import FaceEncoderStep, encoder_spec_for
+from spectre.train.step import LossWeights, trainable_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
@@ -58,6 +59,18 @@ def ict_batch(model, k: int, size: int, device):
              "fit": {n: v[None] for n, v in fit.items()}}
     return {n: ({a: b.to(device) for a, b in v.items()} if isinstance(v, dict) else v.to(device))
             for n, v in batch.items()}
+
+
+def ict_step(model, size: int, k: int, dev, lip, emo, weights: LossWeights):
+    """The ``--model ict`` step (a face encoder distilled from the fit); it renders only when a
+    perceptual network is given (without the lipreader/emotion assets the recipe skips those terms)."""
+    from spectre.render import Renderer
+
+    torch.manual_seed(0)
+    enc = trainable_module(FaceCodeEncoder(encoder_spec_for(model, size, k))).to(dev)
+    w = weights if lip is not None or emo is not None else LossWeights(lipread=0, expression=0)
+    renderer = Renderer(size) if lip is not None or emo is not None else None
+    return FaceEncoderStep(enc, model, PerceptualCriteria(lip, emo, w), renderer)
 
 
 def time_steps(step, batch, rt: Runtime, n: int) -> float:
@@ -167,15 +180,13 @@ def run(quick: bool = True, device: str = "cpu") -> list[dict]:
     rt = Runtime.create(device, "fp32")
     dev = rt.device
     from spectre.models import load_face_model
-    from spectre.render import Renderer
 
     lip, emo = frozen_nets(dev)
     model = load_face_model("ict").to(dev)
     batch = ict_batch(model, k, size, dev)
 
-    def ict(weights):
-        torch.manual_seed(0)
-        return IctStep(IctPerceptualEncoder().to(dev), model, PerceptualCriteria(lip, emo, weights), Renderer(size))
+    def ict(weights, perceptual: bool = True):
+        return ict_step(model, size, k, dev, lip if perceptual else None, emo if perceptual else None, weights)
 
     base = time_steps(ict(LossWeights()), batch, rt, n)
     rows = [{"stage": "training step", "case": f"ICT fp32, K={k}, {size}px", "unit": "steps/s", "value": base,
@@ -186,6 +197,9 @@ def run(quick: bool = True, device: str = "cpu") -> list[dict]:
         rate = time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n)
         rows.append({"stage": "training step", "case": f"ICT {reduced}, K={k}, {size}px", "unit": "steps/s",
                      "value": rate, "baseline": base, "baseline_name": "fp32 step"})
+    rate = time_steps(ict(LossWeights(), perceptual=False), batch, rt, n)
+    rows.append({"stage": "training step", "case": f"ICT videos alone (no lipreader/emotion), fp32, K={k}, {size}px",
+                 "unit": "steps/s", "value": rate, "baseline": base, "baseline_name": "fp32 step with both"})
     return rows
 
 
@@ -203,16 +217,14 @@ def main() -> int:
     rt = Runtime.create(args.device, "fp32")
     dev = rt.device
     from spectre.models import load_face_model
-    from spectre.render import Renderer
 
     lip, emo = frozen_nets(dev)
     model = load_face_model("ict").to(dev)
     batch = ict_batch(model, k, size, dev)
     rows: list[tuple[str, float, int]] = []
 
-    def ict(weights):
-        torch.manual_seed(0)
-        return IctStep(IctPerceptualEncoder().to(dev), model, PerceptualCriteria(lip, emo, weights), Renderer(size))
+    def ict(weights, perceptual: bool = True):
+        return ict_step(model, size, k, dev, lip if perceptual else None, emo if perceptual else None, weights)
 
     rows.append(("step  ict  fp32", time_steps(ict(LossWeights()), batch, rt, n), k))
     reduced = "bf16" if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or \
@@ -220,6 +232,7 @@ def main() -> int:
     if reduced:
         rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
     rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
+    rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         fs = flame_step(dev, lip, emo, LossWeights(), tmp / "assets")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from spectre.faces.crop import FACE_CROP_SIZE
-from spectre.geometry import crop_to_pixels, project_to_crop
+from spectre.geometry import axis_angle_to_matrix, crop_to_pixels, project_to_crop
 from spectre.io.gltf import accessor_array, read_glb
 from spectre.io.results import ARKIT_NAMES, FaceResult, load_face_npz
 from spectre.models import load_face_model
@@ -174,3 +174,43 @@ def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
     assert np.ptp(euler, axis=0).max() > 0.1, euler  # the head turns (radians) on this clip
     assert np.ptp(loc, axis=0).max() > 1e-3, loc  # and moves (metres)
     assert np.all(np.abs(loc) < 5.0)  # metres, in front of the camera, not model units
+
+
+@pytest.mark.slow
+def test_flame_is_a_vertex_animation_with_the_pose_on_the_node(tmp_path, flame_assets):
+    """A model without ARKit blendshapes (FLAME): one morph target per frame reproduces the pose-free mesh
+    at every keyframe, and the node carries the fitted rotation."""
+    from spectre.assets import AssetStore
+
+    flame = load_face_model("flame", AssetStore(flame_assets)).eval()
+    assert flame.arkit_names is None
+    T = 4
+    rng = np.random.default_rng(2)
+    params = {k: np.zeros((T, s.size), np.float32) for k, s in flame.spec.items()}
+    params["expression"][:] = rng.normal(0, 1, params["expression"].shape)
+    params["jaw_pose"][:, 0] = np.linspace(0, 0.3, T)
+    params[flame.rotation_param][:] = rng.normal(0, 0.3, (T, 3))
+    face = FaceResult(track_id=3, model="flame", backend="fit", params=params,
+                      cam=np.tile([[8.0, 0.0, 0.0]], (T, 1)).astype(np.float32), crop_tform=np.tile(np.eye(3), (T, 1, 1)),
+                      landmarks2d=np.zeros((T, 68, 2)), landmarks3d=np.zeros((T, 68, 3)), valid=np.ones(T, bool),
+                      frame_index=np.arange(T), timestamps=np.arange(T) / 30.0)
+    gltf, blob = read_glb(write_head_glb(tmp_path / "f.glb", flame, [face], width=224, height=224, fps=30.0))
+    prim = gltf["meshes"][0]["primitives"][0]
+    base = accessor_array(gltf, blob, prim["attributes"]["POSITION"])
+    targets = np.stack([accessor_array(gltf, blob, t["POSITION"]) for t in prim["targets"]])
+    assert len(targets) == T - 1
+    anim = gltf["animations"][0]
+    by_path = {c["target"]["path"]: anim["samplers"][c["sampler"]]["output"] for c in anim["channels"]}
+    w = accessor_array(gltf, blob, by_path["weights"]).reshape(T, -1)
+    rot = accessor_array(gltf, blob, by_path["rotation"])
+    p = {k: torch.as_tensor(v) for k, v in params.items()}
+    p[flame.rotation_param] = torch.zeros(T, 3)
+    with torch.no_grad():
+        rest = flame.vertices(flame.complete(p)).double().numpy() / flame.units_per_metre
+    used = np.unique(flame.render_faces().numpy())
+    for t in range(T):
+        np.testing.assert_allclose(base + np.tensordot(w[t], targets, 1), rest[t, used], atol=1e-5)
+        R = _quat_to_matrix(rot[t].astype(np.float64))
+        with torch.no_grad():
+            ref = axis_angle_to_matrix(torch.as_tensor(params[flame.rotation_param][t:t + 1]).double())[0].numpy()
+        np.testing.assert_allclose(R, ref, atol=1e-5)

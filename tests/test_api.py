@@ -63,5 +63,5 @@ def test_expression_labels_are_distinct_and_keep_the_model_order():
     labels = expression_labels(ict)
     assert len(labels) == len(ict.expression_names) == len(set(labels))
     assert {"browInnerUpLeft", "browInnerUpRight", "cheekPuffLeft", "cheekPuffRight"} <= set(labels)
-    for label, name in zip(labels, ict.expression_names):
+    for label, name in zip(labels, ict.expression_names, strict=True):
         assert label.startswith(name)

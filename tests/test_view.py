@@ -66,7 +66,10 @@ def test_server_serves_its_files_only(synthetic):
     server.start()
     try:
         assert server.server_address[0] == "127.0.0.1"
-        get = lambda path, **h: urllib.request.urlopen(urllib.request.Request(server.url + path, headers=h), timeout=10)
+
+        def get(path, **headers):
+            return urllib.request.urlopen(urllib.request.Request(server.url + path, headers=headers), timeout=10)
+
         assert b"viewer.js" in get("").read()
         data = get("data.json").read()
         assert b"jawOpen" in data
@@ -136,7 +139,8 @@ def test_page_in_headless_chromium(tmp_path, sample_videos):
 
             def seek(t: float):
                 page.eval("new Promise(done => { const v = document.getElementById('video');"
-                          " v.addEventListener('seeked', () => requestAnimationFrame(() => requestAnimationFrame(done)),"
+                          " v.addEventListener('seeked',"
+                          " () => requestAnimationFrame(() => requestAnimationFrame(done)),"
                           f" {{once: true}}); v.currentTime = {t}; }})", await_promise=True)
 
             seek(0.0)
@@ -157,7 +161,8 @@ def test_page_in_headless_chromium(tmp_path, sample_videos):
             for kind in ("mousePressed", "mouseReleased"):
                 page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
             ts = res.face.timestamps
-            page.wait_for(f"Math.abs(document.getElementById('video').currentTime - {ts[0] + 0.75 * (ts[-1] - ts[0])}) < 0.05")
+            target = ts[0] + 0.75 * (ts[-1] - ts[0])
+            page.wait_for(f"Math.abs(document.getElementById('video').currentTime - {target}) < 0.05")
             assert page.eval("window.spectreView.errors") == []
             assert page.console_errors == [], page.console_errors
     finally:

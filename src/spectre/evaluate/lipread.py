@@ -174,12 +174,15 @@ def reconstruct_render(result: Path, arrays: dict) -> tuple[Path, str] | None:
     try:
         import yaml
 
-        layout = (yaml.safe_load(str(np.asarray(arrays["config"]).reshape(-1)[0])) or {}).get("layout")
+        cfg = yaml.safe_load(str(np.asarray(arrays["config"]).reshape(-1)[0])) or {}
+        layout = cfg.get("layout")
     except Exception:  # an unreadable config just means: not a spectre render
         return None
     recorded = str(np.asarray(arrays.get("video", "")).reshape(-1)[0]) if "video" in arrays else ""
     if recorded and Path(recorded).resolve() == video.resolve():
         return None  # that is the input itself
+    if _face_window(cfg, int(np.asarray(arrays.get("height", 0)).reshape(-1)[0]), layout):
+        return None  # a face-centred window (--video-frame): not in the landmarks' pixel frame
     if layout == "grid":
         return video, "left"
     if layout == "render":
@@ -187,6 +190,13 @@ def reconstruct_render(result: Path, arrays: dict) -> tuple[Path, str] | None:
     if layout == "overlay":
         raise InputError(f"{video}: an overlay render cannot be lip-read; reconstruct with --layout grid or render")
     return None
+
+
+def _face_window(cfg: dict, height: int, layout) -> bool:
+    """Whether ``spectre reconstruct`` made the video in a face-centred window (its ``video_frame``:
+    ``face``, or ``auto`` for a grid of an input taller than ``video_height``) rather than the input's frame."""
+    mode = cfg.get("video_frame", "full")
+    return mode == "face" or (mode == "auto" and layout == "grid" and height > int(cfg.get("video_height", 512)))
 
 
 # ----------------------------------------------------------------------------------- evaluator

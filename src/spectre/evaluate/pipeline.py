@@ -212,7 +212,8 @@ def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequ
 def _judge(result, path, name, pred, ref, options, judges, skipped, failed, single) -> None:
     sides = judge_sides(path, name, pred, ref, options)
     if sides is None:
-        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render or grid)")
+        skipped.append(f"{name}: no render and input video to re-detect (reconstruct with --layout render, "
+                       "or grid with --video-frame full for inputs taller than 512 px)")
         return
     is_result = path.suffix.lower() == ".npz"
     result.judges = {}

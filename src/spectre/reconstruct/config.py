@@ -49,7 +49,7 @@ class PipelineConfig:
 
     overlap: bool = True
     identity_span: int = setting(128, min=1)
-    window: int = setting(64, min=4)
+    window: int = setting(128, min=4)
     #: decoded frames held per tracking chunk, in MB (1080p: about 10 frames)
     chunk_mb: int = setting(64, min=1)
 

@@ -37,10 +37,12 @@ class FaceRows:
 
 
 def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.ndarray,
-                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                  size: tuple[int, int], fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
-    ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height)."""
+    ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
+    back faces culled before rasterising, no per-pixel facing test (the video need not be differentiable;
+    tests/test_pipeline_overlap.py bounds the difference to the official shading)."""
     w, h = size
     n = len(face.valid)
     rgb = np.zeros((n, h, w, 3), np.float32)
@@ -54,7 +56,8 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
         crop = project_to_crop(verts, torch.as_tensor(np.asarray(face.cam)[rows]).to(verts))
         # window px -> crop px: the renderer maps the crop into the window with its inverse
         win_to_crop = np.asarray(face.crop_tform, np.float64)[rows] @ np.linalg.inv(np.asarray(to_window)[rows])
-        img, a = render_shape_in_frame(verts, crop, faces_idx, torch.as_tensor(win_to_crop[:, :2]).to(verts), (h, w))
+        img, a = render_shape_in_frame(verts, crop, faces_idx, torch.as_tensor(win_to_crop[:, :2]).to(verts), (h, w),
+                                       cull_backfaces=fast)
     rgb[rows] = img.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     alpha[rows] = a[:, 0].numpy()
     return rgb, alpha
@@ -122,12 +125,14 @@ def face_boxes(points478: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> 
 
 
 def write_video(model, result, path: str | Path, layout: str, video_frame: str = "auto", max_height: int = 512,
-                overwrite: bool = False, chunk: int = 16, progress=None) -> Path:
+                overwrite: bool = False, chunk: int | None = None, progress=None) -> Path:
     """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
     ``video_frame`` (:mod:`.window`); the input's frame count, timing and audio."""
     source = open_video(result.video, warn_fps=False)
-    window = VideoWindow(result.width, result.height, video_frame, max_height)
+    window = VideoWindow(result.width, result.height, video_frame, max_height, layout=layout)
+    if chunk is None:  # frames rendered at once: fewer in a big window (the rasteriser's buffers)
+        chunk = int(max(1, min(16, 2**20 // (window.size[0] * window.size[1]))))
     faces = result.faces
     pos_of = {int(fi): i for i, fi in enumerate(faces[0].frame_index)} if faces else {}
     audio = result.video if getattr(source, "has_audio", False) else None

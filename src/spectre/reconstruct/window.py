@@ -15,14 +15,15 @@ import numpy as np
 
 __all__ = ["VIDEO_FRAMES", "VideoWindow", "resolve_video_frame"]
 
-#: ``auto`` = ``face`` when the input is taller than the window's maximum height, else ``full``
+#: ``auto`` = ``face`` for the grid of an input taller than the window's maximum height, else ``full``
 VIDEO_FRAMES = ("auto", "face", "full")
 
 
-def resolve_video_frame(mode: str, height: int, max_height: int) -> str:
-    """``auto`` -> ``face`` for inputs taller than ``max_height``, ``full`` otherwise."""
+def resolve_video_frame(mode: str, height: int, max_height: int, layout: str = "grid") -> str:
+    """``auto`` -> ``face`` for a ``grid`` of an input taller than ``max_height``, ``full`` otherwise: the
+    ``render`` and ``overlay`` layouts stay in the input's pixel frame (evaluation re-detects on them)."""
     if mode == "auto":
-        return "face" if height > max_height else "full"
+        return "face" if layout == "grid" and height > max_height else "full"
     return mode
 
 
@@ -30,9 +31,9 @@ class VideoWindow:
     """Per-frame affine maps input pixels -> output-window pixels (3x3), for a fixed output size."""
 
     def __init__(self, width: int, height: int, mode: str = "auto", max_height: int = 512,
-                 face_scale: float = 2.2, tau: float = 0.4):
+                 face_scale: float = 2.2, tau: float = 0.4, layout: str = "grid"):
         self.width, self.height = int(width), int(height)
-        self.mode = resolve_video_frame(mode, self.height, max_height)
+        self.mode = resolve_video_frame(mode, self.height, max_height, layout)
         if self.mode not in ("face", "full"):
             raise ValueError(f"unknown video frame {mode!r} (choose from {', '.join(VIDEO_FRAMES)})")
         self.face_scale, self.tau = float(face_scale), float(tau)

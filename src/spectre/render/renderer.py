@@ -86,21 +86,26 @@ class Renderer:
     def render_shape(self, vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                      images: torch.Tensor | None = None, lights: torch.Tensor | None = None,
                      albedo: float = shading.SHAPE_GREY, detach_normals: bool = True,
-                     facing_vertices: torch.Tensor | None = None) -> RenderOutput:
+                     facing_vertices: torch.Tensor | None = None, cull_backfaces: bool = False) -> RenderOutput:
         """The grey shape image of the official demo (``SRenderY.render_shape``): constant albedo
         180/255, 5 directional lights of intensity 1.7 on interpolated world normals, pixels whose
         screen-space normal points away (z >= 0.15) dropped, composited over ``images`` (B, 3, H, W)
-        or black. ``facing_vertices`` (default: the screen vertices) decide which side faces the camera."""
+        or black. ``facing_vertices`` (default: the screen vertices) decide which side faces the camera.
+        ``cull_backfaces`` (the videos' fast path, not the official render): triangles facing away are dropped
+        before rasterising and the per-pixel facing test is skipped (one normal set instead of two)."""
         faces = faces.to(vertices.device).long()
         screen = self.screen_vertices(crop_vertices)
         facing = (screen if facing_vertices is None else facing_vertices).detach()
-        if detach_normals:  # one batched call for both normal sets (the official detaches both)
+        if cull_backfaces:
+            normals = shading.vertex_normals(vertices.detach() if detach_normals else vertices, faces)
+            screen_normals = torch.zeros_like(normals)  # z = 0 < 0.15: every covered pixel is kept
+        elif detach_normals:  # one batched call for both normal sets (the official detaches both)
             both = shading.vertex_normals(torch.cat([vertices.detach(), facing.to(vertices.dtype)]), faces)
             normals, screen_normals = both[:vertices.shape[0]], both[vertices.shape[0]:]
         else:
             normals = shading.vertex_normals(vertices, faces)
             screen_normals = shading.vertex_normals(facing, faces)
-        frags = rasterize(screen, faces, self.image_size, soft_edges=self.soft_edges)
+        frags = rasterize(screen, faces, self.image_size, soft_edges=self.soft_edges, cull_backfaces=cull_backfaces)
         # shade the covered pixels only: on the background the interpolated normals are 0, so the
         # light is 0 there too and the dense result is the same
         attrs = interpolate_packed(frags, torch.cat([normals, screen_normals[..., 2:]], -1), faces)  # (N, 4)

@@ -40,7 +40,8 @@ def crop_to_frame_vertices(crop_vertices: torch.Tensor, crop_transforms: torch.T
 
 def render_shape_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                           crop_transforms: torch.Tensor, frame_size: tuple[int, int],
-                          crop_size: int = FACE_CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+                          crop_size: int = FACE_CROP_SIZE,
+                          cull_backfaces: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey shape render at the original frame resolution -> (images (B,3,H,W), alpha (B,1,H,W)).
 
     Only the window of the frame that the batch's meshes can cover is rasterised (same pixel centres,
@@ -68,7 +69,8 @@ def render_shape_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, f
     scale = frame_vertices.new_tensor([W / w, H / h, 1.0])
     shift = frame_vertices.new_tensor([(W - w - 2 * x0) / w, (H - h - 2 * y0) / h, 0.0])
     window_vertices = frame_vertices * scale + shift
-    out = Renderer((h, w)).render_shape(vertices, window_vertices, faces, facing_vertices=crop_vertices)
+    out = Renderer((h, w)).render_shape(vertices, window_vertices, faces, facing_vertices=crop_vertices,
+                                        cull_backfaces=cull_backfaces)
     images[:, :, y0:y1, x0:x1] = out.images
     alpha[:, :, y0:y1, x0:x1] = out.alpha
     return images, alpha

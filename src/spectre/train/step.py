@@ -2,8 +2,8 @@
 
 A step owns the frozen networks and the trainable module and turns a batch of K-frame clips into
 named loss terms and a weighted total. The trainer only sees :class:`TrainStep`. The steps per face
-model live in ``flame_step.py`` and ``encoder_step.py`` (``ict_step.py``: the earlier residual ICT step,
-kept for the benchmarks); the terms they share in ``criteria.py``; ``kinds.py`` picks one per face model.
+model live in ``flame_step.py`` and ``encoder_step.py``; the terms they share in ``criteria.py``;
+``kinds.py`` picks one per face model.
 
 Loss weights live here (``LossWeights``, training); the fit backend's weights are ``FitConfig`` in
 ``spectre.reconstruct.fit``; both use the same terms from ``spectre.losses``.
