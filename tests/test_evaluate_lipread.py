@@ -159,10 +159,10 @@ def test_synthetic_lipreader_decodes_mouth_crops(evaluator, talking_clip):
 
 @pytest.mark.slow
 def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_path, capsys):
+    import shutil
+
     from spectre.cli import main
     from spectre.evaluate.report import load_run
-
-    import shutil
 
     root, _, _ = talking_clip
     shutil.copy(root / "clip.npz", tmp_path / "untranscribed.npz")

@@ -6,8 +6,8 @@ included, no translation: translation and scale live in the camera) and to the 6
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from ..assets import BUNDLED_ICT, AssetStore, bundled_path
 from ..errors import AssetError
+from ..faces.landmarks import IBUG68_MOUTH
 from ..geometry import axis_angle_to_matrix
-from .base import FaceModel, ParamSpec, Params
+from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
@@ -219,7 +220,7 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("_landmark_basis", self.basis.view(-1, V, 3)[:, torch.from_numpy(subset)]
                              .reshape(len(basis), -1).contiguous())
 
-        lips = neutral[lmk[48:68]]
+        lips = neutral[lmk[IBUG68_MOUTH]]
         face_end = self.part_vertex_range.get("Face", (0, NARROW_FACE_END))[1]
         near_lips = np.flatnonzero(np.min(np.linalg.norm(neutral[:face_end, None] - lips[None], axis=2), axis=1)
                                    <= _MOUTH_RADIUS_CM)
@@ -247,11 +248,11 @@ class ICTFaceModel(FaceModel):
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> "ICTFaceModel":
+    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> ICTFaceModel:
         return cls(load_ict_arrays(path), n_identity=n_identity, source=str(path), **kwargs)
 
     @classmethod
-    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> "ICTFaceModel":
+    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> ICTFaceModel:
         """The bundled compact model, or with ``full=True`` the full npz installed as asset ``ict``
         (falls back to the bundled copy when no full model is installed)."""
         if full:

@@ -102,8 +102,10 @@ class PointEvaluator:
         p3[self.rot] = r
         v3 = m.vertices(m.complete(p3))[0]
         R = axis_angle_to_matrix(r)[0]
-        err_t = (v3 - V[0] @ R.T); err_t = (err_t - err_t.mean(0)).abs().max()
-        err_n = (v3 - V[0] @ R); err_n = (err_n - err_n.mean(0)).abs().max()
+        err_t = v3 - V[0] @ R.T
+        err_t = (err_t - err_t.mean(0)).abs().max()
+        err_n = v3 - V[0] @ R
+        err_n = (err_n - err_n.mean(0)).abs().max()
         self.transpose = bool(err_t <= err_n)
         # landmark basis per yaw bin (the contour may follow the yaw given in the parameters)
         means, bases = [], []
@@ -148,7 +150,7 @@ class PointEvaluator:
         self.defaults = defaults
         self.transpose = True
 
-    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> "PointEvaluator":
+    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> PointEvaluator:
         """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
         ignored), so each iteration multiplies only the free coefficients (e.g. identity fixed)."""
         ev = copy.copy(self)

@@ -25,6 +25,7 @@ import torch
 
 from ..config import setting
 from ..faces.crop import FACE_CROP_SIZE
+from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
@@ -276,7 +277,7 @@ def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndar
     T, valid = prob.T, prob.valid
     with torch.no_grad():
         neutral = ev.landmarks(prob.defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
-    rigid = list(range(17, 48))  # brows, nose, eyes: stable under expression
+    rigid = list(range(IBUG68_BROWS.start, IBUG68_EYES.stop))  # brows, nose, eyes: stable under expression
     img = prob.target_np[:, rigid].copy()
     img[..., 1] *= -1  # y up, as the model
     R, s, tr = _procrustes_init_batch(neutral[rigid], img)
