@@ -139,9 +139,9 @@ def test_the_wrong_file_is_named_when_loading(tmp_path):
 @pytest.mark.parametrize("length", [7, 12, 50])
 def test_encoder_chunking_matches_one_pass(tmp_path, length):
     from spectre.device import Runtime
+    from spectre.models import load_face_model
     from spectre.reconstruct.config import LearnedConfig
     from spectre.reconstruct.encoder_backend import EncoderBackend
-    from spectre.models import load_face_model
 
     net = _save_encoder(tmp_path / "enc.pt", seed=1)
     T = 23

@@ -173,3 +173,29 @@ def test_evaluation_does_not_take_a_face_window_for_the_input_frame(tmp_path):
     assert render_of("grid", 224) == (tmp_path / "clip.mp4", "left")
     assert render_of("render", 1080) == (tmp_path / "clip.mp4", "full")
     assert render_of("render", 224, frame="face") is None
+
+
+def test_clips_up_to_one_window_are_fitted_exactly_as_fit_track(short):
+    """With the default schedule (identity span = window = 128 frames) a clip of at most 128 frames gets
+    the same identity frames and the same single window as :func:`fit_track`: the same numbers."""
+    from spectre.reconstruct.fit import fit_track
+
+    rec = Reconstructor(make_config(layout="none"))
+    try:
+        _, tracks = rec.track(short)
+        (track,) = tracks.tracks.values()
+        lm, valid, p478 = np.asarray(track.landmarks68), np.asarray(track.valid), np.asarray(track.points478)
+        old = fit_track(rec.model, np.nan_to_num(lm.astype(np.float64)), valid, rec.cfg.fit,
+                        evaluator=rec.evaluator, points478=p478)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as fit_track
+        try:
+            pc = rec.cfg.pipeline
+            fitter = StreamFit(rec.model, rec.cfg.fit, rec.evaluator, span=pc.identity_span, window=pc.window)
+            new = assemble(fitter.push(lm, valid, p478) + fitter.finish())
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        rec.close()
+    np.testing.assert_allclose(new.landmarks2d, old.landmarks2d, atol=1e-3)
+    np.testing.assert_allclose(new.cam, old.cam, atol=1e-5)

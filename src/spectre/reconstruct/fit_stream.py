@@ -17,9 +17,10 @@ import torch
 
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
-from .fit import FitConfig, TrackFit, _make_objective, _normalise, _prepare, _result, _rigid_init, _run
+from .fit import FitConfig, TrackFit, _fix_identity, _normalise, _prepare, _result, _rigid_init, _run
+from .objective import make_objective
 
-__all__ = ["FitPiece", "StreamFit", "assemble"]
+__all__ = ["FitPiece", "StreamFit", "assemble", "fit_rows"]
 
 
 @dataclass
@@ -59,7 +60,7 @@ class StreamFit:
     first ``span`` frames; windows of ``window`` frames with ``cfg.overlap`` anchor frames."""
 
     def __init__(self, model: FaceModel, cfg: FitConfig | None = None, evaluator: PointEvaluator | None = None,
-                 span: int = 128, window: int = 64):
+                 span: int = 128, window: int = 128):
         self.model, self.cfg = model, cfg or FitConfig()
         self.ev = evaluator or PointEvaluator(model)
         self.span, self.window = max(int(span), 1), max(int(window), 4)
@@ -122,7 +123,7 @@ class StreamFit:
         vi = np.flatnonzero(valid)
         sel = vi[np.linspace(0, len(vi) - 1, min(cfg.identity_frames, len(vi))).round().astype(int)]
         prob = self._problem(sel, identity=None)
-        self.objective = _make_objective(self.model, ev, cfg, prob)
+        self.objective = make_objective(self.model, ev, cfg, prob.id_mask)
         rot0, cam0 = _rigid_init(ev, prob)
         dt = prob.target.dtype
         coef, _, _, _ = _run(self.objective, prob, cfg.lr, np.arange(len(sel)), prob.defaults.repeat(len(sel), 1),
@@ -132,7 +133,7 @@ class StreamFit:
         self.identity = id_vec.cpu().numpy()
         self._base = prob.defaults.clone()
         self._base[prob.id_mask] = id_vec
-        self.objective.ev = ev.specialise(prob.id_mask, id_vec)
+        _fix_identity(self.objective, ev, prob.id_mask, id_vec, self._base)
 
     def _problem(self, rows: np.ndarray, identity):
         p478 = self._p478[rows] if self._p478 is not None else None
@@ -169,7 +170,7 @@ class StreamFit:
             prob = self._empty_problem(rows)
         fit = _result(self.model, self.ev, self.objective.ev, prob, coef, rot, cam, self.final_loss)
         self.done = stop
-        return FitPiece(start, stop, _rows(fit, slice(anchor, None)))
+        return FitPiece(start, stop, fit_rows(fit, slice(anchor, None)))
 
     def _hold(self, n: int):
         if self._anchor is not None:
@@ -186,7 +187,8 @@ class StreamFit:
         return prob
 
 
-def _rows(fit: TrackFit, sl: slice) -> TrackFit:
+def fit_rows(fit: TrackFit, sl: slice) -> TrackFit:
+    """Rows ``sl`` of a :class:`TrackFit`."""
     return TrackFit(params={k: v[sl] for k, v in fit.params.items()}, cam=fit.cam[sl], center=fit.center,
                     scale=fit.scale, landmarks2d=fit.landmarks2d[sl], landmarks3d=fit.landmarks3d[sl],
                     final_loss=fit.final_loss, evaluator=fit.evaluator,

@@ -1,8 +1,8 @@
 """Render videos and mesh exports of a reconstruction; streamed in chunks so memory stays flat."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[
 
 
 def write_render_video(model, result, path: str | Path, layout: str, overwrite: bool = False,
-                       chunk: int = 16, progress: Callable[[int], None] | None = None,
+                       chunk: int | None = None, progress: Callable[[int], None] | None = None,
                        video_frame: str = "auto", max_height: int = 512) -> Path:
     """``<name>.mp4`` of a finished reconstruction: see :func:`.videostage.write_video` (the render of every
     face beside the input, over it or alone, in a face-centred window for tall inputs)."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from ..errors import NoFaceError
 from ..faces.crop import face_crop_transform
 from ..faces.track import FaceTrack, FaceTracks, select_faces
 from ..io.video import open_video
-from .fit_stream import StreamFit, assemble
+from .fit_stream import StreamFit, assemble, fit_rows
 from .videostage import FaceRows, VideoStage
 from .window import VideoWindow
 
@@ -92,6 +92,12 @@ def _crop_tforms(lm68: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarra
     return out
 
 
+def render_batch(width: int, height: int, pixels: int = 2**20) -> int:
+    """Frames rendered at once: 16 at 224², 4 in a 512² window (the rasteriser's buffers grow with
+    frames x pixels; this keeps them around 100 MB)."""
+    return int(max(1, min(16, pixels // max(width * height, 1))))
+
+
 def _chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
     """Frames per tracking chunk so that one chunk of decoded frames stays within ``budget_mb``."""
     return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
@@ -106,14 +112,10 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     source = open_video(path)
     model, evaluator = rec.model, rec.evaluator  # built here, not in the threads
     fitter = StreamFit(model, cfg.fit, evaluator, span=pc.identity_span, window=pc.window)
-    window = stage = None
-    if video_path is not None:
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
-        stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
-                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
-    prog = Progress(progress, ("track", "fit", "video") if stage else ("track", "fit"))
+    prog = Progress(progress, ("track", "fit", "video") if video_path is not None else ("track", "fit"))
     abort = threading.Event()
-    to_fit, to_video = _Pipe(abort, 2), _Pipe(abort, 2)
+    # a solved piece holds up to a window of frames: one waits while the video thread works on another
+    to_fit, to_video = _Pipe(abort, 2), _Pipe(abort, 1)
     errors: list[BaseException] = []
     pieces = []
     timings = {"track": 0.0, "fit": 0.0, "render": 0.0}
@@ -146,7 +148,8 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
                 pieces.append(piece)
                 prog.add("fit", piece.stop - piece.start)
                 if stage is not None:
-                    to_video.put(_rows_for_video(piece, held, fitter))
+                    for a in range(piece.start, piece.stop, 32):  # small items: less memory in flight
+                        to_video.put(_rows_for_video(piece, a, min(a + 32, piece.stop), held, fitter))
             if stage is not None:
                 held = [h for h in held if h[0] + len(h[1]) > fitter.done]
             if item is _END:
@@ -156,14 +159,16 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
 
     def video_loop():
         torch.set_num_threads(1)
+        w, h = window.size
+        batch = render_batch(w, h)
         while True:
             item = to_video.get()
             if item is _END:
                 return
             t0 = time.perf_counter()
             frames, tw, face, times = item
-            for a in range(0, len(frames), 16):
-                sl = slice(a, a + 16)
+            for a in range(0, len(frames), batch):
+                sl = slice(a, a + batch)
                 part = FaceRows({k: v[sl] for k, v in face.params.items()}, face.cam[sl], face.crop_tform[sl],
                                 face.valid[sl])
                 stage.write(frames[sl], [part], tw[sl], times[sl])
@@ -171,15 +176,20 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             timings["render"] += time.perf_counter() - t0
 
     threads = [threading.Thread(target=guarded(fit_loop), name="spectre-fit", daemon=True)]
-    if stage is not None:
+    if video_path is not None:
         threads.append(threading.Thread(target=guarded(video_loop), name="spectre-video", daemon=True))
-    for t in threads:
-        t.start()
     parts: list[FaceTracks] = []
     chosen: list[FaceTrack] = []
     row = 0
-    t0 = time.perf_counter()
+    window = stage = None
+    if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
+        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
+                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
     try:
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
         chunk = _chunk_frames(source.width, source.height, pc.chunk_mb, cfg.track_chunk)
         for fc in rec.tracker.stream(source, chunk_size=chunk):
             faces = fc.faces
@@ -213,8 +223,9 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             raise errors[0]
     except BaseException as exc:
         abort.set()
-        for t in threads:
-            t.join(timeout=5)
+        for t in threads:  # they stop at their next queue operation; the writer is theirs until then
+            if t.ident is not None:
+                t.join(timeout=60)
         err = errors[0] if isinstance(exc, _Aborted) and errors else exc
         if stage is not None:
             stage.abort(err)
@@ -228,18 +239,19 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     return tracks, track, assemble(pieces), timings
 
 
-def _rows_for_video(piece, held: list[tuple], fitter: StreamFit):
-    """The window frames, transforms and camera rows of a solved piece (from the chunks still held)."""
+def _rows_for_video(piece, start: int, stop: int, held: list[tuple], fitter: StreamFit):
+    """The window frames, transforms and camera of rows ``start:stop`` of a solved piece (from the chunks
+    still held)."""
     frames, tws, tfs, times = [], [], [], []
     for row, f, tw, tf, ts in held:
-        a, b = max(piece.start, row), min(piece.stop, row + len(f))
+        a, b = max(start, row), min(stop, row + len(f))
         if a < b:
             frames.append(f[a - row:b - row])
             tws.append(tw[a - row:b - row])
             tfs.append(tf[a - row:b - row])
             times.append(ts[a - row:b - row])
     frames, tw, tf, times = (np.concatenate(x) for x in (frames, tws, tfs, times))
-    valid = np.asarray(fitter._valid[piece.start:piece.stop], bool)
-    cam = piece.fit.cam_in_crop(tf)
-    face = FaceRows(piece.fit.params, cam, tf, valid)
+    valid = np.asarray(fitter._valid[start:stop], bool)
+    fit = fit_rows(piece.fit, slice(start - piece.start, stop - piece.start))
+    face = FaceRows(fit.params, fit.cam_in_crop(tf), tf, valid)
     return frames, tw, face, times
