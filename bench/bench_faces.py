@@ -49,7 +49,7 @@ class _Looped(VideoSource):
     def iter_frames(self):
         k = 0
         for _ in range(self._loops):
-            for _, t, frame in self._src.iter_frames():
+            for _, _t, frame in self._src.iter_frames():
                 yield k, k / self.fps, frame
                 k += 1
 

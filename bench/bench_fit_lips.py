@@ -6,8 +6,8 @@ tracks, same process), plus the mouth NME and dense lip distance each gives.
 from __future__ import annotations
 
 import argparse
-import time
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one LRS3 and one MEAD clip, one repeat")
-    ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"))
+    shared = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--samples", default=str(shared / "samples"))
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 

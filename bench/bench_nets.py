@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from spectre.device import Runtime, configure_threads, cpu_supports_bf16
-from spectre.nets.checkpoints import (deca_from_state_dict, emotion_from_emoca_state_dict,
-                                      perceptual_from_state_dict)
+from spectre.nets.checkpoints import deca_from_state_dict, emotion_from_emoca_state_dict, perceptual_from_state_dict
 from spectre.nets.deca import DecaEncoder
 from spectre.nets.emotion import EmotionNet
 from spectre.nets.fast import prepare_for_inference

@@ -74,8 +74,8 @@ def bench_learned(frames: int) -> list[tuple[str, str, float]]:
 
     from spectre.device import Runtime
     from spectre.nets.checkpoints import deca_from_state_dict, perceptual_from_state_dict
-    from spectre.reconstruct.learned import LearnedBackend
     from spectre.reconstruct.config import LearnedConfig
+    from spectre.reconstruct.learned import LearnedBackend
 
     keys = json.loads((golden / "spectre_model_keys.json").read_text())
     sd = {p: {k: torch.from_numpy(gw.det_tensor(f"{p}.{k}", tuple(s))) for k, s in keys[p].items()}

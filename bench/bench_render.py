@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args.quick, args.device, args.size, flame_assets=args.assets)
-    print(f"device={args.device} render threads={rows[0]['threads'] if rows else '-'} size={args.size} load={os.getloadavg()[0]:.1f}"
+    print(f"device={args.device} render threads={rows[0]['threads'] if rows else '-'} size={args.size} "
+          f"load={os.getloadavg()[0]:.1f}"
           f"  ('before' = bench/reference_render.py, same run)")
     print_table(rows)
     if args.json:

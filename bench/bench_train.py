@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from spectre.device import Runtime, configure_threads, cpu_supports_bf16
-from spectre.train.criteria import PerceptualCriteria
 from spectre.nets.face_encoder import FaceCodeEncoder
+from spectre.train.criteria import PerceptualCriteria
 from spectre.train.encoder_step import FaceEncoderStep, encoder_spec_for
 from spectre.train.step import LossWeights, trainable_module
 
@@ -51,7 +51,7 @@ def ict_batch(model, k: int, size: int, device):
     with torch.no_grad():  # targets are built on the CPU, then the whole batch moves to ``device``
         lmk = model.to("cpu").landmarks(model.vertices(p), p)
     model.to(device)
-    span = float((lmk[0, :, 0].max() - lmk[0, :, 0].min()))
+    span = float(lmk[0, :, 0].max() - lmk[0, :, 0].min())
     cam = torch.tensor([[1.2 / span, 0.0, 0.0]]).repeat(k, 1)
     gt = project_to_crop(lmk, cam)[..., :2] + 0.01 * torch.randn(k, 68, 2)
     fit = {"identity": p["identity"], "expression": p["expression"], "rotation": p["rotation"], "cam": cam}

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 _INT64_MAX = torch.iinfo(torch.int64).max
 _EPS = 1e-5  # pixels; spans are widened by this so shared edges never leave pin-holes
 

@@ -11,8 +11,8 @@ written into the generated block of ``models/ict_lips.py``.
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,8 @@ def lip_candidates(model: ICTFaceModel) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "samples"))
+    shared = Path(os.environ.get("SPECTRE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--samples", default=str(shared / "samples"))
     ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite models/ict_lips.py")
     args = ap.parse_args(argv)
 

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from spectre.errors import InputError
-from spectre.faces.crop import (cut_mouth, estimate_similarity, face_crop_transform, interpolate_landmarks,
-                                mouth_transform, transform_points, warp_crop, warp_crop_fast)
+from spectre.faces.crop import (
+    cut_mouth,
+    estimate_similarity,
+    face_crop_transform,
+    interpolate_landmarks,
+    mouth_transform,
+    transform_points,
+    warp_crop,
+    warp_crop_fast,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from test_metrics import talking
 
 from spectre.cli import main
 from spectre.evaluate.pipeline import video_name
 from spectre.evaluate.report import load_run
-from test_metrics import talking
 
 
 @pytest.fixture()

@@ -78,8 +78,9 @@ def test_dlib_judge_scores_an_identical_render_as_perfect(lrs3_video, tmp_path):
 @needs_dlib
 def test_dlib_judge_sees_a_time_reversed_render(lrs3_video, tmp_path):
     """The render half of a grid played backwards: the judge loses the aperture correlation."""
-    from spectre.io.video import open_video
     from test_evaluate_lipread import _write_video
+
+    from spectre.io.video import open_video
 
     frames = open_video(lrs3_video, warn_fps=False).read().frames
     grid = tmp_path / "rev_grid.mp4"

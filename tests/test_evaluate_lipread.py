@@ -159,17 +159,17 @@ def test_synthetic_lipreader_decodes_mouth_crops(evaluator, talking_clip):
 
 @pytest.mark.slow
 def test_evaluate_cli_lipread_end_to_end(lipreader_assets, talking_clip, tmp_path, capsys):
+    import shutil
+
     from spectre.cli import main
     from spectre.evaluate.report import load_run
-
-    import shutil
 
     root, _, _ = talking_clip
     shutil.copy(root / "clip.npz", tmp_path / "untranscribed.npz")
     out = tmp_path / "run"
     rc = main(["evaluate", str(root / "clip.npz"), str(tmp_path / "untranscribed.npz"), "-o", str(out),
                "--no-plots", "--lipread", "--transcripts", str(root / "transcripts.txt"),
-               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu", "--judge", "none"])
     assert rc == 1  # one video has no transcript: its geometry is kept, the failure is reported
     assert "untranscribed: no transcript" in capsys.readouterr().err
     report = load_run(out)
@@ -226,7 +226,7 @@ def test_fit_backend_samples_end_to_end(sample_videos, lipreader_assets, tmp_pat
     (tmp_path / "t.txt").write_text(f"{clip.stem} THIS IS A TEST\n")
     out = tmp_path / "eval"
     rc = main(["evaluate", str(res_dir), "-o", str(out), "--lipread", "--transcripts", str(tmp_path / "t.txt"),
-               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu"])
+               "--assets", str(lipreader_assets), "--g2p", "cmudict", "--device", "cpu", "--judge", "none"])
     assert rc == 0, capsys.readouterr().err
     video = load_run(out)["videos"][0]
     assert video["name"] == clip.stem

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from spectre.errors import InputError, NoFaceError
-from spectre.faces import (FaceTracker, FaceTracks, OneEuroConfig, OneEuroFilter, TrackerConfig, landmark_jitter,
-                           mp478_to_ibug68, select_faces, track_video)
+from spectre.faces import (
+    FaceTracker,
+    FaceTracks,
+    OneEuroConfig,
+    OneEuroFilter,
+    TrackerConfig,
+    landmark_jitter,
+    mp478_to_ibug68,
+    select_faces,
+    track_video,
+)
 from spectre.faces.landmarks import IBUG68_FROM_MP478, MP478_TO_IBUG68
 from spectre.io.video import VideoSource, open_video
 

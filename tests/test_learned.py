@@ -86,8 +86,8 @@ def backend(learned_assets):
     from spectre.assets import AssetStore
     from spectre.device import Runtime
     from spectre.models import load_face_model
-    from spectre.reconstruct.learned import LearnedBackend
     from spectre.reconstruct.config import LearnedConfig
+    from spectre.reconstruct.learned import LearnedBackend
 
     store = AssetStore(learned_assets)
     model = load_face_model("flame", store)

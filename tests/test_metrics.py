@@ -19,11 +19,11 @@ def face(T: int, aperture: np.ndarray, width: np.ndarray | None = None, seed: in
     base[36] = (50.0, 80.0)
     base[45] = (50.0 + IOD, 80.0)
     seq = np.repeat(base[None], T, axis=0).copy()
-    for k, (u, l) in enumerate(M.INNER_LIP_PAIRS):
+    for k, (u, lo) in enumerate(M.INNER_LIP_PAIRS):
         x = 85.0 + 15.0 * k
         seq[:, u] = (x, 170.0)
-        seq[:, l, 0] = x
-        seq[:, l, 1] = 170.0 + aperture
+        seq[:, lo, 0] = x
+        seq[:, lo, 1] = 170.0 + aperture
     if width is not None:
         seq[:, 48] = (70.0, 172.0)
         seq[:, 54, 0] = 70.0 + width

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from nets_helpers import assert_close, golden_state_dict, load_keys, u8_images
+
 from spectre.assets import AssetStore
 from spectre.nets.checkpoints import load_emotion
 

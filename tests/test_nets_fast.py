@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from nets_helpers import golden_state_dict, load_keys, u8_images
+
 from spectre.device import Runtime
 from spectre.nets.checkpoints import perceptual_from_state_dict
 from spectre.nets.fast import fold_batchnorms, prepare_for_inference

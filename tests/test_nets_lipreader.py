@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from nets_helpers import assert_close, golden_state_dict, load_keys
+
 from spectre.assets import AssetStore
-from spectre.nets.checkpoints import load_lipreader
 from spectre.nets.beam_search import DecodeOptions, ctc_initial_state, ctc_prefix_scores
-from spectre.nets.checkpoints import build_lipreader
+from spectre.nets.checkpoints import build_lipreader, load_lipreader
 from spectre.nets.lipreader import Lipreader, LipreaderConfig
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spectre.evaluate.metrics import lip_aperture as aperture, mouth_width as width
+from spectre.evaluate.metrics import lip_aperture as aperture
+from spectre.evaluate.metrics import mouth_width as width
 
 SAMPLES = ["0Fi83BHQsMA_00002", "OzA6jRYjVQs_00004", "PbgB2TaYhio_00007", "M003_level_1_disgusted_015",
            "M026_level_3_disgusted_018", "M030_level_3_angry_016", "W023_level_2_surprised_010",

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from train_helpers import write_synthetic_assets
+
 from spectre.assets import AssetStore
 from spectre.train.flame_step import build_flame_step
 from spectre.train.step import LossWeights

@@ -13,8 +13,9 @@ from spectre.io.video import FrameChunk, apply_rotation, open_video
 
 def _write_video(path: Path, frames: np.ndarray, fps: int = 25, rotation: int | None = None,
                  pts: list[int] | None = None, codec: str = "libx264", audio: bool = False) -> Path:
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)

@@ -11,10 +11,10 @@ import json
 import os
 import shutil
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from .atomic import atomic_path
 from .errors import AssetError, ConfigError, InputError
@@ -211,7 +211,7 @@ class AssetStore:
                               "a folder)")
 
     @classmethod
-    def coerce(cls, store: "AssetStore | str | Path | None") -> "AssetStore":
+    def coerce(cls, store: AssetStore | str | Path | None) -> AssetStore:
         return store if isinstance(store, AssetStore) else cls(store)
 
     def search_dirs(self) -> list[tuple[str, Path]]:

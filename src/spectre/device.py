@@ -36,7 +36,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matmul (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
     try:
@@ -67,7 +67,7 @@ class Runtime:
     precision: str  # resolved: fp32, bf16 or fp16
 
     @classmethod
-    def create(cls, device: str | torch.device | None = "auto", precision: str = "fp32") -> "Runtime":
+    def create(cls, device: str | torch.device | None = "auto", precision: str = "fp32") -> Runtime:
         dev = resolve_device(device)
         return cls(dev, resolve_precision(precision, dev))
 

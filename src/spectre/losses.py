@@ -21,7 +21,7 @@ __all__ = [
     "MOUTH_PAIRS", "landmark_weights_68", "batch_kp_2d_l1_loss", "weighted_landmark_loss", "landmark_loss",
     "rel_dis", "relative_landmark_loss", "lip_landmark_loss", "lipread_loss", "lipread_mse_loss",
     "expression_loss", "expression_regularizer", "expression_regularizer_per_frame", "jaw_regularizer",
-    "loss_frame_indices", "valid_frame_mask", "huber", "second_difference",
+    "loss_frame_indices", "valid_frame_mask", "huber", "second_difference", "lip_contact_loss",
 ]
 
 #: intra-mouth landmark pairs of the relative mouth term (SPEC §5): lower lip-chin, upper lip-nose,
@@ -158,3 +158,14 @@ def second_difference(x: torch.Tensor) -> torch.Tensor:
     if x.shape[0] < 3:
         return x.new_zeros(())
     return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).sum(-1).mean()
+
+
+def lip_contact_loss(gap: torch.Tensor, closed: torch.Tensor, delta: float,
+                     closed_sum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lip contact of the ``fit`` backend. ``gap`` (T, P): upper minus lower inner-lip height of P point pairs,
+    in the face's own vertical, relative to the model's closed rest mouth (0 = touching as at rest, < 0 =
+    crossing); ``closed`` (T, P) in [0, 1]: how closed the tracker sees each pair. Returns ``(touch, cross)``:
+    a robust pull of the gap to 0 where the tracked lips meet, and a penalty on crossing everywhere."""
+    touch = (closed * huber(gap, delta)).sum() / closed.sum().clamp(min=1.0)
+    cross = huber(torch.relu(-gap), delta).mean()
+    return touch, cross

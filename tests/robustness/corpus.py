@@ -12,14 +12,14 @@ import functools
 import os
 import pickle
 import resource
-import signal
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class Case:
     behaviour: str = ""                    # the result the user gets, for the table
     check: Callable[[Ctx], None] | None = None  # extra assertions on the outputs
     runs_before: Callable[[Ctx], None] | None = None  # e.g. a first run for the resume cases
-    around: Callable[[Ctx], ContextManager] | None = None  # e.g. a file-size limit during the run
+    around: Callable[[Ctx], contextlib.AbstractContextManager] | None = None  # e.g. a file-size limit during the run
     needs_non_root: bool = False
     skip: Callable[[], str | None] | None = None  # a reason to skip on this machine, or None
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

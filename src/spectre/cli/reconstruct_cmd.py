@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also export meshes: obj/ply per frame, or glb: one animated scene for Blender/Unreal "
                         "(ARKit shape keys, head motion in metres, a node per face)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native bf16, else fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="network precision of the learned backend (default auto: bf16 where the CPU/GPU has native "
+                        "bf16, else fp32)")
     p.add_argument("--config", metavar="FILE", help="YAML config (keys as in a saved <name>.yaml 'config')")
     p.add_argument("--assets", metavar="DIR", help="asset folder (else $SPECTRE_HOME, then the user data dir)")
     p.add_argument("--no-arkit", action="store_true", help="do not write the ARKit CSV")
@@ -92,10 +94,10 @@ def wrote_line(outcomes, output: str) -> str:
     if not done:
         return ""
     if len(done) > 1:
-        return f"wrote {len(done)} videos' outputs to {Path(output)}{os.sep}"
+        return f"wrote {len(done)} videos' outputs to {display_path(Path(output))}{os.sep}"
     paths = [Path(p) for p in done[0].outputs]
     stem = next((p.stem for p in paths if p.suffix == ".yaml"), paths[0].stem)
     tails = [p.name[len(stem):] for p in paths if p.name.startswith(stem)]
     tails = [t[1:] if t.startswith(".") else t for t in tails]
     tails.sort(key=lambda t: t.startswith("_"))  # extensions first, then suffixed names (stable)
-    return f"wrote {Path(output) / stem}.{{{','.join(tails)}}}"
+    return display_path(f"wrote {Path(output) / stem}.{{{','.join(tails)}}}")

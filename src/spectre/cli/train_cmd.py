@@ -10,14 +10,18 @@ HELP = "train the perceptual (lip-reading) encoder on a prepared cache"
 DESCRIPTION = """Train SPECTRE's perceptual encoder on a cache made by `spectre prepare`.
 
 With FLAME + DECA (or SPECTRE) + lipreader + emotion assets it reproduces the official training
-(--model flame); without FLAME/DECA it trains an ICT encoder over the fit backend's results
-(--model ict; prepare the cache with --fit). Checkpoints, TensorBoard logs (RUN/logs) and the
-resolved config (RUN/config.yaml) are written to the run folder.
+(--model flame); without FLAME/DECA it trains an ICT face encoder from videos alone, the fit backend
+as teacher (--model ict; prepare the cache with --fit; the lipreader/emotion terms are used when those
+assets are installed, else skipped with a note), for `spectre reconstruct --backend learned --model ict
+--weights RUN/checkpoints/best.pt`. Checkpoints, TensorBoard logs (RUN/logs) and the resolved config
+(RUN/config.yaml) are written to the run folder.
 
   spectre train cache/ -o runs/a                       official defaults (lr 5e-5, 6 epochs, K=20)
   spectre train cache/ -o runs/a --resume              continue exactly where it stopped
   torchrun --nproc_per_node 4 -m spectre train cache/ -o runs/a      DDP (nccl on GPUs, gloo on CPU)
   spectre train cache/ -o runs/b --config my.yaml --weight lipread=3 --lipread-loss mse
+  spectre train cache/ -o runs/ict --model ict --image-size 112 --clip-length 16 --lr 1e-3 --precision bf16
+  spectre train cache/ -o runs/ict2 --model ict --init runs/ict/checkpoints/best.pt     start from a run
 """
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ConfigError, OutputError
+
 HELP = "play a reconstruction's video, 3D head and ARKit curves in sync in a local web page"
 DESCRIPTION = """\
 Serve a page on 127.0.0.1 that plays the video of a finished reconstruction next to its animated 3D head
@@ -25,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     import webbrowser
 
-    from ..errors import ConfigError, OutputError
     from ..view.files import find_view_files
     from ..view.server import ViewServer
 

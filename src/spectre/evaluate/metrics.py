@@ -17,8 +17,8 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def as_landmarks(points: object, what: str = "landmarks") -> np.ndarray:
     return arr
 
 
-def frame_validity(points: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+def frame_validity(points: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Boolean ``(T,)``: frames whose landmarks are all finite and that ``valid`` (if given) keeps."""
     ok = np.isfinite(points).all(axis=(1, 2))
     if valid is not None:
@@ -80,7 +80,7 @@ def interocular_distance(points: np.ndarray) -> np.ndarray:
 
 def lip_aperture(points: np.ndarray) -> np.ndarray:
     """Per-frame inner-lip opening, ``(T,)``, in the units of ``points``."""
-    return np.mean([np.linalg.norm(points[:, u] - points[:, l], axis=-1) for u, l in INNER_LIP_PAIRS], axis=0)
+    return np.mean([np.linalg.norm(points[:, u] - points[:, lo], axis=-1) for u, lo in INNER_LIP_PAIRS], axis=0)
 
 
 def mouth_width(points: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ def point_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def nme(pred: object, ref: object, indices: Sequence[int] = LANDMARK_GROUPS["all"],
-        valid: Optional[np.ndarray] = None) -> float:
+        valid: np.ndarray | None = None) -> float:
     """Normalised mean error: mean over valid frames and ``indices`` of |pred - ref| / IOD(ref)."""
     p, r = _pair(pred, ref)
     ok = frame_validity(p, valid) & frame_validity(r)
@@ -124,7 +124,7 @@ def nme(pred: object, ref: object, indices: Sequence[int] = LANDMARK_GROUPS["all
     return float(point_errors(p[ok], r[ok])[:, list(indices)].mean())
 
 
-def jitter(points: object, valid: Optional[np.ndarray] = None,
+def jitter(points: object, valid: np.ndarray | None = None,
            indices: Sequence[int] = LANDMARK_GROUPS["all"]) -> float:
     """Mean norm of the second temporal difference of each point, divided by the frame's IOD.
 
@@ -171,7 +171,7 @@ class LandmarkMetrics:
         return asdict(self)
 
 
-def group_nme(pred: object, ref: object, valid: Optional[np.ndarray] = None) -> dict[str, float]:
+def group_nme(pred: object, ref: object, valid: np.ndarray | None = None) -> dict[str, float]:
     """NME of every group in ``LANDMARK_GROUPS``."""
     p, r = _pair(pred, ref)
     ok = frame_validity(p, valid) & frame_validity(r)
@@ -181,7 +181,7 @@ def group_nme(pred: object, ref: object, valid: Optional[np.ndarray] = None) -> 
     return {name: float(err[:, list(idx)].mean()) for name, idx in LANDMARK_GROUPS.items()}
 
 
-def compare_landmarks(pred: object, ref: object, valid: Optional[np.ndarray] = None,
+def compare_landmarks(pred: object, ref: object, valid: np.ndarray | None = None,
                       closure_threshold: float = CLOSED_LIPS_THRESHOLD) -> LandmarkMetrics:
     """All geometric metrics of ``pred`` against ``ref`` (both ``(T, 68, D)``, same units)."""
     p, r = _pair(pred, ref)

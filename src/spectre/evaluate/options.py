@@ -3,21 +3,20 @@ the lip-reading evaluator."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
 class EvaluationOptions:
-    reference: Optional[str] = None        #: file, or folder matched by name
+    reference: str | None = None        #: file, or folder matched by name
     half: str = "full"                     #: half of a side-by-side prediction video
-    reference_half: Optional[str] = None   #: half of a reference video (default: other half)
+    reference_half: str | None = None   #: half of a reference video (default: other half)
     plots: bool = True
     lipread: bool = False
-    transcripts: Optional[str] = None
-    video: Optional[str] = None            #: input video(s) for the lip-reading ceiling
-    render: Optional[str] = None           #: render video(s) of .npz results, in the input's pixel frame
+    transcripts: str | None = None
+    video: str | None = None            #: input video(s) for the lip-reading ceiling
+    render: str | None = None           #: render video(s) of .npz results, in the input's pixel frame
     g2p: str = "auto"
-    assets: Optional[str] = None
+    assets: str | None = None
     device: str = "auto"
     #: independent judges (``spectre.evaluate.judge``): None = every installed one, [] = none
-    judges: Optional[list[str]] = None
+    judges: list[str] | None = None

@@ -1,9 +1,9 @@
 """`spectre evaluate` as a library call: inputs -> (prediction, reference) pairs -> metrics -> run folder."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import InputError, SpectreError
 from ..io.inputs import IMAGE_FOLDER_HINT, InputItem, display_path
@@ -32,7 +32,7 @@ class EvaluationSummary:
     report: dict
     json_path: Path
     md_path: Path
-    plot_dir: Optional[Path]
+    plot_dir: Path | None
     table: str
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -167,7 +167,7 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
 
 
 def judge_sides(path: Path, name: str, pred: LandmarkSequence, ref: LandmarkSequence,
-                options: EvaluationOptions) -> Optional[tuple[VideoSide, VideoSide]]:
+                options: EvaluationOptions) -> tuple[VideoSide, VideoSide] | None:
     """(render, input) videos of one evaluated item, in the same pixel frame; None when either is unknown.
 
     A rendered video input is its own render (``--half``), its input the reference video (``-r``) or the

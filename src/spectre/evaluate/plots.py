@@ -1,8 +1,8 @@
 """PNG plots of an evaluation run (matplotlib, headless Agg backend, imported on first use)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

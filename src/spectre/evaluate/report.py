@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,9 +82,9 @@ class VideoResult:
     reference: str
     geometry: dict[str, float]
     groups: dict[str, float]
-    lipread: Optional[dict[str, Any]] = None
-    judges: Optional[dict[str, Any]] = None   #: judge name -> spectre.evaluate.judge.judge_video output
-    arkit: Optional[dict[str, Any]] = None    #: spectre.evaluate.judge.arkit_activity of the result
+    lipread: dict[str, Any] | None = None
+    judges: dict[str, Any] | None = None   #: judge name -> spectre.evaluate.judge.judge_video output
+    arkit: dict[str, Any] | None = None    #: spectre.evaluate.judge.arkit_activity of the result
     series: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
@@ -98,7 +99,7 @@ class VideoResult:
         return out
 
 
-def evaluate_geometry(name: str, pred: np.ndarray, ref: np.ndarray, valid: Optional[np.ndarray] = None, *,
+def evaluate_geometry(name: str, pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None, *,
                       prediction: str = "", reference: str = "", fps: float = 25.0) -> VideoResult:
     """Geometric metrics of one video plus the per-frame signals the plots draw."""
     m: LandmarkMetrics = compare_landmarks(pred, ref, valid)
@@ -173,7 +174,7 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def build_report(results: Sequence[VideoResult], settings: Optional[dict] = None) -> dict:
+def build_report(results: Sequence[VideoResult], settings: dict | None = None) -> dict:
     """The JSON document of a run (NaN written as null)."""
     return _json_safe({"version": REPORT_VERSION, "settings": settings or {},
                        "videos": [r.to_json() for r in results], "aggregate": aggregate(results)})

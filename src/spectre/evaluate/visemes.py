@@ -17,8 +17,9 @@ from __future__ import annotations
 import csv
 import functools
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from ..assets import AssetStore
 from ..errors import AssetError, ConfigError, InputError

@@ -12,7 +12,7 @@ top two rows are the 2×3 affine matrix cv2 expects. ``np.linalg.inv`` maps crop
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def warp_crop(frames: np.ndarray, transforms: np.ndarray, size: int = FACE_CROP_
         x0 = x0.astype(np.int64)
         y0 = y0.astype(np.int64)
 
-        def pix(yy, xx):
+        def pix(yy, xx, i=i):
             ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
             v = img[i, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
             return np.where(ok[..., None], v, 0.0)

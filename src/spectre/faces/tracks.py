@@ -37,11 +37,11 @@ class FaceTrack:
         return np.where(self.valid, np.nan_to_num(s), 0.0)
 
     @classmethod
-    def empty(cls, track_id: int, n: int) -> "FaceTrack":
+    def empty(cls, track_id: int, n: int) -> FaceTrack:
         return cls(track_id, np.full((n, NUM_MESH_POINTS, 3), np.nan, np.float32), np.full((n, 68, 2), np.nan, np.float32),
                    np.full((n, 4), np.nan, np.float32), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.float32))
 
-    def take(self, rows: np.ndarray) -> "FaceTrack":
+    def take(self, rows: np.ndarray) -> FaceTrack:
         return FaceTrack(self.track_id, self.points478[rows], self.landmarks68[rows], self.bbox[rows],
                          self.present[rows], self.interpolated[rows], self.confidence[rows])
 
@@ -61,7 +61,7 @@ class FaceTracks:
         return int(self.indices.shape[0])
 
     @classmethod
-    def concat(cls, parts: list["FaceTracks"]) -> "FaceTracks":
+    def concat(cls, parts: list[FaceTracks]) -> FaceTracks:
         if not parts:
             raise ValueError("FaceTracks.concat needs at least one part")
         ids = sorted({i for p in parts for i in p.tracks})

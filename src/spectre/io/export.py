@@ -12,8 +12,8 @@ a material, as written by ``--meshes glb``, in ``spectre.io.gltf``.)
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

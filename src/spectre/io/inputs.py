@@ -20,9 +20,9 @@ import fnmatch
 import glob
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from ..errors import InputError
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -45,8 +45,10 @@ class InputItem:
 
 
 def display_path(path: str | Path) -> str:
-    """A path for one line of text: control characters (a newline in a file name) escaped."""
+    """A path for one line of text: control characters (a newline in a file name) and bytes that are not
+    UTF-8 (surrogate escapes: they cannot be printed to a strict stream) escaped."""
     s = os.fsdecode(path) if not isinstance(path, str) else path
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(repr(c)[1:-1] if (ord(c) < 32 or ord(c) == 127) else c for c in s)
 
 

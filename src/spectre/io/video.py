@@ -14,9 +14,10 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class VideoSource:
                 f"fps={self.fps:g}, ~{self.num_frames} frames, rotation={self.rotation}, audio={self.has_audio})")
 
     @classmethod
-    def from_array(cls, frames: np.ndarray, fps: float = LIPREADER_FPS, name: str = "<array>") -> "VideoSource":
+    def from_array(cls, frames: np.ndarray, fps: float = LIPREADER_FPS, name: str = "<array>") -> VideoSource:
         """Wrap in-memory RGB frames (N,H,W,3) uint8, e.g. frames produced by another tool."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:

@@ -7,9 +7,9 @@ file (the video is written to a temporary file and renamed on ``close``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -190,7 +190,7 @@ class VideoWriter:
             except BaseException:  # noqa: BLE001 - the original error is what the caller sees
                 pass
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -6,8 +6,8 @@ included, no translation: translation and scale live in the camera) and to the 6
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -102,6 +102,12 @@ class FaceModel(nn.Module, abc.ABC):
         """(F, 3) indices into ``uv_coords`` or None."""
         return getattr(self, "_uv_faces", None)
 
+    def mediapipe_surface(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Optional capability: where MediaPipe's 478 face-mesh points lie on this model's surface, as
+        ``(vertex_idx (478, 3) of a triangle, barycentric weights (478, 3), reliability weights (478,))``;
+        None when the model has no such table (the fit then has no dense face term)."""
+        return None
+
     def render_faces(self) -> torch.Tensor:
         """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""
         return self.faces
@@ -127,6 +133,13 @@ class FaceModel(nn.Module, abc.ABC):
     def lip_opening_blendshapes(self) -> tuple[str, ...]:
         """Blendshapes (in :attr:`blendshape_names`) that open the lips without the jaw; the fit gives
         them an extra prior so an open mouth is explained by the jaw first, as in speech. Empty if none."""
+        return ()
+
+    @property
+    def implausible_speech_blendshapes(self) -> tuple[str, ...]:
+        """Blendshapes (in :attr:`blendshape_names`) that landmarks barely determine and speech rarely uses
+        (gaze, cheek puff, nose sneer, jaw slide); the fit gives them an extra L1 prior so they do not
+        explain landmark noise. Empty if none."""
         return ()
 
     def mediapipe_lip_vertices(self) -> torch.Tensor | None:

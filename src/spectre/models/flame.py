@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from ..assets import AssetStore
 from ..errors import AssetError, UnsafeFileError
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
-from ..safeload import load_restricted_pickle
-from .base import FaceModel, ParamSpec, Params
+from ..safeload import NUMPY_ARRAY_GLOBALS, RestrictedUnpickler, load_restricted_pickle
+from .base import FaceModel, Params, ParamSpec
 
 NECK_JOINT = 1
 #: the contour table has rows for yaw 0..39 deg and 40..78 for -1..-39 deg (official look-up)
@@ -51,27 +51,13 @@ def _storage_from_bytes(data: bytes):
             from None
 
 
+#: what a landmark embedding may reference: numpy arrays, and tensors rebuilt from weights-only storages
 _EMBEDDING_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): np.core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    **NUMPY_ARRAY_GLOBALS,
     ("collections", "OrderedDict"): collections.OrderedDict,  # the (empty) backward-hooks slot of a tensor
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("_codecs", "encode"): __import__("codecs").encode,
 }
-
-
-class _EmbeddingUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _EMBEDDING_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafeFileError(f"refusing to unpickle global '{module}.{name}' (a landmark embedding "
-                                  "holds only numpy arrays and tensors)") from None
 
 
 def load_landmark_embedding(path: str | Path) -> dict[str, np.ndarray]:
@@ -93,7 +79,8 @@ def load_landmark_embedding(path: str | Path) -> dict[str, np.ndarray]:
     if dtype != np.dtype(object):
         raise AssetError(f"{path} is not a FLAME landmark embedding (plain {dtype} array, expected a pickled dict)")
     try:
-        obj = _EmbeddingUnpickler(f, encoding="latin1").load()
+        obj = RestrictedUnpickler(f, _EMBEDDING_GLOBALS,
+                                  holds="a landmark embedding holds only numpy arrays and tensors").load()
     except UnsafeFileError as exc:
         raise UnsafeFileError(f"{path}: {exc}") from None
     except Exception as exc:
@@ -112,7 +99,7 @@ def read_obj_uvs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """UV coordinates (T, 2) and per-face UV indices (F, 3) of an OBJ such as ``head_template.obj``."""
     uvs, uv_faces = [], []
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith("vt "):
                     uvs.append([float(t) for t in line.split()[1:3]])
@@ -195,7 +182,7 @@ class FLAME(FaceModel):
             self._uv_coords = self._uv_faces = None
 
     @classmethod
-    def from_store(cls, store=None, n_shape: int = 100, n_exp: int = 50) -> "FLAME":
+    def from_store(cls, store=None, n_shape: int = 100, n_exp: int = 50) -> FLAME:
         """Load ``generic_model.pkl`` and ``landmark_embedding.npy`` from the asset store; UVs from
         ``head_template.obj`` when it is installed."""
         store = AssetStore.coerce(store)

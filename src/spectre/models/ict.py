@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from ..assets import BUNDLED_ICT, AssetStore, bundled_path
 from ..errors import AssetError
+from ..faces.landmarks import IBUG68_MOUTH
 from ..geometry import axis_angle_to_matrix
-from .base import FaceModel, ParamSpec, Params
+from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
@@ -38,6 +39,12 @@ N_EXPRESSIONS = 53
 LIP_OPENING_SHAPES = ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
                       "mouthLowerDown_L", "mouthLowerDown_R", "mouthUpperUp_L", "mouthUpperUp_R", "mouthClose",
                       "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper")
+#: ARKit shapes with an extra L1 prior in the fit: the most active shapes on neutral LRS3 talking clips when
+#: only an L2 prior held them (they explained landmark noise); gaze and cheek puff barely move landmarks
+IMPLAUSIBLE_SPEECH_SHAPES = ("eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
+                             "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "cheekPuff",
+                             "noseSneerLeft", "noseSneerRight", "jawForward", "jawLeft", "jawRight", "mouthLeft",
+                             "mouthRight", "cheekSquintLeft", "cheekSquintRight")
 _MOUTH_RADIUS_CM = 1.5
 _CONTOUR_TUBE_CM = 0.35
 
@@ -213,7 +220,7 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("_landmark_basis", self.basis.view(-1, V, 3)[:, torch.from_numpy(subset)]
                              .reshape(len(basis), -1).contiguous())
 
-        lips = neutral[lmk[48:68]]
+        lips = neutral[lmk[IBUG68_MOUTH]]
         face_end = self.part_vertex_range.get("Face", (0, NARROW_FACE_END))[1]
         near_lips = np.flatnonzero(np.min(np.linalg.norm(neutral[:face_end, None] - lips[None], axis=2), axis=1)
                                    <= _MOUTH_RADIUS_CM)
@@ -221,13 +228,31 @@ class ICTFaceModel(FaceModel):
                  if p in self.part_vertex_range]
         self.register_buffer("mouth_vertex_idx", torch.from_numpy(np.concatenate([near_lips] + inner)))
 
+    def mediapipe_surface(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """MediaPipe-478 points on the ICT surface (``spectre/data/ict_mp478.npz``, derived from data by
+        ``scripts/make_mp478_correspondence.py``; full-ICT vertex indices mapped to this mesh); None when the
+        table is missing or this mesh lacks one of its vertices."""
+        path = Path(__file__).resolve().parents[1] / "data" / "ict_mp478.npz"
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as d:
+            table = torch.from_numpy(d["source_vertex"].astype(np.int64)).to(self.source_vertex_idx.device)
+            bary = torch.from_numpy(d["barycentric"].astype(np.float32))
+            weight = torch.from_numpy(d["weight"].astype(np.float32))
+        order = torch.argsort(self.source_vertex_idx)
+        pos = torch.searchsorted(self.source_vertex_idx[order], table.reshape(-1)).clamp(max=len(order) - 1)
+        local = order[pos]
+        if not bool((self.source_vertex_idx[local] == table.reshape(-1)).all()):
+            return None
+        return local.view(-1, 3), bary.to(self.v_template), weight.to(self.v_template)
+
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> "ICTFaceModel":
+    def from_file(cls, path: str | Path, n_identity: int = 100, **kwargs) -> ICTFaceModel:
         return cls(load_ict_arrays(path), n_identity=n_identity, source=str(path), **kwargs)
 
     @classmethod
-    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> "ICTFaceModel":
+    def from_store(cls, store=None, n_identity: int = 100, full: bool = False, **kwargs) -> ICTFaceModel:
         """The bundled compact model, or with ``full=True`` the full npz installed as asset ``ict``
         (falls back to the bundled copy when no full model is installed)."""
         if full:
@@ -316,6 +341,10 @@ class ICTFaceModel(FaceModel):
     @property
     def lip_opening_blendshapes(self) -> tuple[str, ...]:
         return LIP_OPENING_SHAPES
+
+    @property
+    def implausible_speech_blendshapes(self) -> tuple[str, ...]:
+        return IMPLAUSIBLE_SPEECH_SHAPES
 
     def mediapipe_lip_vertices(self) -> torch.Tensor | None:
         """From the full-ICT table (:mod:`.ict_lips`) to this mesh's indices; None when the mesh lacks

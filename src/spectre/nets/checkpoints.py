@@ -9,8 +9,9 @@ the emotion network, ...) is named as what it looks like.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -12,14 +12,16 @@ scale): inference builds exactly the trained network from the file, without extr
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..faces.crop import FACE_CROP_SCALE, FACE_CROP_SIZE
 from ..safeload import load_checkpoint
 from .backbones import MobileNetV2
 from .checkpoints import describe_checkpoint, load_state_dict_checked
@@ -39,9 +41,9 @@ class EncoderSpec:
 
     model: str                              # face model whose parameters are predicted
     outputs: tuple[tuple[str, int], ...]    # (parameter name, size) blocks of the head, in order
-    image_size: int = 224                   # square crop side the encoder was trained on
+    image_size: int = FACE_CROP_SIZE        # square crop side the encoder was trained on
     clip_length: int = 20                   # training window K (inference chunks may be longer)
-    crop_scale: float = 1.6                 # official crop scale at inference (training: 1.4-1.8)
+    crop_scale: float = FACE_CROP_SCALE     # official crop scale at inference (training: 1.4-1.8)
     format: str = ENCODER_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,7 +52,7 @@ class EncoderSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, path: Path | str = "<checkpoint>") -> "EncoderSpec":
+    def from_dict(cls, d: Any, path: Path | str = "<checkpoint>") -> EncoderSpec:
         if not isinstance(d, Mapping):
             raise CheckpointError(f"{path}: '{SPEC_KEY}' is not a mapping; expected {RELEASE}")
         if d.get("format") != ENCODER_FORMAT:
@@ -59,7 +61,7 @@ class EncoderSpec:
         try:
             outputs = tuple((str(n), int(s)) for n, s in d["outputs"])
             spec = cls(model=str(d["model"]), outputs=outputs, image_size=int(d["image_size"]),
-                       clip_length=int(d["clip_length"]), crop_scale=float(d.get("crop_scale", 1.6)))
+                       clip_length=int(d["clip_length"]), crop_scale=float(d.get("crop_scale", FACE_CROP_SCALE)))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: incomplete face-encoder spec ({type(exc).__name__}: {exc})") from None
         if not outputs or any(s <= 0 for _, s in outputs) or not 16 <= spec.image_size <= 1024:

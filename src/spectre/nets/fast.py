@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -125,5 +126,5 @@ def prepare_for_inference(model: nn.Module, runtime: Runtime | None = None, *, f
         try:
             compiled = torch.compile(module)
         except Exception as exc:  # backend missing (no compiler toolchain): stay eager
-            warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {exc}); using eager mode")
+            warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {exc}); using eager mode", stacklevel=2)
     return FastPath(module, runtime, channels_last, compiled)

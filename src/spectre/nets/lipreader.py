@@ -54,7 +54,7 @@ class LipreaderConfig:
     sym_blank: str = "<blank>"
 
     @classmethod
-    def from_json_obj(cls, conf: Any, source: str = "model.json") -> "LipreaderConfig":
+    def from_json_obj(cls, conf: Any, source: str = "model.json") -> LipreaderConfig:
         if isinstance(conf, dict):
             idim, odim, args = None, None, conf
         elif isinstance(conf, list) and len(conf) == 3 and isinstance(conf[2], dict):
@@ -84,7 +84,7 @@ class LipreaderConfig:
                    sym_blank=args.get("sym_blank", "<blank>"))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LipreaderConfig":
+    def from_file(cls, path: str | Path) -> LipreaderConfig:
         path = Path(path)
         return cls.from_json_obj(json.loads(path.read_text(encoding="utf-8")), str(path))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..faces.landmarks import IBUG68_LEFT_EYE, IBUG68_RIGHT_EYE
 from ..io.results import ARKIT_NAMES
 from ..models.base import FaceModel
 
@@ -70,7 +71,7 @@ class LandmarkArkitSolver:
 
     @staticmethod
     def _size(pts: np.ndarray) -> float:
-        return float(np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)))  # inter-ocular distance
+        return float(np.linalg.norm(pts[IBUG68_RIGHT_EYE].mean(0) - pts[IBUG68_LEFT_EYE].mean(0)))  # inter-ocular distance
 
     def solve(self, model: FaceModel, params: dict[str, np.ndarray]) -> np.ndarray:
         """(T, 52) approximate ARKit weights for ``model`` with per-frame ``params``."""

@@ -13,8 +13,8 @@ from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SCALE
 from ..models import DEFAULT_MODEL, MODEL_NAMES
-from .fit import FitConfig
 from .encoder_backend import encoder_model
+from .fit import FitConfig
 from .learned import LEARNED_MODEL
 from .window import VIDEO_FRAMES
 
@@ -79,7 +79,7 @@ class ReconstructConfig:
     learned: LearnedConfig = field(default_factory=LearnedConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
-    def validate(self, where: str = "config") -> "ReconstructConfig":
+    def validate(self, where: str = "config") -> ReconstructConfig:
         """Check every value against the schema (one-line ``ConfigError``, exit 2) and resolve the
         defaults that depend on others; idempotent."""
         if isinstance(self.fit, dict) or isinstance(self.learned, dict):  # built by hand with plain dicts

@@ -5,7 +5,7 @@ order, and each crop is handed out once, so memory does not grow with the clip l
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

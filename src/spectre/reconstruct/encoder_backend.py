@@ -25,8 +25,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..faces.crop import face_crop_transform, interpolate_landmarks, warp_crop, warp_crop_fast
-from ..geometry import project_to_crop
+from ..faces.crop import (
+    FACE_CROP_SCALE,
+    FACE_CROP_SIZE,
+    face_crop_transform,
+    interpolate_landmarks,
+    warp_crop,
+    warp_crop_fast,
+)
+from ..geometry import crop_to_pixels, pixels_to_crop, project_to_crop
 from ..io.results import FaceResult
 from ..losses import landmark_weights_68
 from ..nets.face_encoder import SPEC_KEY, EncoderSpec, FaceCodeEncoder, encoder_from_checkpoint, load_face_encoder
@@ -79,7 +86,7 @@ def solve_camera(model_lmk: np.ndarray, crop_lmk: np.ndarray, weights: np.ndarra
 def landmarks_to_frame(landmarks3d: np.ndarray, cam: np.ndarray, tforms: np.ndarray) -> np.ndarray:
     """(T,68,2) input-pixel positions of model-space landmarks seen by ``cam`` in the 224 crops of ``tforms``."""
     q = project_to_crop(torch.from_numpy(np.asarray(landmarks3d, np.float32)), torch.from_numpy(cam))[..., :2]
-    px = (q.numpy().astype(np.float64) + 1.0) * 112.0  # crop pixels (SPEC §3.4)
+    px = crop_to_pixels(q.numpy().astype(np.float64), FACE_CROP_SIZE)  # crop pixels (SPEC §3.4)
     inv = np.linalg.inv(np.asarray(tforms, np.float64))
     return (np.einsum("tij,tpj->tpi", inv[:, :2, :2], px) + inv[:, None, :2, 2]).astype(np.float32)
 
@@ -89,7 +96,7 @@ class EncoderBackend:
 
     def __init__(self, model, weights: str | Path | FaceCodeEncoder, runtime, config,
                  fit_config: FitConfig | None = None, evaluator: PointEvaluator | None = None,
-                 crop_scale: float = 1.6):
+                 crop_scale: float = FACE_CROP_SCALE):
         net = weights if isinstance(weights, FaceCodeEncoder) else load_face_encoder(weights)
         self.spec = net.spec
         self.source = str(weights) if not isinstance(weights, FaceCodeEncoder) else "<network>"
@@ -183,7 +190,8 @@ class EncoderBackend:
         full = {k: v.numpy() for k, v in completed.items()}
         # camera: align the predicted face's stable landmarks with the tracked ones in the 224 crop
         X = self._landmarks3d(full)
-        q = (np.einsum("tij,tpj->tpi", tforms[:, :2, :2], filled) + tforms[:, None, :2, 2]) / 112.0 - 1.0
+        q = pixels_to_crop(np.einsum("tij,tpj->tpi", tforms[:, :2, :2], filled) + tforms[:, None, :2, 2],
+                           FACE_CROP_SIZE)
         w = landmark_weights_68().numpy()[_CAMERA_POINTS]
         cam = solve_camera(X[:, _CAMERA_POINTS], q[:, _CAMERA_POINTS], w)
         lmk2d = landmarks_to_frame(X, cam, tforms)

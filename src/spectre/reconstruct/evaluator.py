@@ -22,6 +22,10 @@ __all__ = ["PointEvaluator"]
 class PointEvaluator:
     """Evaluates the 68 model landmarks for batches of parameters, as cheaply as the model allows.
 
+    With ``dense`` (and a model offering ``mediapipe_surface``) the subset basis also carries MediaPipe's 478
+    points on the model surface (:meth:`all_points`), for the fit's dense face term (off by default: they
+    nearly triple the basis).
+
     ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
     ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
     ``fast``: for other models linear in their non-rotation parameters (checked numerically), a point basis
@@ -32,11 +36,15 @@ class PointEvaluator:
 
     YAW_BINS_DEG = np.arange(-45, 46, 5)
 
-    def __init__(self, model: FaceModel, try_fast: bool = True):
+    def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = False):
         self.model = model
         #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
         self.lip_idx = model.mediapipe_lip_vertices() if try_fast else None
         self.L = 0
+        #: MediaPipe-478 points on the model surface (``model.mediapipe_surface()``), subset kind only
+        self.D = 0
+        self.dense_weight: torch.Tensor | None = None
+        self._surface = model.mediapipe_surface() if try_fast and dense else None
         self.rot = model.rotation_param
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
@@ -57,6 +65,8 @@ class PointEvaluator:
                     self.kind = "fast"
             except (RuntimeError, ValueError, IndexError, KeyError):
                 self.kind = "full"
+        if self.kind != "subset":
+            self.D, self.dense_weight = 0, None
         if self.kind == "full":
             self.mean = self.basis = None
             self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
@@ -92,8 +102,10 @@ class PointEvaluator:
         p3[self.rot] = r
         v3 = m.vertices(m.complete(p3))[0]
         R = axis_angle_to_matrix(r)[0]
-        err_t = (v3 - V[0] @ R.T); err_t = (err_t - err_t.mean(0)).abs().max()
-        err_n = (v3 - V[0] @ R); err_n = (err_n - err_n.mean(0)).abs().max()
+        err_t = v3 - V[0] @ R.T
+        err_t = (err_t - err_t.mean(0)).abs().max()
+        err_n = v3 - V[0] @ R
+        err_n = (err_n - err_n.mean(0)).abs().max()
         self.transpose = bool(err_t <= err_n)
         # landmark basis per yaw bin (the contour may follow the yaw given in the parameters)
         means, bases = [], []
@@ -125,12 +137,20 @@ class PointEvaluator:
             lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
             self.L = lips.shape[1]
             V = torch.cat([V, lips], 1)
+        if self._surface is not None:
+            # barycentric points: their basis is the weighted sum of their triangle's vertex bases
+            idx, bary, weight = self._surface
+            uniq, inv = torch.unique(idx.reshape(-1), return_inverse=True)
+            tri = m.vertices(m.complete(params), vertex_idx=uniq)[:, inv.view(-1, 3)]  # (K+1, D, 3, 3)
+            V = torch.cat([V, (tri * bary.to(tri)[None, :, :, None]).sum(2)], 1)
+            self.D = idx.shape[0]
+            self.dense_weight = weight.to(V)
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
         self.transpose = True
 
-    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> "PointEvaluator":
+    def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> PointEvaluator:
         """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
         ignored), so each iteration multiplies only the free coefficients (e.g. identity fixed)."""
         ev = copy.copy(self)
@@ -145,8 +165,8 @@ class PointEvaluator:
         ev.free = free
         return ev
 
-    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        R = axis_angle_to_matrix(rot)  # (B, 3, 3)
+    def _rotate(self, pts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None) -> torch.Tensor:
+        R = axis_angle_to_matrix(rot) if R is None else R  # (B, 3, 3)
         return pts @ (R.transpose(1, 2) if self.transpose else R)
 
     def _yaw_bin(self, rot: torch.Tensor) -> torch.Tensor:
@@ -186,15 +206,22 @@ class PointEvaluator:
     def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
         both model space, rotated, from one evaluation."""
+        return self.all_points(coef, rot)[:2]
+
+    def all_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
+        """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them); ``R`` the
+        rotation matrices of ``rot`` when the caller has them."""
         if self.kind != "subset":
-            return self.landmarks(coef, rot), None
+            return self.landmarks(coef, rot), None, None
         free = getattr(self, "free", None)
         d = coef - self.defaults
         if free is not None:
             d = d[:, free]
-        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], self.S + self.L, 3), rot)
+        n = self.S + self.L + self.D
+        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot, R)
         lmk = self.model.landmarks(verts[:, :self.S])
-        return lmk, (verts[:, self.S:] if self.L else None)
+        return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
+                (verts[:, self.S + self.L:] if self.D else None))
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""

@@ -25,11 +25,12 @@ import torch
 
 from ..config import setting
 from ..faces.crop import FACE_CROP_SIZE
+from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
-from ..losses import huber, landmark_weights_68, rel_dis, second_difference
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
 from .mp_lips import MP_LIPS
+from .objective import Objective, contact_weights, make_objective
 
 __all__ = ["FitConfig", "TrackFit", "fit_track"]
 
@@ -47,11 +48,27 @@ class FitConfig:
     #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
     #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
     dense_lips: float = setting(2.0, min=0)
+    #: robust L1 (Huber) on all 478 MediaPipe points against their barycentric points on the model surface,
+    #: weighted by each correspondence's reliability (models with ``mediapipe_surface()``; 0 turns it off)
+    dense_face: float = setting(0.0, min=0)
     identity_prior: float = setting(2e-4, min=0)   # L2 on identity coefficients (in model std units)
     expression_prior: float = setting(1e-3, min=0)  # L2 on expression coefficients
     #: extra L2 on blendshapes that open the lips without the jaw (the model's
     #: ``lip_opening_blendshapes``), so an open mouth is explained by the jaw first, as in speech
     lip_opening_prior: float = setting(1e-2, min=0)
+    #: lip contact (needs ``points478`` and the dense lip vertices): where the tracked inner lips meet (gap /
+    #: inter-ocular distance below ``contact_closed``, fading out by ``contact_open``) the model's inner lips
+    #: are pulled together to the touching height of its rest mouth, in the face's own vertical (3D)
+    lip_contact: float = setting(4.0, min=0)
+    lip_cross: float = setting(4.0, min=0)        # penalty on the upper inner lip below the lower one, all frames
+    contact_closed: float = setting(0.015, min=0)
+    contact_open: float = setting(0.04, above=0)
+    #: L1 on blendshape weights (expression coefficients bounded below by 0, e.g. ICT/ARKit): a shape must
+    #: explain more than landmark noise to leave 0, so the curves an animator reads stay sparse
+    expression_l1: float = setting(0.003, min=0)
+    #: extra L1 on the model's ``implausible_speech_blendshapes`` (shapes landmarks barely determine and
+    #: speech rarely uses: gaze, cheek puff, nose sneer, jaw slide)
+    implausible_l1: float = setting(0.03, min=0)
     smooth_expression: float = setting(0.2, min=0)  # second differences, per frame
     smooth_pose: float = setting(10.0, min=0)
     smooth_camera: float = setting(10.0, min=0)
@@ -137,51 +154,22 @@ class _Problem:
     identity: np.ndarray | None = None    # a known identity (skips stage A)
     lip_target: torch.Tensor | None = None  # (T, 40, 2) normalised dense lip points
     lip_valid: torch.Tensor | None = None   # (T,)
+    contact: torch.Tensor | None = None     # (T, P) how closed the tracker sees each LIP_CONTACT_PAIRS pair
+    dense_target: torch.Tensor | None = None  # (T, 478, 2) normalised MediaPipe points
+    dense_valid: torch.Tensor | None = None   # (T,)
+
+    def window(self, frames: np.ndarray) -> dict:
+        """The objective's ``data`` for some frames (absent terms left out)."""
+        out = {"target": self.target[frames], "valid": self.vmask[frames]}
+        for key in ("lip_target", "lip_valid", "contact", "dense_target", "dense_valid"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value[frames]
+        return out
 
     @property
     def T(self) -> int:
         return self.target_np.shape[0]
-
-
-class _Objective:
-    def __init__(self, cfg: FitConfig, evaluator: PointEvaluator, device):
-        self.cfg = cfg
-        self.ev = evaluator
-        w = landmark_weights_68(device)
-        self.w = w / w.sum()
-        self.exp_prior = None  # (E,) per-coefficient prior weights on the non-identity coefficients
-        self.mouth = torch.arange(48, 68, device=device)
-
-    def predict(self, coef, rot, cam):
-        """-> (T, 68, 2) landmarks and (T, L, 2) dense lip points (or None) in normalised image
-        coordinates (x right, y down)."""
-        pts, lips = self.ev.points(coef, rot)
-        cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
-        pred = project_to_crop(pts, cam_lin)[..., :2]
-        return pred, (project_to_crop(lips, cam_lin)[..., :2] if lips is not None else None)
-
-    def __call__(self, coef, rot, cam, target, valid, id_part, exp_part, smooth=True,
-                 lip_target=None, lip_valid=None):
-        cfg = self.cfg
-        pred, pred_lips = self.predict(coef, rot, cam)
-        v = valid.to(pred.dtype)
-        nv = v.sum().clamp(min=1)
-        res = huber(pred - target, cfg.robust_delta).sum(-1)  # (T, 68)
-        l_lmk = ((res * self.w).sum(-1) * v).sum() / nv
-        l_rel = ((rel_dis(pred) - rel_dis(target)).abs().mean(-1) * v).sum() / nv
-        l_lip = ((((pred[:, self.mouth] - target[:, self.mouth]) ** 2).sum(-1).mean(-1)) * v).sum() / nv
-        loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
-        if lip_target is not None and pred_lips is not None and cfg.dense_lips:
-            lv = lip_valid.to(pred.dtype)
-            res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
-            loss = loss + cfg.dense_lips * (res_l * lv).sum() / lv.sum().clamp(min=1)
-        loss = loss + cfg.identity_prior * (id_part ** 2).sum(-1).mean()
-        prior = cfg.expression_prior if self.exp_prior is None else self.exp_prior
-        loss = loss + ((exp_part ** 2) * prior).sum(-1).mean()
-        if smooth:
-            loss = loss + cfg.smooth_expression * second_difference(exp_part) \
-                + cfg.smooth_pose * second_difference(rot) + cfg.smooth_camera * second_difference(cam)
-        return loss
 
 
 def _normalise(landmarks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
@@ -202,9 +190,9 @@ def fit_track(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None 
     Returns a :class:`TrackFit`.
     """
     cfg = config or FitConfig()
-    ev = evaluator or PointEvaluator(model)
+    ev = evaluator or PointEvaluator(model, dense=cfg.dense_face > 0)
     prob = _prepare(model, ev, cfg, landmarks, valid, points478, identity)
-    objective = _make_objective(model, ev, cfg, prob)
+    objective = make_objective(model, ev, cfg, prob.id_mask)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only spin (and fight other processes)
     try:
@@ -229,7 +217,7 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
     target_np[~valid] = 0.0
     target = torch.as_tensor(target_np, dtype=torch_dtype, device=dev)
     vmask = torch.as_tensor(valid, device=dev)
-    lip_target = lip_valid = None
+    lip_target = lip_valid = contact = None
     if points478 is not None and cfg.dense_lips and ev.has_lips:
         pts = np.asarray(points478, dtype=np.float64)
         if pts.shape[:2] != (T, 478):
@@ -239,6 +227,17 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
         lips_np = np.where(lv[:, None, None], (lips_px - center) / scale, 0.0)
         lip_target = torch.as_tensor(lips_np, dtype=torch_dtype, device=dev)
         lip_valid = torch.as_tensor(lv, device=dev)
+        if cfg.lip_contact or cfg.lip_cross:
+            contact = torch.as_tensor(contact_weights(lips_np, target_np, lv, cfg), dtype=torch_dtype, device=dev)
+    dense_target = dense_valid = None
+    if points478 is not None and cfg.dense_face and ev.dense_weight is not None:
+        pts = np.asarray(points478, dtype=np.float64)[..., :2]
+        if pts.shape[:2] != (T, 478):
+            raise ValueError(f"points478 must be (T={T}, 478, 2|3), got {pts.shape}")
+        dv = valid & np.isfinite(pts).all((1, 2))
+        dense_target = torch.as_tensor(np.where(dv[:, None, None], (pts - center) / scale, 0.0), dtype=torch_dtype,
+                                       device=dev)
+        dense_valid = torch.as_tensor(dv, device=dev)
 
     K = sum(ev.sizes)
     id_mask = torch.zeros(K, dtype=torch.bool, device=dev)
@@ -256,28 +255,19 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
     defaults = torch.cat([model.complete({})[n] for n in ev.coef_names], -1)[0].to(dev, torch_dtype)
     return _Problem(target_np=target_np, target=target, valid=valid, vmask=vmask, center=center, scale=scale,
                     id_mask=id_mask, lo=lo, hi=hi, defaults=defaults, identity=identity,
-                    lip_target=lip_target, lip_valid=lip_valid)
+                    lip_target=lip_target, lip_valid=lip_valid, contact=contact, dense_target=dense_target,
+                    dense_valid=dense_valid)
 
 
-def _make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, prob: _Problem) -> _Objective:
-    """The objective, with the extra prior on lip-opening blendshapes where the model names them."""
-    dev = prob.target.device
-    objective = _Objective(cfg, ev, dev)
-    names_e = list(model.blendshape_names or ())
-    shapes = model.lip_opening_blendshapes
-    if cfg.lip_opening_prior and names_e:
-        prior = torch.full((int((~prob.id_mask).sum()),), cfg.expression_prior, device=dev)
-        o = 0
-        for n, s_ in zip(ev.coef_names, ev.sizes):
-            if model.spec[n].role == "identity":
-                continue
-            if n == "expression" and len(names_e) == s_:
-                for j, en in enumerate(names_e):
-                    if en in shapes:
-                        prior[o + j] += cfg.lip_opening_prior
-            o += s_
-        objective.exp_prior = prior
-    return objective
+def _fix_identity(objective: Objective, ev: PointEvaluator, id_mask: torch.Tensor, id_vec: torch.Tensor,
+                  base: torch.Tensor) -> None:
+    """Stage B's objective: the identity folded into the evaluator's basis, and the rest mouth of this
+    identity (lips touching, as the model was built) measured for the lip contact term."""
+    objective.ev = ev.specialise(id_mask, id_vec)
+    if objective.ev.has_lips:
+        with torch.no_grad():
+            lips = objective.ev.points(base[None], torch.zeros(1, 3, device=base.device))[1][0]
+        objective.rest_gap = (objective.pair_diff @ lips)[:, 1]
 
 
 def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +277,7 @@ def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndar
     T, valid = prob.T, prob.valid
     with torch.no_grad():
         neutral = ev.landmarks(prob.defaults[None], torch.zeros(1, 3, device=dev))[0].cpu().numpy().astype(np.float64)
-    rigid = list(range(17, 48))  # brows, nose, eyes: stable under expression
+    rigid = list(range(IBUG68_BROWS.start, IBUG68_EYES.stop))  # brows, nose, eyes: stable under expression
     img = prob.target_np[:, rigid].copy()
     img[..., 1] *= -1  # y up, as the model
     R, s, tr = _procrustes_init_batch(neutral[rigid], img)
@@ -300,7 +290,7 @@ def _rigid_init(ev: PointEvaluator, prob: _Problem) -> tuple[np.ndarray, np.ndar
     return rot0[nearest], cam0[nearest]
 
 
-def _run(objective: _Objective, prob: _Problem, lr: float, frames: np.ndarray, coef_init: torch.Tensor,
+def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, coef_init: torch.Tensor,
          rot_init, cam_init, iters: int, fix_identity: bool, smooth: bool, anchor: int = 0):
     """Adam on ``frames``; identity either shared across the frames (stage A) or fixed (stage B); the first
     ``anchor`` frames (shared with the previous window) stay as solved there."""
@@ -309,9 +299,7 @@ def _run(objective: _Objective, prob: _Problem, lr: float, frames: np.ndarray, c
     rot = rot_init.clone().requires_grad_(True)
     cam = cam_init.clone().requires_grad_(True)
     opt = torch.optim.Adam([coef, rot, cam], lr=lr)
-    tgt, vm = prob.target[frames], prob.vmask[frames]
-    lt = prob.lip_target[frames] if prob.lip_target is not None else None
-    lv = prob.lip_valid[frames] if prob.lip_valid is not None else None
+    data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
     if not fix_identity:
         # one identity shared by every frame of the track
@@ -320,8 +308,7 @@ def _run(objective: _Objective, prob: _Problem, lr: float, frames: np.ndarray, c
     loss = None
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        loss = objective(coef, rot, cam, tgt, vm, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth,
-                         lip_target=lt, lip_valid=lv)
+        loss = objective(coef, rot, cam, data, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth)
         loss.backward()
         if grad_mask is not None:
             coef.grad.mul_(grad_mask)
@@ -336,7 +323,7 @@ def _run(objective: _Objective, prob: _Problem, lr: float, frames: np.ndarray, c
     return coef.detach(), rot.detach(), cam.detach(), float(loss.detach()) if loss is not None else float("nan")
 
 
-def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: _Objective, prob: _Problem) -> TrackFit:
+def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: Objective, prob: _Problem) -> TrackFit:
     dev, torch_dtype = prob.target.device, prob.target.dtype
     T, id_mask, defaults = prob.T, prob.id_mask, prob.defaults
     rot0, cam0 = _rigid_init(ev, prob)
@@ -356,7 +343,7 @@ def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: _Objec
         id_vec = torch.as_tensor(np.asarray(prob.identity).reshape(-1), dtype=torch_dtype, device=dev)
     base = defaults.clone()
     base[id_mask] = id_vec
-    objective.ev = ev.specialise(id_mask, id_vec)
+    _fix_identity(objective, ev, id_mask, id_vec, base)
 
     # ---- stage B: per-frame parameters in overlapping windows, identity fixed
     coef_out = base.repeat(T, 1)

@@ -17,7 +17,8 @@ import torch
 
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
-from .fit import FitConfig, TrackFit, _make_objective, _normalise, _prepare, _result, _rigid_init, _run
+from .fit import FitConfig, TrackFit, _fix_identity, _normalise, _prepare, _result, _rigid_init, _run
+from .objective import make_objective
 
 __all__ = ["FitPiece", "StreamFit", "assemble", "fit_rows"]
 
@@ -122,7 +123,7 @@ class StreamFit:
         vi = np.flatnonzero(valid)
         sel = vi[np.linspace(0, len(vi) - 1, min(cfg.identity_frames, len(vi))).round().astype(int)]
         prob = self._problem(sel, identity=None)
-        self.objective = _make_objective(self.model, ev, cfg, prob)
+        self.objective = make_objective(self.model, ev, cfg, prob.id_mask)
         rot0, cam0 = _rigid_init(ev, prob)
         dt = prob.target.dtype
         coef, _, _, _ = _run(self.objective, prob, cfg.lr, np.arange(len(sel)), prob.defaults.repeat(len(sel), 1),
@@ -132,7 +133,7 @@ class StreamFit:
         self.identity = id_vec.cpu().numpy()
         self._base = prob.defaults.clone()
         self._base[prob.id_mask] = id_vec
-        self.objective.ev = ev.specialise(prob.id_mask, id_vec)
+        _fix_identity(self.objective, ev, prob.id_mask, id_vec, self._base)
 
     def _problem(self, rows: np.ndarray, identity):
         p478 = self._p478[rows] if self._p478 is not None else None

@@ -13,8 +13,18 @@ from ..errors import OutputError, SpectreError
 from ..io.inputs import display_path
 from .config import ReconstructConfig
 from .reconstructor import Reconstructor
-from .resume import (check_name_length, guard_input, is_finished, other_source, output_names, owned_outputs, same_config,
-                     same_file, stale_outputs, writing_marker)
+from .resume import (
+    check_name_length,
+    guard_input,
+    is_finished,
+    other_source,
+    output_names,
+    owned_outputs,
+    same_config,
+    same_file,
+    stale_outputs,
+    writing_marker,
+)
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,20 @@ clips are never mixed in one temporal convolution (each chunk is its own sequenc
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..faces.crop import (FACE_CROP_SCALE, FACE_CROP_SIZE, face_crop_transform, interpolate_landmarks, warp_crop,
-                          warp_crop_fast)
+from ..faces.crop import (
+    FACE_CROP_SCALE,
+    FACE_CROP_SIZE,
+    face_crop_transform,
+    interpolate_landmarks,
+    warp_crop,
+    warp_crop_fast,
+)
 from ..geometry import crop_to_pixels, project_to_crop
 from ..io.results import FaceResult
 from ..nets import load_spectre

@@ -1,8 +1,8 @@
 """Render videos and mesh exports of a reconstruction; streamed in chunks so memory stays flat."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

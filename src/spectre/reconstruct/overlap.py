@@ -13,8 +13,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -112,12 +112,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     source = open_video(path)
     model, evaluator = rec.model, rec.evaluator  # built here, not in the threads
     fitter = StreamFit(model, cfg.fit, evaluator, span=pc.identity_span, window=pc.window)
-    window = stage = None
-    if video_path is not None:
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
-        stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
-                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
-    prog = Progress(progress, ("track", "fit", "video") if stage else ("track", "fit"))
+    prog = Progress(progress, ("track", "fit", "video") if video_path is not None else ("track", "fit"))
     abort = threading.Event()
     # a solved piece holds up to a window of frames: one waits while the video thread works on another
     to_fit, to_video = _Pipe(abort, 2), _Pipe(abort, 1)
@@ -181,15 +176,20 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             timings["render"] += time.perf_counter() - t0
 
     threads = [threading.Thread(target=guarded(fit_loop), name="spectre-fit", daemon=True)]
-    if stage is not None:
+    if video_path is not None:
         threads.append(threading.Thread(target=guarded(video_loop), name="spectre-video", daemon=True))
-    for t in threads:
-        t.start()
     parts: list[FaceTracks] = []
     chosen: list[FaceTrack] = []
     row = 0
-    t0 = time.perf_counter()
+    window = stage = None
+    if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
+        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
+                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
     try:
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
         chunk = _chunk_frames(source.width, source.height, pc.chunk_mb, cfg.track_chunk)
         for fc in rec.tracker.stream(source, chunk_size=chunk):
             faces = fc.faces
@@ -223,8 +223,9 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             raise errors[0]
     except BaseException as exc:
         abort.set()
-        for t in threads:
-            t.join(timeout=5)
+        for t in threads:  # they stop at their next queue operation; the writer is theirs until then
+            if t.ident is not None:
+                t.join(timeout=60)
         err = errors[0] if isinstance(exc, _Aborted) and errors else exc
         if stage is not None:
             stage.abort(err)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -67,7 +67,7 @@ class Reconstructor:
     @property
     def evaluator(self):
         if self._evaluator is None:
-            self._evaluator = PointEvaluator(self.model)
+            self._evaluator = PointEvaluator(self.model, dense=self.cfg.fit.dense_face > 0)
         return self._evaluator
 
     @property

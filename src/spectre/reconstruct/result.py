@@ -19,7 +19,8 @@ class ReconstructionResult:
     ``faces``: one :class:`~spectre.io.results.FaceResult` per reconstructed face track (arrays per input
     frame: parameters, camera, crop transforms, 2D/3D landmarks, valid mask, timestamps, ARKit weights);
     ``arkit`` / ``arkit_names``: the first face's ARKit weights and their names (each face has the same,
-    plus ``arkit_curves()``, a name -> (T,) dict); ``outputs``: files written (empty without ``output_dir``); ``timings``: seconds per stage.
+    plus ``arkit_curves()``, a name -> (T,) dict); ``outputs``: files written (empty without ``output_dir``);
+    ``timings``: seconds per stage.
     """
 
     video: Path

@@ -7,14 +7,15 @@ the full-frame grid. Composition is done per chunk on uint8/float32 arrays, not 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..geometry import project_to_crop
+from ..io.video import open_video
 from ..io.writer import VideoWriter
 from ..render.visualize import render_shape_in_frame
 from .window import VideoWindow
@@ -128,8 +129,6 @@ def write_video(model, result, path: str | Path, layout: str, video_frame: str =
     """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
     ``video_frame`` (:mod:`.window`); the input's frame count, timing and audio."""
-    from ..io.video import open_video
-
     source = open_video(result.video, warn_fps=False)
     window = VideoWindow(result.width, result.height, video_frame, max_height, layout=layout)
     if chunk is None:  # frames rendered at once: fewer in a big window (the rasteriser's buffers)

@@ -7,7 +7,7 @@ crop vertices are mapped with the inverse of the per-frame 2x3 crop transform (o
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

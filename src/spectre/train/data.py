@@ -13,9 +13,9 @@ and a resumed run continues with exactly the samples it would have seen.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class PreparedCache:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, root: str | Path) -> "PreparedCache":
+    def open(cls, root: str | Path) -> PreparedCache:
         root = Path(root)
         path = root / MANIFEST
         if not path.is_file():

@@ -60,7 +60,7 @@ class FaceEncoderStep(TrainStep):
         self.renderer = renderer
         self.spec = encoder.spec
 
-    def to(self, device) -> "FaceEncoderStep":
+    def to(self, device) -> FaceEncoderStep:
         for m in (self.trainable, self.model, self.criteria.lipreader, self.criteria.emotion):
             if m is not None:
                 m.to(device)

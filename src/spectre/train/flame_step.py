@@ -42,7 +42,7 @@ class SpectreStep(TrainStep):
         # the official layout: a training checkpoint is also a SPECTRE model file for inference
         return {"E_flame": self.deca.state_dict(), **super().checkpoint_state()}
 
-    def to(self, device) -> "SpectreStep":
+    def to(self, device) -> SpectreStep:
         for m in (self.deca, self.trainable, self.flame, self.criteria.lipreader, self.criteria.emotion):
             if m is not None:
                 m.to(device)

@@ -53,7 +53,7 @@ class TrainStep:
         self.trainable = trainable
         self.runner: nn.Module = trainable
 
-    def to(self, device) -> "TrainStep":
+    def to(self, device) -> TrainStep:
         self.trainable.to(device)
         return self
 

@@ -28,7 +28,7 @@ def _static(name: str) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "ViewServer"
+    server: ViewServer
 
     def log_message(self, format, *args):  # noqa: A002 - quiet: the CLI prints the URL only
         return
