@@ -53,8 +53,8 @@ def cached_tracks(rec, path: Path, cache: Path):
 
 def input_landmarks(judge, path: Path, count: int, cache: Path):
     """The judge's landmarks of the input (and dlib's boxes), cached."""
-    from spectre.evaluate.judge import VideoSide, _frames
     from spectre.evaluate.inputs import track_video_landmarks
+    from spectre.evaluate.judge import VideoSide, _frames
 
     f = cache / f"{path.stem}.{judge.name}.npz"
     if f.is_file():
@@ -86,8 +86,8 @@ def input_landmarks(judge, path: Path, count: int, cache: Path):
 
 
 def render_landmarks(judge, video: Path, boxes: np.ndarray, count: int):
-    from spectre.evaluate.judge import VideoSide, _frames
     from spectre.evaluate.inputs import track_video_landmarks
+    from spectre.evaluate.judge import VideoSide, _frames
 
     if judge.name == "dlib":
         pts = np.full((count, 68, 2), np.nan)

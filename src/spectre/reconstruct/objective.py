@@ -35,7 +35,7 @@ class Objective:
     """Callable ``(coef, rot, cam, data, id_part, exp_part, smooth) -> loss`` for one window of frames;
     ``data`` holds the window's targets (``target``, ``valid`` and the optional dense ones)."""
 
-    def __init__(self, cfg: "FitConfig", evaluator: PointEvaluator, device):
+    def __init__(self, cfg: FitConfig, evaluator: PointEvaluator, device):
         self.cfg = cfg
         self.ev = evaluator
         w = landmark_weights_68(device)
@@ -122,7 +122,7 @@ class Objective:
         return loss
 
 
-def contact_weights(lips: np.ndarray, target: np.ndarray, valid: np.ndarray, cfg: "FitConfig") -> np.ndarray:
+def contact_weights(lips: np.ndarray, target: np.ndarray, valid: np.ndarray, cfg: FitConfig) -> np.ndarray:
     """(T, P) in [0, 1]: 1 where the tracked inner-lip pair is closed (gap / IOD <= contact_closed), 0 where
     open (>= contact_open) or the frame has no lips, linear between. ``lips`` (T, 40, 2) in MP_LIPS order,
     ``target`` (T, 68, 2) landmarks, both normalised."""
@@ -134,7 +134,7 @@ def contact_weights(lips: np.ndarray, target: np.ndarray, valid: np.ndarray, cfg
     return np.where(valid[:, None], w, 0.0)
 
 
-def make_objective(model: FaceModel, ev: PointEvaluator, cfg: "FitConfig", id_mask: torch.Tensor) -> Objective:
+def make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, id_mask: torch.Tensor) -> Objective:
     """The objective, with per-coefficient priors: extra L2 on the model's lip-opening blendshapes, L1 on
     blendshape weights (expression coefficients bounded below by 0), more on its implausible-in-speech ones."""
     dev = id_mask.device
