@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import signal
 import sys
 import threading
+import time
 
 from .. import __version__
 from ..errors import SpectreError
@@ -70,6 +72,31 @@ def sigterm_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    # an interrupted command leaves generators (MediaPipe graphs, decoder threads) in reference cycles of
+    # its traceback: finalise them now, while the interpreter is whole, not at shutdown where a native
+    # thread still running aborts the process ("terminate called without an active exception")
+    gc.collect()
+    _let_worker_threads_exit()
+    return code
+
+
+def _let_worker_threads_exit(timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout``) until our worker threads (``spectre-*``) are gone from the interpreter.
+    A thread that returned is still tearing down torch's per-thread state for a moment; an interpreter
+    that exits meanwhile aborts ("terminate called without an active exception") instead of exiting
+    130 / 143 after Ctrl-C or SIGTERM."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [t for t in threading.enumerate() if t is not threading.current_thread()
+                   and t.name.startswith("spectre-")]
+        if not workers:
+            return
+        workers[0].join(timeout=0.05)
+        time.sleep(0.01)
+
+
+def _main(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)

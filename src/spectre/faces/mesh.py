@@ -7,8 +7,11 @@ MediaPipe is imported when the graphs open, so importing this module stays cheap
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 
 import numpy as np
 
@@ -18,6 +21,30 @@ log = logging.getLogger(__name__)
 
 _DETECT_MAX_SIDE = 640  # frames are shrunk to this long side before the confidence detector
 _LM_RECORD = 17  # serialized NormalizedLandmark with x, y, z set: tag, len=15, 3 x (tag + float32)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C / SIGTERM wait until a MediaPipe graph call returns, then act as usual. An exception raised
+    inside one (open, process, close) leaves the graph's C++ threads running, and the process aborts at
+    exit ("terminate called without an active exception") instead of exiting 130 / 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            handler = previous[s]
+            if callable(handler):
+                handler(s, None)  # KeyboardInterrupt, or the CLI's SIGTERM exception
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), s)
 
 
 def _open_mesh(max_faces: int, min_detection_confidence: float, min_tracking_confidence: float):
@@ -101,15 +128,17 @@ class MeshDetector:
 
         self.fresh = True
         self._warned_max = False
-        self._mesh = _open_mesh(self.max_faces, self.min_detection_confidence, self.min_tracking_confidence)
-        self._det = mp.solutions.face_detection.FaceDetection(
-            model_selection=self.detector_model, min_detection_confidence=min(self.min_detection_confidence, 0.3))
+        with signals_deferred():
+            self._mesh = _open_mesh(self.max_faces, self.min_detection_confidence, self.min_tracking_confidence)
+            self._det = mp.solutions.face_detection.FaceDetection(
+                model_selection=self.detector_model, min_detection_confidence=min(self.min_detection_confidence, 0.3))
 
     def close(self) -> None:
-        for g in (self._mesh, self._det):
-            if g is not None:
-                g.close()
-        self._mesh = self._det = None
+        with signals_deferred():
+            for g in (self._mesh, self._det):
+                if g is not None:
+                    g.close()
+            self._mesh = self._det = None
 
     def detect(self, frame: np.ndarray, score: bool = True) -> list[tuple[np.ndarray, float | None]]:
         """Faces in one RGB frame (tracking mode: call in frame order): [(points (478,3) px, score)];
@@ -119,7 +148,8 @@ class MeshDetector:
         self.fresh = False
         h, w = frame.shape[:2]
         frame = np.ascontiguousarray(frame)
-        res = self._mesh.process(frame)
+        with signals_deferred():
+            res = self._mesh.process(frame)
         if not res.multi_face_landmarks:
             return []
         scale = np.array([w, h, w], np.float32)
@@ -136,7 +166,9 @@ class MeshDetector:
 
             f = _DETECT_MAX_SIDE / max(h, w)
             small = cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_LINEAR)
-        dets = _detection_boxes(self._det.process(small).detections, w, h)
+        with signals_deferred():
+            found = self._det.process(small).detections
+        dets = _detection_boxes(found, w, h)
         if len(dets) > self.max_faces and not self._warned_max:
             self._warned_max = True  # once per video
             log.warning("%d faces in one frame but only %d are tracked (TrackerConfig.max_faces); the others are "

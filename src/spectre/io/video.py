@@ -76,6 +76,7 @@ def prefetch(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=30)  # it stops after the item it is decoding: no native decode outlives us
 
 
 @dataclass

@@ -181,6 +181,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     parts: list[FaceTracks] = []
     chosen: list[FaceTrack] = []
     row = 0
+    stream = None
     window = stage = None
     if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
         window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
@@ -191,7 +192,8 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
         for t in threads:
             t.start()
         chunk = _chunk_frames(source.width, source.height, pc.chunk_mb, cfg.track_chunk)
-        for fc in rec.tracker.stream(source, chunk_size=chunk):
+        stream = rec.tracker.stream(source, chunk_size=chunk)
+        for fc in stream:
             faces = fc.faces
             sel = faces.largest_per_frame()
             parts.append(FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps,
@@ -223,6 +225,8 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             raise errors[0]
     except BaseException as exc:
         abort.set()
+        if stream is not None:
+            stream.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
         for t in threads:  # they stop at their next queue operation; the writer is theirs until then
             if t.ident is not None:
                 t.join(timeout=60)
