@@ -162,6 +162,7 @@ def lrs3_frames(lrs3_video):
     return open_video(lrs3_video, warn_fps=False).read().frames
 
 
+@pytest.mark.slow
 def test_grid_video_halves_are_retracked_and_compared(lrs3_frames, lrs3_video, tmp_path):
     """The official demo's layout (render | input): an identical left half scores ~0 error, a
     time-reversed one loses the aperture correlation."""

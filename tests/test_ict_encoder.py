@@ -197,6 +197,7 @@ def _train(cache: Path, run: Path, steps: int, *extra: str, size: int = 64, k: i
     return run / "checkpoints" / "last.pt"
 
 
+@pytest.mark.slow
 def test_reconstruct_with_a_tiny_trained_checkpoint_writes_complete_outputs(fit_cache, lrs3_video, tmp_path):
     from spectre.io.results import ARKIT_NAMES, SCHEMA, load_face_npz
 
