@@ -246,7 +246,9 @@ def test_overfit_one_clip_reproduces_the_teacher(fit_cache, tmp_path):
     (docs/train.md)."""
     from spectre.train.data import ClipDataConfig, ClipDataset, PreparedCache
 
+    # the parameter term dominates (its built-in weights are 1e-3): this run overfits to the teacher's codes
     ck = _train(fit_cache, tmp_path / "run", 200, "--no-augment", "--lr", "1e-3", "--log-every", "50",
+                "--weight", "expression_reg=1000",
                 "--checkpoint-every", "1000", size=32, k=8)
     cache = PreparedCache.open(fit_cache)
     ds = ClipDataset(cache, list(cache.clips), ClipDataConfig(clip_length=8, image_size=32, with_fit=True),
