@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
+
+from spectre.faces.tracks_file import load_tracks, save_tracks  # noqa: E402
 
 KEYS = ("nme_mouth", "aperture_r", "width_r", "jitter_pred", "jitter_ref", "closure_recall", "false_closure_rate")
 
@@ -41,13 +42,11 @@ def parse_set(text: str, base):
 
 
 def cached_tracks(rec, path: Path, cache: Path):
-    f = cache / f"{path.stem}.tracks.pkl"
+    f = cache / f"{path.stem}.tracks.npz"
     if f.is_file():
-        with open(f, "rb") as fh:
-            return pickle.load(fh)
+        return load_tracks(f)
     out = rec.track(path)[1]
-    with open(f, "wb") as fh:
-        pickle.dump(out, fh)
+    save_tracks(out, f)
     return out
 
 

@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
+from spectre.faces.tracks_file import load_tracks  # noqa: E402
+
 OFF = dict(lip_contact=0.0, lip_cross=0.0, expression_l1=0.0, implausible_l1=0.0, dense_face=0.0)
 
 
@@ -31,7 +33,7 @@ def main() -> int:
     ap.add_argument("--samples", default=str(Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared")) / "samples"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*")
-    ap.add_argument("--cache", help="folder of <clip>.tracks.pkl written by bench_fit_judge.py (skips tracking)")
+    ap.add_argument("--cache", help="folder of <clip>.tracks.npz written by bench_fit_judge.py (skips tracking)")
     args = ap.parse_args()
 
     import torch
@@ -52,12 +54,9 @@ def main() -> int:
     print(f"{'clip':<28} {'frames':>6} {'without s':>9} {'with s':>8} {'speed ratio':>11}")
     ratios = []
     for clip in clips:
-        cached = Path(args.cache) / f"{clip.stem}.tracks.pkl" if args.cache else None
+        cached = Path(args.cache) / f"{clip.stem}.tracks.npz" if args.cache else None
         if cached is not None and cached.is_file():
-            import pickle
-
-            with open(cached, "rb") as fh:
-                tr = pickle.load(fh).largest_per_frame()
+            tr = load_tracks(cached).largest_per_frame()
         else:
             tr = track_video(clip).largest_per_frame()
         lm, valid = np.nan_to_num(np.asarray(tr.landmarks68, np.float64)), np.asarray(tr.valid, bool)
