@@ -57,6 +57,7 @@ def test_existing_run_is_not_overwritten(results_dir, tmp_path, capsys):
     assert not (out / "plots").exists()
 
 
+@pytest.mark.slow
 def test_compare_prints_both_runs(results_dir, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     main(["evaluate", str(results_dir / "good.npz"), "-o", str(a), "--no-plots"])

@@ -87,7 +87,7 @@ def _assert_complete(out: Path) -> set[str]:
 # SIGTERM with renders: the render (a video file with audio) is the longest write, so the signal most
 # likely lands inside it; SIGINT without renders: the signal lands in tracking/fitting or a small write.
 # --workers 2: the parent stops its worker processes (each removes its temporary files) and exits.
-@pytest.mark.parametrize("sig,layout,workers", [(signal.SIGINT, "none", 1),
+@pytest.mark.parametrize("sig,layout,workers", [pytest.param(signal.SIGINT, "none", 1, marks=pytest.mark.slow),
                                                 pytest.param(signal.SIGTERM, "render", 1, marks=pytest.mark.slow),
                                                 pytest.param(signal.SIGTERM, "none", 2, marks=pytest.mark.slow)],
                          ids=["SIGINT", "SIGTERM-render", "SIGTERM-workers"])
