@@ -76,6 +76,7 @@ def test_dlib_judge_scores_an_identical_render_as_perfect(lrs3_video, tmp_path):
 
 
 @needs_dlib
+@pytest.mark.slow
 def test_dlib_judge_sees_a_time_reversed_render(lrs3_video, tmp_path):
     """The render half of a grid played backwards: the judge loses the aperture correlation."""
     from test_evaluate_lipread import _write_video

@@ -291,6 +291,7 @@ def test_convert_ict_matches_shared_npz(converted, full_npz):
         assert "MIT" in str(got["license"])
 
 
+@pytest.mark.slow
 def test_converted_model_loads(converted):
     path, _ = converted
     m = ICTFaceModel.from_file(path, n_identity=N_IDENTITY_OBJS)

@@ -144,6 +144,7 @@ def test_progress_counts_the_mean_over_stages():
     assert sum(got) == 30
 
 
+@pytest.mark.slow
 def test_no_progress_without_a_terminal_and_last_line_names_the_outputs(short, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(out),

@@ -148,6 +148,7 @@ def test_long_video_streams_with_flat_memory(tmp_path):
     assert peak < 48 * 2**20 < raw / 4, f"memory grew by {peak / 2**20:.0f} MiB while streaming {raw / 2**20:.0f} MiB"
 
 
+@pytest.mark.slow
 def test_long_faceless_video_through_the_cli(tmp_path, capsys):
     clip = _long_clip(tmp_path / "long.mp4", 1500, 64)
     code = main(["reconstruct", str(clip), "-o", str(tmp_path / "out"), "--layout", "none"])
