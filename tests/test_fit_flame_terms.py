@@ -127,6 +127,7 @@ def _gap(flame, evaluator, fit):
 CFG = dict(iterations=80, identity_iterations=80, identity_frames=T, window=T, lr=0.02)
 
 
+@pytest.mark.slow  # two full-forward FLAME fits each (~15 s on 2 shared cores)
 def test_dense_lips_follow_the_lips_where_the_68_mouth_is_noisy(flame, evaluator):
     """The 68-point mouth is noisy (an iBUG-68 detector), MediaPipe's 40 lip points are precise: with the dense
     lip term the fitted FLAME lips follow the true lips more closely than from the 68 points alone."""
@@ -146,6 +147,7 @@ def test_dense_lips_follow_the_lips_where_the_68_mouth_is_noisy(flame, evaluator
     assert err[4.0] < 0.7 * err[0.0], err
 
 
+@pytest.mark.slow  # two full-forward FLAME fits each (~15 s on 2 shared cores)
 def test_lip_contact_closes_a_small_gap_the_tracker_sees_closed(flame, evaluator):
     """The jaw is a little open in the model that made the track, but the tracked inner lips meet: the
     contact term pulls the fitted lips to touching (gap -> rest), without it the gap stays."""
