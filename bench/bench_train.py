@@ -305,6 +305,9 @@ def main() -> int:
         rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
     rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
     rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
+    plain = ict(LossWeights(), False)
+    plain.trainable.to(memory_format=torch.contiguous_format)  # the step before channels_last weights
+    rows.append(("step  ict  videos alone, NCHW weights", time_steps(plain, batch, rt, n), k))
     threads = torch.get_num_threads()
     if dev.type == "cpu" and threads > 1:  # on a shared, loaded CPU one thread avoids OpenMP barrier stalls
         torch.set_num_threads(1)

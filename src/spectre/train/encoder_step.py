@@ -55,7 +55,9 @@ class FaceEncoderStep(TrainStep):
 
     def __init__(self, encoder: FaceCodeEncoder, model: nn.Module, criteria: PerceptualCriteria,
                  renderer: Any = None):
-        super().__init__(encoder)
+        # channels_last convolution weights: MobileNetV2 forward + backward ~30 % faster on the CPU (bench_train);
+        # the weights' values (and checkpoints' contents) are unchanged
+        super().__init__(encoder.to(memory_format=torch.channels_last))
         self.model = model
         self.face_model_name = model.name
         self.criteria = criteria
