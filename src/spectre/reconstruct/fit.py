@@ -28,6 +28,7 @@ from ..faces.crop import FACE_CROP_SIZE
 from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
+from .adam import Adam
 from .evaluator import PointEvaluator
 from .mp_lips import MP_LIPS
 from .objective import Objective, contact_weights, make_objective
@@ -298,7 +299,7 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     coef = coef_init.clone().requires_grad_(True)
     rot = rot_init.clone().requires_grad_(True)
     cam = cam_init.clone().requires_grad_(True)
-    opt = torch.optim.Adam([coef, rot, cam], lr=lr)
+    opt = Adam([coef, rot, cam], lr=lr)
     data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
     if not fix_identity:

@@ -8,6 +8,7 @@ outputs) is written last, so its presence marks the video as finished (:mod:`.re
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from .outputs import write_meshes
 from .overlap import run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
+from .stageprocs import StageProcesses, run_in_processes
 from .videostage import write_video
 
 __all__ = ["Reconstructor", "reconstruct"]
@@ -46,8 +48,13 @@ __all__ = ["Reconstructor", "reconstruct"]
 class Reconstructor:
     """Holds the heavy objects (tracker, face model, networks) so many videos reuse them."""
 
-    def __init__(self, config: ReconstructConfig | None = None):
+    def __init__(self, config: ReconstructConfig | None = None, processes: bool = False):
+        """``processes``: overlapped jobs fit and render in their own processes (:mod:`.stageprocs`,
+        spawned by :meth:`start_processes` or the first job; the command line's default), else in threads
+        of this process (:mod:`.overlap`; no ``if __name__ == "__main__"`` guard needed in a script)."""
         self.cfg = (config or ReconstructConfig()).validate()
+        self.processes = processes
+        self._procs: StageProcesses | None = None
         self.store = AssetStore(self.cfg.assets)
         self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
         self._model = None
@@ -76,7 +83,19 @@ class Reconstructor:
             self._tracker = FaceTracker()
         return self._tracker
 
+    def start_processes(self) -> None:
+        """Spawn the stage processes now (they import torch and load the face model while this process
+        tracks), when jobs will use them."""
+        if self.processes and self.overlapped and (self._procs is None or not self._procs.alive()):
+            if self._procs is not None:
+                self._procs.close()
+            roles = ("fit", "video") if os.environ.get("SPECTRE_FIT_PROCESS") == "1" else ("video",)
+            self._procs = StageProcesses(self.cfg, roles=roles if self.cfg.layout != "none" else roles[:-1])
+
     def close(self) -> None:
+        if self._procs is not None:
+            self._procs.close()
+            self._procs = None
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None
@@ -141,7 +160,12 @@ class Reconstructor:
 
     def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress) -> ReconstructionResult:
         t0 = time.perf_counter()
-        tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
+        if self.processes:
+            self.start_processes()
+            tracks, track, fit, timings = run_in_processes(self, self._procs, path, video, overwrite=overwrite,
+                                                           progress=progress)
+        else:
+            tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
         face = self.face_from_fit(track, tracks, fit)
         if self.cfg.arkit:
             face.arkit = self.arkit_weights(face.params)
