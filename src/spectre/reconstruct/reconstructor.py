@@ -8,7 +8,6 @@ outputs) is written last, so its presence marks the video as finished (:mod:`.re
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,11 +48,14 @@ class Reconstructor:
     """Holds the heavy objects (tracker, face model, networks) so many videos reuse them."""
 
     def __init__(self, config: ReconstructConfig | None = None, processes: bool = False):
-        """``processes``: overlapped jobs fit and render in their own processes (:mod:`.stageprocs`,
-        spawned by :meth:`start_processes` or the first job; the command line's default), else in threads
+        """``processes``: overlapped jobs render their video in a process of its own (:mod:`.stageprocs`,
+        spawned by :meth:`start_processes` or the first job; the command line's default), else in a thread
         of this process (:mod:`.overlap`; no ``if __name__ == "__main__"`` guard needed in a script)."""
         self.cfg = (config or ReconstructConfig()).validate()
         self.processes = processes
+        #: the stages given their own process: the video (render, compose, encode) by default; the fit
+        #: shares this process with tracking, which mostly runs without the GIL (docs/performance.md)
+        self.stage_roles: tuple[str, ...] = ("video",)
         self._procs: StageProcesses | None = None
         self.store = AssetStore(self.cfg.assets)
         self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
@@ -89,8 +91,8 @@ class Reconstructor:
         if self.processes and self.overlapped and (self._procs is None or not self._procs.alive()):
             if self._procs is not None:
                 self._procs.close()
-            roles = ("fit", "video") if os.environ.get("SPECTRE_FIT_PROCESS") == "1" else ("video",)
-            self._procs = StageProcesses(self.cfg, roles=roles if self.cfg.layout != "none" else roles[:-1])
+            roles = tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
+            self._procs = StageProcesses(self.cfg, roles=roles)
 
     def close(self) -> None:
         if self._procs is not None:

@@ -1,18 +1,20 @@
-"""The overlapped job with the fit and the video in their own processes (the command line's default).
+"""The overlapped job with its stages in processes (the command line's default).
 
 As threads of one process (:mod:`.overlap`) the fit and the video stage are many small torch ops that
-take turns on one GIL, and a job pays torch's import and the face model's load before its first frame
-is tracked. Here the calling process decodes and tracks (PyAV, MediaPipe, numpy) and two processes,
-spawned when the :class:`~.reconstructor.Reconstructor` is made and reused for every job, fit and render:
+take turns on one GIL. Here the calling process decodes and tracks (PyAV and MediaPipe, mostly without
+the GIL) and fits in a thread, while the video (render, compose, encode) runs in its own process, spawned
+when the :class:`~.reconstructor.Reconstructor` is made (it imports torch and loads the face model while
+this process starts tracking) and reused for every job:
 
-    parent: decode -> track -> window ---- chunks (landmarks) ---> fit process
-                                  \\---- frames' windows -------> video process <-- solved pieces --/
+    parent: decode -> track -> window --- frames' windows ---> video process
+                        `-> fit thread --- solved pieces ----/
 
-The queues into the children are bounded (a slow stage holds the tracker back); the video process keeps
-the windows of the frames whose fit is not solved yet (the same bound as the threads). Each child runs
-torch at one thread. A failure in a child is raised in the parent with its own type and message; an
-interrupt in the parent stops the children's job, which remove their temporary files; children leave
-when the parent closes them or dies. Processes are started with ``spawn`` (Linux and macOS alike).
+``roles=("fit", "video")`` runs the fit in a process of its own too (one more torch import and model
+load: no faster on 2 cores, docs/performance.md). The queues into the children are bounded (a slow stage
+holds the tracker back); the video process reads ahead at most ``HOLD_MB`` of windows. Each child runs
+torch at one thread. A failure in a child is raised in the parent with its own type and message; when a
+job stops early the children stop it too and remove their temporary files; children leave when the
+parent closes them or dies. Processes are started with ``spawn`` (Linux and macOS alike).
 """
 from __future__ import annotations
 

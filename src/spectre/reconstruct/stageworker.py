@@ -195,7 +195,7 @@ def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, 
         raise
 
 
-#: MB of frame windows the video process reads ahead while it renders
+#: MB of frame windows the video process reads ahead while it renders (more waits in its bounded inbox)
 HOLD_MB = 128
 
 
