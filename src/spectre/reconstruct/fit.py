@@ -298,7 +298,12 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     id_mask = prob.id_mask
     coef = coef_init.clone().requires_grad_(True)
     rot = rot_init.clone().requires_grad_(True)
-    cam = cam_init.clone().requires_grad_(True)
+    # Adam's step is ~lr in each parameter's own units: the camera translation (model units) is optimised in
+    # centimetres whatever the model's units, so a model in metres (FLAME) does not take 5 cm steps
+    k = 100.0 / float(getattr(objective.ev.model, "units_per_metre", 100.0))
+    to_model = None if k == 1.0 else torch.tensor([1.0, 1.0 / k, 1.0 / k], dtype=cam_init.dtype,
+                                                  device=cam_init.device)
+    cam = (cam_init if to_model is None else cam_init / to_model).clone().requires_grad_(True)
     opt = Adam([coef, rot, cam], lr=lr)
     data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
@@ -309,7 +314,8 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     loss = None
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        loss = objective(coef, rot, cam, data, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth)
+        loss = objective(coef, rot, cam if to_model is None else cam * to_model, data, coef[:, id_mask],
+                         coef[:, ~id_mask], smooth=smooth)
         loss.backward()
         if grad_mask is not None:
             coef.grad.mul_(grad_mask)
@@ -321,7 +327,8 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
             cam.grad[:anchor] = 0
         opt.step()
         coef.data = torch.maximum(torch.minimum(coef.data, prob.hi), prob.lo)
-    return coef.detach(), rot.detach(), cam.detach(), float(loss.detach()) if loss is not None else float("nan")
+    cam = cam.detach() if to_model is None else cam.detach() * to_model
+    return coef.detach(), rot.detach(), cam, float(loss.detach()) if loss is not None else float("nan")
 
 
 def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: Objective, prob: _Problem) -> TrackFit:
