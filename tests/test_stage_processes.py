@@ -49,6 +49,14 @@ def _frames(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
+def _same_results(res, ref) -> None:
+    assert res.num_frames == ref.num_frames
+    for k, v in ref.face.params.items():
+        np.testing.assert_allclose(res.face.params[k], v, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(res.face.cam, ref.face.cam, atol=1e-5)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("roles", [("video",), ("fit", "video")], ids=["fit-thread", "fit-process"])
 def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_path, roles):
     ref, ref_out = threaded
@@ -66,10 +74,7 @@ def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_
         rec.close()
     assert not any(_alive(pid) for pid in children), "closing the reconstructor ends its stage processes"
     for r in (res, res2):
-        assert r.num_frames == 27
-        for k, v in ref.face.params.items():
-            np.testing.assert_allclose(r.face.params[k], v, atol=1e-5, err_msg=k)
-        np.testing.assert_allclose(r.face.cam, ref.face.cam, atol=1e-5)
+        _same_results(r, ref)
     # the video: the same frames as the threads' video (the same renders, the same encoder)
     a, b = _frames(tmp_path / "a" / "clip.mp4"), _frames(ref_out / "clip.mp4")
     assert a.shape == b.shape == (27, 224, 448, 3)
@@ -91,9 +96,12 @@ def test_an_error_in_a_child_is_raised_in_the_parent_and_the_children_go_on(shor
         children = [p.pid for p in rec._procs.procs.values()]
         res = rec.run(short, tmp_path / "next", stem="clip")  # the same children do the next job
         assert [p.pid for p in rec._procs.procs.values()] == children
-        assert res.num_frames == 27 and (tmp_path / "next" / "clip.mp4").is_file()
+        assert (tmp_path / "next" / "clip.mp4").is_file() and len(_frames(tmp_path / "next" / "clip.mp4")) == 27
     finally:
         rec.close()
+    face = res.face  # a real fit (the slow tests compare it with the threads' numbers)
+    ok = np.asarray(face.valid)
+    assert res.num_frames == 27 and np.abs(face.landmarks2d[ok] - face.tracked68[ok]).mean() < 6.0
 
 
 def _alive(pid: int) -> bool:
@@ -136,11 +144,14 @@ def _gone(tag: str, timeout: float) -> bool:
 pytestmark_linux = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 
 
+@pytest.mark.slow
 @pytestmark_linux
 def test_cli_leaves_no_process_behind(short, tmp_path):
     tag = uuid.uuid4().hex
-    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(tmp_path / "o")],
-                          env=_env(tag), capture_output=True, text=True, timeout=300)
+    conf = tmp_path / "small.yaml"  # windows shorter than the clip: the video gets its process
+    conf.write_text("pipeline: {identity_span: 12, window: 8, chunk_mb: 1}\n")
+    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(tmp_path / "o"),
+                           "--config", str(conf)], env=_env(tag), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("wrote ")
     assert _gone(tag, 5.0), "a stage process outlived the command"
@@ -194,3 +205,19 @@ def test_stopped_mid_video_no_partial_file_no_process(sig, shared_dir, tmp_path)
     left = [p.name for p in out.iterdir()]
     assert not [n for n in left if ".partial" in n], left
     assert "clip.mp4" not in left and "clip.yaml" not in left, left
+
+
+def test_short_clips_and_no_video_keep_to_threads(short, tmp_path):
+    """A clip within the fit's first window has nothing to overlap, and without a video there is no
+    stage to move out: no process is started for them."""
+    for cfg in (make_config(), make_config(layout="none", pipeline=SMALL)):
+        rec = Reconstructor(cfg, processes=True)
+        try:
+            assert not rec.uses_processes(short)
+        finally:
+            rec.close()
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        assert rec.uses_processes(short)
+    finally:
+        rec.close()

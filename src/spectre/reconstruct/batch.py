@@ -173,7 +173,8 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
             if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:
-                rec.start_processes()  # they start up while this process loads the model and tracks
+                if rec.uses_processes(jobs[0][0]):
+                    rec.start_processes()  # they start up while this process loads the model and tracks
                 rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
                 frame_bar = None

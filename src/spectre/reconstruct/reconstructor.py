@@ -20,7 +20,7 @@ from ..assets import AssetStore
 from ..atomic import atomic_write_text
 from ..config import to_dict
 from ..device import Runtime
-from ..errors import NoFaceError, OutputError
+from ..errors import NoFaceError, OutputError, SpectreError
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
 from ..io.livelink import save_livelink_csv
@@ -85,14 +85,28 @@ class Reconstructor:
             self._tracker = FaceTracker()
         return self._tracker
 
+    def _roles(self) -> tuple[str, ...]:
+        return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
+
+    def uses_processes(self, path: str | Path) -> bool:
+        """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages
+        and a clip longer than the fit's first window (a shorter clip has nothing to overlap: its video
+        starts once the whole clip is fitted, and a process would only add its start-up)."""
+        if not (self.processes and self.overlapped and self._roles()):
+            return False
+        try:
+            n = open_video(path, warn_fps=False).num_frames
+        except SpectreError:
+            return True  # the job reports the error
+        return not n or n > min(self.cfg.pipeline.identity_span, self.cfg.pipeline.window)
+
     def start_processes(self) -> None:
         """Spawn the stage processes now (they import torch and load the face model while this process
-        tracks), when jobs will use them."""
-        if self.processes and self.overlapped and (self._procs is None or not self._procs.alive()):
+        tracks), unless they run already."""
+        if self._procs is None or not self._procs.alive():
             if self._procs is not None:
                 self._procs.close()
-            roles = tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
-            self._procs = StageProcesses(self.cfg, roles=roles)
+            self._procs = StageProcesses(self.cfg, roles=self._roles())
 
     def close(self) -> None:
         if self._procs is not None:
@@ -162,7 +176,7 @@ class Reconstructor:
 
     def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress) -> ReconstructionResult:
         t0 = time.perf_counter()
-        if self.processes:
+        if self.uses_processes(path):
             self.start_processes()
             tracks, track, fit, timings = run_in_processes(self, self._procs, path, video, overwrite=overwrite,
                                                            progress=progress)
