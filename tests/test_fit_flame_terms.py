@@ -123,8 +123,7 @@ def _gap(flame, evaluator, fit):
     return ((lips[:, up] - lips[:, lo])[..., 1] - (rest_lips[:, up] - rest_lips[:, lo])[..., 1]).numpy()
 
 
-# FLAME (metres, rotation about the neck) converges better with a smaller step than the default 0.05
-CFG = dict(iterations=80, identity_iterations=80, identity_frames=T, window=T, lr=0.02)
+CFG = dict(iterations=80, identity_iterations=80, identity_frames=T, window=T)
 
 
 @pytest.mark.slow  # two full-forward FLAME fits each (~15 s on 2 shared cores)

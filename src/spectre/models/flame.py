@@ -145,7 +145,9 @@ class FLAME(FaceModel):
             ParamSpec("jaw_pose", 3, "expression", 0.0, -0.5, 0.5, "jaw rotation, axis-angle (x opens)"),
             ParamSpec("eye_pose", 6, "expression", 0.0, -0.5, 0.5, "left and right eyeball rotations"),
             ParamSpec("global_pose", 3, "pose", 0.0, -math.pi / 2, math.pi / 2, "head rotation, axis-angle"),
-            ParamSpec("neck_pose", 3, "pose", 0.0, -0.5, 0.5, "neck rotation (SPECTRE keeps it zero)"),
+            # SPECTRE keeps the neck at zero; bounds of 0 keep fits from solving it: it duplicates the head
+            # rotation about a pivot at the neck base, and Adam's steps on it swing the whole face
+            ParamSpec("neck_pose", 3, "pose", 0.0, 0.0, 0.0, "neck rotation (kept zero, as SPECTRE does)"),
         )
         f32 = torch.float32
         sd = np.concatenate([shapedirs[:, :, :n_shape], shapedirs[:, :, 300:300 + n_exp]], axis=2)
