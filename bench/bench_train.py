@@ -8,13 +8,16 @@ FLAME generator and the FLAME-topology files) and is skipped without it. Rows:
   step  ict  fp32          baseline: one optimiser step (forward, backward, Adam) on one K-frame clip
   step  ict  bf16/fp16     autocast (only where the device has native support)
   step  ict  no-emotion    expression weight 0 (the emotion ResNet-50 skipped)
+  step  ict  videos alone  no lipreader/emotion (nothing rendered): now, before (NCHW conv weights and
+                           multi-tensor Adam, as until 2026-11-30), and now on 1 thread
   step  flame fp32         the official SPECTRE step (DECA + FLAME + textured render)
   data  workers 0 / 2      K-frame samples/s from a prepared cache (crop + warp + JPEG decode)
   loop  ...                the whole `spectre train --model ict` loop (videos alone: data, step, logging,
                            checkpoints) on a synthetic fit cache of 4 clips, the way it ran before
-                           (loader and its worker started every epoch) against now (one persistent
-                           loader), and with precise BatchNorm at every checkpoint; its baseline is the
-                           "before" loop of the same run
+                           (loader and its worker started every epoch, NCHW weights, multi-tensor Adam)
+                           against now (one persistent loader, channels_last, fused Adam), and with
+                           precise BatchNorm at every checkpoint; its baseline is the "before" loop of
+                           the same run
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from spectre.nets.face_encoder import FaceCodeEncoder
 from spectre.train.criteria import PerceptualCriteria
 from spectre.train.encoder_step import FaceEncoderStep, encoder_spec_for
 from spectre.train.step import LossWeights, trainable_module
+from spectre.train.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
@@ -78,8 +82,11 @@ def ict_step(model, size: int, k: int, dev, lip, emo, weights: LossWeights):
     return FaceEncoderStep(enc, model, PerceptualCriteria(lip, emo, w), renderer)
 
 
-def time_steps(step, batch, rt: Runtime, n: int) -> float:
-    opt = torch.optim.Adam([p for p in step.trainable.parameters() if p.requires_grad], lr=5e-5)
+def time_steps(step, batch, rt: Runtime, n: int, fused: bool = True) -> float:
+    """Steps/s of forward, backward and the trainer's Adam (``fused=False``: the default multi-tensor Adam
+    the trainer used before 2026-11-30)."""
+    params = [p for p in step.trainable.parameters() if p.requires_grad]
+    opt = make_optimizer(params, 5e-5, rt.device) if fused else torch.optim.Adam(params, lr=5e-5)
     step.set_train(True)
 
     def one():
@@ -210,8 +217,8 @@ def synthetic_cache(tmp: Path, k: int, clips: int = 4, frames_n: int | None = No
 
 
 def loop_rows(k: int, size: int, steps: int, tmp: Path) -> list[tuple[str, float]]:
-    """Steps/s of ``Trainer.fit`` (videos alone, fp32, 1 loader worker, checkpoint every 10 steps):
-    before (a loader started per epoch, as until 2026-11-30), now, now + precise BatchNorm."""
+    """Steps/s of ``Trainer.fit`` (videos alone, fp32, 1 loader worker, checkpoint every 10 steps): before
+    (as until 2026-11-30: a loader started per epoch, NCHW weights, multi-tensor Adam), now, now + precise BN."""
     from spectre.train import trainer as tr
     from spectre.train.data import ClipDataConfig
     from spectre.train.encoder_step import build_encoder_step
@@ -221,6 +228,9 @@ def loop_rows(k: int, size: int, steps: int, tmp: Path) -> list[tuple[str, float
 
     def per_epoch_loader(*args, persistent=False, **kw):  # the loop before: new workers every epoch
         return make_loader(*args, persistent=False, **kw)
+
+    def plain_adam(params, lr, device):
+        return torch.optim.Adam(params, lr=lr)
 
     rows = []
     variants = (("loop  before (loader per epoch)", 0, True), ("loop  now (persistent loader)", 0, False),
@@ -234,7 +244,11 @@ def loop_rows(k: int, size: int, steps: int, tmp: Path) -> list[tuple[str, float
         pc = tr.PreparedCache.open(cache)
         train = tr.ClipDataset(pc, pc.split("train"), cfg.data, train=True)
         step = build_encoder_step(None, cfg.loss, image_size=size, clip_length=k)
+        if patched:  # before: NCHW conv weights, multi-tensor Adam, a loader started per epoch
+            step.trainable.to(memory_format=torch.contiguous_format)
+            tr.make_optimizer = plain_adam
         trainer = tr.Trainer(cfg, step, train, None, tmp / f"run{i}", Runtime.create("cpu"))
+        tr.make_optimizer = make_optimizer
         tr.make_loader = per_epoch_loader if patched else make_loader
         try:
             t = time.perf_counter()
@@ -306,8 +320,8 @@ def main() -> int:
     rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
     rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
     plain = ict(LossWeights(), False)
-    plain.trainable.to(memory_format=torch.contiguous_format)  # the step before channels_last weights
-    rows.append(("step  ict  videos alone, NCHW weights", time_steps(plain, batch, rt, n), k))
+    plain.trainable.to(memory_format=torch.contiguous_format)  # the step before: NCHW weights, multi-tensor Adam
+    rows.append(("step  ict  videos alone, before", time_steps(plain, batch, rt, n, fused=False), k))
     threads = torch.get_num_threads()
     if dev.type == "cpu" and threads > 1:  # on a shared, loaded CPU one thread avoids OpenMP barrier stalls
         torch.set_num_threads(1)

@@ -87,6 +87,12 @@ class TrainSummary:
     run_dir: Path
 
 
+def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam (official); the fused kernel where the device has one: on 2 CPU cores the MobileNetV2 encoder's
+    3.9 M-parameter update took ~4x less time than the default multi-tensor one (bench_train)."""
+    return torch.optim.Adam(params, lr=lr, fused=torch.device(device).type in ("cpu", "cuda") or None)
+
+
 class _Logger:
     """TensorBoard (main process) + a ``metrics.jsonl`` that survives without TensorBoard."""
 
@@ -163,7 +169,7 @@ class Trainer:
         if not params:
             raise ConfigError("the training step has no trainable parameters")
         self.params = params
-        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr)
+        self.optimizer = make_optimizer(params, cfg.optim.lr, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg.optim.milestones),
                                                               gamma=cfg.optim.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.precision == "fp16")
