@@ -295,6 +295,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--clip-length", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--videos-alone", action="store_true",
+                    help="only the registration-free ICT rows (no lipreader/emotion/FLAME/data rows): step and "
+                         "loop, before vs now; the ratio column is then against the step before")
     args = ap.parse_args()
     configure_threads()
     k = args.clip_length or (7 if args.quick else 20)
@@ -304,7 +307,7 @@ def main() -> int:
     dev = rt.device
     from spectre.models import load_face_model
 
-    lip, emo = frozen_nets(dev)
+    lip, emo = (None, None) if args.videos_alone else frozen_nets(dev)
     model = load_face_model("ict").to(dev)
     batch = ict_batch(model, k, size, dev)
     rows: list[tuple[str, float, int]] = []
@@ -312,16 +315,17 @@ def main() -> int:
     def ict(weights, perceptual: bool = True):
         return ict_step(model, size, k, dev, lip if perceptual else None, emo if perceptual else None, weights)
 
-    rows.append(("step  ict  fp32", time_steps(ict(LossWeights()), batch, rt, n), k))
-    reduced = "bf16" if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or \
-        (dev.type == "cpu" and cpu_supports_bf16()) else None
-    if reduced:
-        rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
-    rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
-    rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
+    if not args.videos_alone:
+        rows.append(("step  ict  fp32", time_steps(ict(LossWeights()), batch, rt, n), k))
+        reduced = "bf16" if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+            (dev.type == "cpu" and cpu_supports_bf16()) else None
+        if reduced:
+            rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
+        rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
     plain = ict(LossWeights(), False)
     plain.trainable.to(memory_format=torch.contiguous_format)  # the step before: NCHW weights, multi-tensor Adam
     rows.append(("step  ict  videos alone, before", time_steps(plain, batch, rt, n, fused=False), k))
+    rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
     threads = torch.get_num_threads()
     if dev.type == "cpu" and threads > 1:  # on a shared, loaded CPU one thread avoids OpenMP barrier stalls
         torch.set_num_threads(1)
@@ -330,21 +334,24 @@ def main() -> int:
         finally:
             torch.set_num_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    data: list[tuple[str, float]] = []
     try:
-        fs = flame_step(dev, lip, emo, LossWeights(), tmp / "assets")
+        fs = None if args.videos_alone else flame_step(dev, lip, emo, LossWeights(), tmp / "assets")
         if fs is not None:
             rows.append(("step  flame fp32 (224)", time_steps(fs, flame_batch(k, dev), rt, n), k))
-        data = data_rows(k, 224, 15 if args.quick else 45, tmp / "data")
+        if not args.videos_alone:
+            data = data_rows(k, 224, 15 if args.quick else 45, tmp / "data")
         loops = loop_rows(k, size, 20 if args.quick else 60, tmp / "loop") if args.device == "cpu" else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0][1]
     print(f"\ndevice {dev} ({torch.get_num_threads()} threads), K={k}, ICT crop {size}px, "
           f"load {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':<26}{'steps/s':>10}{'frames/s':>10}{'vs fp32':>9}")
+    print(f"{'variant':<36}{'steps/s':>10}{'frames/s':>10}{'ratio':>12}   (ratio: against '{rows[0][0]}')")
     for name, rate, frames in rows:
-        print(f"{name:<26}{rate:>10.3f}{rate * frames:>10.1f}{rate / base:>8.2f}x")
-    print(f"{'variant':<26}{'clips/s':>10}{'frames/s':>10}{'vs w0':>9}")
+        print(f"{name:<36}{rate:>10.3f}{rate * frames:>10.1f}{rate / base:>11.2f}x")
+    if data:
+        print(f"{'variant':<26}{'clips/s':>10}{'frames/s':>10}{'vs w0':>9}")
     for name, rate in data:
         print(f"{name:<26}{rate:>10.2f}{rate * k:>10.1f}{rate / data[0][1]:>8.2f}x")
     if loops:
