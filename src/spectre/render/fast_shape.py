@@ -25,23 +25,24 @@ __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_fra
 
 _EMPTY = torch.iinfo(torch.int64).max
 _BOX_EPS = 1e-4  # pixels: bounding boxes are widened by this so centres on a corner are not lost
-_EDGE_EPS = 1e-5  # doubled sub-triangle area (px^2): shared edges overlap a hair, never leave pin-holes
 #: bounding-box sizes laid out as dense (triangles, candidates) blocks; larger boxes are enumerated
 #: one candidate at a time. 1 and 2 are exact sizes, 4 and 8 take boxes of 3-4 and 5-8 pixels.
 _BLOCKS = (1, 2, 4, 8)
-#: float columns of the per-triangle table
-_C0, _EX0, _EY0, _ZO, _DZX, _DZY, _BX, _BY, _BW, _BH = 0, 3, 6, 9, 10, 11, 12, 13, 14, 15
+_SPAN_EPS = 1e-4  # pixels: row spans are widened by this, so shared edges overlap a hair, never leave pin-holes
+_FLAT = 1e-4  # pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
+#: float columns of the per-triangle table: depth at the box's first pixel and its x/y steps, box width and
+#: height, and per edge the row span bounds ``u >= qlo + plo*v`` and ``u <= qhi + phi*v`` (box-relative)
+_ZO, _DZX, _DZY, _BW, _BH, _QLO, _PLO, _QHI, _PHI = 0, 1, 2, 3, 4, 5, 8, 11, 14
+#: triangle groups: dense blocks (width, height) of _BLOCKS, then None for large boxes (row by row)
+_GROUPS = [(a, h) for a in _BLOCKS for h in _BLOCKS] + [None]
 
 
 def _triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], cull_backfaces: bool):
-    """Per-triangle table of the triangles that can cover a pixel centre.
+    """Per-triangle table of the triangles that can cover a pixel centre, grouped by box size.
 
     ``points`` (B, V, 3) pixels + positive depth, ``faces`` (F, 3). Returns (gid (n,) = b*F + f,
-    base (n,) flat index of the bounding box's first pixel, table (16, n) float32 column-major: edge
-    functions at the box's first pixel c0..c2, their x/y steps, depth there and its x/y steps, box x, y,
-    width, height), or None when no triangle is left. Edge functions are oriented so that inside is
-    ``w <= 0`` for all three, and are evaluated relative to the box (small magnitudes, exact enough
-    that neighbours agree on a shared edge)."""
+    base (n,) flat index of the box's first pixel, table (17, n) float32 column-major (see the column
+    names), ends: the end of each box-size group in :func:`_groups` order), or None when nothing is left."""
     B, V = points.shape[:2]
     H, W = size
     n_faces = faces.shape[0]
@@ -60,45 +61,107 @@ def _triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
     gid = keep.nonzero().squeeze(1)
     if gid.numel() == 0:
         return None
+    bw, bh = (bx1 - bx0).index_select(0, gid) + 1, (by1 - by0).index_select(0, gid) + 1
+    group = _group_of(bw, bh)
+    group, order = torch.sort(group, stable=True)  # each group a slice, triangle order kept within it
+    ends = torch.cumsum(torch.bincount(group, minlength=len(_GROUPS)), 0).tolist()
+    gid, bw, bh = gid.index_select(0, order), bw.index_select(0, order), bh.index_select(0, order)
     pick = lambda t: t.index_select(0, gid)  # noqa: E731
-    x, y, area = [pick(t) for t in x], [pick(t) for t in y], pick(area)
+    x, y, area, bx0, by0 = [pick(t) for t in x], [pick(t) for t in y], pick(area), pick(bx0), pick(by0)
     pz = flat[:, 2].contiguous()
     z = [pz.index_select(0, pick(i)) for i in corner]
-    bx0, by0 = pick(bx0), pick(by0)
-    bw, bh = pick(bx1) - bx0 + 1, pick(by1) - by0 + 1
-    sign = torch.where(area < 0, 1.0, -1.0)  # back faces (kept without culling) flip their edges
-    # w_k for the edge (a -> b) opposite corner k: (xb - xa)(py - ya) - (yb - ya)(px - xa)
-    rows = []
+    front = area < 0  # clockwise on screen (y down): inside is to the right of each edge a -> b
+    # edge a -> b bounds row v (box-relative) at u = xa - bx0 + (v + by0 - ya) * dx/dy: from below where
+    # it runs downwards on a front face (upwards on a back face), from above otherwise
+    qlo, plo, qhi, phi = [], [], [], []
     for ka, kb in ((1, 2), (2, 0), (0, 1)):
-        ex, ey = (x[kb] - x[ka]) * sign, (y[kb] - y[ka]) * sign
-        rows.append((ex * (by0 - y[ka]) - ey * (bx0 - x[ka]), ex, ey))
+        dx, dy = x[kb] - x[ka], y[kb] - y[ka]
+        p = dx / torch.where(dy.abs() < _FLAT, 1.0, dy)
+        q = torch.addcmul(x[ka] - bx0, p, by0 - y[ka])
+        lower = torch.where(front, dy >= _FLAT, dy <= -_FLAT)
+        upper = torch.where(front, dy <= -_FLAT, dy >= _FLAT)
+        qlo.append(torch.where(lower, q, -float("inf")))
+        plo.append(torch.where(lower, p, 0.0))
+        qhi.append(torch.where(upper, q, float("inf")))
+        phi.append(torch.where(upper, p, 0.0))
     e1x, e1y, e2x, e2y = x[1] - x[0], y[1] - y[0], x[2] - x[0], y[2] - y[0]
     dz1, dz2 = z[1] - z[0], z[2] - z[0]
     dzdx = (dz1 * e2y - e1y * dz2) / area
     dzdy = (e1x * dz2 - dz1 * e2x) / area
     zo = z[0] + dzdx * (bx0 - x[0]) + dzdy * (by0 - y[0])
-    table = torch.stack([r[0] for r in rows] + [r[1] for r in rows] + [r[2] for r in rows]
-                        + [zo, dzdx, dzdy, bx0, by0, bw, bh])
+    table = torch.stack([zo, dzdx, dzdy, bw, bh] + qlo + plo + qhi + phi)
     base = torch.div(gid, n_faces, rounding_mode="floor") * (H * W) + (by0 * W + bx0).long()
-    return gid, base, table
+    return gid, base, table, ends
 
 
-def _draw(zbuf: torch.Tensor, t: torch.Tensor, gid: torch.Tensor, base: torch.Tensor, u: torch.Tensor,
-          v: torch.Tensor, offset: torch.Tensor, dense: bool, check_box: bool) -> None:
-    """Draw candidates into the z-buffer: per triangle (columns of ``t``), pixel ``(u, v)`` of its box.
-    ``u``, ``v``, ``offset`` are (k,) for a ``dense`` block (broadcast over triangles) or (n,) per candidate."""
-    if dense:
-        t, gid, base = t[:, :, None], gid[:, None], base[:, None]
-    w = torch.addcmul(torch.addcmul(t[_C0], t[_EX0], v), t[_EY0], u, value=-1.0)
-    w = torch.maximum(w, torch.addcmul(torch.addcmul(t[_C0 + 1], t[_EX0 + 1], v), t[_EY0 + 1], u, value=-1.0))
-    w = torch.maximum(w, torch.addcmul(torch.addcmul(t[_C0 + 2], t[_EX0 + 2], v), t[_EY0 + 2], u, value=-1.0))
-    inside = w <= _EDGE_EPS
-    if check_box:  # blocks larger than the box: candidates past it may lie outside the frame
-        inside &= (u < t[_BW]) & (v < t[_BH])
-    depth = torch.addcmul(torch.addcmul(t[_ZO], t[_DZX], u), t[_DZY], v).clamp_(min=1e-30)
-    key = (depth.view(torch.int32).to(torch.int64) << 32) | gid
-    key = torch.where(inside, key, _EMPTY)
-    zbuf.scatter_reduce_(0, (base + offset).reshape(-1), key.reshape(-1), reduce="amin", include_self=True)
+def _group_of(bw: torch.Tensor, bh: torch.Tensor) -> torch.Tensor:
+    """Index into :data:`_GROUPS` of boxes ``bw`` x ``bh`` (the last group: large boxes)."""
+    edges = bw.new_tensor(_BLOCKS)
+    gw, gh = torch.bucketize(bw, edges), torch.bucketize(bh, edges)
+    n = len(_BLOCKS)
+    return torch.where((gw < n) & (gh < n), gw * n + gh, n * n)
+
+
+def _row_bounds(t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last pixel (box-relative, float) of row ``v`` inside all three edges; ``t`` columns broadcast
+    against ``v``. An empty row has last < first."""
+    lo = torch.addcmul(t[_QLO], t[_PLO], v)
+    hi = torch.addcmul(t[_QHI], t[_PHI], v)
+    for k in (1, 2):
+        lo = torch.maximum(lo, torch.addcmul(t[_QLO + k], t[_PLO + k], v))
+        hi = torch.minimum(hi, torch.addcmul(t[_QHI + k], t[_PHI + k], v))
+    lo = torch.ceil(lo.sub_(_SPAN_EPS)).clamp_(min=0)
+    hi = torch.minimum(torch.floor(hi.add_(_SPAN_EPS)), t[_BW] - 1)
+    return lo, hi
+
+
+def _draw_rows(zbuf: torch.Tensor, t: torch.Tensor, gid: torch.Tensor, base: torch.Tensor, width: int) -> None:
+    """Draw triangles with large boxes row by row: each row's span, then one candidate per covered pixel."""
+    dev = t.device
+    rows = t[_BH].long()
+    n_rows = int(rows.sum())
+    tri = torch.repeat_interleave(torch.arange(t.shape[1], device=dev), rows, output_size=n_rows)
+    v = (torch.arange(n_rows, device=dev) - (torch.cumsum(rows, 0) - rows).index_select(0, tri)).to(torch.float32)
+    tr = t.index_select(1, tri)
+    lo, hi = _row_bounds(tr, v)
+    count = (hi - lo + 1).clamp_(min=0).nan_to_num_(0.0).long()
+    n_px = int(count.sum())
+    if n_px == 0:
+        return
+    row = torch.repeat_interleave(torch.arange(n_rows, device=dev), count, output_size=n_px)
+    first = torch.cumsum(count, 0) - count
+    u = (torch.arange(n_px, device=dev) - first.index_select(0, row)).to(torch.float32) + lo.index_select(0, row)
+    zrow = torch.addcmul(tr[_ZO], tr[_DZY], v)
+    depth = torch.addcmul(zrow.index_select(0, row), tr[_DZX].index_select(0, row), u).clamp_(min=1e-30)
+    key = (depth.view(torch.int32).to(torch.int64) << 32) | gid.index_select(0, tri.index_select(0, row))
+    row_base = base.index_select(0, tri) + v.long() * width
+    zbuf.scatter_reduce_(0, row_base.index_select(0, row) + u.long(), key, reduce="amin", include_self=True)
+
+
+def _draw_block(zbuf: torch.Tensor, t: torch.Tensor, gid: torch.Tensor, base: torch.Tensor, a: int, h: int,
+                width: int) -> None:
+    """Draw triangles whose boxes fit ``a`` x ``h`` pixels (powers of two) as a dense (n, h, a) block:
+    per row the span of pixel centres inside all three edges, then only the covered candidates are
+    given a depth key and scattered."""
+    dev = t.device
+    v = torch.arange(h, device=dev, dtype=torch.float32)
+    lo, hi = _row_bounds(t[:, :, None], v)
+    if h > 2:  # rows past the box (blocks of 4 and 8 hold boxes of 3 and 5-7 rows too)
+        hi = torch.where(v < t[_BH, :, None], hi, -1.0)
+    u = torch.arange(a, device=dev, dtype=torch.float32)
+    inside = (u >= lo[..., None]) & (u <= hi[..., None])  # (n, h, a)
+    hit = inside.view(-1).nonzero().squeeze(1)
+    if hit.numel() == 0:
+        return
+    ua = hit & (a - 1)
+    row = hit >> (a.bit_length() - 1)
+    va = row & (h - 1)
+    tri = row >> (h.bit_length() - 1)
+    uf, vf = ua.to(torch.float32), va.to(torch.float32)
+    depth = torch.addcmul(torch.addcmul(t[_ZO].index_select(0, tri), t[_DZX].index_select(0, tri), uf),
+                          t[_DZY].index_select(0, tri), vf).clamp_(min=1e-30)
+    key = (depth.view(torch.int32).to(torch.int64) << 32) | gid.index_select(0, tri)
+    zbuf.scatter_reduce_(0, base.index_select(0, tri) + va * width + ua, key, reduce="amin", include_self=True)
 
 
 @torch.inference_mode()
@@ -124,37 +187,16 @@ def visible_triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int
     tri = _triangles(points, faces, (H, W), cull_backfaces)
     if tri is None:
         return empty
-    gid, base, table = tri
-    pad = 8 * W + 8  # dense blocks may run past a box (masked) and past the last pixel
-    zbuf = torch.full((B * H * W + pad,), _EMPTY, dtype=torch.int64, device=dev)
-    cls_w = torch.bucketize(table[_BW], table.new_tensor(_BLOCKS), right=False)
-    cls_h = torch.bucketize(table[_BH], table.new_tensor(_BLOCKS), right=False)
-    n_blocks = len(_BLOCKS)
-    cls = torch.where((cls_w < n_blocks) & (cls_h < n_blocks), cls_w * n_blocks + cls_h, n_blocks * n_blocks)
-    cls, order = torch.sort(cls, stable=True)  # triangles grouped by block, each group a slice
-    table, gid, base = table.index_select(1, order), gid.index_select(0, order), base.index_select(0, order)
-    ends = torch.cumsum(torch.bincount(cls, minlength=n_blocks * n_blocks + 1), 0).tolist()
-    for k, (s0, s1) in enumerate(zip([0] + ends[:-1], ends)):
+    gid, base, table, ends = tri
+    zbuf = torch.full((B * H * W,), _EMPTY, dtype=torch.int64, device=dev)
+    for block, s0, s1 in zip(_GROUPS, [0] + ends[:-1], ends):
         if s1 == s0:
             continue
         t, g, b0 = table[:, s0:s1], gid[s0:s1], base[s0:s1]
-        if k < n_blocks * n_blocks:
-            a, h = _BLOCKS[k // n_blocks], _BLOCKS[k % n_blocks]
-            v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
-                                  torch.arange(a, device=dev, dtype=torch.float32), indexing="ij")
-            u, v = u.reshape(-1), v.reshape(-1)
-            _draw(zbuf, t, g, b0, u, v, (v * W + u).long(), True, a > 2 or h > 2)
-        else:  # large boxes: one candidate per box pixel
-            count = (t[_BW] * t[_BH]).long()
-            n = int(count.sum())
-            of = torch.repeat_interleave(torch.arange(s1 - s0, device=dev), count, output_size=n)
-            first = (torch.cumsum(count, 0) - count).index_select(0, of)
-            tc = t.index_select(1, of)
-            off = (torch.arange(n, device=dev) - first).to(torch.float32)
-            v = torch.floor(off / tc[_BW])
-            u = off - v * tc[_BW]
-            _draw(zbuf, tc, g.index_select(0, of), b0.index_select(0, of), u, v, (v * W + u).long(), False, False)
-    zbuf = zbuf[:B * H * W]
+        if block is not None:
+            _draw_block(zbuf, t, g, b0, *block, W)
+        else:
+            _draw_rows(zbuf, t, g, b0, W)
     pix = (zbuf != _EMPTY).nonzero().squeeze(1)
     face = zbuf.index_select(0, pix) & 0xFFFFFFFF
     # barycentrics of the winners at their pixel centres, from the corners
