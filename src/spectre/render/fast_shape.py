@@ -14,6 +14,7 @@ z smaller = nearer. ``tests/test_fast_render.py`` bounds the difference to the d
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +30,7 @@ _BOX_EPS = 1e-4  # pixels: bounding boxes are widened by this so centres on a co
 #: one candidate at a time. 1 and 2 are exact sizes, 4 and 8 take boxes of 3-4 and 5-8 pixels.
 _BLOCKS = (1, 2, 4, 8)
 _SPAN_EPS = 1e-4  # pixels: row spans are widened by this, so shared edges overlap a hair, never leave pin-holes
+_FAR = 1e30  # a bound that never binds
 _FLAT = 1e-4  # pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
 #: float columns of the per-triangle table: depth at the box's first pixel and its x/y steps, box width and
 #: height, and per edge the row span bounds ``u >= qlo + plo*v`` and ``u <= qhi + phi*v`` (box-relative)
@@ -53,53 +55,80 @@ def _triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
     x = [px.index_select(0, i) for i in corner]
     y = [py.index_select(0, i) for i in corner]
     area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+    # facing first (cheap, drops half the triangles), then boxes that hold a pixel centre
+    a_np = area.numpy()
+    gid = _nonzero(a_np < 0 if cull_backfaces else (a_np != 0) & np.isfinite(a_np))
+    pick = lambda t: t.index_select(0, gid)  # noqa: E731  (gid ascending: sequential reads)
+    x, y = [pick(t) for t in x], [pick(t) for t in y]
     bx0 = torch.ceil(torch.minimum(torch.minimum(x[0], x[1]), x[2]) - _BOX_EPS).clamp_(min=0)
     bx1 = torch.floor(torch.maximum(torch.maximum(x[0], x[1]), x[2]) + _BOX_EPS).clamp_(max=W - 1)
     by0 = torch.ceil(torch.minimum(torch.minimum(y[0], y[1]), y[2]) - _BOX_EPS).clamp_(min=0)
     by1 = torch.floor(torch.maximum(torch.maximum(y[0], y[1]), y[2]) + _BOX_EPS).clamp_(max=H - 1)
-    keep = (bx1 >= bx0) & (by1 >= by0) & torch.isfinite(area) & (area < 0 if cull_backfaces else area != 0)
-    gid = keep.nonzero().squeeze(1)
-    if gid.numel() == 0:
-        return None
-    bw, bh = (bx1 - bx0).index_select(0, gid) + 1, (by1 - by0).index_select(0, gid) + 1
+    bw, bh = bx1 - bx0 + 1, by1 - by0 + 1
+    # boxes holding a pixel centre, grouped by size (a stable sort keeps face order within a group)
     group = _group_of(bw, bh)
-    group, order = torch.sort(group, stable=True)  # each group a slice, triangle order kept within it
-    ends = torch.cumsum(torch.bincount(group, minlength=len(_GROUPS)), 0).tolist()
-    gid, bw, bh = gid.index_select(0, order), bw.index_select(0, order), bh.index_select(0, order)
-    pick = lambda t: t.index_select(0, gid)  # noqa: E731
-    x, y, area, bx0, by0 = [pick(t) for t in x], [pick(t) for t in y], pick(area), pick(bx0), pick(by0)
+    order = np.argsort(group, kind="stable")[:group.size - np.count_nonzero(group == _NONE)]
+    if order.size == 0:
+        return None
+    ends = np.cumsum(np.bincount(group, minlength=len(_GROUPS))[:len(_GROUPS)]).tolist()
+    # computed in face order (sequential reads), permuted into groups once at the end
+    kept = np.zeros(group.size, bool)
+    kept[order] = True
+    keep = np.flatnonzero(kept)
+    rank = np.empty(group.size, np.int64)
+    rank[keep] = np.arange(keep.size)
+    keep, order = torch.from_numpy(keep), torch.from_numpy(rank[order])
+    pick = lambda t: t.index_select(0, keep)  # noqa: E731
+    gid, x, y, bx0, by0, bw, bh = pick(gid), [pick(t) for t in x], [pick(t) for t in y], pick(bx0), pick(by0), \
+        pick(bw), pick(bh)
+    area = area.index_select(0, gid)
     pz = flat[:, 2].contiguous()
-    z = [pz.index_select(0, pick(i)) for i in corner]
-    front = area < 0  # clockwise on screen (y down): inside is to the right of each edge a -> b
+    z = [pz.index_select(0, c.index_select(0, gid)) for c in corner]
+    orient = torch.sign(area).neg_()  # +1 front (clockwise on screen, y down), -1 back
     # edge a -> b bounds row v (box-relative) at u = xa - bx0 + (v + by0 - ya) * dx/dy: from below where
-    # it runs downwards on a front face (upwards on a back face), from above otherwise
+    # it runs downwards on a front face (upwards on a back face), from above where it runs the other way;
+    # an edge that rises less than _FLAT bounds nothing. Masks as 0/1 floats (cheaper than bool tensors).
     qlo, plo, qhi, phi = [], [], [], []
     for ka, kb in ((1, 2), (2, 0), (0, 1)):
         dx, dy = x[kb] - x[ka], y[kb] - y[ka]
-        p = dx / torch.where(dy.abs() < _FLAT, 1.0, dy)
+        down = dy * orient * (1.0 / _FLAT)
+        lower = torch.floor(down).clamp_(0.0, 1.0)
+        upper = torch.floor(down.neg_()).clamp_(0.0, 1.0)
+        p = dx / (dy + (1.0 - lower - upper))  # flat edges divide by ~1: finite, then masked out
         q = torch.addcmul(x[ka] - bx0, p, by0 - y[ka])
-        lower = torch.where(front, dy >= _FLAT, dy <= -_FLAT)
-        upper = torch.where(front, dy <= -_FLAT, dy >= _FLAT)
-        qlo.append(torch.where(lower, q, -float("inf")))
-        plo.append(torch.where(lower, p, 0.0))
-        qhi.append(torch.where(upper, q, float("inf")))
-        phi.append(torch.where(upper, p, 0.0))
+        qlo.append(torch.addcmul(q * lower, lower - 1.0, lower.new_tensor(_FAR)))  # -FAR where not a lower bound
+        plo.append(p * lower)
+        qhi.append(torch.addcmul(q * upper, upper - 1.0, upper.new_tensor(-_FAR)))
+        phi.append(p * upper)
     e1x, e1y, e2x, e2y = x[1] - x[0], y[1] - y[0], x[2] - x[0], y[2] - y[0]
     dz1, dz2 = z[1] - z[0], z[2] - z[0]
     dzdx = (dz1 * e2y - e1y * dz2) / area
     dzdy = (e1x * dz2 - dz1 * e2x) / area
     zo = z[0] + dzdx * (bx0 - x[0]) + dzdy * (by0 - y[0])
-    table = torch.stack([zo, dzdx, dzdy, bw, bh] + qlo + plo + qhi + phi)
     base = torch.div(gid, n_faces, rounding_mode="floor") * (H * W) + (by0 * W + bx0).long()
-    return gid, base, table, ends
+    table = torch.stack([zo, dzdx, dzdy, bw, bh] + qlo + plo + qhi + phi).index_select(1, order)
+    return gid.index_select(0, order), base.index_select(0, order), table, ends
 
 
-def _group_of(bw: torch.Tensor, bh: torch.Tensor) -> torch.Tensor:
-    """Index into :data:`_GROUPS` of boxes ``bw`` x ``bh`` (the last group: large boxes)."""
-    edges = bw.new_tensor(_BLOCKS)
-    gw, gh = torch.bucketize(bw, edges), torch.bucketize(bh, edges)
+def _nonzero(mask: np.ndarray) -> torch.Tensor:
+    """Flat indices of a boolean numpy mask as an int64 tensor (numpy's is several times faster here)."""
+    return torch.from_numpy(np.flatnonzero(mask))
+
+
+#: box width/height (clamped to 9) -> block index of _BLOCKS (4: none fits)
+_SIDE = np.array([4, 0, 1, 2, 2, 3, 3, 3, 3, 4])
+_NONE = 255
+
+
+def _group_of(bw: torch.Tensor, bh: torch.Tensor) -> np.ndarray:
+    """Index into :data:`_GROUPS` of boxes ``bw`` x ``bh`` (uint8; _NONE for empty boxes)."""
+    w = np.clip(bw.numpy(), -1, 9).astype(np.int64)
+    h = np.clip(bh.numpy(), -1, 9).astype(np.int64)
+    gw, gh = _SIDE[np.maximum(w, 0)], _SIDE[np.maximum(h, 0)]
     n = len(_BLOCKS)
-    return torch.where((gw < n) & (gh < n), gw * n + gh, n * n)
+    group = np.where((gw < n) & (gh < n), gw * n + gh, n * n).astype(np.uint8)
+    group[(w <= 0) | (h <= 0)] = _NONE
+    return group
 
 
 def _row_bounds(t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,11 +175,12 @@ def _draw_block(zbuf: torch.Tensor, t: torch.Tensor, gid: torch.Tensor, base: to
     dev = t.device
     v = torch.arange(h, device=dev, dtype=torch.float32)
     lo, hi = _row_bounds(t[:, :, None], v)
+    lo, hi = lo.numpy()[..., None], hi.numpy()[..., None]
+    u = np.arange(a, dtype=np.float32)
+    inside = (u >= lo) & (u <= hi)  # (n, h, a)
     if h > 2:  # rows past the box (blocks of 4 and 8 hold boxes of 3 and 5-7 rows too)
-        hi = torch.where(v < t[_BH, :, None], hi, -1.0)
-    u = torch.arange(a, device=dev, dtype=torch.float32)
-    inside = (u >= lo[..., None]) & (u <= hi[..., None])  # (n, h, a)
-    hit = inside.view(-1).nonzero().squeeze(1)
+        inside &= (v.numpy()[:, None] < t[_BH].numpy()[:, None, None])
+    hit = _nonzero(inside)
     if hit.numel() == 0:
         return
     ua = hit & (a - 1)
@@ -170,11 +200,16 @@ def visible_triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int
     """Z-buffer of a batch of meshes: ``points`` (B, V, 3) pixel x, y (centres at integers) and depth z
     (smaller = nearer), ``faces`` (F, 3) int64 -> (pix (N,) flat ``b*H*W + y*W + x`` of covered pixels,
     face (N,) ``b*F + f``, bary (N, 3) barycentrics at the pixel centres). Ties go to the lower face."""
+    pix, face, _, bary = _zbuffer(points, faces, size, cull_backfaces)
+    return pix, face, torch.stack(bary, 1)
+
+
+def _zbuffer(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], cull_backfaces: bool):
     H, W = size
     B = points.shape[0]
     dev = points.device
-    empty = (torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.int64, device=dev),
-             torch.zeros(0, 3, device=dev))
+    none = torch.zeros(0, dtype=torch.int64, device=dev)
+    empty = (none, none, [none] * 3, [torch.zeros(0, device=dev)] * 3)
     if B == 0 or points.shape[1] == 0 or faces.shape[0] == 0:
         return empty
     points = points.to(torch.float32)
@@ -197,21 +232,28 @@ def visible_triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int
             _draw_block(zbuf, t, g, b0, *block, W)
         else:
             _draw_rows(zbuf, t, g, b0, W)
-    pix = (zbuf != _EMPTY).nonzero().squeeze(1)
+    return _winners(zbuf, points, faces, size)
+
+
+def _winners(zbuf: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]):
+    """Covered pixels of the z-buffer -> (pix, face ``b*F + f``, the winner's three corner rows into the
+    batch-flattened vertices, its three barycentrics at the pixel centre)."""
+    H, W = size
+    pix = _nonzero(zbuf.numpy() != _EMPTY)
     face = zbuf.index_select(0, pix) & 0xFFFFFFFF
-    # barycentrics of the winners at their pixel centres, from the corners
-    V = points.shape[1]
-    n_faces = faces.shape[0]
+    V, n_faces = points.shape[1], faces.shape[0]
     b = torch.div(face, n_faces, rounding_mode="floor")
-    corners = faces.index_select(0, face - b * n_faces) + (b * V)[:, None]
+    local, shift = face - b * n_faces, b * V
+    corners = [faces[:, k].index_select(0, local) + shift for k in range(3)]
     flat = points.reshape(-1, 3)
-    x = [flat[:, 0].index_select(0, corners[:, k]) for k in range(3)]
-    y = [flat[:, 1].index_select(0, corners[:, k]) for k in range(3)]
+    px, py = flat[:, 0].contiguous(), flat[:, 1].contiguous()
+    x = [px.index_select(0, c) for c in corners]
+    y = [py.index_select(0, c) for c in corners]
     cx = (pix % W).to(torch.float32)
     cy = (torch.div(pix, W, rounding_mode="floor") % H).to(torch.float32)
-    w = torch.stack([(x[kb] - x[ka]) * (cy - y[ka]) - (y[kb] - y[ka]) * (cx - x[ka])
-                     for ka, kb in ((1, 2), (2, 0), (0, 1))], 1)
-    return pix, face, w / w.sum(1, keepdim=True)
+    w = [(x[kb] - x[ka]) * (cy - y[ka]) - (y[kb] - y[ka]) * (cx - x[ka]) for ka, kb in ((1, 2), (2, 0), (0, 1))]
+    inv = 1.0 / (w[0] + w[1] + w[2])
+    return pix, face, corners, [wk * inv for wk in w]
 
 
 def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Tensor:
@@ -237,14 +279,12 @@ def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torc
     lights = lights.to(device=points.device, dtype=torch.float32)
     if lights.dim() == 3 and lights.shape[0] == 1:
         lights = lights[0]
-    pix, face, bary = visible_triangles(points, faces, size, cull_backfaces)
+    pix, face, corners, bary = _zbuffer(points, faces, size, cull_backfaces)
     if pix.numel() == 0:
         return rgb.view(B, H, W, 3), alpha.view(B, H, W)
-    V, n_faces = points.shape[1], faces.shape[0]
-    b = torch.div(face, n_faces, rounding_mode="floor")
-    corners = faces.index_select(0, face - b * n_faces) + (b * V)[:, None]
-    nrm = normals.to(torch.float32).reshape(-1, 3).index_select(0, corners.reshape(-1)).view(-1, 3, 3)
-    n = (nrm * bary[:, :, None]).sum(1)
+    cols = normals.to(torch.float32).reshape(-1, 3).T.contiguous()  # (3, B*V): x, y, z of every normal
+    n = torch.stack([torch.addcmul(torch.addcmul(col.index_select(0, corners[0]) * bary[0], col.index_select(
+        0, corners[1]), bary[1]), col.index_select(0, corners[2]), bary[2]) for col in cols], 1)
     if lights.dim() == 3:  # per-image lights
         n_img = torch.div(pix, H * W, rounding_mode="floor")
         colour = torch.cat([_lit(n[n_img == i], lights[i], albedo) for i in range(B)])  # pix is sorted
