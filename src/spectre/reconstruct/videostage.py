@@ -86,13 +86,17 @@ class VideoStage:
     def compose(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray) -> np.ndarray:
         """(n, H, W', 3) uint8 output frames for ``frames`` (n, H, W, 3) uint8, already in the window."""
         size = self.window.size
-        acc = np.zeros(frames.shape, np.float32)
-        cover = np.zeros(frames.shape[:3], np.float32)
-        for face in faces:
+        acc, cover = np.zeros(frames.shape, np.float32), np.zeros(frames.shape[:3], np.float32)
+        for i, face in enumerate(faces):
             rgb, a = render_window(self.model, self.faces_idx, face, to_window, size)
+            if i == 0:  # over black: the first face's render as it is
+                acc, cover = rgb, a
+                continue
             acc = rgb + acc * (1.0 - a[..., None])  # premultiplied "over"
             np.maximum(cover, a, out=cover)
-        render = np.clip(acc * 255.0 + 0.5, 0, 255).astype(np.uint8)  # as to_uint8 (round half up)
+        acc *= 255.0
+        acc += 0.5
+        render = np.clip(acc, 0, 255, out=acc).astype(np.uint8)  # as to_uint8 (round half up)
         if self.layout == "render":
             return render
         if self.layout == "grid":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, vertex_normals
+from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
 __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels"]
@@ -194,6 +195,7 @@ def _draw_block(zbuf: torch.Tensor, t: torch.Tensor, gid: torch.Tensor, base: to
     zbuf.scatter_reduce_(0, base.index_select(0, tri) + va * width + ua, key, reduce="amin", include_self=True)
 
 
+@with_render_threads
 @torch.inference_mode()
 def visible_triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
                       cull_backfaces: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -262,6 +264,7 @@ def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Te
     return (normals @ directions.T).clamp_(0.0, 1.0) @ (lights[:, 3:] * (albedo / lights.shape[0]))
 
 
+@with_render_threads  # the same load check as the differentiable renderer: idle OpenMP threads spin
 @torch.inference_mode()
 def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], *,
                         lights: torch.Tensor | None = None, albedo: float = SHAPE_GREY,
