@@ -144,9 +144,20 @@ class FaceModel(nn.Module, abc.ABC):
 
     def mediapipe_lip_vertices(self) -> torch.Tensor | None:
         """Vertex index, in this model's mesh, of each of MediaPipe's 40 lip-contour points (in
-        ``spectre.reconstruct.mp_lips.MP_LIPS`` order), or None without a correspondence table. The
-        fit's dense lip term needs it."""
+        ``spectre.reconstruct.mp_lips.MP_LIPS`` order), or None without a correspondence table."""
         return None
+
+    def mediapipe_lip_points(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """MediaPipe's 40 lip-contour points (``MP_LIPS`` order) on this model's surface, as ``(vertex_idx
+        (40, 3) of a triangle, barycentric weights (40, 3))``; None without a table. The fit's dense lip and
+        lip-contact terms use this. Default: the vertices of :meth:`mediapipe_lip_vertices` (weight 1 on
+        the first corner); models whose table is barycentric (FLAME) override it."""
+        idx = self.mediapipe_lip_vertices()
+        if idx is None:
+            return None
+        bary = torch.zeros(len(idx), 3, dtype=torch.float32, device=idx.device)
+        bary[:, 0] = 1.0
+        return idx[:, None].expand(-1, 3).contiguous(), bary
 
     @property
     def num_vertices(self) -> int:

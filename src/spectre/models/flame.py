@@ -145,7 +145,9 @@ class FLAME(FaceModel):
             ParamSpec("jaw_pose", 3, "expression", 0.0, -0.5, 0.5, "jaw rotation, axis-angle (x opens)"),
             ParamSpec("eye_pose", 6, "expression", 0.0, -0.5, 0.5, "left and right eyeball rotations"),
             ParamSpec("global_pose", 3, "pose", 0.0, -math.pi / 2, math.pi / 2, "head rotation, axis-angle"),
-            ParamSpec("neck_pose", 3, "pose", 0.0, -0.5, 0.5, "neck rotation (SPECTRE keeps it zero)"),
+            # SPECTRE keeps the neck at zero; bounds of 0 keep fits from solving it: it duplicates the head
+            # rotation about a pivot at the neck base, and Adam's steps on it swing the whole face
+            ParamSpec("neck_pose", 3, "pose", 0.0, 0.0, 0.0, "neck rotation (kept zero, as SPECTRE does)"),
         )
         f32 = torch.float32
         sd = np.concatenate([shapedirs[:, :, :n_shape], shapedirs[:, :, 300:300 + n_exp]], axis=2)
@@ -285,5 +287,44 @@ class FLAME(FaceModel):
         params = self.complete(params)
         verts = self.vertices(params)
         return verts, self.landmarks(verts, params), self.landmarks3d(verts)
+
+    # ---- MediaPipe correspondence (optional capabilities of FaceModel) ----------------------------
+    # FLAME's expression is a signed PCA: no named blendshapes, so no lip-opening or implausible-shape
+    # priors (``lip_opening_blendshapes`` / ``implausible_speech_blendshapes`` stay empty, the L1 sparsity
+    # prior only applies to blendshape weights) and ARKit weights come from ``models.ARKIT_MODEL``.
+    def _mediapipe_table(self) -> dict[str, np.ndarray] | None:
+        """``spectre/data/flame_mp478.npz`` (derived by ``scripts/make_flame_mp_correspondence.py`` from the
+        ICT tables and FLAME's template topology), or None when it is missing or this mesh is not FLAME's
+        5023-vertex topology."""
+        path = Path(__file__).resolve().parents[1] / "data" / "flame_mp478.npz"
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as d:
+            table = {k: d[k] for k in ("triangle_vertex", "barycentric", "weight", "lip_vertex", "lip_rows")}
+        if int(table["triangle_vertex"].max()) >= self.v_template.shape[0]:
+            return None
+        return table
+
+    def mediapipe_surface(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        t = self._mediapipe_table()
+        if t is None:
+            return None
+        dev, dt = self.v_template.device, self.v_template.dtype
+        return (torch.from_numpy(t["triangle_vertex"].astype(np.int64)).to(dev),
+                torch.from_numpy(t["barycentric"]).to(dev, dt), torch.from_numpy(t["weight"]).to(dev, dt))
+
+    def mediapipe_lip_points(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The 40 lip rows of :meth:`mediapipe_surface` (``lip_rows`` of the table, ``MP_LIPS`` order), kept
+        barycentric: FLAME's lip vertices are up to ~3 mm apart."""
+        t, surface = self._mediapipe_table(), self.mediapipe_surface()
+        if t is None or surface is None:
+            return None
+        rows = torch.from_numpy(t["lip_rows"].astype(np.int64)).to(surface[0].device)
+        return surface[0][rows], surface[1][rows]
+
+    def mediapipe_lip_vertices(self) -> torch.Tensor | None:
+        """The vertex of largest barycentric weight of each lip point (see :meth:`mediapipe_lip_points`)."""
+        t = self._mediapipe_table()
+        return None if t is None else torch.from_numpy(t["lip_vertex"].astype(np.int64)).to(self.faces.device)
 
     # ---- texture ----------------------------------------------------------------------------

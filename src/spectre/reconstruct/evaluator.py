@@ -24,7 +24,8 @@ class PointEvaluator:
 
     With ``dense`` (and a model offering ``mediapipe_surface``) the subset basis also carries MediaPipe's 478
     points on the model surface (:meth:`all_points`), for the fit's dense face term (off by default: they
-    nearly triple the basis).
+    nearly triple the basis). MediaPipe's 40 lip points (``mediapipe_lip_points``) ride along whenever the
+    model has them. The ``full`` kind (non-linear models such as FLAME) picks both from its full forward.
 
     ``subset``: the model offers ``landmark_vertices(params)`` (the few vertices its landmarks need, e.g.
     ICT); their linear basis is probed once and ``model.landmarks`` picks the landmarks from them.
@@ -38,10 +39,11 @@ class PointEvaluator:
 
     def __init__(self, model: FaceModel, try_fast: bool = True, dense: bool = False):
         self.model = model
-        #: model vertices of the dense MediaPipe lip points, evaluated with the landmarks (subset kind only)
-        self.lip_idx = model.mediapipe_lip_vertices() if try_fast else None
+        #: the dense MediaPipe lip points on the model surface (triangle vertices, barycentrics), evaluated
+        #: with the landmarks (subset and full kinds)
+        self._lips = model.mediapipe_lip_points() if try_fast else None
         self.L = 0
-        #: MediaPipe-478 points on the model surface (``model.mediapipe_surface()``), subset kind only
+        #: MediaPipe-478 points on the model surface (``model.mediapipe_surface()``), subset and full kinds
         self.D = 0
         self.dense_weight: torch.Tensor | None = None
         self._surface = model.mediapipe_surface() if try_fast and dense else None
@@ -65,11 +67,17 @@ class PointEvaluator:
                     self.kind = "fast"
             except (RuntimeError, ValueError, IndexError, KeyError):
                 self.kind = "full"
-        if self.kind != "subset":
-            self.D, self.dense_weight = 0, None
+        if self.kind == "fast":
+            self.L, self.D, self.dense_weight = 0, 0, None
         if self.kind == "full":
             self.mean = self.basis = None
             self.defaults = torch.cat([model.complete({})[n] for n in self.coef_names], -1)[0]
+            self.transpose = True
+            if self._lips is not None:
+                self.L = self._lips[0].shape[0]
+            if self._surface is not None:
+                self.D = self._surface[0].shape[0]
+                self.dense_weight = self._surface[2].to(self.defaults)
 
     # -- helpers
     def _split(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -132,23 +140,27 @@ class PointEvaluator:
         params[self.rot] = torch.zeros(K + 1, 3, device=dev)
         V = m.landmark_vertices(m.complete(params))  # (K+1, S, 3)
         self.S = V.shape[1]
-        if self.lip_idx is not None:
-            # the lip vertices ride along in the same small basis (S + L points per matmul)
-            lips = m.vertices(m.complete(params), vertex_idx=self.lip_idx)
+        # barycentric points ride along in the same small basis (S + L + D points per matmul): their basis
+        # is the weighted sum of their triangle's vertex bases
+        if self._lips is not None:
+            lips = self._bary_points(m.complete(params), *self._lips)
             self.L = lips.shape[1]
             V = torch.cat([V, lips], 1)
         if self._surface is not None:
-            # barycentric points: their basis is the weighted sum of their triangle's vertex bases
             idx, bary, weight = self._surface
-            uniq, inv = torch.unique(idx.reshape(-1), return_inverse=True)
-            tri = m.vertices(m.complete(params), vertex_idx=uniq)[:, inv.view(-1, 3)]  # (K+1, D, 3, 3)
-            V = torch.cat([V, (tri * bary.to(tri)[None, :, :, None]).sum(2)], 1)
+            V = torch.cat([V, self._bary_points(m.complete(params), idx, bary)], 1)
             self.D = idx.shape[0]
             self.dense_weight = weight.to(V)
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
         self.transpose = True
+
+    def _bary_points(self, params, idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        """(B, P, 3) barycentric points of triangles ``idx`` (P, 3), evaluating only their vertices."""
+        uniq, inv = torch.unique(idx.reshape(-1), return_inverse=True)
+        tri = self.model.vertices(params, vertex_idx=uniq)[:, inv.view(-1, 3)]  # (B, P, 3, 3)
+        return (tri * bary.to(tri)[None, :, :, None]).sum(2)
 
     def specialise(self, fixed_mask: torch.Tensor, fixed_values: torch.Tensor) -> PointEvaluator:
         """A copy whose coefficients under ``fixed_mask`` are folded into the mean (their columns are
@@ -200,8 +212,8 @@ class PointEvaluator:
     # -- public
     @property
     def has_lips(self) -> bool:
-        """Whether :meth:`points` also returns the dense lip vertices."""
-        return self.kind == "subset" and self.L > 0
+        """Whether :meth:`points` also returns the dense lip points."""
+        return self.L > 0
 
     def points(self, coef: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (B, 68, 3) landmarks and (B, L, 3) dense lip vertices (None without :attr:`has_lips`),
@@ -211,6 +223,8 @@ class PointEvaluator:
     def all_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
         """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them); ``R`` the
         rotation matrices of ``rot`` when the caller has them."""
+        if self.kind == "full":
+            return self._full_points(coef, rot)
         if self.kind != "subset":
             return self.landmarks(coef, rot), None, None
         free = getattr(self, "free", None)
@@ -222,6 +236,20 @@ class PointEvaluator:
         lmk = self.model.landmarks(verts[:, :self.S])
         return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
                 (verts[:, self.S + self.L:] if self.D else None))
+
+    def _full_points(self, coef: torch.Tensor, rot: torch.Tensor):
+        """The model's own forward: landmarks plus the barycentric lip and surface points on its vertices."""
+        p = self._split(coef)
+        p[self.rot] = rot
+        p = self.model.complete(p)
+        verts = self.model.vertices(p)
+        lmk = self.model.landmarks(verts, p)
+
+        def on_surface(table):
+            idx, bary = table[0].to(verts.device), table[1].to(verts)
+            return (verts[:, idx] * bary[None, :, :, None]).sum(2)
+        return (lmk, on_surface(self._lips) if self.L else None,
+                on_surface(self._surface) if self.D else None)
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""

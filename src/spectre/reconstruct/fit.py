@@ -7,7 +7,7 @@ constraints (SPEC §5, :mod:`spectre.losses`) and extended for a landmark-only f
 * the relative mouth term on the 7 intra-mouth distances, plus an absolute term on the 20 lip points
   (without an image term the lips need absolute positions to get width and aperture right);
 * with the tracker's 478 MediaPipe points, a robust L1 (Huber) term on the 40 dense lip-contour points
-  against their corresponding model vertices (:mod:`.mp_lips`; ICT only);
+  against their corresponding model surface points (:mod:`.mp_lips`; ICT and FLAME);
 * priors on identity and expression, and second-difference temporal smoothness of expression, rotation
   and camera (frames without a detection get no data term: the smoothness fills them in).
 
@@ -28,6 +28,7 @@ from ..faces.crop import FACE_CROP_SIZE
 from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
+from .adam import Adam
 from .evaluator import PointEvaluator
 from .mp_lips import MP_LIPS
 from .objective import Objective, contact_weights, make_objective
@@ -46,7 +47,7 @@ class FitConfig:
     relative_mouth: float = setting(1.0, min=0)    # L1 on the 7 intra-mouth distances
     lips: float = setting(8.0, min=0)              # absolute L2-ish term on the 20 lip points
     #: robust L1 (Huber) on the 40 dense MediaPipe lip points (needs ``points478`` and a model with
-    #: ``mediapipe_lip_vertices()``, i.e. ICT; 0 turns it off)
+    #: ``mediapipe_lip_points()``: ICT and FLAME; 0 turns it off)
     dense_lips: float = setting(2.0, min=0)
     #: robust L1 (Huber) on all 478 MediaPipe points against their barycentric points on the model surface,
     #: weighted by each correspondence's reliability (models with ``mediapipe_surface()``; 0 turns it off)
@@ -297,8 +298,13 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     id_mask = prob.id_mask
     coef = coef_init.clone().requires_grad_(True)
     rot = rot_init.clone().requires_grad_(True)
-    cam = cam_init.clone().requires_grad_(True)
-    opt = torch.optim.Adam([coef, rot, cam], lr=lr)
+    # Adam's step is ~lr in each parameter's own units: the camera translation (model units) is optimised in
+    # centimetres whatever the model's units, so a model in metres (FLAME) does not take 5 cm steps
+    k = 100.0 / float(getattr(objective.ev.model, "units_per_metre", 100.0))
+    to_model = None if k == 1.0 else torch.tensor([1.0, 1.0 / k, 1.0 / k], dtype=cam_init.dtype,
+                                                  device=cam_init.device)
+    cam = (cam_init if to_model is None else cam_init / to_model).clone().requires_grad_(True)
+    opt = Adam([coef, rot, cam], lr=lr)
     data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
     if not fix_identity:
@@ -308,7 +314,8 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     loss = None
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        loss = objective(coef, rot, cam, data, coef[:, id_mask], coef[:, ~id_mask], smooth=smooth)
+        loss = objective(coef, rot, cam if to_model is None else cam * to_model, data, coef[:, id_mask],
+                         coef[:, ~id_mask], smooth=smooth)
         loss.backward()
         if grad_mask is not None:
             coef.grad.mul_(grad_mask)
@@ -320,7 +327,8 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
             cam.grad[:anchor] = 0
         opt.step()
         coef.data = torch.maximum(torch.minimum(coef.data, prob.hi), prob.lo)
-    return coef.detach(), rot.detach(), cam.detach(), float(loss.detach()) if loss is not None else float("nan")
+    cam = cam.detach() if to_model is None else cam.detach() * to_model
+    return coef.detach(), rot.detach(), cam, float(loss.detach()) if loss is not None else float("nan")
 
 
 def _fit(model: FaceModel, cfg: FitConfig, ev: PointEvaluator, objective: Objective, prob: _Problem) -> TrackFit:

@@ -2,9 +2,9 @@
 
 MediaPipe's face mesh has 40 lip-contour points (``FACEMESH_LIPS``: 20 on the outer and 20 on the inner
 lip line); the iBUG-68 mouth has 20 points blended from them. The fit can match all 40 when the model
-knows which of its vertices each one corresponds to (``FaceModel.mediapipe_lip_vertices()``, in the
-order below; ICT's table is ``spectre/models/ict_lips.py``). Models without a table (FLAME) simply get
-no dense lip term.
+knows where each one lies on its surface (``FaceModel.mediapipe_lip_points()``, in the
+order below; ICT's table is ``spectre/models/ict_lips.py``, FLAME's the lip rows of
+``spectre/data/flame_mp478.npz``). Models without a table get no dense lip term.
 """
 from __future__ import annotations
 
