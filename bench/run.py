@@ -280,21 +280,49 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants now, in MB (Linux /proc; 0 elsewhere)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total / 1024.0
+
+
 def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS MB) of one whole ``spectre`` process with these arguments."""
+    """(wall seconds, CPU seconds, peak RSS MB) of one whole ``spectre`` process with these arguments. The
+    peak RSS is the larger of the process's own peak (VmHWM) and the peak of its whole process tree (its
+    stage processes included) sampled every 50 ms; the CPU time includes its children's."""
     hwm = scratch / "hwm.txt"
     hwm.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _HWM, str(hwm), *args], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    log = scratch / "stderr.txt"
+    with open(log, "w") as err_file, subprocess.Popen([sys.executable, "-c", _HWM, str(hwm), *args], env=env,
+                                                      stdout=subprocess.DEVNULL, stderr=err_file) as proc:
+        tree = 0.0
+        while proc.poll() is None:
+            tree = max(tree, _tree_rss_mb(proc.pid))
+            try:
+                proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+    err = log.read_text(errors="replace")
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        tail = err.strip().splitlines()[-1:] or ["?"]
         raise RuntimeError(f"spectre {args[0]} exited {proc.returncode}: {tail[0]}")
-    return wall, cpu, (int(hwm.read_text()) / 1024.0 if hwm.is_file() else float("nan"))
+    own = int(hwm.read_text()) / 1024.0 if hwm.is_file() else float("nan")
+    return wall, cpu, max(own, tree)
 
 
 def stage_job(quick: bool) -> list[dict]:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"spectre: {display_path(outcome.video)}: {outcome.message}", file=sys.stderr)
 
     summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
-                        ray_address=args.ray, progress=progress, on_done=report)
+                        ray_address=args.ray, progress=progress, on_done=report, stage_processes=True)
     print(summary.text(), file=sys.stderr)
     line = wrote_line(summary.outcomes, args.output)
     if line:

@@ -152,6 +152,11 @@ class VideoWriter:
             self._out.mux(packet)
         self.frames_written += 1
 
+    @property
+    def temporary_path(self) -> Path | None:
+        """Where the video is written until ``close`` moves it into place (None once closed)."""
+        return self._tmp if self._ctx is not None else None
+
     def close(self) -> Path:
         """Flush the encoder, mux the audio and move the file into place."""
         import av

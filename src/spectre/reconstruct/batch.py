@@ -135,10 +135,11 @@ def _stop_pool(pool, timeout: float = 30.0) -> None:
 def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
-              on_done: Callable[[JobOutcome], None] | None = None) -> BatchSummary:
+              on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
-    redone, failures are collected in the returned summary."""
+    redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
+    the fit and the video stage in their own processes (:mod:`.stageprocs`)."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)
     items = _items(inputs, image_folders, out)
@@ -168,10 +169,12 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
             on_done(o)
 
     if workers <= 1 or len(jobs) == 1:
-        rec = Reconstructor(cfg)
+        rec = Reconstructor(cfg, processes=stage_processes)
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
             if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:
+                if rec.uses_processes(jobs[0][0]):
+                    rec.start_processes()  # they start up while this process loads the model and tracks
                 rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
                 frame_bar = None

@@ -28,6 +28,7 @@ from ..faces.crop import FACE_CROP_SIZE
 from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
+from .adam import Adam
 from .evaluator import PointEvaluator
 from .mp_lips import MP_LIPS
 from .objective import Objective, contact_weights, make_objective
@@ -303,7 +304,7 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     to_model = None if k == 1.0 else torch.tensor([1.0, 1.0 / k, 1.0 / k], dtype=cam_init.dtype,
                                                   device=cam_init.device)
     cam = (cam_init if to_model is None else cam_init / to_model).clone().requires_grad_(True)
-    opt = torch.optim.Adam([coef, rot, cam], lr=lr)
+    opt = Adam([coef, rot, cam], lr=lr)
     data = objective.constants(prob.window(frames))
     grad_mask = (~id_mask).to(prob.target.dtype) if fix_identity else None
     if not fix_identity:

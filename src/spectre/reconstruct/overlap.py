@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,74 @@ def _chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
     return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
 
 
+@dataclass
+class TrackedChunk:
+    """One tracked chunk of the largest face: track rows ``row:row + n`` and, with a video, each frame's
+    window (uint8), its transform, crop transforms and timestamps."""
+
+    row: int
+    n: int
+    lm: np.ndarray          # (n, 68, 2) input px
+    valid: np.ndarray       # (n,) bool
+    p478: np.ndarray        # (n, 478, 3)
+    times: np.ndarray       # (n,) seconds
+    frames: np.ndarray | None = None  # (n, H, W, 3) uint8 in the video's window
+    tw: np.ndarray | None = None      # (n, 3, 3) input px -> window px
+    tf: np.ndarray | None = None      # (n, 3, 3) input px -> official crop px
+
+
+class TrackedFrames:
+    """Iterate the tracked chunks of the largest face of ``path`` (decoding one chunk ahead, chunks sized
+    by ``pipeline.chunk_mb``); each frame is cut to the video's window as soon as it is tracked, so only
+    the windows are kept. ``result()`` gives the per-frame tracks and the selected face track."""
+
+    def __init__(self, rec, path: Path, source, window: VideoWindow | None):
+        self.rec, self.path, self.source, self.window = rec, path, source, window
+        self.parts: list[FaceTracks] = []
+        self.chosen: list[FaceTrack] = []
+        self.rows = 0
+        self._stream = None
+
+    def __iter__(self):
+        cfg = self.rec.cfg
+        chunk = _chunk_frames(self.source.width, self.source.height, cfg.pipeline.chunk_mb, cfg.track_chunk)
+        self._stream = self.rec.tracker.stream(self.source, chunk_size=chunk)
+        for fc in self._stream:
+            faces = fc.faces
+            sel = faces.largest_per_frame()
+            self.parts.append(FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps,
+                                         dict(faces.tracks)))
+            self.chosen.append(sel)
+            valid = np.asarray(sel.valid, bool)
+            lm = np.asarray(sel.landmarks68, np.float64)
+            ch = TrackedChunk(self.rows, len(faces.indices), lm, valid, np.asarray(sel.points478),
+                              np.asarray(faces.pts_seconds))
+            if self.window is not None:
+                boxes = np.where(valid[:, None], sel.bbox, np.nan)
+                ch.tw = self.window.transforms(boxes, faces.pts_seconds)
+                frames = self.window.apply(fc.frames.frames, ch.tw)
+                if frames is fc.frames.frames:
+                    frames = frames.copy()  # full frame: do not keep the tracker's whole chunk alive
+                ch.frames = frames
+                ch.tf = _crop_tforms(lm, valid, cfg.crop_scale)
+            self.rows += ch.n
+            yield ch
+
+    def check_faces(self) -> None:
+        """:class:`NoFaceError` when no frame had a face."""
+        if not any(np.asarray(c.valid).any() for c in self.chosen):
+            raise NoFaceError(f"{self.path}: no face found in any of its {self.rows} frames")
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def result(self) -> tuple[FaceTracks, FaceTrack]:
+        tracks = FaceTracks.concat(self.parts)
+        (track,) = select_faces(tracks, "largest").tracks.values()
+        return tracks, track
+
+
 def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = False,
                    progress: Callable[[int], None] | None = None):
     """Track, fit and (with ``video_path``) write the render video of the largest face of ``path``, all
@@ -178,45 +247,23 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
     threads = [threading.Thread(target=guarded(fit_loop), name="spectre-fit", daemon=True)]
     if video_path is not None:
         threads.append(threading.Thread(target=guarded(video_loop), name="spectre-video", daemon=True))
-    parts: list[FaceTracks] = []
-    chosen: list[FaceTrack] = []
-    row = 0
-    stream = None
     window = stage = None
     if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
         window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
         stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
                            audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
+    tracked = TrackedFrames(rec, path, source, window)
     try:
         t0 = time.perf_counter()
         for t in threads:
             t.start()
-        chunk = _chunk_frames(source.width, source.height, pc.chunk_mb, cfg.track_chunk)
-        stream = rec.tracker.stream(source, chunk_size=chunk)
-        for fc in stream:
-            faces = fc.faces
-            sel = faces.largest_per_frame()
-            parts.append(FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps,
-                                    dict(faces.tracks)))
-            chosen.append(sel)
-            valid = np.asarray(sel.valid, bool)
-            lm = np.asarray(sel.landmarks68, np.float64)
-            frames = tw = tf = None
-            if window is not None:
-                boxes = np.where(valid[:, None], sel.bbox, np.nan)
-                tw = window.transforms(boxes, faces.pts_seconds)
-                frames = window.apply(fc.frames.frames, tw)
-                if frames is fc.frames.frames:
-                    frames = frames.copy()  # full frame: do not keep the tracker's whole chunk alive
-                tf = _crop_tforms(lm, valid, cfg.crop_scale)
-            prog.add("track", len(faces.indices))
+        for ch in tracked:
+            prog.add("track", ch.n)
             if errors:
                 break
-            to_fit.put((row, lm, valid, np.asarray(sel.points478), frames, tw, tf, np.asarray(faces.pts_seconds)))
-            row += len(faces.indices)
+            to_fit.put((ch.row, ch.lm, ch.valid, ch.p478, ch.frames, ch.tw, ch.tf, ch.times))
         timings["track"] = time.perf_counter() - t0
-        if not any(np.asarray(c.valid).any() for c in chosen):
-            raise NoFaceError(f"{path}: no face found in any of its {row} frames")
+        tracked.check_faces()
         to_fit.put(_END)
         for t in threads:
             while t.is_alive() and not errors:
@@ -225,8 +272,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
             raise errors[0]
     except BaseException as exc:
         abort.set()
-        if stream is not None:
-            stream.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
+        tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
         for t in threads:  # they stop at their next queue operation; the writer is theirs until then
             if t.ident is not None:
                 t.join(timeout=60)
@@ -238,8 +284,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
         raise err from None
     if stage is not None:
         stage.close()
-    tracks = FaceTracks.concat(parts)
-    (track,) = select_faces(tracks, "largest").tracks.values()
+    tracks, track = tracked.result()
     return tracks, track, assemble(pieces), timings
 
 

@@ -20,7 +20,7 @@ from ..assets import AssetStore
 from ..atomic import atomic_write_text
 from ..config import to_dict
 from ..device import Runtime
-from ..errors import NoFaceError, OutputError
+from ..errors import NoFaceError, OutputError, SpectreError
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
 from ..io.livelink import save_livelink_csv
@@ -38,6 +38,7 @@ from .outputs import write_meshes
 from .overlap import run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
+from .stageprocs import StageProcesses, run_in_processes
 from .videostage import write_video
 
 __all__ = ["Reconstructor", "reconstruct"]
@@ -46,8 +47,16 @@ __all__ = ["Reconstructor", "reconstruct"]
 class Reconstructor:
     """Holds the heavy objects (tracker, face model, networks) so many videos reuse them."""
 
-    def __init__(self, config: ReconstructConfig | None = None):
+    def __init__(self, config: ReconstructConfig | None = None, processes: bool = False):
+        """``processes``: overlapped jobs render their video in a process of its own (:mod:`.stageprocs`,
+        spawned by :meth:`start_processes` or the first job; the command line's default), else in a thread
+        of this process (:mod:`.overlap`; no ``if __name__ == "__main__"`` guard needed in a script)."""
         self.cfg = (config or ReconstructConfig()).validate()
+        self.processes = processes
+        #: the stages given their own process: the video (render, compose, encode) by default; the fit
+        #: shares this process with tracking, which mostly runs without the GIL (docs/performance.md)
+        self.stage_roles: tuple[str, ...] = ("video",)
+        self._procs: StageProcesses | None = None
         self.store = AssetStore(self.cfg.assets)
         self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
         self._model = None
@@ -76,7 +85,33 @@ class Reconstructor:
             self._tracker = FaceTracker()
         return self._tracker
 
+    def _roles(self) -> tuple[str, ...]:
+        return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
+
+    def uses_processes(self, path: str | Path) -> bool:
+        """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages
+        and a clip longer than the fit's first window (a shorter clip has nothing to overlap: its video
+        starts once the whole clip is fitted, and a process would only add its start-up)."""
+        if not (self.processes and self.overlapped and self._roles()):
+            return False
+        try:
+            n = open_video(path, warn_fps=False).num_frames
+        except SpectreError:
+            return True  # the job reports the error
+        return not n or n > min(self.cfg.pipeline.identity_span, self.cfg.pipeline.window)
+
+    def start_processes(self) -> None:
+        """Spawn the stage processes now (they import torch and load the face model while this process
+        tracks), unless they run already."""
+        if self._procs is None or not self._procs.alive():
+            if self._procs is not None:
+                self._procs.close()
+            self._procs = StageProcesses(self.cfg, roles=self._roles())
+
     def close(self) -> None:
+        if self._procs is not None:
+            self._procs.close()
+            self._procs = None
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None
@@ -141,7 +176,12 @@ class Reconstructor:
 
     def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress) -> ReconstructionResult:
         t0 = time.perf_counter()
-        tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
+        if self.uses_processes(path):
+            self.start_processes()
+            tracks, track, fit, timings = run_in_processes(self, self._procs, path, video, overwrite=overwrite,
+                                                           progress=progress)
+        else:
+            tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
         face = self.face_from_fit(track, tracks, fit)
         if self.cfg.arkit:
             face.arkit = self.arkit_weights(face.params)

@@ -1,0 +1,315 @@
+"""The overlapped job with its stages in processes (the command line's default).
+
+As threads of one process (:mod:`.overlap`) the fit and the video stage are many small torch ops that
+take turns on one GIL. Here the calling process decodes and tracks (PyAV and MediaPipe, mostly without
+the GIL) and fits in a thread, while the video (render, compose, encode) runs in its own process, spawned
+when the :class:`~.reconstructor.Reconstructor` is made (it imports torch and loads the face model while
+this process starts tracking) and reused for every job:
+
+    parent: decode -> track -> window --- frames' windows ---> video process
+                        `-> fit thread --- solved pieces ----/
+
+``roles=("fit", "video")`` runs the fit in a process of its own too (one more torch import and model
+load: no faster on 2 cores, docs/performance.md). The queues into the children are bounded (a slow stage
+holds the tracker back); the video process reads ahead at most ``HOLD_MB`` of windows. Each child runs
+torch at one thread. A failure in a child is raised in the parent with its own type and message; when a
+job stops early the children stop it too and remove their temporary files; children leave when the
+parent closes them or dies. Processes are started with ``spawn`` (Linux and macOS alike).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..config import to_dict
+from ..errors import SpectreError
+from ..io.video import open_video
+from .fit_stream import StreamFit, assemble
+from .overlap import Progress, TrackedFrames, render_batch
+from .stageworker import serve
+from .window import VideoWindow
+
+__all__ = ["StageProcesses", "StageProcessError", "run_in_processes"]
+
+#: items waiting in each child's inbox (chunks of tracked frames; at 1080p a chunk is about 10 frames)
+INBOX = 3
+POLL_S = 0.1
+
+
+class StageProcessError(SpectreError):
+    """A stage process ended without saying why (killed, out of memory, crashed)."""
+
+    exit_code = 1
+
+
+class StageProcesses:
+    """The fit process and (``video``) the video process, started at once, reused job after job."""
+
+    def __init__(self, cfg, roles: tuple[str, ...] = ("fit", "video")):
+        ctx = mp.get_context("spawn")
+        self.outbox = ctx.Queue()
+        self.abort = ctx.Value("q", -1, lock=False)  # id of the job to stop
+        self.inbox = {role: ctx.Queue(INBOX) for role in roles}
+        cfg_dict = to_dict(cfg)
+        self.procs = {}
+        for role, box in self.inbox.items():
+            p = ctx.Process(target=serve, name=f"spectre-{role}", daemon=True,
+                            args=(role, cfg_dict, box, self.outbox, self.inbox.get("video"), self.abort))
+            p.start()
+            self.procs[role] = p
+        self.ready: set[str] = set()
+        self.job = 0
+        self.running: set[str] = set()  # children still working on the current job
+        self.tmp: Path | None = None
+
+    @property
+    def video(self) -> bool:
+        return "video" in self.procs
+
+    @property
+    def fit(self) -> bool:
+        return "fit" in self.procs
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.procs.values())
+
+    def _check_alive(self) -> None:
+        for role, p in self.procs.items():
+            if not p.is_alive():
+                raise StageProcessError(f"the {role} stage process ended unexpectedly (exit code {p.exitcode})")
+
+    def receive(self, handle: Callable[[tuple], None], timeout: float = 0.0) -> bool:
+        """Handle the children's messages (``timeout``: wait that long for the first); a child's error is
+        raised here. Returns whether a message came."""
+        got = False
+        while True:
+            try:
+                msg = self.outbox.get(timeout=timeout) if timeout and not got else self.outbox.get_nowait()
+            except queue.Empty:
+                if not got:
+                    self._check_alive()
+                return got
+            got = True
+            kind = msg[0]
+            if kind == "ready":
+                self.ready.add(msg[1])
+                continue
+            if msg[1] not in (-1, self.job):
+                continue  # left over from an earlier, stopped job
+            if kind in ("done", "error", "aborted"):
+                self.running.discard(msg[2])
+            if kind == "error":
+                raise msg[3]
+            if kind == "tmp":
+                self.tmp = Path(msg[2])
+            else:
+                handle(msg)
+
+    def send(self, role: str, item, handle: Callable[[tuple], None]) -> None:
+        """Put ``item`` into a child's bounded inbox, handling messages while it is full."""
+        box = self.inbox[role]
+        while True:
+            try:
+                box.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                self.receive(handle)
+
+    def start_job(self, fit: dict, video: dict | None) -> int:
+        self.job += 1
+        self.tmp = None
+        self.running = set()
+        for role, spec in (("fit", fit), ("video", video)):
+            if spec is not None and role in self.procs:
+                self.running.add(role)
+                self.inbox[role].put(("job", self.job, spec))
+        return self.job
+
+    def stop_job(self, timeout: float = 30.0) -> None:
+        """Stop the current job in the children still running it and wait until they have cleaned up (a
+        child that does not answer in time is ended); remove a temporary video file left behind."""
+        self.abort.value = self.job
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline and self.alive():
+            try:
+                self.receive(lambda msg: None, timeout=POLL_S)
+            except BaseException:  # noqa: BLE001 - a child's error while stopping: the first error is raised
+                pass
+        if self.running:
+            self.close(timeout=5.0)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the children (asked first, then ended) and wait for them."""
+        for role, p in self.procs.items():
+            if p.is_alive():
+                try:
+                    self.inbox[role].put(("stop",), timeout=1.0)
+                except (queue.Full, ValueError, OSError):
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in self.procs.values():
+            p.join(max(deadline - time.monotonic(), 0.1))
+            if p.is_alive():
+                p.terminate()
+                p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+        for q in (self.outbox, *self.inbox.values()):
+            q.cancel_join_thread()  # unread items must not keep this process from exiting
+            q.close()
+
+
+class _FitThread:
+    """The fit in a thread of this process (when there is no fit process): tracking mostly runs in
+    MediaPipe and PyAV without the GIL, so the fit shares this process with it, and the process that
+    would run it does not pay torch's import and the model's load. Pieces go to ``handle`` and to the
+    video process's inbox."""
+
+    def __init__(self, rec, span: int, window: int, video_box, job: int, handle: Callable[[tuple], None]):
+        self.fitter = StreamFit(rec.model, rec.cfg.fit, rec.evaluator, span=span, window=window)
+        self.video_box, self.job, self.handle = video_box, job, handle
+        self.q: queue.Queue = queue.Queue(INBOX)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.busy = 0.0
+        self.thread = threading.Thread(target=self._run, name="spectre-fit", daemon=True)
+        self.thread.start()
+
+    def _put(self, q, item) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def _run(self) -> None:
+        torch.set_num_threads(1)  # per thread: the fit's ops are tiny, extra threads only spin
+        try:
+            while True:
+                item = self.q.get()
+                if item is None or self.stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                end = item[0] == "end"
+                pieces = self.fitter.finish() if end else self.fitter.push(*item[2:5])
+                self.busy += time.perf_counter() - t0
+                for piece in pieces:
+                    self.handle(("piece", self.job, piece))
+                    self.handle(("progress", self.job, "fit", piece.stop - piece.start))
+                    if self.video_box is not None:
+                        self._put(self.video_box, ("piece", self.job, piece))
+                if end:
+                    if self.video_box is not None:
+                        self._put(self.video_box, ("fit-end", self.job))
+                    return
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item, receive: Callable[[], None]) -> None:
+        while True:
+            self.check()
+            try:
+                self.q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                receive()
+
+    @property
+    def running(self) -> bool:
+        self.check()
+        return self.thread.is_alive()
+
+    def close(self) -> None:
+        self.stop.set()
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:
+            pass
+        self.thread.join(timeout=60)
+
+
+class _Stopped(Exception):
+    """The job stops (another stage failed, or the caller was interrupted)."""
+
+
+def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | None, overwrite: bool = False,
+                     progress: Callable[[int], None] | None = None):
+    """As :func:`.overlap.run_overlapped`, with the fit and the video in ``procs``. Returns ``(tracks,
+    track, fit, timings)``."""
+    cfg, pc = rec.cfg, rec.cfg.pipeline
+    source = open_video(path)
+    window = None
+    video = None
+    if video_path is not None:
+        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        video = {"layout": cfg.layout, "window": window, "path": str(video_path), "fps": float(source.fps),
+                 "audio_from": str(path) if getattr(source, "has_audio", False) else None, "overwrite": overwrite,
+                 "batch": render_batch(*window.size)}
+    prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
+    pieces = []
+    timings = {"track": 0.0}
+
+    def handle(msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "piece":
+            pieces.append(msg[2])
+        elif kind == "progress":
+            prog.add(msg[2], msg[3])
+        elif kind == "done":  # CPU seconds of the child's job
+            timings["fit" if msg[2] == "fit" else "render"] = msg[3]
+
+    tracked = TrackedFrames(rec, path, source, window)
+    procs.start_job({"span": pc.identity_span, "window": pc.window, "video": video is not None}, video)
+    local = None if procs.fit else _FitThread(rec, pc.identity_span, pc.window, procs.inbox.get("video"), procs.job,
+                                              handle)
+
+    def to_fit(item) -> None:
+        if local is None:
+            procs.send("fit", item, handle)
+        else:
+            local.put(item, lambda: procs.receive(handle))
+
+    try:
+        t0 = time.perf_counter()
+        for ch in tracked:
+            to_fit(("chunk", procs.job, ch.lm, ch.valid, ch.p478))
+            if video is not None:
+                procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.tw, ch.tf, ch.times, ch.valid),
+                           handle)
+            prog.add("track", ch.n)
+            procs.receive(handle)
+        timings["track"] = time.perf_counter() - t0
+        tracked.check_faces()
+        to_fit(("end", procs.job))
+        if video is not None:
+            procs.send("video", ("frames-end", procs.job, tracked.rows), handle)
+        while procs.running or (local is not None and local.running):
+            procs.receive(handle, timeout=POLL_S)
+        if local is not None:
+            timings["fit"] = local.busy
+    except BaseException:
+        tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
+        if local is not None:
+            local.close()
+        procs.stop_job()
+        raise
+    tracks, track = tracked.result()
+    return tracks, track, assemble(pieces), timings

@@ -1,0 +1,249 @@
+"""The child side of :mod:`.stageprocs`: a process that runs the fit stage or the video stage of the
+overlapped job, one job after another, each with its own interpreter (and GIL) and one torch thread.
+
+Messages (tuples, the first item names them) arrive on the process's inbox; everything it reports goes to
+the parent's outbox: ``("ready", role)`` once the model is loaded, then per job ``("piece", job, FitPiece)``
+(fit), ``("progress", job, stage, n)``, ``("tmp", job, path)`` (video: its temporary file, removed by the
+parent should this process die), ``("done", job, role, busy_seconds)``, ``("error", job, role, exc)`` or
+``("aborted", job, role)``. A job stops early when the shared ``abort`` value holds its id. The process
+leaves on ``("stop",)`` or when its parent is gone.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+
+import torch
+
+from ..assets import AssetStore
+from ..config import from_dict
+from ..models import load_face_model
+from .config import ReconstructConfig
+from .evaluator import PointEvaluator
+from .fit_stream import StreamFit, fit_rows
+from .videostage import FaceRows, VideoStage
+
+__all__ = ["serve"]
+
+POLL_S = 0.1
+
+
+class _Stopped(Exception):
+    """The job was aborted by the parent, or the parent is gone."""
+
+
+class _Channel:
+    """This process's inbox and the queues it writes to, with the job's abort flag checked while waiting."""
+
+    def __init__(self, inbox, outbox, abort):
+        self.inbox, self.outbox, self.abort = inbox, outbox, abort
+        self.job = -1
+        self.parent = mp.parent_process()
+
+    def alive(self) -> bool:
+        return self.parent is None or self.parent.is_alive()
+
+    def check(self) -> None:
+        if self.abort.value == self.job or not self.alive():
+            raise _Stopped()
+
+    def get(self, in_job: bool = True):
+        while True:
+            if in_job:
+                self.check()
+            elif not self.alive():
+                raise _Stopped()
+            try:
+                return self.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+
+    def put(self, q, item) -> None:
+        while True:
+            self.check()
+            try:
+                q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+
+def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise SystemExit(128 + signum)
+
+
+def serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
+    """Entry point of a stage process (``role``: ``fit`` or ``video``). It leaves without the interpreter's
+    teardown (about a second for torch's modules, on the job's critical path), once its messages are sent."""
+    try:
+        _serve(role, cfg_dict, inbox, outbox, video_inbox, abort)
+    finally:
+        outbox.close()
+        outbox.join_thread()
+        os._exit(0)
+
+
+def _serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, _terminated)  # leave through the clean-up (the temporary video file)
+    torch.set_num_threads(1)  # the stages' ops are small; parallelism comes from the processes
+    ch = _Channel(inbox, outbox, abort)
+    try:
+        cfg = from_dict(ReconstructConfig, cfg_dict)
+        model = load_face_model(cfg.model, AssetStore(cfg.assets)).eval()
+        evaluator = PointEvaluator(model, dense=cfg.fit.dense_face > 0) if role == "fit" else None
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        outbox.put(("error", -1, role, _picklable(exc)))
+        return
+    outbox.put(("ready", role))
+    aborted: set[int] = set()
+    while True:
+        try:
+            msg = ch.get(in_job=False)
+        except _Stopped:
+            return
+        kind = msg[0]
+        if kind == "stop":
+            return
+        if kind != "job" or msg[1] in aborted:
+            continue  # left over from an aborted job
+        ch.job = job = msg[1]
+        t0 = time.process_time()
+        try:
+            if role == "fit":
+                _fit_job(ch, model, cfg, evaluator, video_inbox, **msg[2])
+            else:
+                _video_job(ch, model, **msg[2])
+            outbox.put(("done", job, role, time.process_time() - t0))
+        except _Stopped:
+            aborted.add(job)
+            if not ch.alive():
+                return
+            outbox.put(("aborted", job, role))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            aborted.add(job)
+            outbox.put(("error", job, role, _picklable(exc)))
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                return
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """``exc`` itself when it survives pickling (typed errors keep their class and exit code), else a
+    RuntimeError with its one-line description."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any pickling failure
+        return RuntimeError(" ".join(f"{type(exc).__name__}: {exc}".split()))
+
+
+def _fit_job(ch: _Channel, model, cfg: ReconstructConfig, evaluator, video_inbox, span: int, window: int,
+             video: bool) -> None:
+    """Push tracked chunks into a :class:`StreamFit`; every solved piece goes to the parent (and to the
+    video process)."""
+    fitter = StreamFit(model, cfg.fit, evaluator, span=span, window=window)
+    job = ch.job
+    while True:
+        msg = ch.get()
+        if msg[1] != job:
+            continue
+        end = msg[0] == "end"
+        pieces = fitter.finish() if end else fitter.push(msg[2], msg[3], msg[4])
+        for piece in pieces:
+            ch.outbox.put(("piece", job, piece))
+            ch.outbox.put(("progress", job, "fit", piece.stop - piece.start))
+            if video:
+                ch.put(video_inbox, ("piece", job, piece))
+        if end:
+            if video:
+                ch.put(video_inbox, ("fit-end", job))
+            return
+
+
+def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
+               batch: int) -> None:
+    """Render, compose and encode each frame once both its window (from the parent) and its fit (from the
+    fit process) are here, in order; the temporary file is removed when the job stops early. Between
+    batches the inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while
+    the video renders, with bounded memory."""
+    stage = VideoStage(model, layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
+    job = ch.job
+    try:
+        ch.outbox.put(("tmp", job, str(stage.writer.temporary_path)))
+        state = _VideoState(job)
+        while not state.finished:
+            if not state.ready():
+                state.absorb(ch.get())
+                continue
+            while state.held_bytes < HOLD_MB * 2**20:
+                try:
+                    state.absorb(ch.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            ch.check()
+            frames, face, tw, times = state.take(batch)
+            stage.write(frames, [face], tw, times)
+            ch.outbox.put(("progress", job, "video", len(frames)))
+        stage.close()
+    except BaseException as exc:
+        stage.abort(exc)
+        raise
+
+
+#: MB of frame windows the video process reads ahead while it renders (more waits in its bounded inbox)
+HOLD_MB = 128
+
+
+class _VideoState:
+    """The frames (from the parent) and solved pieces (from the fit process) waiting to be rendered."""
+
+    def __init__(self, job: int):
+        self.job = job
+        self.chunks: list[tuple] = []  # (row, frames, tw, tf, times, valid), in order
+        self.pieces: list = []         # FitPiece, in order
+        self.total: int | None = None  # frame count, once the parent has sent every frame
+        self.fit_end = False
+        self.done = 0                  # frames written
+        self.held_bytes = 0
+
+    def absorb(self, msg: tuple) -> None:
+        if msg[1] != self.job:
+            return
+        if msg[0] == "frames":
+            self.chunks.append(msg[2:])
+            self.held_bytes += msg[3].nbytes
+        elif msg[0] == "piece":
+            self.pieces.append(msg[2])
+        elif msg[0] == "frames-end":
+            self.total = msg[2]
+        elif msg[0] == "fit-end":
+            self.fit_end = True
+
+    @property
+    def finished(self) -> bool:
+        return self.fit_end and self.total is not None and self.done >= self.total
+
+    def _drop(self) -> None:
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= self.done:
+            self.held_bytes -= self.chunks.pop(0)[1].nbytes
+        while self.pieces and self.pieces[0].stop <= self.done:
+            self.pieces.pop(0)
+
+    def ready(self) -> bool:
+        self._drop()
+        return bool(self.chunks and self.pieces)
+
+    def take(self, batch: int):
+        """The next frames (at most ``batch``, within one chunk and one piece) with their face rows."""
+        piece, (row, frames, tw, tf, times, valid) = self.pieces[0], self.chunks[0]
+        a = self.done - row
+        b = min(row + len(frames), piece.stop, self.done + batch) - row
+        fit = fit_rows(piece.fit, slice(self.done - piece.start, self.done - piece.start + b - a))
+        tfs = tf[a:b]
+        self.done += b - a
+        return frames[a:b], FaceRows(fit.params, fit.cam_in_crop(tfs), tfs, valid[a:b]), tw[a:b], times[a:b]

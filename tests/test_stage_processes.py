@@ -1,0 +1,223 @@
+"""The overlapped job with its stages in processes (issue 15, the command line's default): the same
+numbers as the threads, a child's error raised in the parent with its type and message, the children
+reused over jobs and never left running (normal exit, SIGINT, a killed parent), no partial outputs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spectre
+from spectre.errors import OutputError
+from spectre.io.results import load_face_npz
+from spectre.reconstruct.config import make_config
+from spectre.reconstruct.reconstructor import Reconstructor
+
+SHORT = "OzA6jRYjVQs_00004"  # 27 frames, 224x224, with audio
+SMALL = {"identity_span": 12, "window": 8, "chunk_mb": 1}
+
+
+@pytest.fixture(scope="module")
+def short(sample_videos):
+    if SHORT not in sample_videos:
+        pytest.skip(f"sample {SHORT} not found")
+    return sample_videos[SHORT]
+
+
+@pytest.fixture(scope="module")
+def threaded(short, tmp_path_factory):
+    """The same job with its stages as threads of one process (the reference)."""
+    out = tmp_path_factory.mktemp("threads")
+    rec = Reconstructor(make_config(pipeline=SMALL))
+    try:
+        return rec.run(short, out, stem="clip"), out
+    finally:
+        rec.close()
+
+
+def _frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _same_results(res, ref) -> None:
+    assert res.num_frames == ref.num_frames
+    for k, v in ref.face.params.items():
+        np.testing.assert_allclose(res.face.params[k], v, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(res.face.cam, ref.face.cam, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("roles", [("video",), ("fit", "video")], ids=["fit-thread", "fit-process"])
+def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_path, roles):
+    ref, ref_out = threaded
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    rec.stage_roles = roles
+    try:
+        rec.start_processes()
+        children = [p.pid for p in rec._procs.procs.values()]
+        assert len(children) == len(roles)
+        res = rec.run(short, tmp_path / "a", stem="clip")
+        # a second job reuses the same children
+        res2 = rec.run(short, tmp_path / "b", stem="clip")
+        assert [p.pid for p in rec._procs.procs.values()] == children
+    finally:
+        rec.close()
+    assert not any(_alive(pid) for pid in children), "closing the reconstructor ends its stage processes"
+    for r in (res, res2):
+        _same_results(r, ref)
+    # the video: the same frames as the threads' video (the same renders, the same encoder)
+    a, b = _frames(tmp_path / "a" / "clip.mp4"), _frames(ref_out / "clip.mp4")
+    assert a.shape == b.shape == (27, 224, 448, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+    assert not [p.name for p in (tmp_path / "a").iterdir() if ".partial" in p.name]
+
+
+def test_an_error_in_a_child_is_raised_in_the_parent_and_the_children_go_on(short, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip.mp4").write_bytes(b"somebody else's video")  # the video process may not replace it
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        with pytest.raises(OutputError, match="clip.mp4 already exists") as err:
+            rec.run(short, out, stem="clip", overwrite=False)
+        assert err.value.exit_code == OutputError.exit_code
+        assert (out / "clip.mp4").read_bytes() == b"somebody else's video"
+        assert not [p.name for p in out.iterdir() if ".partial" in p.name]
+        children = [p.pid for p in rec._procs.procs.values()]
+        res = rec.run(short, tmp_path / "next", stem="clip")  # the same children do the next job
+        assert [p.pid for p in rec._procs.procs.values()] == children
+        assert (tmp_path / "next" / "clip.mp4").is_file() and len(_frames(tmp_path / "next" / "clip.mp4")) == 27
+    finally:
+        rec.close()
+    face = res.face  # a real fit (the slow tests compare it with the threads' numbers)
+    ok = np.asarray(face.valid)
+    assert res.num_frames == 27 and np.abs(face.landmarks2d[ok] - face.tracked68[ok]).mean() < 6.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except OSError:
+        return False
+
+
+def _tagged(tag: str) -> list[int]:
+    """Processes whose environment carries ``tag`` (the CLI and every process it started)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if tag.encode() in (d / "environ").read_bytes() and _alive(int(d.name)):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+def _env(tag: str) -> dict:
+    env = dict(os.environ, SPECTRE_TEST_TAG=tag, GLOG_minloglevel="2")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(spectre.__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    return env
+
+
+def _gone(tag: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _tagged(tag):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+pytestmark_linux = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+
+
+@pytest.mark.slow
+@pytestmark_linux
+def test_cli_leaves_no_process_behind(short, tmp_path):
+    tag = uuid.uuid4().hex
+    conf = tmp_path / "small.yaml"  # windows shorter than the clip: the video gets its process
+    conf.write_text("pipeline: {identity_span: 12, window: 8, chunk_mb: 1}\n")
+    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(tmp_path / "o"),
+                           "--config", str(conf)], env=_env(tag), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("wrote ")
+    assert _gone(tag, 5.0), "a stage process outlived the command"
+    assert len(load_face_npz(tmp_path / "o" / f"{short.stem}.npz")["cam"]) == 27
+
+
+def _long_clip(shared_dir: Path, path: Path, n: int = 150) -> Path:
+    sys.path.insert(0, str(Path(__file__).parent / "robustness"))
+    try:
+        import media
+    finally:
+        sys.path.pop(0)
+    faces = media.face_frames(shared_dir / "samples", 40, size=160)
+    frames = np.concatenate([faces, faces[::-1]] * (n // 80 + 1))[:n]
+    media.write_video(path, np.ascontiguousarray(frames), audio_seconds=0.5)
+    return path
+
+
+@pytest.mark.slow
+@pytestmark_linux
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_stopped_mid_video_no_partial_file_no_process(sig, shared_dir, tmp_path):
+    """Stopped while the video process writes: SIGINT (Ctrl-C) exits 130; SIGKILL of the parent alone
+    (nobody cleans up for it): the children notice, remove the temporary video and leave."""
+    clip = _long_clip(shared_dir, tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-m", "spectre", "reconstruct", str(clip), "-o", str(out)],
+                            env=_env(tag), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        # the video process has written frames (its temporary file is not empty)
+        while not (out.is_dir() and any(".partial" in p.name and p.stat().st_size > 0 for p in out.iterdir())):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the video was not started within 240 s"
+            time.sleep(0.02)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole process group
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err, err
+    assert _gone(tag, 10.0), "a stage process outlived the command"
+    left = [p.name for p in out.iterdir()]
+    assert not [n for n in left if ".partial" in n], left
+    assert "clip.mp4" not in left and "clip.yaml" not in left, left
+
+
+def test_short_clips_and_no_video_keep_to_threads(short, tmp_path):
+    """A clip within the fit's first window has nothing to overlap, and without a video there is no
+    stage to move out: no process is started for them."""
+    for cfg in (make_config(), make_config(layout="none", pipeline=SMALL)):
+        rec = Reconstructor(cfg, processes=True)
+        try:
+            assert not rec.uses_processes(short)
+        finally:
+            rec.close()
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        assert rec.uses_processes(short)
+    finally:
+        rec.close()
