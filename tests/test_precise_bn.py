@@ -29,7 +29,7 @@ def test_statistics_are_the_plain_average_of_the_batches():
     with torch.no_grad():
         feats = [conv(b) for b in batches]
     mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
-    var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    var = torch.stack([f.var((0, 2, 3), unbiased=False) for f in feats]).mean(0)  # what training normalises with
     torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-5)
     # only the statistics change: weights, mode, momentum and the batch counter are as before
@@ -42,18 +42,18 @@ def test_statistics_are_the_plain_average_of_the_batches():
 
 def test_it_closes_the_train_eval_gap_of_a_stale_network():
     """Running statistics of other (earlier) inputs make eval outputs differ from the batch-statistics
-    outputs; recalibrated on the clip itself, eval reproduces them (up to the unbiased-variance factor)."""
+    outputs; recalibrated on the clip itself, eval reproduces them, even with few samples per channel."""
     net = _net()
     net.train()
     for b in _batches(20, seed=7):  # stale running averages of a different input distribution
         net(b * 0.2 - 3)
-    clip = _batches(1, seed=3, size=48)[0]  # 48 samples: the unbiased-variance factor is small
+    clip = _batches(1, seed=3, size=4)[0]  # 4 samples: an unbiased variance would be 4/3 too large
     with torch.no_grad():
         target = net.train()(clip)
         before = (net.eval()(clip) - target).abs().mean().item()
         recalibrate_batchnorm(net, [clip], net)
         after = (net.eval()(clip) - target).abs().mean().item()
-    assert after < 0.1 * before and after < 0.15, (before, after)
+    assert before > 0.1 and after < 1e-4, (before, after)
 
 
 def test_no_batches_keeps_the_old_statistics():

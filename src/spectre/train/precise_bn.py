@@ -5,8 +5,8 @@ while inference uses the running averages. Those are an exponential average over
 *earlier* weights, so on short runs or few clips they lag the network and the encoder predicts worse
 in eval mode than in training (docs/train.md, "BatchNorm statistics"). Recomputing them as the plain
 average over a number of training clips with the final weights (Wu & Johnson, "Rethinking 'Batch' in
-BatchNorm", 2021, "PreciseBN") closes that gap; it changes no weight and no training loss, so a resumed
-run stays bit-identical.
+BatchNorm", 2021, "PreciseBN"; here with the biased variance that training normalises with) closes that
+gap; it changes no weight and no training loss, so a resumed run stays bit-identical.
 """
 from __future__ import annotations
 
@@ -28,19 +28,32 @@ def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 @torch.no_grad()
 def recalibrate_batchnorm(module: nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any]) -> int:
     """Replace the running mean/variance of every BatchNorm in ``module`` by the equally weighted
-    average of the statistics of ``batches`` (``forward(batch)`` runs ``module`` on one batch).
+    average over ``batches`` (``forward(batch)`` runs ``module`` on one batch, in train mode) of the
+    statistics each layer normalises with in training: the batch mean and the *biased* batch variance.
+    (PyTorch's running variance averages the unbiased one; with the few samples per channel of a K-frame
+    clip — K values in a BatchNorm1d, K·h·w at the last 4x4 MobileNetV2 stages — that n/(n-1) factor alone
+    kept a one-clip overfit 10x off in eval mode.) On the calibration batches eval mode then reproduces
+    train mode.
 
-    Returns the number of batches used (0: nothing changed). The module's mode, the layers' momentum
-    and ``num_batches_tracked`` are restored afterwards; weights and gradients are untouched."""
+    Returns the number of batches used (0: nothing changed). The module's mode and the layers'
+    ``num_batches_tracked`` are restored; weights and gradients are untouched."""
     layers = batchnorm_layers(module)
     if not layers:
         return 0
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in layers]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    sums: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def accumulate(m: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach().float()
+        var, mean = torch.var_mean(x, dim=[0, *range(2, x.ndim)], unbiased=False)
+        if m in sums:
+            sums[m][0] += mean
+            sums[m][1] += var
+        else:
+            sums[m] = [mean, var]
+
+    hooks = [m.register_forward_pre_hook(accumulate) for m in layers]
     was_training = module.training
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: running = mean of the per-batch statistics
     module.train()
     n = 0
     try:
@@ -48,10 +61,14 @@ def recalibrate_batchnorm(module: nn.Module, batches: Iterable[Any], forward: Ca
             forward(batch)
             n += 1
     finally:
+        for h in hooks:
+            h.remove()
         module.train(was_training)
-        for m, (momentum, mean, var, tracked) in zip(layers, saved):
-            m.momentum = momentum
-            if n == 0:  # nothing seen: keep the old statistics
+        for m, (mean, var, tracked) in zip(layers, saved):
+            if n and m in sums:
+                m.running_mean.copy_(sums[m][0] / n)
+                m.running_var.copy_(sums[m][1] / n)
+            else:  # nothing seen: keep the old statistics
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
             m.num_batches_tracked.copy_(tracked)
