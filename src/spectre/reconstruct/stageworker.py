@@ -270,7 +270,7 @@ class _Encoder:
 
 
 #: MB of frame windows the video process reads ahead while it renders (more waits in its bounded inbox)
-HOLD_MB = 128
+HOLD_MB = 48
 
 
 class _VideoState:
