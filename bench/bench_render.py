@@ -1,7 +1,10 @@
 """Renderer speed: frames/s at 224x224 for FLAME (5,023 vertices, 9,976 triangles) and the bundled ICT
 model (its ``render_faces()``), forward (grey shape render, as the output videos) and forward+backward
 (SH-shaded render, loss backpropagated to the vertices), against the renderer before the speed work
-(``bench/reference_render.py``) measured in the same run.
+(``bench/reference_render.py``) measured in the same run. Then the videos' render
+(``spectre.render.fast_shape``, non-differentiable) against the differentiable in-frame render it replaced
+(``render_shape_in_frame(..., cull_backfaces=True)``), ICT at 224² (16 frames a call) and 512² (4 frames,
+as the video stage's chunks), in ms per frame.
 
     PYTHONPATH=src python bench/bench_render.py [--quick] [--threads N] [--device cpu|cuda] [--json PATH]
 
@@ -25,6 +28,7 @@ import reference_render as reference  # noqa: E402
 
 from spectre.geometry import project_to_crop  # noqa: E402
 from spectre.render import Renderer, interpolate, rasterize  # noqa: E402
+from spectre.render.fast_shape import render_shape_fast_in_frame  # noqa: E402
 from spectre.render.rasterize import cpu_render_threads  # noqa: E402
 from spectre.render.shading import add_sh_light, vertex_normals  # noqa: E402
 
@@ -127,6 +131,38 @@ def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
                              "value": B / tf, "baseline": B / tb, "baseline_name": "renderer before speed work",
                              "cpu_ms_per_frame": cf / B * 1e3, "baseline_cpu_ms_per_frame": cb / B * 1e3,
                              "faces": int(faces.shape[0]), "size": size, "threads": threads})
+    return rows + video_rows(meshes["ICT"], quick, sync)
+
+
+def video_rows(mesh, quick: bool, sync=lambda: None) -> list[dict]:
+    """The video's grey render: the fast non-differentiable path vs the differentiable in-frame render
+    (back faces culled, as the videos used it), same frames, same run; ms per frame (wall and CPU)."""
+    from spectre.render.visualize import render_shape_in_frame
+
+    v1, cam1, faces = mesh
+    rows = []
+    for size, B in ((224, 16), (512, 4)):
+        g = torch.Generator().manual_seed(0)
+        v = v1.expand(B, -1, -1) + 0.002 * torch.randn(B, *v1.shape[1:], generator=g).to(v1)
+        crop = project_to_crop(v, cam1.expand(B, -1))
+        k = 224.0 / size  # the crop shown over the whole window, as in the video's face window
+        tf = torch.tensor([[k, 0.0, 0.0], [0.0, k, 0.0]], dtype=v.dtype, device=v.device).expand(B, 2, 3)
+
+        def fast():
+            render_shape_fast_in_frame(v, crop, faces, tf, (size, size))
+
+        def differentiable():
+            with torch.no_grad():
+                render_shape_in_frame(v, crop, faces, tf, (size, size), cull_backfaces=True)
+
+        reps = 2 if quick else 5
+        (tf_, cf), (td, cd) = timeit(fast, reps, sync), timeit(differentiable, reps, sync)
+        rows.append({"stage": "render video", "case": f"ICT {size}² grey video render: fast_shape", "mesh": "ICT",
+                     "batch": B, "unit": "ms/frame",
+                     "value": tf_ / B * 1e3, "baseline": td / B * 1e3, "lower_is_better": True,
+                     "baseline_name": "differentiable render_shape_in_frame (culled)",
+                     "cpu_ms_per_frame": cf / B * 1e3, "baseline_cpu_ms_per_frame": cd / B * 1e3,
+                     "faces": int(faces.shape[0]), "size": size})
     return rows
 
 
@@ -134,6 +170,11 @@ def print_table(rows: list[dict]) -> None:
     print(f"{'pass':18} {'mesh':6} {'batch':>5} {'fps':>8} {'before':>8} {'speed-up':>9} "
           f"{'CPU ms/frame':>13} {'before':>8}")
     for r in rows:
+        if r["unit"] == "ms/frame":
+            print(f"{'video ' + str(r['size']) + chr(178):18} {r['mesh'][:6]:6} {r['batch']:5d} {r['value']:8.1f} "
+                  f"{r['baseline']:8.1f} {r['baseline'] / r['value']:8.2f}x {r['cpu_ms_per_frame']:13.1f} "
+                  f"{r['baseline_cpu_ms_per_frame']:8.1f}   (ms/frame, not fps: fast_shape vs differentiable)")
+            continue
         print(f"{r['stage'][7:]:18} {r['mesh']:6} {r['batch']:5d} {r['value']:8.1f} {r['baseline']:8.1f} "
               f"{r['value'] / r['baseline']:8.2f}x {r['cpu_ms_per_frame']:13.1f} {r['baseline_cpu_ms_per_frame']:8.1f}")
 

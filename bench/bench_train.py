@@ -10,6 +10,11 @@ FLAME generator and the FLAME-topology files) and is skipped without it. Rows:
   step  ict  no-emotion    expression weight 0 (the emotion ResNet-50 skipped)
   step  flame fp32         the official SPECTRE step (DECA + FLAME + textured render)
   data  workers 0 / 2      K-frame samples/s from a prepared cache (crop + warp + JPEG decode)
+  loop  ...                the whole `spectre train --model ict` loop (videos alone: data, step, logging,
+                           checkpoints) on a synthetic fit cache of 4 clips, the way it ran before
+                           (loader and its worker started every epoch) against now (one persistent
+                           loader), and with precise BatchNorm at every checkpoint; its baseline is the
+                           "before" loop of the same run
 """
 from __future__ import annotations
 
@@ -173,6 +178,73 @@ def data_rows(k: int, size: int, n: int, tmp: Path) -> list[tuple[str, float]]:
     return rows
 
 
+def synthetic_cache(tmp: Path, k: int, clips: int = 4, frames_n: int | None = None) -> Path:
+    """A JPEG cache of ``clips`` one-clip folders (4 train clips: an epoch every 4 steps, like the
+    sample clips) with fit targets (the ICT face at rest; speed does not depend on their values)."""
+    from spectre.train.prepare import PrepareConfig, Track, prepare_folder
+
+    rng = np.random.default_rng(0)
+    frames_n = frames_n or max(2 * k, 40)
+    base = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68)), np.sin(np.linspace(0, 2 * np.pi, 68))], -1)
+    vids = tmp / "videos"
+    for i in range(clips):
+        (vids / f"s{i}").mkdir(parents=True)
+        (vids / f"s{i}" / "c.mp4").write_bytes(b"x")
+
+    def tracker(v):
+        return Track(base[None] * 120 + 320 + rng.normal(0, 2, (frames_n, 68, 2)), 25.0, 640, 480)
+
+    def frames(v):
+        for _ in range(frames_n):
+            yield rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+    def fitter(video, lmk, valid, points478=None):
+        n = len(lmk)
+        return {"param_identity": np.zeros((n, 100)), "param_expression": np.zeros((n, 53)),
+                "param_rotation": np.zeros((n, 3)), "cam_raw": np.tile([[0.1, 0.0, 0.0]], (n, 1)),
+                "center": np.tile(lmk.mean((0, 1)), (n, 1)), "scale": np.full((n, 1), 120.0)}
+
+    prepare_folder(vids, tmp / "cache", PrepareConfig(val_fraction=0, test_fraction=0), tracker=tracker,
+                   frames=frames, fitter=fitter)
+    return tmp / "cache"
+
+
+def loop_rows(k: int, size: int, steps: int, tmp: Path) -> list[tuple[str, float]]:
+    """Steps/s of ``Trainer.fit`` (videos alone, fp32, 1 loader worker, checkpoint every 10 steps):
+    before (a loader started per epoch, as until 2026-11-30), now, now + precise BatchNorm."""
+    from spectre.train import trainer as tr
+    from spectre.train.data import ClipDataConfig
+    from spectre.train.encoder_step import build_encoder_step
+
+    cache = synthetic_cache(tmp, k)
+    make_loader = tr.make_loader
+
+    def per_epoch_loader(*args, persistent=False, **kw):  # the loop before: new workers every epoch
+        return make_loader(*args, persistent=False, **kw)
+
+    rows = []
+    variants = (("loop  before (loader per epoch)", 0, True), ("loop  now (persistent loader)", 0, False),
+                ("loop  now + precise BN (8 clips)", 8, False))
+    for i, (name, precise, patched) in enumerate(variants):
+        cfg = tr.TrainConfig(cache=str(cache), face_model="ict", device="cpu", log_every=5, image_every=0,
+                             checkpoint_every=10, val_every=0, tensorboard=False, precise_bn=precise,
+                             data=ClipDataConfig(clip_length=k, image_size=size, workers=1, with_fit=True),
+                             optim=tr.OptimConfig(lr=1e-3, max_steps=steps),
+                             loss=LossWeights(lipread=0, expression=0))
+        pc = tr.PreparedCache.open(cache)
+        train = tr.ClipDataset(pc, pc.split("train"), cfg.data, train=True)
+        step = build_encoder_step(None, cfg.loss, image_size=size, clip_length=k)
+        trainer = tr.Trainer(cfg, step, train, None, tmp / f"run{i}", Runtime.create("cpu"))
+        tr.make_loader = per_epoch_loader if patched else make_loader
+        try:
+            t = time.perf_counter()
+            trainer.fit()
+            rows.append((name, steps / (time.perf_counter() - t)))
+        finally:
+            tr.make_loader = make_loader
+    return rows
+
+
 def run(quick: bool = True, device: str = "cpu") -> list[dict]:
     """Rows for the harness (``python -m bench``, ``bench/gpu.py``): ICT training steps/s, the reduced
     precision step when the device has it, against the fp32 step measured in the same run."""
@@ -233,12 +305,23 @@ def main() -> int:
         rows.append((f"step  ict  {reduced}", time_steps(ict(LossWeights()), batch, Runtime(dev, reduced), n), k))
     rows.append(("step  ict  no-emotion", time_steps(ict(LossWeights(expression=0)), batch, rt, n), k))
     rows.append(("step  ict  videos alone (no render)", time_steps(ict(LossWeights(), False), batch, rt, n), k))
+    plain = ict(LossWeights(), False)
+    plain.trainable.to(memory_format=torch.contiguous_format)  # the step before channels_last weights
+    rows.append(("step  ict  videos alone, NCHW weights", time_steps(plain, batch, rt, n), k))
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and threads > 1:  # on a shared, loaded CPU one thread avoids OpenMP barrier stalls
+        torch.set_num_threads(1)
+        try:
+            rows.append(("step  ict  videos alone, 1 thread", time_steps(ict(LossWeights(), False), batch, rt, n), k))
+        finally:
+            torch.set_num_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         fs = flame_step(dev, lip, emo, LossWeights(), tmp / "assets")
         if fs is not None:
             rows.append(("step  flame fp32 (224)", time_steps(fs, flame_batch(k, dev), rt, n), k))
         data = data_rows(k, 224, 15 if args.quick else 45, tmp / "data")
+        loops = loop_rows(k, size, 20 if args.quick else 60, tmp / "loop") if args.device == "cpu" else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0][1]
@@ -250,6 +333,10 @@ def main() -> int:
     print(f"{'variant':<26}{'clips/s':>10}{'frames/s':>10}{'vs w0':>9}")
     for name, rate in data:
         print(f"{name:<26}{rate:>10.2f}{rate * k:>10.1f}{rate / data[0][1]:>8.2f}x")
+    if loops:
+        print(f"{'training loop, videos alone':<34}{'steps/s':>10}{'frames/s':>10}{'vs before':>10}")
+        for name, rate in loops:
+            print(f"{name:<34}{rate:>10.3f}{rate * k:>10.1f}{rate / loops[0][1]:>9.2f}x")
     return 0
 
 

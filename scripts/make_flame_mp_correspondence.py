@@ -173,6 +173,40 @@ def lip_labels(faces: np.ndarray, verts: np.ndarray, loop: list[int], mouth_cent
     return label
 
 
+def _samples(fv: np.ndarray, ff: np.ndarray, tris: np.ndarray, n: int = 8):
+    """Points on a barycentric grid of each triangle -> (points (S, 3), triangle (S,), barycentrics (S, 3))."""
+    ij = [(i, j) for i in range(n + 1) for j in range(n + 1 - i)]
+    w = np.asarray([(i / n, j / n, 1 - (i + j) / n) for i, j in ij])
+    pts = np.einsum("wk,tkc->twc", w, fv[ff[tris]]).reshape(-1, 3)
+    return pts, np.repeat(tris, len(w)), np.tile(w, (len(tris), 1))
+
+
+def contact_refine(fv, ff, upper_ok, lower_ok, warped, side, out_tri, out_bary, dist) -> None:
+    """Move the inner-lip line's points (all but the corners) to where their lip meets the other one: on
+    their own lip, within 5 mm of the warped point and 0.6 mm of its x (along the mouth), the place closest
+    to the other lip (plus 0.3 x the distance to the warped point), so the closed template mouth's contact
+    pairs touch."""
+    from scipy.spatial import cKDTree
+
+    near = np.linalg.norm(fv[ff].mean(1) - warped[list(MP_LIPS_INNER)].mean(0), axis=1) < MOUTH_RADIUS_M
+    sets = {}
+    for s_, ok in ((1, upper_ok), (-1, lower_ok)):
+        # each lip's own triangles: allowed for it and touching a vertex labelled with it
+        sets[s_] = _samples(fv, ff, np.flatnonzero(ok & near))
+    trees = {s_: cKDTree(v[0]) for s_, v in sets.items()}
+    for pos in list(range(1, 10)) + list(range(11, 20)):
+        p = MP_LIPS_INNER[pos]
+        own = sets[side[p]]
+        cand = np.flatnonzero((np.linalg.norm(own[0] - warped[p], axis=1) < 0.005)
+                              & (np.abs(own[0][:, 0] - warped[p, 0]) < 0.0006))
+        if not cand.size:
+            continue
+        other = trees[-side[p]].query(own[0][cand])[0]
+        k = cand[np.argmin(other + 0.3 * np.linalg.norm(own[0][cand] - warped[p], axis=1))]
+        out_tri[p], out_bary[p] = ff[own[1][k]], own[2][k]
+        dist[p] = np.linalg.norm(own[0][k] - warped[p])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA), help="SPECTRE/DECA data folder (head_template.obj, "
@@ -241,6 +275,7 @@ def main(argv=None) -> int:
         out_tri[p], out_bary[p], dist[p] = ff[cand[k]], w[k], d[k]
     out_bary = np.clip(out_bary, 0, None)
     out_bary /= out_bary.sum(1, keepdims=True)
+    contact_refine(fv, ff, upper_ok, lower_ok, warped, side, out_tri, out_bary, dist)
     lips = out_tri[list(MP_LIPS)][np.arange(40), out_bary[list(MP_LIPS)].argmax(1)]
     out_weight = weight / (1 + (dist / SNAP_SIGMA_M) ** 2)
     on = np.einsum("pkc,pk->pc", fv[out_tri], out_bary)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from spectre.device import Runtime
-from spectre.errors import CheckpointError, OutputError
+from spectre.errors import CheckpointError, ConfigError, OutputError
 from spectre.losses import relative_landmark_loss, valid_frame_mask, weighted_landmark_loss
-from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache
+from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache, collate
 from spectre.train.ddp import DistInfo
 from spectre.train.prepare import PrepareConfig, Track, prepare_folder
 from spectre.train.step import StepOutput, TrainStep
@@ -235,12 +235,54 @@ def test_resume_refuses_mismatched_checkpoint(cache, tmp_path):
 
 
 def test_loader_workers_do_not_change_samples(cache, tmp_path):
-    cfg0 = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=3), val_every=0, checkpoint_every=0)
-    cfg2 = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=3), val_every=0, checkpoint_every=0,
+    # several epochs: the loader (and its workers) persists, each epoch must still read the sampler's epoch
+    cfg0 = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=7), val_every=0, checkpoint_every=0)
+    cfg2 = tiny_cfg(cache, optim=OptimConfig(lr=3e-3, max_steps=7), val_every=0, checkpoint_every=0,
                     data=ClipDataConfig(clip_length=K, image_size=SIZE, workers=2))
     a = build(cfg0, tmp_path / "w0").fit().history
     b = build(cfg2, tmp_path / "w2").fit().history
     assert a == b
+
+
+class CalibratedTinyStep(TinyStep):
+    supports_precise_bn = True
+
+    def calibration_forward(self, batch):
+        self.trainable(batch["image"])
+
+
+def test_precise_bn_recalibrates_before_saving_and_keeps_resume_exact(cache, tmp_path):
+    from spectre.train.precise_bn import recalibrate_batchnorm
+
+    def trainer(cfg, run, seed=0):
+        c = PreparedCache.open(cfg.cache)
+        train = ClipDataset(c, c.split("train"), cfg.data, train=True, seed=cfg.seed)
+        return Trainer(cfg, CalibratedTinyStep(seed), train, None, run, Runtime.create("cpu"))
+
+    cfg = tiny_cfg(cache, checkpoint_every=3, optim=OptimConfig(lr=3e-3, max_steps=5), val_every=0, precise_bn=3)
+    full = trainer(cfg, tmp_path / "a").fit()
+    cut = tiny_cfg(cache, checkpoint_every=3, optim=OptimConfig(lr=3e-3, max_steps=3), val_every=0, precise_bn=3)
+    first = trainer(cut, tmp_path / "b")
+    first.fit()
+    resumed = trainer(tiny_cfg(cache, checkpoint_every=3, optim=OptimConfig(lr=3e-3, max_steps=5), val_every=0,
+                               precise_bn=3), tmp_path / "b", seed=123)
+    resumed.load(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert [v for _, v in resumed.fit().history] == [v for s, v in full.history if s > 3]
+    # the saved statistics are the recalibrated ones: recalibrating again on the same clips changes nothing
+    ck = torch.load(tmp_path / "b" / "checkpoints" / "step_00000003.pt", weights_only=True)
+    saved = ck["E_expression"]["temporal.1.running_mean"]
+    net = first.step_fn.trainable
+    size = len(first.train_set)
+    recalibrate_batchnorm(net, [collate([first.train_set[(j // size, j % size)]]) for j in range(3)],
+                          first.step_fn.calibration_forward)
+    assert torch.equal(saved, net.temporal[1].running_mean)
+    assert not torch.equal(saved, torch.zeros_like(saved))
+
+
+def test_precise_bn_needs_a_step_that_supports_it(cache, tmp_path):
+    with pytest.raises(ConfigError, match="precise-bn 0"):
+        build(tiny_cfg(cache, precise_bn=4), tmp_path / "r")
+    assert build(tiny_cfg(cache), tmp_path / "r2").cfg.precise_bn == 0  # default: off for this step
 
 
 # ---------------------------------------------------------------------------------------------

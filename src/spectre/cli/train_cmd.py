@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="data-loader processes (default 2)")
     p.add_argument("--no-augment", action="store_true",
                    help="first K frames at scale 1.6 instead of a random window and scale (overfitting, debugging)")
+    p.add_argument("--precise-bn", type=int, metavar="N",
+                   help="recalibrate BatchNorm statistics on N training clips before each validation and "
+                        "checkpoint (default: 32 for --model ict, 0 = off; official FLAME training: off)")
     p.add_argument("--seed", type=int, help="seed of data order and augmentation (default 0)")
     p.add_argument("--lipread-loss", choices=("cosine", "mse"), help="lip-reading feature distance")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE",
@@ -73,7 +76,7 @@ def resolve_config(args: argparse.Namespace):
     data["cache"] = args.cache
     top = {"model": "face_model", "device": "device", "precision": "precision", "seed": "seed",
            "log_every": "log_every", "image_every": "image_every", "checkpoint_every": "checkpoint_every",
-           "val_every": "val_every", "val_batches": "val_batches"}
+           "val_every": "val_every", "val_batches": "val_batches", "precise_bn": "precise_bn"}
     sections = {"optim": {"steps": "max_steps", "epochs": "epochs", "lr": "lr", "grad_clip": "grad_clip"},
                 "data": {"batch_size": "batch_size", "clip_length": "clip_length", "image_size": "image_size",
                          "workers": "workers"},

@@ -17,6 +17,7 @@ import torch
 from ..geometry import project_to_crop
 from ..io.video import open_video
 from ..io.writer import VideoWriter
+from ..render.fast_shape import render_shape_fast_in_frame
 from ..render.visualize import render_shape_in_frame
 from .window import VideoWindow
 
@@ -41,8 +42,9 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
     ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
-    back faces culled before rasterising, no per-pixel facing test (the video need not be differentiable;
-    tests/test_pipeline_overlap.py bounds the difference to the official shading)."""
+    the non-differentiable video renderer (:mod:`spectre.render.fast_shape`, back faces culled; the video
+    need not be differentiable, tests/test_fast_render.py bounds its difference to the differentiable
+    renderer); else the differentiable renderer with culled back faces."""
     w, h = size
     n = len(face.valid)
     rgb = np.zeros((n, h, w, 3), np.float32)
@@ -51,13 +53,17 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
     if len(rows) == 0:
         return rgb, alpha
     params = {k: torch.as_tensor(np.asarray(v)[rows]) for k, v in face.params.items()}
-    with torch.no_grad():
+    with torch.inference_mode():
         verts = model.vertices(model.complete(params))
         crop = project_to_crop(verts, torch.as_tensor(np.asarray(face.cam)[rows]).to(verts))
         # window px -> crop px: the renderer maps the crop into the window with its inverse
         win_to_crop = np.asarray(face.crop_tform, np.float64)[rows] @ np.linalg.inv(np.asarray(to_window)[rows])
-        img, a = render_shape_in_frame(verts, crop, faces_idx, torch.as_tensor(win_to_crop[:, :2]).to(verts), (h, w),
-                                       cull_backfaces=fast)
+        win_to_crop = torch.as_tensor(win_to_crop[:, :2]).to(verts)
+        if fast:
+            rgb[rows], alpha[rows] = (x.numpy() for x in render_shape_fast_in_frame(verts, crop, faces_idx,
+                                                                                   win_to_crop, (h, w)))
+            return rgb, alpha
+        img, a = render_shape_in_frame(verts, crop, faces_idx, win_to_crop, (h, w), cull_backfaces=True)
     rgb[rows] = img.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     alpha[rows] = a[:, 0].numpy()
     return rgb, alpha
@@ -80,13 +86,17 @@ class VideoStage:
     def compose(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray) -> np.ndarray:
         """(n, H, W', 3) uint8 output frames for ``frames`` (n, H, W, 3) uint8, already in the window."""
         size = self.window.size
-        acc = np.zeros(frames.shape, np.float32)
-        cover = np.zeros(frames.shape[:3], np.float32)
-        for face in faces:
+        acc, cover = np.zeros(frames.shape, np.float32), np.zeros(frames.shape[:3], np.float32)
+        for i, face in enumerate(faces):
             rgb, a = render_window(self.model, self.faces_idx, face, to_window, size)
+            if i == 0:  # over black: the first face's render as it is
+                acc, cover = rgb, a
+                continue
             acc = rgb + acc * (1.0 - a[..., None])  # premultiplied "over"
             np.maximum(cover, a, out=cover)
-        render = np.clip(acc * 255.0 + 0.5, 0, 255).astype(np.uint8)  # as to_uint8 (round half up)
+        acc *= 255.0
+        acc += 0.5
+        render = np.clip(acc, 0, 255, out=acc).astype(np.uint8)  # as to_uint8 (round half up)
         if self.layout == "render":
             return render
         if self.layout == "grid":

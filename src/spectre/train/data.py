@@ -307,10 +307,11 @@ def collate(samples: list[dict]) -> dict:
 
 
 def make_loader(dataset: ClipDataset, sampler: EpochSampler, workers: int,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A loader whose workers keep the CPU busy; ``persistent_workers`` is off so each epoch's
-    iterator picks up the sampler's new epoch / start position."""
+                pin_memory: bool = False, persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A loader whose workers keep the CPU busy. Each ``iter(loader)`` draws its indices from the
+    sampler in this process, so after ``sampler.set_epoch`` the next iteration reads the new epoch /
+    start position even with ``persistent`` workers (kept alive across epochs: no start-up per epoch)."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=workers,
         collate_fn=collate, pin_memory=pin_memory, drop_last=True,
-        prefetch_factor=2 if workers > 0 else None, persistent_workers=False)
+        prefetch_factor=2 if workers > 0 else None, persistent_workers=persistent and workers > 0)

@@ -51,14 +51,21 @@ class FaceEncoderStep(TrainStep):
     """Encoder -> per-frame parameters (+ the fit's identity) -> landmarks (and renders when a perceptual
     term is active) -> losses on frames 2..K-3 of each clip."""
 
+    supports_precise_bn = True
+
     def __init__(self, encoder: FaceCodeEncoder, model: nn.Module, criteria: PerceptualCriteria,
                  renderer: Any = None):
-        super().__init__(encoder)
+        # channels_last convolution weights: MobileNetV2 forward + backward ~30 % faster on the CPU (bench_train);
+        # the weights' values (and checkpoints' contents) are unchanged
+        super().__init__(encoder.to(memory_format=torch.channels_last))
         self.model = model
         self.face_model_name = model.name
         self.criteria = criteria
         self.renderer = renderer
         self.spec = encoder.spec
+
+    def calibration_forward(self, batch: dict) -> None:
+        unwrap(self.trainable)(batch["image"])
 
     def to(self, device) -> FaceEncoderStep:
         for m in (self.trainable, self.model, self.criteria.lipreader, self.criteria.emotion):

@@ -22,6 +22,7 @@ class StepKind:
     needs_fit: bool                       # batches carry fit-backend targets (``fit.npz`` in the cache)
     image_size: int | None = None         # the one crop size its networks take (None: any)
     available: Callable[[object], bool] = lambda store: True  # auto picks the first kind whose assets exist
+    precise_bn: int = 0                   # default --precise-bn: training clips to recalibrate BatchNorm on
 
 
 def _flame_assets(store) -> bool:
@@ -40,7 +41,7 @@ def _encoder(store, weights: LossWeights, init: str | None, data: ClipDataConfig
 #: in ``auto`` preference order: FLAME (official SPECTRE training) when its assets are installed, else ICT
 STEP_KINDS: dict[str, StepKind] = {
     "flame": StepKind(_flame, needs_fit=False, image_size=FACE_CROP_SIZE, available=_flame_assets),
-    "ict": StepKind(_encoder, needs_fit=True),  # a face encoder distilled from the fit backend (encoder_step.py)
+    "ict": StepKind(_encoder, needs_fit=True, precise_bn=32),  # a face encoder distilled from the fit backend (encoder_step.py)
 }
 
 

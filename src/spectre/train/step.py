@@ -48,6 +48,8 @@ class TrainStep:
     must call it through ``runner`` (the trainer replaces ``runner`` with a DDP wrapper)."""
 
     face_model_name = "face"
+    #: the trainable module can run alone on a batch's images (``calibration_forward``, precise BatchNorm)
+    supports_precise_bn = False
 
     def __init__(self, trainable: nn.Module):
         self.trainable = trainable
@@ -72,6 +74,10 @@ class TrainStep:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"E_expression weights do not match the trained encoder: {first}") from None
+
+    def calibration_forward(self, batch: dict) -> None:
+        """Run the trainable module alone on ``batch`` (BatchNorm recalibration, ``train/precise_bn.py``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support precise BatchNorm")
 
     def __call__(self, batch: dict, train: bool) -> StepOutput:
         return self.forward(batch, train)
