@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -83,7 +84,9 @@ def serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
         _serve(role, cfg_dict, inbox, outbox, video_inbox, abort)
     finally:
         outbox.close()
-        outbox.join_thread()
+        parent = mp.parent_process()
+        if parent is None or parent.is_alive():  # nobody reads a dead parent's queue: do not wait for it
+            outbox.join_thread()
         os._exit(0)
 
 
@@ -134,8 +137,6 @@ def _serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None
 def _picklable(exc: BaseException) -> BaseException:
     """``exc`` itself when it survives pickling (typed errors keep their class and exit code), else a
     RuntimeError with its one-line description."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
