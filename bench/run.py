@@ -280,26 +280,33 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants now, in MB (Linux /proc; 0 elsewhere)."""
-    total, todo = 0, [pid]
+def _tree_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of ``pid`` and all its descendants now, in MB (Linux /proc; 0 elsewhere). The RSS sum
+    counts pages that processes share (torch's libraries) once per process; PSS splits them."""
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
         except (OSError, ValueError):
             continue
-    return total / 1024.0
+    return rss / 1024.0, pss / 1024.0
 
 
-def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS MB) of one whole ``spectre`` process with these arguments. The
-    peak RSS is the larger of the process's own peak (VmHWM) and the peak of its whole process tree (its
-    stage processes included) sampled every 50 ms; the CPU time includes its children's."""
+def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MB, peak PSS MB) of one whole ``spectre`` process with these
+    arguments. The peak RSS is the larger of the process's own peak (VmHWM) and the peak of the RSS sum
+    over its process tree (its stage processes included) sampled every 50 ms; the PSS is the tree's
+    sampled peak; the CPU time includes its children's."""
     hwm = scratch / "hwm.txt"
     hwm.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -307,9 +314,10 @@ def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, f
     log = scratch / "stderr.txt"
     with open(log, "w") as err_file, subprocess.Popen([sys.executable, "-c", _HWM, str(hwm), *args], env=env,
                                                       stdout=subprocess.DEVNULL, stderr=err_file) as proc:
-        tree = 0.0
+        tree = tree_pss = 0.0
         while proc.poll() is None:
-            tree = max(tree, _tree_rss_mb(proc.pid))
+            rss, pss = _tree_memory_mb(proc.pid)
+            tree, tree_pss = max(tree, rss), max(tree_pss, pss)
             try:
                 proc.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
@@ -322,17 +330,24 @@ def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, f
         tail = err.strip().splitlines()[-1:] or ["?"]
         raise RuntimeError(f"spectre {args[0]} exited {proc.returncode}: {tail[0]}")
     own = int(hwm.read_text()) / 1024.0 if hwm.is_file() else float("nan")
-    return wall, cpu, max(own, tree)
+    return wall, cpu, max(own, tree), tree_pss
 
 
 def stage_job(quick: bool) -> list[dict]:
     """The main job, ``spectre reconstruct CLIP -o OUT`` (default grid video), against tracking alone,
     ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
     samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder).
-    ``SPECTRE_BENCH_SRC`` runs both commands from another source tree (e.g. a worktree of an older
-    commit), so before and after are measured by the same harness."""
+    ``SPECTRE_BENCH_SRC`` runs the commands from another source tree (e.g. a worktree of an older
+    commit), so before and after are measured by the same harness; ``SPECTRE_BENCH_BASE=OTHER/src`` runs
+    ``reconstruct`` from that tree too, in the same rounds (before/after interleaved, under the same
+    load); ``SPECTRE_BENCH_REPEAT=N`` repeats the rounds and reports each command's fastest run (on a
+    shared machine the least disturbed one; every wall time is in the note)."""
     src = os.environ.get("SPECTRE_BENCH_SRC", str(ROOT / "src"))
-    env = dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+    base = os.environ.get("SPECTRE_BENCH_BASE")
+    repeat = max(int(os.environ.get("SPECTRE_BENCH_REPEAT", "1")), 1)
+    envs = {"": dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")}
+    if base:
+        envs[" (base tree)"] = dict(envs[""], PYTHONPATH=base)
     clips = [("LRS3 224²", _lrs3_clip(), 246)]
     mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
     if mead and not quick:
@@ -341,19 +356,31 @@ def stage_job(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
         for label, sample, n in clips:
             clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
-            load = os.getloadavg()[0]
-            t_track, cpu_track, rss_track = _process(["track", str(clip), "-o", str(Path(d) / "t")], env, Path(d))
-            t_job, cpu_job, rss_job = _process(["reconstruct", str(clip), "-o", str(Path(d) / "r")], env, Path(d))
+            loads, runs = [], {"track": []} | {name: [] for name in envs}
+            for _ in range(repeat):
+                loads.append(os.getloadavg()[0])
+                runs["track"].append(_process(["track", str(clip), "-o", str(Path(d) / "t"), "--overwrite"],
+                                              envs[""], Path(d)))
+                for name, env in envs.items():
+                    runs[name].append(_process(["reconstruct", str(clip), "-o", str(Path(d) / "r"), "--overwrite"],
+                                               env, Path(d)))
+            best = {k: min(v) for k, v in runs.items()}  # (wall, cpu, rss, pss) of the fastest run
+            walls = {k: "/".join(f"{r[0]:.1f}" for r in v) for k, v in runs.items()}
+            t_track, cpu_track, rss_track, pss_track = best["track"]
             case = f"{label} {n} fr"
-            rows += [
-                {"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track, "baseline": None,
-                 "note": f"peak RSS {rss_track:.0f} MB, CPU {cpu_track:.0f} s, load {load:.1f}"},
-                {"stage": "job", "case": f"{case}: spectre reconstruct (grid video)", "unit": "s", "value": t_job,
-                 "baseline": None, "note": f"peak RSS {rss_job:.0f} MB, CPU {cpu_job:.0f} s"},
-                {"stage": "job", "case": f"{case}: wall ratio reconstruct / track", "unit": "x",
-                 "value": t_job / t_track, "baseline": None,
-                 "note": f"target <= 2.0 (issue 15); CPU-time ratio {cpu_job / max(cpu_track, 1e-9):.2f}"},
-            ]
+            rows.append({"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track,
+                         "baseline": None, "note": f"peak RSS {rss_track:.0f} MB (PSS {pss_track:.0f}), CPU "
+                         f"{cpu_track:.1f} s, load {'/'.join(f'{x:.1f}' for x in loads)}, runs {walls['track']} s"})
+            for name in envs:
+                t_job, cpu_job, rss_job, pss_job = best[name]
+                rows += [
+                    {"stage": "job", "case": f"{case}: spectre reconstruct{name}", "unit": "s", "value": t_job,
+                     "baseline": None, "note": f"peak RSS {rss_job:.0f} MB (PSS {pss_job:.0f}), CPU {cpu_job:.1f} s, "
+                     f"runs {walls[name]} s"},
+                    {"stage": "job", "case": f"{case}: wall ratio reconstruct{name} / track", "unit": "x",
+                     "value": t_job / t_track, "baseline": None,
+                     "note": f"target <= 2.0 (issue 15); CPU-time ratio {cpu_job / max(cpu_track, 1e-9):.2f}"},
+                ]
     return rows
 
 

@@ -55,7 +55,7 @@ def _iou(a, b):
     return ((a & b).sum((1, 2)).double() / (a | b).sum((1, 2)).clamp(min=1).double())
 
 
-@pytest.mark.parametrize("size", [224, 512])
+@pytest.mark.parametrize("size", [224, pytest.param(512, marks=pytest.mark.slow)])
 def test_matches_the_differentiable_renderer_on_ict(ict, size):
     verts, crop, faces = ict
     tf = _scaled(size, verts.shape[0])
@@ -83,6 +83,7 @@ def test_face_partly_outside_the_frame(ict):
     assert float(alpha[:, :, : size // 4].sum()) == 0.0 and float(alpha[:, :, -1].sum()) > 10
 
 
+@pytest.mark.slow
 def test_a_batch_renders_each_frame_as_alone(ict):
     verts, crop, faces = ict
     tf = _scaled(224, verts.shape[0])

@@ -18,7 +18,9 @@ parent closes them or dies. Processes are started with ``spawn`` (Linux and macO
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
@@ -48,10 +50,30 @@ class StageProcessError(SpectreError):
     exit_code = 1
 
 
-class StageProcesses:
-    """The fit process and (``video``) the video process, started at once, reused job after job."""
+#: the children's native thread pools: one thread each (their numpy/BLAS calls are tiny; spare threads
+#: only spin, badly on busy cores: a batch of 3x3 inverses took 37 ms); torch is set to one thread too
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-    def __init__(self, cfg, roles: tuple[str, ...] = ("fit", "video")):
+
+@contextlib.contextmanager
+def _child_env():
+    """``CHILD_ENV`` in the environment while children are spawned (they read it before importing numpy)."""
+    saved = {k: os.environ.get(k) for k in CHILD_ENV}
+    os.environ.update(CHILD_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class StageProcesses:
+    """The stage processes (``roles``: ``fit`` and/or ``video``), started at once, reused job after job."""
+
+    def __init__(self, cfg, roles: tuple[str, ...] = ("video",)):
         ctx = mp.get_context("spawn")
         self.outbox = ctx.Queue()
         self.abort = ctx.Value("q", -1, lock=False)  # id of the job to stop
@@ -61,7 +83,8 @@ class StageProcesses:
         for role, box in self.inbox.items():
             p = ctx.Process(target=serve, name=f"spectre-{role}", daemon=True,
                             args=(role, cfg_dict, box, self.outbox, self.inbox.get("video"), self.abort))
-            p.start()
+            with _child_env():
+                p.start()
             self.procs[role] = p
         self.ready: set[str] = set()
         self.job = 0
@@ -176,7 +199,7 @@ class _FitThread:
     video process's inbox."""
 
     def __init__(self, rec, span: int, window: int, video_box, job: int, handle: Callable[[tuple], None]):
-        self.fitter = StreamFit(rec.model, rec.cfg.fit, rec.evaluator, span=span, window=window)
+        self.rec, self.span, self.window = rec, span, window
         self.video_box, self.job, self.handle = video_box, job, handle
         self.q: queue.Queue = queue.Queue(INBOX)
         self.stop = threading.Event()
@@ -197,13 +220,16 @@ class _FitThread:
     def _run(self) -> None:
         torch.set_num_threads(1)  # per thread: the fit's ops are tiny, extra threads only spin
         try:
+            # built here (the evaluator takes a moment), while the caller starts tracking
+            fitter = StreamFit(self.rec.model, self.rec.cfg.fit, self.rec.evaluator, span=self.span,
+                               window=self.window)
             while True:
                 item = self.q.get()
                 if item is None or self.stop.is_set():
                     return
                 t0 = time.perf_counter()
                 end = item[0] == "end"
-                pieces = self.fitter.finish() if end else self.fitter.push(*item[2:5])
+                pieces = fitter.finish() if end else fitter.push(*item[2:5])
                 self.busy += time.perf_counter() - t0
                 for piece in pieces:
                     self.handle(("piece", self.job, piece))

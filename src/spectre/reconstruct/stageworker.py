@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
+import threading
 import time
 
 import torch
@@ -82,7 +84,9 @@ def serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
         _serve(role, cfg_dict, inbox, outbox, video_inbox, abort)
     finally:
         outbox.close()
-        outbox.join_thread()
+        parent = mp.parent_process()
+        if parent is None or parent.is_alive():  # nobody reads a dead parent's queue: do not wait for it
+            outbox.join_thread()
         os._exit(0)
 
 
@@ -133,8 +137,6 @@ def _serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None
 def _picklable(exc: BaseException) -> BaseException:
     """``exc`` itself when it survives pickling (typed errors keep their class and exit code), else a
     RuntimeError with its one-line description."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -173,8 +175,10 @@ def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, 
     the video renders, with bounded memory."""
     stage = VideoStage(model, layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
     job = ch.job
+    encoder = None
     try:
         ch.outbox.put(("tmp", job, str(stage.writer.temporary_path)))
+        encoder = _Encoder(stage.writer, ch, job)
         state = _VideoState(job)
         while not state.finished:
             if not state.ready():
@@ -187,16 +191,87 @@ def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, 
                     break
             ch.check()
             frames, face, tw, times = state.take(batch)
-            stage.write(frames, [face], tw, times)
-            ch.outbox.put(("progress", job, "video", len(frames)))
+            encoder.put(stage.compose(frames, [face], tw), times)
+        encoder.finish()
         stage.close()
     except BaseException as exc:
+        if encoder is not None:
+            encoder.stop()
         stage.abort(exc)
         raise
 
 
+class _Encoder:
+    """Encodes composed frames in a thread of the video process, so rendering the next frames and
+    encoding these overlap (libx264 and PyAV's conversion run without the GIL). Its queue holds two
+    batches; an encoder error is raised at the next ``put`` or at ``finish``."""
+
+    def __init__(self, writer, ch: _Channel, job: int):
+        self.writer, self.ch, self.job = writer, ch, job
+        self.q: queue.Queue = queue.Queue(2)
+        self.error: BaseException | None = None
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="spectre-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                item = self.q.get()
+                if item is None:
+                    return
+                frames, times = item
+                for f, t in zip(frames, times):
+                    self.writer.write(f, float(t))
+                self.ch.outbox.put(("progress", self.job, "video", len(frames)))
+        except BaseException as exc:  # noqa: BLE001 - raised in the video job
+            self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, frames, times) -> None:
+        while True:
+            self._check()
+            self.ch.check()
+            try:
+                self.q.put((frames, times), timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Encode what is queued, then return (the writer is the caller's again)."""
+        while True:
+            self._check()
+            try:
+                self.q.put(None, timeout=POLL_S)
+                break
+            except queue.Full:
+                self.ch.check()
+        while self.thread.is_alive():
+            self.thread.join(timeout=POLL_S)
+            self.ch.check()
+        self._check()
+
+    def stop(self) -> None:
+        """Stop encoding (the job stops early): the writer is the caller's once this returns."""
+        self.halt.set()
+        try:
+            while True:
+                self.q.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:
+            pass
+        self.thread.join(timeout=30)
+
+
 #: MB of frame windows the video process reads ahead while it renders (more waits in its bounded inbox)
-HOLD_MB = 128
+HOLD_MB = 48
 
 
 class _VideoState:

@@ -60,8 +60,10 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
         win_to_crop = np.asarray(face.crop_tform, np.float64)[rows] @ np.linalg.inv(np.asarray(to_window)[rows])
         win_to_crop = torch.as_tensor(win_to_crop[:, :2]).to(verts)
         if fast:
-            rgb[rows], alpha[rows] = (x.numpy() for x in render_shape_fast_in_frame(verts, crop, faces_idx,
-                                                                                   win_to_crop, (h, w)))
+            img, a = (x.numpy() for x in render_shape_fast_in_frame(verts, crop, faces_idx, win_to_crop, (h, w)))
+            if len(rows) == n:  # every frame has the face: no copy into the zero canvas
+                return img, a
+            rgb[rows], alpha[rows] = img, a
             return rgb, alpha
         img, a = render_shape_in_frame(verts, crop, faces_idx, win_to_crop, (h, w), cull_backfaces=True)
     rgb[rows] = img.clamp(0, 1).permute(0, 2, 3, 1).numpy()

@@ -26,11 +26,12 @@ from .shading import SHAPE_GREY, default_shape_lights
 __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels"]
 
 _EMPTY = torch.iinfo(torch.int64).max
-_BOX_EPS = 1e-4  # pixels: bounding boxes are widened by this so centres on a corner are not lost
+#: pixels, as the differentiable rasteriser: spans (and the boxes' columns) are widened by this, so shared
+#: edges overlap a hair and never leave pin-holes; rows are not (a horizontal edge bounds no row)
+_SPAN_EPS = 1e-5
 #: bounding-box sizes laid out as dense (triangles, candidates) blocks; larger boxes are enumerated
 #: one candidate at a time. 1 and 2 are exact sizes, 4 and 8 take boxes of 3-4 and 5-8 pixels.
 _BLOCKS = (1, 2, 4, 8)
-_SPAN_EPS = 1e-4  # pixels: row spans are widened by this, so shared edges overlap a hair, never leave pin-holes
 _FAR = 1e30  # a bound that never binds
 _FLAT = 1e-4  # pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
 #: float columns of the per-triangle table: depth at the box's first pixel and its x/y steps, box width and
@@ -61,10 +62,10 @@ def _triangles(points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
     gid = _nonzero(a_np < 0 if cull_backfaces else (a_np != 0) & np.isfinite(a_np))
     pick = lambda t: t.index_select(0, gid)  # noqa: E731  (gid ascending: sequential reads)
     x, y = [pick(t) for t in x], [pick(t) for t in y]
-    bx0 = torch.ceil(torch.minimum(torch.minimum(x[0], x[1]), x[2]) - _BOX_EPS).clamp_(min=0)
-    bx1 = torch.floor(torch.maximum(torch.maximum(x[0], x[1]), x[2]) + _BOX_EPS).clamp_(max=W - 1)
-    by0 = torch.ceil(torch.minimum(torch.minimum(y[0], y[1]), y[2]) - _BOX_EPS).clamp_(min=0)
-    by1 = torch.floor(torch.maximum(torch.maximum(y[0], y[1]), y[2]) + _BOX_EPS).clamp_(max=H - 1)
+    bx0 = torch.ceil(torch.minimum(torch.minimum(x[0], x[1]), x[2]) - _SPAN_EPS).clamp_(min=0)
+    bx1 = torch.floor(torch.maximum(torch.maximum(x[0], x[1]), x[2]) + _SPAN_EPS).clamp_(max=W - 1)
+    by0 = torch.ceil(torch.minimum(torch.minimum(y[0], y[1]), y[2])).clamp_(min=0)
+    by1 = torch.floor(torch.maximum(torch.maximum(y[0], y[1]), y[2])).clamp_(max=H - 1)
     bw, bh = bx1 - bx0 + 1, by1 - by0 + 1
     # boxes holding a pixel centre, grouped by size (a stable sort keeps face order within a group)
     group = _group_of(bw, bh)
