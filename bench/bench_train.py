@@ -148,26 +148,7 @@ def flame_batch(k: int, device):
 def data_rows(k: int, size: int, n: int, tmp: Path) -> list[tuple[str, float]]:
     """Samples/s of the K-frame dataset on a synthetic JPEG cache, loader workers 0 vs 2."""
     from spectre.train.data import ClipDataConfig, ClipDataset, EpochSampler, PreparedCache, make_loader
-    from spectre.train.prepare import PrepareConfig, Track, prepare_folder
-
-    rng = np.random.default_rng(0)
-    vids = tmp / "videos"
-    frames_n = max(2 * k, 40)
-    base = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68)), np.sin(np.linspace(0, 2 * np.pi, 68))], -1)
-    for i in range(16):
-        (vids / f"s{i}").mkdir(parents=True)
-        (vids / f"s{i}" / "c.mp4").write_bytes(b"x")
-
-    def tracker(v):
-        return Track(base[None] * 120 + 320 + rng.normal(0, 2, (frames_n, 68, 2)), 25.0, 640, 480)
-
-    def frames(v):
-        for _ in range(frames_n):
-            yield rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-
-    prepare_folder(vids, tmp / "cache", PrepareConfig(val_fraction=0, test_fraction=0), tracker=tracker,
-                   frames=frames)
-    cache = PreparedCache.open(tmp / "cache")
+    cache = PreparedCache.open(synthetic_cache(tmp, k, clips=16, fit_targets=False))
     ds = ClipDataset(cache, cache.split("train"), ClipDataConfig(clip_length=k, image_size=size), train=True)
     rows = []
     for workers in (0, 2):  # steady state: the clock starts after the first batch (worker start-up)
@@ -185,9 +166,10 @@ def data_rows(k: int, size: int, n: int, tmp: Path) -> list[tuple[str, float]]:
     return rows
 
 
-def synthetic_cache(tmp: Path, k: int, clips: int = 4, frames_n: int | None = None) -> Path:
+def synthetic_cache(tmp: Path, k: int, clips: int = 4, frames_n: int | None = None, fit_targets: bool = True) -> Path:
     """A JPEG cache of ``clips`` one-clip folders (4 train clips: an epoch every 4 steps, like the
-    sample clips) with fit targets (the ICT face at rest; speed does not depend on their values)."""
+    sample clips), with fit targets unless ``fit_targets`` is False (the ICT face at rest; speed does not
+    depend on their values)."""
     from spectre.train.prepare import PrepareConfig, Track, prepare_folder
 
     rng = np.random.default_rng(0)
@@ -212,7 +194,7 @@ def synthetic_cache(tmp: Path, k: int, clips: int = 4, frames_n: int | None = No
                 "center": np.tile(lmk.mean((0, 1)), (n, 1)), "scale": np.full((n, 1), 120.0)}
 
     prepare_folder(vids, tmp / "cache", PrepareConfig(val_fraction=0, test_fraction=0), tracker=tracker,
-                   frames=frames, fitter=fitter)
+                   frames=frames, fitter=fitter if fit_targets else None)
     return tmp / "cache"
 
 

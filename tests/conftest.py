@@ -60,6 +60,15 @@ def sample_videos(shared_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def short_clip(sample_videos) -> Path:
+    """The shortest sample (27 frames, 224x224, with audio): streaming and process tests split it finely."""
+    name = "OzA6jRYjVQs_00004"
+    if name not in sample_videos:
+        pytest.skip(f"sample {name} not found")
+    return sample_videos[name]
+
+
+@pytest.fixture(scope="session")
 def lrs3_video(sample_videos) -> Path:
     return next(p for p in sample_videos.values() if p.parent.name == "LRS3")
 

@@ -15,26 +15,19 @@ from spectre.reconstruct.fit_stream import StreamFit, assemble
 from spectre.reconstruct.overlap import Progress
 from spectre.reconstruct.reconstructor import Reconstructor
 
-SHORT = "OzA6jRYjVQs_00004"  # 27 frames, 224x224, with audio
 #: small windows and tracking chunks so a short clip is split into several of each
 SMALL = {"identity_span": 12, "window": 8, "chunk_mb": 1}
 
 
-@pytest.fixture(scope="module")
-def short(sample_videos):
-    if SHORT not in sample_videos:
-        pytest.skip(f"sample {SHORT} not found")
-    return sample_videos[SHORT]
 
-
-def test_overlapped_pipeline_equals_the_sequential_schedule(short, tmp_path):
+def test_overlapped_pipeline_equals_the_sequential_schedule(short_clip, tmp_path):
     cfg = make_config(pipeline=SMALL)
     rec = Reconstructor(cfg)
     try:
-        res = rec.run(short, tmp_path, overwrite=True)
+        res = rec.run(short_clip, tmp_path, overwrite=True)
         assert res.timings["fit"] > 0 and res.num_frames == 27
         # the same schedule without threads: the whole track pushed at once into one StreamFit
-        _, tracks = rec.track(short)
+        _, tracks = rec.track(short_clip)
         (track,) = tracks.tracks.values()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as the pipeline's fit thread
@@ -60,7 +53,7 @@ def test_overlapped_pipeline_equals_the_sequential_schedule(short, tmp_path):
     assert np.abs(face.landmarks2d[ok] - np.asarray(track.landmarks68)[ok]).mean() < 6.0
 
 
-def test_face_window_video_size_frames_and_audio(short, tmp_path):
+def test_face_window_video_size_frames_and_audio(short_clip, tmp_path):
     import av
 
     # a 128 px maximum height makes the 224² sample "tall": the default shows the face window
@@ -68,7 +61,7 @@ def test_face_window_video_size_frames_and_audio(short, tmp_path):
     for out, frame in ((out_face, "auto"), (out_full, "full")):
         rec = Reconstructor(make_config(video_height=128, video_frame=frame, pipeline=SMALL))
         try:
-            rec.run(short, out, stem="clip")
+            rec.run(short_clip, out, stem="clip")
         finally:
             rec.close()
     for path, size in ((out_face / "clip.mp4", (256, 128)), (out_full / "clip.mp4", (448, 224))):
@@ -145,15 +138,15 @@ def test_progress_counts_the_mean_over_stages():
 
 
 @pytest.mark.slow
-def test_no_progress_without_a_terminal_and_last_line_names_the_outputs(short, tmp_path):
+def test_no_progress_without_a_terminal_and_last_line_names_the_outputs(short_clip, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(out),
+    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short_clip), "-o", str(out),
                            "--layout", "none"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "frame/s" not in proc.stderr and "\r" not in proc.stderr and "%|" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == f"wrote {out / SHORT}.{{npz,yaml,_arkit.csv}}"
-    assert (out / f"{SHORT}.npz").is_file()
+    assert last == f"wrote {out / short_clip.stem}.{{npz,yaml,_arkit.csv}}"
+    assert (out / f"{short_clip.stem}.npz").is_file()
 
 
 def test_evaluation_does_not_take_a_face_window_for_the_input_frame(tmp_path):
@@ -176,14 +169,14 @@ def test_evaluation_does_not_take_a_face_window_for_the_input_frame(tmp_path):
     assert render_of("render", 224, frame="face") is None
 
 
-def test_clips_up_to_one_window_are_fitted_exactly_as_fit_track(short):
+def test_clips_up_to_one_window_are_fitted_exactly_as_fit_track(short_clip):
     """With the default schedule (identity span = window = 128 frames) a clip of at most 128 frames gets
     the same identity frames and the same single window as :func:`fit_track`: the same numbers."""
     from spectre.reconstruct.fit import fit_track
 
     rec = Reconstructor(make_config(layout="none"))
     try:
-        _, tracks = rec.track(short)
+        _, tracks = rec.track(short_clip)
         (track,) = tracks.tracks.values()
         lm, valid, p478 = np.asarray(track.landmarks68), np.asarray(track.valid), np.asarray(track.points478)
         old = fit_track(rec.model, np.nan_to_num(lm.astype(np.float64)), valid, rec.cfg.fit,

@@ -20,24 +20,17 @@ from spectre.io.results import load_face_npz
 from spectre.reconstruct.config import make_config
 from spectre.reconstruct.reconstructor import Reconstructor
 
-SHORT = "OzA6jRYjVQs_00004"  # 27 frames, 224x224, with audio
 SMALL = {"identity_span": 12, "window": 8, "chunk_mb": 1}
 
 
-@pytest.fixture(scope="module")
-def short(sample_videos):
-    if SHORT not in sample_videos:
-        pytest.skip(f"sample {SHORT} not found")
-    return sample_videos[SHORT]
-
 
 @pytest.fixture(scope="module")
-def threaded(short, tmp_path_factory):
+def threaded(short_clip, tmp_path_factory):
     """The same job with its stages as threads of one process (the reference)."""
     out = tmp_path_factory.mktemp("threads")
     rec = Reconstructor(make_config(pipeline=SMALL))
     try:
-        return rec.run(short, out, stem="clip"), out
+        return rec.run(short_clip, out, stem="clip"), out
     finally:
         rec.close()
 
@@ -58,7 +51,7 @@ def _same_results(res, ref) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("roles", [("video",), ("fit", "video")], ids=["fit-thread", "fit-process"])
-def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_path, roles):
+def test_processes_give_the_threads_results_and_are_reused(short_clip, threaded, tmp_path, roles):
     ref, ref_out = threaded
     rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
     rec.stage_roles = roles
@@ -66,9 +59,9 @@ def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_
         rec.start_processes()
         children = [p.pid for p in rec._procs.procs.values()]
         assert len(children) == len(roles)
-        res = rec.run(short, tmp_path / "a", stem="clip")
+        res = rec.run(short_clip, tmp_path / "a", stem="clip")
         # a second job reuses the same children
-        res2 = rec.run(short, tmp_path / "b", stem="clip")
+        res2 = rec.run(short_clip, tmp_path / "b", stem="clip")
         assert [p.pid for p in rec._procs.procs.values()] == children
     finally:
         rec.close()
@@ -82,19 +75,19 @@ def test_processes_give_the_threads_results_and_are_reused(short, threaded, tmp_
     assert not [p.name for p in (tmp_path / "a").iterdir() if ".partial" in p.name]
 
 
-def test_an_error_in_a_child_is_raised_in_the_parent_and_the_children_go_on(short, tmp_path):
+def test_an_error_in_a_child_is_raised_in_the_parent_and_the_children_go_on(short_clip, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "clip.mp4").write_bytes(b"somebody else's video")  # the video process may not replace it
     rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
     try:
         with pytest.raises(OutputError, match="clip.mp4 already exists") as err:
-            rec.run(short, out, stem="clip", overwrite=False)
+            rec.run(short_clip, out, stem="clip", overwrite=False)
         assert err.value.exit_code == OutputError.exit_code
         assert (out / "clip.mp4").read_bytes() == b"somebody else's video"
         assert not [p.name for p in out.iterdir() if ".partial" in p.name]
         children = [p.pid for p in rec._procs.procs.values()]
-        res = rec.run(short, tmp_path / "next", stem="clip")  # the same children do the next job
+        res = rec.run(short_clip, tmp_path / "next", stem="clip")  # the same children do the next job
         assert [p.pid for p in rec._procs.procs.values()] == children
         assert (tmp_path / "next" / "clip.mp4").is_file() and len(_frames(tmp_path / "next" / "clip.mp4")) == 27
     finally:
@@ -146,16 +139,16 @@ pytestmark_linux = pytest.mark.skipif(not Path("/proc/self/environ").exists(), r
 
 @pytest.mark.slow
 @pytestmark_linux
-def test_cli_leaves_no_process_behind(short, tmp_path):
+def test_cli_leaves_no_process_behind(short_clip, tmp_path):
     tag = uuid.uuid4().hex
     conf = tmp_path / "small.yaml"  # windows shorter than the clip: the video gets its process
     conf.write_text("pipeline: {identity_span: 12, window: 8, chunk_mb: 1}\n")
-    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short), "-o", str(tmp_path / "o"),
+    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short_clip), "-o", str(tmp_path / "o"),
                            "--config", str(conf)], env=_env(tag), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("wrote ")
     assert _gone(tag, 5.0), "a stage process outlived the command"
-    assert len(load_face_npz(tmp_path / "o" / f"{short.stem}.npz")["cam"]) == 27
+    assert len(load_face_npz(tmp_path / "o" / f"{short_clip.stem}.npz")["cam"]) == 27
 
 
 def _long_clip(shared_dir: Path, path: Path, n: int = 150) -> Path:
@@ -208,17 +201,17 @@ def test_stopped_mid_video_no_partial_file_no_process(sig, shared_dir, tmp_path)
     assert "clip.mp4" not in left and "clip.yaml" not in left, left
 
 
-def test_short_clips_and_no_video_keep_to_threads(short, tmp_path):
+def test_short_clips_and_no_video_keep_to_threads(short_clip, tmp_path):
     """A clip within the fit's first window has nothing to overlap, and without a video there is no
     stage to move out: no process is started for them."""
     for cfg in (make_config(), make_config(layout="none", pipeline=SMALL)):
         rec = Reconstructor(cfg, processes=True)
         try:
-            assert not rec.uses_processes(short)
+            assert not rec.uses_processes(short_clip)
         finally:
             rec.close()
     rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
     try:
-        assert rec.uses_processes(short)
+        assert rec.uses_processes(short_clip)
     finally:
         rec.close()

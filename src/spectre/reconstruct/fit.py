@@ -300,7 +300,7 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
     rot = rot_init.clone().requires_grad_(True)
     # Adam's step is ~lr in each parameter's own units: the camera translation (model units) is optimised in
     # centimetres whatever the model's units, so a model in metres (FLAME) does not take 5 cm steps
-    k = 100.0 / float(getattr(objective.ev.model, "units_per_metre", 100.0))
+    k = 100.0 / float(objective.ev.model.units_per_metre)
     to_model = None if k == 1.0 else torch.tensor([1.0, 1.0 / k, 1.0 / k], dtype=cam_init.dtype,
                                                   device=cam_init.device)
     cam = (cam_init if to_model is None else cam_init / to_model).clone().requires_grad_(True)
