@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,18 @@ def _hermetic_asset_lookup(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _interruptible_children():
+    """Ctrl-C tests send SIGINT to `spectre` subprocesses. A shell that starts the suite as a background job
+    (`.ci/run &`) ignores SIGINT, and children inherit an ignored signal across exec: give it a handler
+    here, which exec resets to the default, so the children see Ctrl-C as a user's terminal delivers it."""
+    old = signal.getsignal(signal.SIGINT)
+    if old == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture(scope="session")
