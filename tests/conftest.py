@@ -47,6 +47,14 @@ def _interruptible_children():
     signal.signal(signal.SIGINT, old)
 
 
+@pytest.fixture(scope="module")
+def ict():
+    """The bundled ICT face model (no shared data needed), in eval mode."""
+    from spectre.models.ict import ICTFaceModel
+
+    return ICTFaceModel.from_store().eval()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _need(SHARED)

@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from spectre.models.base import FaceModel
-from spectre.models.ict import ICTFaceModel
 from spectre.models.ict_lips import ICT_LIPS_SOURCE_VERTEX
 from spectre.reconstruct.evaluator import PointEvaluator
 from spectre.reconstruct.fit import FitConfig, fit_track
 from spectre.reconstruct.mp_lips import MP_LIPS, MP_LIPS_INNER, MP_LIPS_OUTER
-
-
-@pytest.fixture(scope="module")
-def ict():
-    return ICTFaceModel.from_store().eval()
 
 
 @pytest.fixture(scope="module")

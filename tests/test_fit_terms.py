@@ -8,17 +8,11 @@ import torch
 
 from spectre.geometry import project_to_crop
 from spectre.losses import lip_contact_loss
-from spectre.models.ict import ICTFaceModel
 from spectre.reconstruct.evaluator import PointEvaluator
 from spectre.reconstruct.fit import FitConfig, fit_track
 from spectre.reconstruct.mp_lips import LIP_CONTACT_PAIRS, MP_LIPS
 
 T = 24
-
-
-@pytest.fixture(scope="module")
-def ict():
-    return ICTFaceModel.from_store().eval()
 
 
 @pytest.fixture(scope="module")
