@@ -10,6 +10,11 @@ per clip and configuration, the judges' render-vs-input metrics (mouth NME, aper
 render / input, closure recall, false closures), the ARKit curve sparsity (weights > 0.1 per frame) and the
 fit seconds; then the means. The tracker's own landmarks vs the input (the ceiling) are printed as
 ``tracked``.
+
+The fit is scheduled like the default ``spectre reconstruct`` (the overlapped pipeline): streamed by
+:class:`~spectre.reconstruct.fit_stream.StreamFit` with the identity from the first
+``pipeline.identity_span`` frames and windows of ``pipeline.window`` frames, on one thread.
+``--schedule track`` uses the whole-track ``fit_track`` instead (``pipeline: {overlap: false}``).
 """
 from __future__ import annotations
 
@@ -98,6 +103,23 @@ def render_landmarks(judge, video: Path, boxes: np.ndarray, count: int):
     return np.where(seq.valid[:, None, None], seq.points, np.nan)[:count]
 
 
+def fit_face(rec, track, tracks, schedule: str):
+    """The face result of one track, fitted as the default job fits it (``stream``) or whole (``track``)."""
+    import torch
+
+    from spectre.reconstruct.fit_stream import StreamFit, assemble
+
+    if schedule == "track":
+        return rec.fit_face(track, tracks)
+    torch.set_num_threads(1)  # as the overlapped pipeline's fit thread
+    pc = rec.cfg.pipeline
+    fitter = StreamFit(rec.model, rec.cfg.fit, rec.evaluator, span=pc.identity_span, window=pc.window)
+    p478 = getattr(track, "points478", None)
+    pieces = fitter.push(np.asarray(track.landmarks68, np.float64), np.asarray(track.valid, bool), p478)
+    pieces += fitter.finish()
+    return rec.face_from_fit(track, tracks, assemble(pieces))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
@@ -108,6 +130,8 @@ def main() -> int:
     ap.add_argument("--model", default="ict")
     ap.add_argument("--no-base", action="store_true", help="skip the default configuration (and the tracked rows)")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--schedule", choices=("stream", "track"), default="stream",
+                    help="stream: the overlapped pipeline's streamed fit (the default job); track: fit_track")
     args = ap.parse_args()
 
     from spectre.evaluate.judge import make_judges
@@ -136,7 +160,7 @@ def main() -> int:
             rec.cfg.fit = cfg
             rec._evaluator = None  # rebuilt for this config (with or without the dense face points)
             t0 = time.perf_counter()
-            face = rec.fit_face(track, tracks)
+            face = fit_face(rec, track, tracks, args.schedule)
             secs = time.perf_counter() - t0
             face.arkit = rec.arkit_weights(face.params)
             res = ReconstructionResult(video=clip, fps=float(tracks.fps or 25), width=int(tracks.width),
