@@ -66,7 +66,7 @@ class FitConfig:
     contact_open: float = setting(0.04, above=0)
     #: L1 on blendshape weights (expression coefficients bounded below by 0, e.g. ICT/ARKit): a shape must
     #: explain more than landmark noise to leave 0, so the curves an animator reads stay sparse
-    expression_l1: float = setting(0.003, min=0)
+    expression_l1: float = setting(0.006, min=0)
     #: extra L1 on the model's ``implausible_speech_blendshapes`` (shapes landmarks barely determine and
     #: speech rarely uses: gaze, cheek puff, nose sneer, jaw slide)
     implausible_l1: float = setting(0.03, min=0)
