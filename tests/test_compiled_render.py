@@ -165,3 +165,22 @@ def test_auto_uses_the_kernels_when_installed(kernels, monkeypatch):
         assert raster_backend() == ("torch" if value == "torch" else "numba")
         render_shape_pixels(normals, pts, faces, (32, 40))
         assert len(calls) == used
+
+
+def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
+    def unavailable():
+        raise AssertionError("the kernels were imported although SPECTRE_RASTER=torch")
+
+    monkeypatch.setattr(fast_shape, "_compiled", unavailable)
+    monkeypatch.setenv("SPECTRE_RASTER", "torch")
+    fast_shape.warm_up()  # nothing to load
+    monkeypatch.undo()
+    pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
+    from spectre.render import compiled
+
+    calls = []
+    real = compiled.shade_frames
+    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[-1].copy())))
+    monkeypatch.setenv("SPECTRE_RASTER", "auto")
+    fast_shape.warm_up()
+    assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle

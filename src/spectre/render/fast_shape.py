@@ -28,7 +28,7 @@ from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
 __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels",
-           "raster_backend"]
+           "raster_backend", "warm_up"]
 
 _EMPTY = torch.iinfo(torch.int64).max
 #: pixels, as the differentiable rasteriser: spans (and the boxes' columns) are widened by this, so shared
@@ -290,6 +290,17 @@ def raster_backend() -> str:
     if value == "numba":
         raise ConfigError("SPECTRE_RASTER=numba but numba is not installed (pip install 'spectre-face[fast]')")
     return "torch"
+
+
+def warm_up() -> None:
+    """Import numba and load (or, on a machine's first run, compile) the kernels now, with a one-triangle
+    render: about 0.8 s from the on-disk cache, several seconds to compile. A video stage calls this when it
+    starts, while it waits for its first fitted frames, so its first chunk does not pay it."""
+    if raster_backend() != "numba":
+        return
+    tri = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 1.0, 1.0], [1.0, 3.0, 1.0]]])
+    _render_compiled(torch.zeros(1, 3, 3), None, tri, None, torch.tensor([[0, 2, 1]]), (4, 4),
+                     default_shape_lights(1), SHAPE_GREY, True, True)
 
 
 def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None, src: torch.Tensor,
