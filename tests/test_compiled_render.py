@@ -23,7 +23,7 @@ def kernels():
     pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
     from spectre.render import compiled
 
-    return compiled
+    return compiled.load()
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +178,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
     from spectre.render import compiled
 
+    compiled.load()
     calls = []
     real = compiled.shade_frames
     monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[-1].copy())))

@@ -12,33 +12,46 @@ vertex drops its triangles, world vertex normals interpolated with the barycentr
 and lit by directional lights (Lambert, clamped per light). Arithmetic is float64 inside (the torch path
 is float32), so a pixel centre within float32 rounding of an edge can differ.
 
-This module imports numba at import time; :mod:`.fast_shape` imports it only when numba is installed and
-``SPECTRE_RASTER`` allows it. The compiled code is cached beside this file, or in numba's user-wide cache
+Importing this module does not import numba: the functions below are plain Python until :func:`load`
+(called by :mod:`.fast_shape` on its first render, when ``SPECTRE_RASTER`` allows it) imports numba and
+compiles them in place. The compiled code is cached beside this file, or in numba's user-wide cache
 (``~/.cache/numba``, ``NUMBA_CACHE_DIR``) when this folder is read-only, so only the first call on a machine
 compiles (about 4 s); loading the cache costs about 0.5 s per process.
 """
 from __future__ import annotations
 
+import functools
 import math
+import sys
 
 import numpy as np
-from numba import njit
 
-__all__ = ["vertex_normals", "shade_frames"]
+__all__ = ["load", "vertex_normals", "shade_frames"]
+
+#: the functions compiled by :func:`load`, callees first
+_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_shade", "shade_frames")
 
 
-def _kernel(fn):
-    """``njit`` without the GIL, IEEE division (no zero checks), fused multiply-adds (the only fast-math flag:
-    NaN and inf keep their meaning; about 7 % faster) and an on-disk cache; where numba finds no writable
-    cache folder (this package's and the user's cache both read-only) it compiles in every process."""
-    flags = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+@functools.cache
+def load():
+    """This module with its kernels compiled (numba imported here, once), or None without numba."""
     try:
-        return njit(cache=True, **flags)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(**flags)(fn)
+        from numba import njit  # optional third-party dependency (the ``fast`` extra)
+    except ImportError:
+        return None
+    # no GIL, IEEE division (no zero checks), fused multiply-adds (the only fast-math flag: NaN and inf keep
+    # their meaning; about 7 % faster) and an on-disk cache
+    flags = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+    module = sys.modules[__name__]
+    for name in _KERNELS:  # the kernels call each other through these module globals
+        fn = getattr(module, name)
+        try:
+            setattr(module, name, njit(cache=True, **flags)(fn))
+        except RuntimeError:  # no writable cache folder (this package's and the user's): compile each process
+            setattr(module, name, njit(**flags)(fn))
+    return module
 
 
-@_kernel
 def _normals_of(vertices, faces, out):
     """Area-weighted unit vertex normals of one mesh (V, 3) into ``out`` (V, 3), as ``geometry.vertex_normals``:
     un-normalised face normals summed per vertex, divided by ``max(|n|, 1e-6)``."""
@@ -64,7 +77,6 @@ def _normals_of(vertices, faces, out):
         out[i, 2] = acc[i, 2] / norm
 
 
-@_kernel
 def vertex_normals(vertices, faces, out):
     """Unit vertex normals of a batch: ``vertices`` (B, V, 3), ``faces`` (F, 3) int64 -> ``out`` (B, V, 3)."""
     for b in range(vertices.shape[0]):
@@ -74,7 +86,6 @@ def vertex_normals(vertices, faces, out):
 _BIG = 1e30  # a row bound that never binds
 
 
-@_kernel
 def _to_pixels(src, affine, out):
     """Vertices ``src`` (V, 3) -> ``out`` (V, 3) float64: x, y through the 2x3 ``affine``, depth shifted so the
     nearest finite vertex is at 1; a vertex with any non-finite value becomes NaN. False when none is finite."""
@@ -95,7 +106,6 @@ def _to_pixels(src, affine, out):
     return True
 
 
-@_kernel
 def _draw(points, faces, cull, eps, flat, zbuf, fbuf, box):
     """Z-buffer one mesh: ``points`` (V, 3) float64 pixel x, y and positive depth; the nearest face per pixel
     into ``zbuf``/``fbuf`` (H, W; fbuf -1 = empty); ``box`` [y0, y1, x0, x1] grows to hold every drawn pixel."""
@@ -154,7 +164,6 @@ def _draw(points, faces, cull, eps, flat, zbuf, fbuf, box):
     box[0], box[1], box[2], box[3] = by0, by1, bx0, bx1
 
 
-@_kernel
 def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     """Row bounds of edge a -> b as lines ``u = q + p * v`` in box coordinates: (q, p) as a lower bound,
     then as an upper bound; a role the edge does not have is (-/+ _BIG, 0)."""
@@ -168,7 +177,6 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     return -_BIG, 0.0, _BIG, 0.0
 
 
-@_kernel
 def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
     ``light`` (L, 6): unit direction, then colour times albedo / L."""
@@ -210,7 +218,6 @@ def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha):
             alpha[yi, xi] = 1.0
 
 
-@_kernel
 def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha):
     """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry.
 

@@ -14,7 +14,6 @@ z smaller = nearer. ``tests/test_fast_render.py`` bounds the difference to the d
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, vertex_normals
+from . import compiled
 from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
@@ -264,15 +264,10 @@ def _winners(zbuf: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size
     return pix, face, corners, [wk * inv for wk in w]
 
 
-@functools.cache
 def _compiled():
-    """The numba kernels (:mod:`.compiled`), or None when numba is not installed: imported on first use only,
-    so ``import spectre`` never pays numba's import."""
-    try:
-        from . import compiled  # lazy: it imports the optional numba
-    except ImportError:
-        return None
-    return compiled
+    """The numba kernels (:mod:`.compiled`), or None when numba is not installed: numba is imported on first
+    use only, so ``import spectre`` never pays for it."""
+    return compiled.load()
 
 
 def raster_backend() -> str:
