@@ -32,7 +32,7 @@ class TrackAhead:
     Errors (an unreadable video, say) are kept and raised by the taken stream, where the consumer would
     have met them anyway. :meth:`close` stops the thread and closes the tracker unless it was taken."""
 
-    def __init__(self, path: str | Path, chunk_size: int = 64, chunk_mb: int = 64, max_bytes: int = 192 * 2**20):
+    def __init__(self, path: str | Path, chunk_size: int = 64, chunk_mb: int = 64, max_bytes: int = 64 * 2**20):
         self.path = Path(path)
         self.tracker: FaceTracker | None = FaceTracker()
         self._tracker = self.tracker  # the thread's, also once the tracker is taken
