@@ -4,7 +4,8 @@ model (its ``render_faces()``), forward (grey shape render, as the output videos
 (``bench/reference_render.py``) measured in the same run. Then the videos' render
 (``spectre.render.fast_shape``, non-differentiable) against the differentiable in-frame render it replaced
 (``render_shape_in_frame(..., cull_backfaces=True)``), ICT at 224² (16 frames a call) and 512² (4 frames,
-as the video stage's chunks), in ms per frame.
+as the video stage's chunks), in ms per frame; with numba installed also the compiled kernels against the
+torch ``fast_shape`` at 1 and 2 torch threads.
 
     PYTHONPATH=src python bench/bench_render.py [--quick] [--threads N] [--device cpu|cuda] [--json PATH]
 
@@ -14,6 +15,7 @@ model in the asset store; ICT needs nothing but the package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -134,13 +136,34 @@ def run(quick: bool = True, device: str = "cpu", size: int = 224, batches=None,
     return rows + video_rows(meshes["ICT"], quick, sync)
 
 
+@contextlib.contextmanager
+def _env(**values):
+    """Environment variables set for the duration of the block (the rasteriser and its threads)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def video_rows(mesh, quick: bool, sync=lambda: None) -> list[dict]:
-    """The video's grey render: the fast non-differentiable path vs the differentiable in-frame render
-    (back faces culled, as the videos used it), same frames, same run; ms per frame (wall and CPU)."""
+    """The video's grey render, ms per frame (wall and CPU), same frames, same run: the pure-torch
+    ``fast_shape`` vs the differentiable in-frame render it replaced (back faces culled, as the videos
+    used it); then, with numba installed, the compiled kernels (``spectre.render.compiled``) vs that torch
+    path at 1 and 2 torch threads (``SPECTRE_RENDER_THREADS=0``: the count is not lowered under load)."""
+    from spectre.render.fast_shape import raster_backend
     from spectre.render.visualize import render_shape_in_frame
 
     v1, cam1, faces = mesh
     rows = []
+    with _env(SPECTRE_RASTER="auto"):
+        compiled = raster_backend() == "numba"
+    reps = 2 if quick else 5
     for size, B in ((224, 16), (512, 4)):
         g = torch.Generator().manual_seed(0)
         v = v1.expand(B, -1, -1) + 0.002 * torch.randn(B, *v1.shape[1:], generator=g).to(v1)
@@ -148,21 +171,37 @@ def video_rows(mesh, quick: bool, sync=lambda: None) -> list[dict]:
         k = 224.0 / size  # the crop shown over the whole window, as in the video's face window
         tf = torch.tensor([[k, 0.0, 0.0], [0.0, k, 0.0]], dtype=v.dtype, device=v.device).expand(B, 2, 3)
 
-        def fast():
-            render_shape_fast_in_frame(v, crop, faces, tf, (size, size))
+        def fast(backend):
+            def call():
+                with _env(SPECTRE_RASTER=backend):
+                    render_shape_fast_in_frame(v, crop, faces, tf, (size, size))
+            return call
 
         def differentiable():
             with torch.no_grad():
                 render_shape_in_frame(v, crop, faces, tf, (size, size), cull_backfaces=True)
 
-        reps = 2 if quick else 5
-        (tf_, cf), (td, cd) = timeit(fast, reps, sync), timeit(differentiable, reps, sync)
+        (tf_, cf), (td, cd) = timeit(fast("torch"), reps, sync), timeit(differentiable, reps, sync)
         rows.append({"stage": "render video", "case": f"ICT {size}² grey video render: fast_shape", "mesh": "ICT",
                      "batch": B, "unit": "ms/frame",
                      "value": tf_ / B * 1e3, "baseline": td / B * 1e3, "lower_is_better": True,
                      "baseline_name": "differentiable render_shape_in_frame (culled)",
                      "cpu_ms_per_frame": cf / B * 1e3, "baseline_cpu_ms_per_frame": cd / B * 1e3,
                      "faces": int(faces.shape[0]), "size": size})
+        if not compiled or v.device.type != "cpu":
+            continue
+        before = torch.get_num_threads()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with _env(SPECTRE_RENDER_THREADS="0"):
+                (tn, cn), (tt, ct) = timeit(fast("numba"), 2 * reps, sync), timeit(fast("torch"), reps, sync)
+            rows.append({"stage": "render video", "mesh": "ICT", "batch": B, "unit": "ms/frame",
+                         "case": f"ICT {size}² grey video render: numba, {threads} torch thread(s)",
+                         "value": tn / B * 1e3, "baseline": tt / B * 1e3, "lower_is_better": True,
+                         "baseline_name": f"torch fast_shape, {threads} thread(s)",
+                         "cpu_ms_per_frame": cn / B * 1e3, "baseline_cpu_ms_per_frame": ct / B * 1e3,
+                         "faces": int(faces.shape[0]), "size": size, "threads": threads})
+        torch.set_num_threads(before)
     return rows
 
 
@@ -171,9 +210,11 @@ def print_table(rows: list[dict]) -> None:
           f"{'CPU ms/frame':>13} {'before':>8}")
     for r in rows:
         if r["unit"] == "ms/frame":
+            what = (f"numba vs torch fast_shape, {r['threads']} thread(s)" if "threads" in r
+                    else "fast_shape vs differentiable")
             print(f"{'video ' + str(r['size']) + chr(178):18} {r['mesh'][:6]:6} {r['batch']:5d} {r['value']:8.1f} "
                   f"{r['baseline']:8.1f} {r['baseline'] / r['value']:8.2f}x {r['cpu_ms_per_frame']:13.1f} "
-                  f"{r['baseline_cpu_ms_per_frame']:8.1f}   (ms/frame, not fps: fast_shape vs differentiable)")
+                  f"{r['baseline_cpu_ms_per_frame']:8.1f}   (ms/frame, not fps: {what})")
             continue
         print(f"{r['stage'][7:]:18} {r['mesh']:6} {r['batch']:5d} {r['value']:8.1f} {r['baseline']:8.1f} "
               f"{r['value'] / r['baseline']:8.2f}x {r['cpu_ms_per_frame']:13.1f} {r['baseline_cpu_ms_per_frame']:8.1f}")

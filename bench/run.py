@@ -12,7 +12,7 @@ the baseline of detection). Stages:
   model     landmark evaluation per fit iteration               (models.run; baseline full mesh)
   fit       fit solver on a synthetic track                     (baseline: full-forward evaluator)
   render    renderer forward / forward+backward                 (bench_render.run; baseline old renderer)
-  video     render + compose + encode a grid video              (baseline: encode of ready frames)
+  video     the job's VideoStage: render + compose + encode     (baseline: encode of ready frames; numba vs torch)
   e2e       ``reconstruct`` fit (with/without video), learned   (baseline: decode of the same clip)
   length    end-to-end cost at 1x, 4x, 16x clip length          (baseline: 1x cost scaled linearly)
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
@@ -127,17 +127,21 @@ def stage_render(quick: bool) -> list[dict]:
 
 
 def stage_video(quick: bool) -> list[dict]:
-    """The grid video of a sequence at 224²: render + compose + H.264 encode vs encoding ready frames."""
+    """The job's video stage at 224² (``VideoStage``: render each chunk into the window, compose the grid,
+    H.264 encode) vs encoding the same frames ready-made; with numba installed, also the stage with the
+    compiled rasteriser vs the torch ``fast_shape`` (``SPECTRE_RASTER``). One torch thread, as the job's video
+    process."""
     import numpy as np
     import torch
 
-    from spectre.geometry import project_to_crop
-    from spectre.io.writer import VideoWriter
     from spectre.models import load_face_model
-    from spectre.render.visualize import shape_frames
+    from spectre.reconstruct.videostage import FaceRows, VideoStage
+    from spectre.reconstruct.window import VideoWindow
+    from spectre.render.fast_shape import raster_backend
 
+    torch.set_num_threads(1)
     model = load_face_model("ict")
-    T = 48 if quick else 200
+    T, B, S = (48 if quick else 200), 16, 224
     p = model.default_params(T)
     p["expression"] = 0.3 * torch.rand(T, p["expression"].shape[1], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -145,30 +149,62 @@ def stage_video(quick: bool) -> list[dict]:
     lm = geo.landmarks[0, :, :2]
     s = 2.0 / (1.25 * float((lm.amax(0) - lm.amin(0)).max()))
     c = (lm.amax(0) + lm.amin(0)) / 2
-    cam = torch.tensor([[s, -float(c[0]), -float(c[1])]]).expand(T, -1)
-    crop = project_to_crop(geo.vertices, cam)
-    images = [np.full((224, 224, 3), 90, np.uint8) for _ in range(T)]
-    faces = model.render_faces()
+    cam = np.tile([[s, -float(c[0]), -float(c[1])]], (T, 1))
+    params = {k: v.numpy() for k, v in p.items()}
+    frames = np.full((T, S, S, 3), 90, np.uint8)
+    eye = np.tile(np.eye(3), (T, 1, 1))
+    chunks = [slice(i, min(i + B, T)) for i in range(0, T, B)]
+    faces = [[FaceRows({k: v[sl] for k, v in params.items()}, cam[sl], eye[sl], np.ones(sl.stop - sl.start, bool))]
+             for sl in chunks]
+    env = os.environ.get("SPECTRE_RASTER")
+
+    def stage(path):
+        return VideoStage(model, "grid", VideoWindow(S, S, "full"), path, 25, overwrite=True)
+
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        frames = list(shape_frames(geo.vertices, crop, faces, images, "grid"))  # warm-up + ready frames
+        st = stage(Path(d) / "w.mp4")
+        ready = [st.compose(frames[sl], f, eye[sl]) for sl, f in zip(chunks, faces)]  # warm-up + ready frames
+        st.close()
 
         def encode_ready():
-            with VideoWriter(Path(d) / "a.mp4", 25, (448, 224), overwrite=True) as w:
-                for f in frames:
-                    w.write(f)
+            st = stage(Path(d) / "a.mp4")
+            for out in ready:
+                for f in out:
+                    st.writer.write(f)
+            st.close()
 
         def render_and_encode():
-            with VideoWriter(Path(d) / "b.mp4", 25, (448, 224), overwrite=True) as w:
-                for f in shape_frames(geo.vertices, crop, faces, images, "grid"):
-                    w.write(f)
+            st = stage(Path(d) / "b.mp4")
+            for sl, f in zip(chunks, faces):
+                st.write(frames[sl], f, eye[sl])
+            st.close()
 
-        t_enc, t_all = _timed(encode_ready), _timed(render_and_encode)
-        t_render = _timed(lambda: list(shape_frames(geo.vertices, crop, faces, images, "grid")))
-    rows.append({"stage": "video writing", "case": "ICT grid 448x224: render+compose+encode", "unit": "frames/s",
-                 "value": T / t_all, "baseline": T / t_enc, "baseline_name": "encode only (ready frames)"})
-    rows.append({"stage": "video writing", "case": "ICT grid 448x224: render+compose only", "unit": "frames/s",
-                 "value": T / t_render, "baseline": None})
+        def compose_only():
+            st = stage(Path(d) / "c.mp4")
+            for sl, f in zip(chunks, faces):
+                st.compose(frames[sl], f, eye[sl])
+            st.close()
+
+        backend = raster_backend()
+        t_enc, t_all, t_compose = _timed(encode_ready), _timed(render_and_encode), _timed(compose_only)
+        rows.append({"stage": "video writing", "case": f"VideoStage grid 448x224: render+compose+encode ({backend})",
+                     "unit": "frames/s", "value": T / t_all, "baseline": T / t_enc,
+                     "baseline_name": "encode only (ready frames)"})
+        rows.append({"stage": "video writing", "case": f"VideoStage grid 448x224: render+compose only ({backend})",
+                     "unit": "frames/s", "value": T / t_compose, "baseline": None})
+        if backend == "numba":
+            try:
+                os.environ["SPECTRE_RASTER"] = "torch"
+                t_torch = _timed(render_and_encode)
+            finally:
+                if env is None:
+                    os.environ.pop("SPECTRE_RASTER")
+                else:
+                    os.environ["SPECTRE_RASTER"] = env
+            rows.append({"stage": "video writing", "case": "VideoStage grid 448x224: render+compose+encode (numba)",
+                         "unit": "frames/s", "value": T / t_all, "baseline": T / t_torch,
+                         "baseline_name": "same, torch fast_shape"})
     return rows
 
 

@@ -1,5 +1,7 @@
 """The videos' non-differentiable grey render (``spectre.render.fast_shape``) against the differentiable
-renderer on real ICT geometry, plus exact coverage, depth order and edge cases.
+renderer on real ICT geometry, plus exact coverage, depth order and edge cases. ``render_shape_fast_in_frame``
+and ``render_shape_pixels`` draw with the numba kernels when numba is installed (``SPECTRE_RASTER=auto``);
+the main comparison runs both paths, tests/test_compiled_render.py compares the two directly.
 
 Tolerances (stated in docs/render.md): against the differentiable render with culled back faces (what
 the videos drew before), silhouette IoU >= 0.99 and mean |difference| <= 0.005 per frame; against the
@@ -55,8 +57,10 @@ def _iou(a, b):
     return ((a & b).sum((1, 2)).double() / (a | b).sum((1, 2)).clamp(min=1).double())
 
 
+@pytest.mark.parametrize("raster", ["auto", "torch"])  # auto: the numba kernels when installed
 @pytest.mark.parametrize("size", [224, pytest.param(512, marks=pytest.mark.slow)])
-def test_matches_the_differentiable_renderer_on_ict(ict, size):
+def test_matches_the_differentiable_renderer_on_ict(ict, size, raster, monkeypatch):
+    monkeypatch.setenv("SPECTRE_RASTER", raster)
     verts, crop, faces = ict
     tf = _scaled(size, verts.shape[0])
     rgb, alpha = render_shape_fast_in_frame(verts, crop, faces, tf, (size, size))

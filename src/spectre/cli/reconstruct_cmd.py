@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
 from .options import add_image_folder, check_workers
 
@@ -61,16 +62,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    workers = check_workers(args.workers)
+    items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
+    # tracking needs no torch: start on the first video now, while torch and the face model load
+    ahead = None
+    if (items and workers == 1 and not args.ray and args.backend != "learned" and not args.weights
+            and args.face in (None, "largest")):
+        ahead = TrackAhead(items[0].path)
+    try:
+        return _run(args, workers, items, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()  # a no-op once its video's job took the stream
+
+
+def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None) -> int:
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 
-    workers = check_workers(args.workers)
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
                       video_frame=args.video_frame, meshes=args.meshes, device=args.device,
                       precision=args.precision, assets=args.assets, arkit=False if args.no_arkit else None,
                       arkit_format=args.arkit_format,
                       learned={"weights": args.weights} if args.weights else None)
-    items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     progress = not args.quiet and sys.stderr.isatty()
 
     def report(outcome):  # as it happens in a batch; the summary lists every failure once more at the end
@@ -78,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"spectre: {display_path(outcome.video)}: {outcome.message}", file=sys.stderr)
 
     summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
-                        ray_address=args.ray, progress=progress, on_done=report, stage_processes=True)
+                        ray_address=args.ray, progress=progress, on_done=report, stage_processes=True,
+                        track_ahead=ahead)
     print(summary.text(), file=sys.stderr)
     line = wrote_line(summary.outcomes, args.output)
     if line:

@@ -33,20 +33,23 @@ def native_stderr_filtered():
         return
 
     def pump() -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
-            while chunk := pipe.read(65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                out = b"".join(ln + b"\n" for ln in lines if not _NATIVE_NOISE.match(ln))
-                if out:
-                    os.write(saved, out)
-            if pending:  # a partial line (progress bars redraw with \r) is passed on as is
-                os.write(saved, pending)
+        try:
+            with os.fdopen(read_end, "rb", buffering=0) as pipe:
+                pending = b""
+                while chunk := pipe.read(65536):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    out = b"".join(ln + b"\n" for ln in lines if not _NATIVE_NOISE.match(ln))
+                    if out:
+                        os.write(saved, out)
+                if pending:  # a partial line (progress bars redraw with \r) is passed on as is
+                    os.write(saved, pending)
+        finally:
+            os.close(saved)
 
     os.dup2(write_end, 2)
     os.close(write_end)
-    thread = threading.Thread(target=pump, name="spectre-stderr-filter", daemon=True)
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
     thread.start()
     _filter_depth += 1
     try:
@@ -54,6 +57,9 @@ def native_stderr_filtered():
     finally:
         _filter_depth -= 1
         sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the pump drains and stops
-        thread.join(timeout=10)
-        os.close(saved)
+        os.dup2(saved, 2)  # closes our write end: the pump drains and stops
+        # a child process spawned meanwhile (a stage process, multiprocessing's resource tracker)
+        # inherited the pipe as its stderr: the pump then serves it until it exits (and closes ``saved``
+        # itself), so do not wait for it beyond our own lines; it is not a ``spectre-`` worker thread,
+        # which the command waits for at exit
+        thread.join(timeout=0.5)

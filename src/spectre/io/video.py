@@ -36,6 +36,11 @@ _T = TypeVar("_T")
 _DONE = object()
 
 
+def chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
+    """Frames per decoded chunk so that one chunk of RGB frames stays within ``budget_mb`` (4 to ``most``)."""
+    return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
+
+
 def prefetch(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead, yielding them in order.
 

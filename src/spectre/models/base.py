@@ -86,6 +86,11 @@ class FaceModel(nn.Module, abc.ABC):
     def landmarks(self, vertices: torch.Tensor, params: Params) -> torch.Tensor:
         """(B, 68, 3) iBUG-68 landmarks on ``vertices``; the jaw contour follows the head yaw."""
 
+    def landmarks_only(self, params: Params) -> torch.Tensor:
+        """(B, 68, 3) the landmarks of ``forward``; a model that can compute them from a few vertices
+        overrides this (the fit and the learned path need landmarks for every frame, rarely the mesh)."""
+        return self(params).landmarks
+
     def forward(self, params: Params) -> FaceGeometry:
         params = self.complete(params)
         verts = self.vertices(params)

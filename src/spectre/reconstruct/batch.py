@@ -16,6 +16,7 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import InputError, OutputError, SpectreError
+from ..faces.ahead import TrackAhead
 from ..io.inputs import InputItem, display_path, expand_inputs
 from ..io.video import open_video
 from .config import ReconstructConfig
@@ -135,11 +136,14 @@ def _stop_pool(pool, timeout: float = 30.0) -> None:
 def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
-              on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False) -> BatchSummary:
+              on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False,
+              track_ahead: TrackAhead | None = None) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
     redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
-    the fit and the video stage in their own processes (:mod:`.stageprocs`)."""
+    the fit and the video stage in their own processes (:mod:`.stageprocs`). ``track_ahead``: tracking
+    already started (by the command line, while torch loaded): the job of its video continues it (one
+    worker); the caller closes it."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)
     items = _items(inputs, image_folders, out)
@@ -170,6 +174,10 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
 
     if workers <= 1 or len(jobs) == 1:
         rec = Reconstructor(cfg, processes=stage_processes)
+        if rec.overlapped:  # only overlapped jobs stream their tracking
+            rec.track_ahead = track_ahead
+        elif track_ahead is not None:
+            track_ahead.close()
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
             if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:

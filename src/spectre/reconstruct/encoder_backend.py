@@ -159,11 +159,10 @@ class EncoderBackend:
     @torch.no_grad()
     def _landmarks3d(self, params: dict[str, np.ndarray], chunk: int = 256) -> np.ndarray:
         """(T,68,3) model-space landmarks; models that can evaluate them without the mesh do so."""
-        only = getattr(self.model, "landmarks_only", None)
         out = []
         for a in range(0, len(next(iter(params.values()))), chunk):
             p = {k: torch.from_numpy(np.ascontiguousarray(v[a:a + chunk])) for k, v in params.items()}
-            out.append(only(p) if callable(only) else self.model(p).landmarks)
+            out.append(self.model.landmarks_only(p))
         return torch.cat(out).numpy()
 
     def run(self, source, track, tracks) -> FaceResult:

@@ -393,7 +393,7 @@ def _result(model: FaceModel, ev: PointEvaluator, ev_fixed: PointEvaluator, prob
             approx = ev.landmarks(coef_out[sl], rot_out[sl])
             p = ev._split(coef_out[sl])
             p[ev.rot] = rot_out[sl]
-            exact = model(model.complete(p)).landmarks.to(approx)
+            exact = model.landmarks_only(model.complete(p)).to(approx)
             cam_lin[sl, 1:] += (approx - exact)[..., :2].mean(1)
             lmk3d[sl] = exact
         pred = project_to_crop(lmk3d, cam_lin)[..., :2].cpu().numpy().astype(np.float64)

@@ -23,7 +23,7 @@ import torch
 from ..errors import NoFaceError
 from ..faces.crop import face_crop_transform
 from ..faces.track import FaceTrack, FaceTracks, select_faces
-from ..io.video import open_video
+from ..io.video import chunk_frames, open_video
 from .fit_stream import StreamFit, assemble, fit_rows
 from .videostage import FaceRows, VideoStage
 from .window import VideoWindow
@@ -99,11 +99,6 @@ def render_batch(width: int, height: int, pixels: int = 2**20) -> int:
     return int(max(1, min(16, pixels // max(width * height, 1))))
 
 
-def _chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
-    """Frames per tracking chunk so that one chunk of decoded frames stays within ``budget_mb``."""
-    return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
-
-
 @dataclass
 class TrackedChunk:
     """One tracked chunk of the largest face: track rows ``row:row + n`` and, with a video, each frame's
@@ -134,8 +129,8 @@ class TrackedFrames:
 
     def __iter__(self):
         cfg = self.rec.cfg
-        chunk = _chunk_frames(self.source.width, self.source.height, cfg.pipeline.chunk_mb, cfg.track_chunk)
-        self._stream = self.rec.tracker.stream(self.source, chunk_size=chunk)
+        chunk = chunk_frames(self.source.width, self.source.height, cfg.pipeline.chunk_mb, cfg.track_chunk)
+        self._stream = self.rec.track_stream(self.path, self.source, chunk)
         for fc in self._stream:
             faces = fc.faces
             sel = faces.largest_per_frame()

@@ -21,6 +21,7 @@ from ..atomic import atomic_write_text
 from ..config import to_dict
 from ..device import Runtime
 from ..errors import NoFaceError, OutputError, SpectreError
+from ..faces.ahead import TrackAhead
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
 from ..io.livelink import save_livelink_csv
@@ -64,6 +65,9 @@ class Reconstructor:
         self._learned = None
         self._tracker = None
         self._arkit = None
+        #: a :class:`~spectre.faces.ahead.TrackAhead` started before this object (the command line starts
+        #: tracking its first video while torch loads); its stream is used by the job of the same video
+        self.track_ahead: TrackAhead | None = None
 
     # -- lazily built parts
     @property
@@ -84,6 +88,19 @@ class Reconstructor:
         if self._tracker is None:
             self._tracker = FaceTracker()
         return self._tracker
+
+    def track_stream(self, path: Path, source, chunk_size: int):
+        """``tracker.stream`` of ``path``, continuing :attr:`track_ahead` when it tracks that video."""
+        ahead, self.track_ahead = self.track_ahead, None
+        if ahead is not None and ahead.matches(path):
+            stream, tracker = ahead.take()
+            if self._tracker is not None:  # not in use between videos
+                self._tracker.close()
+            self._tracker = tracker  # reused for the next videos
+            return stream
+        if ahead is not None:
+            ahead.close()
+        return self.tracker.stream(source, chunk_size=chunk_size)
 
     def _roles(self) -> tuple[str, ...]:
         return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
@@ -109,6 +126,9 @@ class Reconstructor:
             self._procs = StageProcesses(self.cfg, roles=self._roles())
 
     def close(self) -> None:
+        if self.track_ahead is not None:
+            self.track_ahead.close()
+            self.track_ahead = None
         if self._procs is not None:
             self._procs.close()
             self._procs = None

@@ -17,7 +17,7 @@ import torch
 from ..geometry import project_to_crop
 from ..io.video import open_video
 from ..io.writer import VideoWriter
-from ..render.fast_shape import render_shape_fast_in_frame
+from ..render.fast_shape import render_shape_fast_in_frame, warm_up
 from ..render.visualize import render_shape_in_frame
 from .window import VideoWindow
 
@@ -79,6 +79,7 @@ class VideoStage:
                  opacity: float = 0.7, encoder: dict | None = None):
         self.model, self.layout, self.window, self.opacity = model, layout, window, opacity
         self.faces_idx = model.render_faces()
+        warm_up()  # the compiled rasteriser's import and cache load, before the first frames arrive
         w, h = window.size
         enc = dict(ENCODER, **(encoder or {}))
         self.writer = VideoWriter(path, fps, (2 * w if layout == "grid" else w, h), audio_from=audio_from, pts=pts,

@@ -14,16 +14,21 @@ z smaller = nearer. ``tests/test_fast_render.py`` bounds the difference to the d
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, vertex_normals
+from . import compiled
 from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
-__all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels"]
+__all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels",
+           "raster_backend", "warm_up"]
 
 _EMPTY = torch.iinfo(torch.int64).max
 #: pixels, as the differentiable rasteriser: spans (and the boxes' columns) are widened by this, so shared
@@ -259,6 +264,61 @@ def _winners(zbuf: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size
     return pix, face, corners, [wk * inv for wk in w]
 
 
+def _compiled():
+    """The numba kernels (:mod:`.compiled`), or None when numba is not installed: numba is imported on first
+    use only, so ``import spectre`` never pays for it."""
+    return compiled.load()
+
+
+def raster_backend() -> str:
+    """``"numba"`` or ``"torch"``: which rasteriser draws the grey video render on CPU.
+
+    ``SPECTRE_RASTER=auto`` (default) takes the compiled kernels when numba is installed (the ``fast``
+    extra), ``torch`` forces the pure-torch path, ``numba`` requires the kernels."""
+    value = os.environ.get("SPECTRE_RASTER", "auto").strip().lower() or "auto"
+    if value not in ("auto", "torch", "numba"):
+        raise ConfigError(f"SPECTRE_RASTER must be auto, torch or numba, not {value!r}")
+    if value == "torch":
+        return "torch"
+    if _compiled() is not None:
+        return "numba"
+    if value == "numba":
+        raise ConfigError("SPECTRE_RASTER=numba but numba is not installed (pip install 'spectre-face[fast]')")
+    return "torch"
+
+
+def warm_up() -> None:
+    """Import numba and load (or, on a machine's first run, compile) the kernels now, with a one-triangle
+    render: about 0.8 s from the on-disk cache, several seconds to compile. A video stage calls this when it
+    starts, while it waits for its first fitted frames, so its first chunk does not pay it."""
+    if raster_backend() != "numba":
+        return
+    tri = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 1.0, 1.0], [1.0, 3.0, 1.0]]])
+    _render_compiled(torch.zeros(1, 3, 3), None, tri, None, torch.tensor([[0, 2, 1]]), (4, 4),
+                     default_shape_lights(1), SHAPE_GREY, True, True)
+
+
+def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None, src: torch.Tensor,
+                     affine: torch.Tensor | None, faces: torch.Tensor, size: tuple[int, int], lights: torch.Tensor,
+                     albedo: float, cull_backfaces: bool, clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render_shape_pixels` by the numba kernels. ``src`` (B, V, 3) x, y go to pixels through ``affine``
+    (B, 2, 3; None: they are pixels); with ``normals`` None the kernels compute them from ``vertices``."""
+    H, W = size
+    B = src.shape[0]
+    lights = lights.to(torch.float64).expand(B, -1, -1)  # (L, 6) or (B, L, 6) -> (B, L, 6)
+    light = torch.cat([F.normalize(lights[..., :3], dim=-1), lights[..., 3:] * (albedo / lights.shape[1])], -1)
+    if affine is None:
+        affine = torch.eye(2, 3, dtype=torch.float64).expand(B, 2, 3)
+    as_np = lambda t, dtype=np.float32: np.ascontiguousarray(t.detach().numpy(), dtype)  # noqa: E731
+    none = np.empty((0, 0, 3), np.float32)
+    rgb = np.zeros((B, H, W, 3), np.float32)
+    alpha = np.zeros((B, H, W), np.float32)
+    _compiled().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
+                             none if vertices is None else as_np(vertices), as_np(faces, np.int64),
+                             as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp), rgb, alpha)
+    return torch.from_numpy(rgb), torch.from_numpy(alpha)
+
+
 def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Tensor:
     """``albedo * shading.add_directional_light`` for (N, 3) normals and one set of lights (L, 6)."""
     directions = F.normalize(lights[:, :3], dim=-1)
@@ -283,6 +343,8 @@ def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torc
     lights = lights.to(device=points.device, dtype=torch.float32)
     if lights.dim() == 3 and lights.shape[0] == 1:
         lights = lights[0]
+    if points.device.type == "cpu" and raster_backend() == "numba":
+        return _render_compiled(normals, None, points, None, faces, size, lights, albedo, cull_backfaces, False)
     pix, face, corners, bary = _zbuffer(points, faces, size, cull_backfaces)
     if pix.numel() == 0:
         return rgb.view(B, H, W, 3), alpha.view(B, H, W)
@@ -311,6 +373,17 @@ def crop_to_window_pixels(crop_vertices: torch.Tensor, crop_transforms: torch.Te
     return torch.cat([xy, crop_vertices[..., 2:]], -1)
 
 
+def _crop_to_window_affine(crop_transforms: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """(B, 2, 3) float64 map from normalised crop coordinates to window pixels: what
+    :func:`crop_to_window_pixels` applies to x, y, as one matrix."""
+    m = crop_transforms.to(torch.float64)
+    full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], 1)
+    inv = torch.linalg.inv(full)[:, :2]  # crop px -> window px
+    origin = crop_to_pixels(0.0, crop_size)  # crop px of the normalised 0, and per unit
+    scale = crop_to_pixels(1.0, crop_size) - origin
+    return torch.cat([inv[:, :, :2] * scale, (inv[:, :, 2] + inv[:, :, :2].sum(-1) * origin)[..., None]], -1)
+
+
 @torch.inference_mode()
 def render_shape_fast_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tensor, faces: torch.Tensor,
                                crop_transforms: torch.Tensor, frame_size: tuple[int, int],
@@ -320,7 +393,10 @@ def render_shape_fast_in_frame(vertices: torch.Tensor, crop_vertices: torch.Tens
     ``project_to_crop(vertices, cam)``, ``crop_transforms`` (B, 2, 3) frame px -> crop px, ``frame_size``
     (H, W) -> (rgb (B, H, W, 3) float32 in [0, 1] on black, alpha (B, H, W))."""
     faces = faces.to(device=vertices.device, dtype=torch.int64)
-    normals = vertex_normals(vertices.to(torch.float32), faces)
+    if vertices.device.type == "cpu" and raster_backend() == "numba":  # pixels, normals, raster, shading compiled
+        return _render_compiled(None, vertices, crop_vertices, _crop_to_window_affine(crop_transforms, crop_size),
+                                faces, frame_size, default_shape_lights(1), SHAPE_GREY, True, True)
     points = crop_to_window_pixels(crop_vertices.to(torch.float32), crop_transforms, crop_size)
+    normals = vertex_normals(vertices.to(torch.float32), faces)
     rgb, alpha = render_shape_pixels(normals, points, faces, frame_size)
     return rgb.clamp_(0.0, 1.0), alpha

@@ -99,9 +99,7 @@ class FaceEncoderStep(TrainStep):
         params.update({n: v.flatten(0, 1) for n, v in pred.items()})
         render = self._needs_render()
         verts = self.model.vertices(params) if render else None
-        points = (self.model.landmarks(verts, params) if verts is not None
-                  else self.model.landmarks_only(params) if callable(getattr(self.model, "landmarks_only", None))
-                  else self.model(params).landmarks)
+        points = self.model.landmarks(verts, params) if verts is not None else self.model.landmarks_only(params)
         lmk_pred = project_to_crop(points, ref["cam"])[..., :2]
         losses = self.criteria.landmarks(lmk_pred, lmk_gt.flatten(0, 1), mask)
         rot = self.model.rotation_param
