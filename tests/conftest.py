@@ -55,6 +55,30 @@ def ict():
     return ICTFaceModel.from_store().eval()
 
 
+@pytest.fixture(scope="module")
+def ict_posed(ict):
+    """ICT with expressions in 4 poses (neutral face; strong yaw, the silhouette over the cheek; pitch; a
+    mixed pose) framed in the 224 crop: (vertices, crop vertices, render faces), for renderer tests."""
+    import torch
+
+    from spectre.geometry import project_to_crop
+
+    n = 4
+    p = {k: v.repeat(n, *[1] * (v.dim() - 1)) for k, v in ict.default_params(1).items()}
+    p["expression"] = torch.rand(p["expression"].shape, generator=torch.Generator().manual_seed(3)) * 0.6
+    p["expression"][0] = 0.0
+    p["rotation"] = torch.zeros_like(p["rotation"])
+    p["rotation"][1, 1] = 0.6
+    p["rotation"][2, 0] = -0.35
+    p["rotation"][3] = torch.tensor([0.2, -0.4, 0.15])
+    with torch.no_grad():
+        geo = ict(ict.complete(p))
+    lm = geo.landmarks[0, :, :2]
+    s = 2.0 / (1.3 * float((lm.amax(0) - lm.amin(0)).max()))
+    cam = torch.tensor([[s, 0.0, 0.0]]).repeat(n, 1)
+    return geo.vertices, project_to_crop(geo.vertices, cam), ict.render_faces().long()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _need(SHARED)

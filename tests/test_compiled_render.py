@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spectre.errors import ConfigError
-from spectre.geometry import project_to_crop, vertex_normals
+from spectre.geometry import vertex_normals
 from spectre.render import fast_shape
 from spectre.render.fast_shape import raster_backend, render_shape_fast_in_frame, render_shape_pixels
 
@@ -24,28 +24,6 @@ def kernels():
     from spectre.render import compiled
 
     return compiled.load()
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    """ICT with expressions: neutral, strong yaw, pitch, a mixed pose (as tests/test_fast_render.py)."""
-    from spectre.models import load_face_model
-
-    model = load_face_model("ict")
-    n = 4
-    p = {k: v.repeat(n, *[1] * (v.dim() - 1)) for k, v in model.default_params(1).items()}
-    p["expression"] = torch.rand(p["expression"].shape, generator=torch.Generator().manual_seed(5)) * 0.6
-    p["expression"][0] = 0.0
-    p["rotation"] = torch.zeros_like(p["rotation"])
-    p["rotation"][1, 1] = 0.6
-    p["rotation"][2, 0] = -0.35
-    p["rotation"][3] = torch.tensor([0.2, -0.4, 0.15])
-    with torch.no_grad():
-        geo = model(model.complete(p))
-    lm = geo.landmarks[0, :, :2]
-    s = 2.0 / (1.3 * float((lm.amax(0) - lm.amin(0)).max()))
-    cam = torch.tensor([[s, 0.0, 0.0]]).repeat(n, 1)
-    return geo.vertices, project_to_crop(geo.vertices, cam), model.render_faces().long()
 
 
 def _scaled(size: int, n: int, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
@@ -71,8 +49,8 @@ def _compare(a, b):
 
 @pytest.mark.parametrize("size", [224, 512])
 @pytest.mark.parametrize("shift", [(0.0, 0.0), (110.0, -60.0)], ids=["centred", "partly-off-frame"])
-def test_matches_the_torch_fast_path_on_ict(kernels, mesh, monkeypatch, size, shift):
-    verts, crop, faces = mesh
+def test_matches_the_torch_fast_path_on_ict(kernels, ict_posed, monkeypatch, size, shift):
+    verts, crop, faces = ict_posed
     tf = _scaled(size, verts.shape[0], *(s * size / 224 for s in shift))
     torch_out = _with(monkeypatch, "torch", render_shape_fast_in_frame, verts, crop, faces, tf, (size, size))
     numba_out = _with(monkeypatch, "numba", render_shape_fast_in_frame, verts, crop, faces, tf, (size, size))
@@ -84,8 +62,8 @@ def test_matches_the_torch_fast_path_on_ict(kernels, mesh, monkeypatch, size, sh
     assert float(numba_out[0].max()) <= 1.0 and float(numba_out[0].min()) >= 0.0
 
 
-def test_vertex_normals_match_geometry(kernels, mesh):
-    verts, _, faces = mesh
+def test_vertex_normals_match_geometry(kernels, ict_posed):
+    verts, _, faces = ict_posed
     out = np.empty(verts.shape, np.float32)
     kernels.vertex_normals(verts.numpy(), faces.numpy(), out)
     assert np.allclose(out, vertex_normals(verts, faces).numpy(), atol=1e-5)

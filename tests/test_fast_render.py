@@ -13,31 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from spectre.geometry import project_to_crop
 from spectre.render.fast_shape import render_shape_fast_in_frame, render_shape_pixels, visible_triangles
 from spectre.render.visualize import render_shape_in_frame
-
-
-@pytest.fixture(scope="module")
-def ict():
-    from spectre.models import load_face_model
-
-    model = load_face_model("ict")
-    n = 4
-    p = {k: v.repeat(n, *[1] * (v.dim() - 1)) for k, v in model.default_params(1).items()}
-    g = torch.Generator().manual_seed(3)
-    p["expression"] = torch.rand(p["expression"].shape, generator=g) * 0.6
-    p["expression"][0] = 0.0  # frame 0: the neutral face
-    p["rotation"] = torch.zeros_like(p["rotation"])
-    p["rotation"][1, 1] = 0.6  # strong yaw: silhouette over the cheek, ear behind
-    p["rotation"][2, 0] = -0.35  # pitch
-    p["rotation"][3] = torch.tensor([0.2, -0.4, 0.15])
-    with torch.no_grad():
-        geo = model(model.complete(p))
-    lm = geo.landmarks[0, :, :2]
-    s = 2.0 / (1.3 * float((lm.amax(0) - lm.amin(0)).max()))
-    cam = torch.tensor([[s, 0.0, 0.0]]).repeat(n, 1)
-    return geo.vertices, project_to_crop(geo.vertices, cam), model.render_faces().long()
 
 
 def _scaled(size: int, n: int, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
@@ -59,9 +36,9 @@ def _iou(a, b):
 
 @pytest.mark.parametrize("raster", ["auto", "torch"])  # auto: the numba kernels when installed
 @pytest.mark.parametrize("size", [224, pytest.param(512, marks=pytest.mark.slow)])
-def test_matches_the_differentiable_renderer_on_ict(ict, size, raster, monkeypatch):
+def test_matches_the_differentiable_renderer_on_ict(ict_posed, size, raster, monkeypatch):
     monkeypatch.setenv("SPECTRE_RASTER", raster)
-    verts, crop, faces = ict
+    verts, crop, faces = ict_posed
     tf = _scaled(size, verts.shape[0])
     rgb, alpha = render_shape_fast_in_frame(verts, crop, faces, tf, (size, size))
     assert rgb.shape == (4, size, size, 3) and alpha.shape == (4, size, size)
@@ -74,8 +51,8 @@ def test_matches_the_differentiable_renderer_on_ict(ict, size, raster, monkeypat
     assert (rgb - official).abs().mean((1, 2, 3)).max() <= 0.02
 
 
-def test_face_partly_outside_the_frame(ict):
-    verts, crop, faces = ict
+def test_face_partly_outside_the_frame(ict_posed):
+    verts, crop, faces = ict_posed
     size = 224
     tf = _scaled(size, verts.shape[0], dx=110.0, dy=-60.0)  # the face's centre near the top-right corner
     rgb, alpha = render_shape_fast_in_frame(verts, crop, faces, tf, (size, size))
@@ -88,8 +65,8 @@ def test_face_partly_outside_the_frame(ict):
 
 
 @pytest.mark.slow
-def test_a_batch_renders_each_frame_as_alone(ict):
-    verts, crop, faces = ict
+def test_a_batch_renders_each_frame_as_alone(ict_posed):
+    verts, crop, faces = ict_posed
     tf = _scaled(224, verts.shape[0])
     rgb, alpha = render_shape_fast_in_frame(verts, crop, faces, tf, (224, 224))
     for i in (1, 3):
@@ -97,8 +74,8 @@ def test_a_batch_renders_each_frame_as_alone(ict):
         assert torch.equal(one_a[0], alpha[i]) and torch.equal(one[0], rgb[i])
 
 
-def test_back_facing_empty_and_off_screen_meshes_draw_nothing(ict):
-    verts, crop, faces = ict
+def test_back_facing_empty_and_off_screen_meshes_draw_nothing(ict_posed):
+    verts, crop, faces = ict_posed
     tf = _scaled(224, 1)
     _, alpha = render_shape_fast_in_frame(verts[:1], crop[:1], faces[:0], tf, (224, 224))
     assert alpha.shape == (1, 224, 224) and float(alpha.sum()) == 0.0
@@ -154,10 +131,9 @@ def test_the_nearer_surface_wins_and_shading_follows_the_normal():
 
 def test_the_video_render_uses_the_fast_path(ict):
     """render_window with and without the fast path draws the same face (the video stage's call site)."""
-    from spectre.models import load_face_model
     from spectre.reconstruct.videostage import FaceRows, render_window
 
-    model = load_face_model("ict")
+    model = ict
     params = {k: v.numpy() for k, v in model.default_params(2).items()}
     params["expression"][:, :4] = 0.5
     s = 2.0 / 1.3 / 1.2
