@@ -215,3 +215,52 @@ def test_short_clips_and_no_video_keep_to_threads(short_clip, tmp_path):
         assert rec.uses_processes(short_clip)
     finally:
         rec.close()
+
+
+def test_stage_processes_started_early_are_used(short_clip, threaded, tmp_path):
+    """Processes started before the configuration was known (the command line starts them before importing
+    torch) serve the job once configured; ones with other roles are closed and replaced."""
+    from spectre.reconstruct.stagespawn import SpawnedStages
+
+    ref, _ = threaded
+    early = SpawnedStages(("video",))
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    rec.spawned_stages = early
+    try:
+        rec.start_processes()
+        assert rec._procs.procs["video"].pid == early.procs["video"].pid and rec.spawned_stages is None
+        _same_results(rec.run(short_clip, tmp_path / "a", stem="clip"), ref)
+        assert (tmp_path / "a" / "clip.mp4").stat().st_size > 0
+    finally:
+        rec.close()
+    assert not early.procs["video"].is_alive()
+    other = SpawnedStages(("fit", "video"))
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    rec.spawned_stages = other
+    try:
+        rec.start_processes()
+        assert rec._procs.procs["video"].pid != other.procs["video"].pid
+        assert not any(p.is_alive() for p in other.procs.values())
+    finally:
+        rec.close()
+
+
+def test_unused_early_stage_processes_end(tmp_path):
+    from spectre.reconstruct.stagespawn import SpawnedStages
+
+    early = SpawnedStages(("video",))
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    rec.spawned_stages = early
+    rec.close()
+    assert not early.procs["video"].is_alive()
+    early.close()  # idempotent
+
+
+def test_the_command_lines_threshold_is_the_default_first_window():
+    from spectre.reconstruct.config import PipelineConfig
+    from spectre.reconstruct.stagespawn import FIRST_WINDOW, clip_uses_processes
+
+    pc = PipelineConfig()
+    assert FIRST_WINDOW == min(pc.identity_span, pc.window)
+    assert clip_uses_processes(FIRST_WINDOW + 1) and not clip_uses_processes(FIRST_WINDOW)
+    assert clip_uses_processes(None) and not clip_uses_processes(-1)

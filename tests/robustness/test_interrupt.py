@@ -108,9 +108,11 @@ def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir
         # wait until one video is finished and another one is under way (its tracking has started; with
         # renders: a temporary render file of it is being written), then stop the batch
         def ready() -> bool:
-            if not (out.is_dir() and any(p.suffix == ".yaml" for p in out.iterdir())):
+            # a sidecar's temporary file (.clip0.<hex>.partial.yaml) is not a finished video
+            finished = {p.stem for p in out.iterdir() if p.suffix == ".yaml" and not p.name.startswith(".")} \
+                if out.is_dir() else set()
+            if not finished:
                 return False
-            finished = {p.stem for p in out.iterdir() if p.suffix == ".yaml"}
             if layout == "none":
                 return any(p.suffix == ".started" and p.stem not in finished for p in events.iterdir())
             return any(".partial" in p.name and p.name.split(".")[1] not in finished for p in out.iterdir())

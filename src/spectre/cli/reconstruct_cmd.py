@@ -5,8 +5,11 @@ import argparse
 import os
 import sys
 
+from ..errors import SpectreError
 from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
+from ..io.video import open_video
+from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -64,19 +67,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     workers = check_workers(args.workers)
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
-    # tracking needs no torch: start on the first video now, while torch and the face model load
-    ahead = None
+    # the default job's stage process and its tracking need no torch here: start both now, on the core
+    # that importing torch and loading the face model leave idle (each is stopped if the job does not use it)
+    spawned = ahead = None
     if (items and workers == 1 and not args.ray and args.backend != "learned" and not args.weights
             and args.face in (None, "largest")):
+        if args.layout != "none" and clip_uses_processes(_frame_count(items[0].path)):
+            spawned = SpawnedStages(("video",))
         ahead = TrackAhead(items[0].path)
     try:
-        return _run(args, workers, items, ahead)
+        return _run(args, workers, items, ahead, spawned)
     finally:
-        if ahead is not None:
-            ahead.close()  # a no-op once its video's job took the stream
+        for early in (ahead, spawned):
+            if early is not None:
+                early.close()  # a no-op once the job used it
 
 
-def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None) -> int:
+def _frame_count(path) -> int | None:
+    try:
+        return open_video(path, warn_fps=False).num_frames
+    except SpectreError:
+        return -1  # not a video: the job says so, with no stage process started for it
+
+
+def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None,
+         spawned: SpawnedStages | None) -> int:
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config
 
@@ -93,7 +108,7 @@ def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None
 
     summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
                         ray_address=args.ray, progress=progress, on_done=report, stage_processes=True,
-                        track_ahead=ahead)
+                        track_ahead=ahead, spawned_stages=spawned)
     print(summary.text(), file=sys.stderr)
     line = wrote_line(summary.outcomes, args.output)
     if line:

@@ -24,6 +24,7 @@ from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
 from .reconstructor import Reconstructor
 from .resume import is_finished
+from .stagespawn import SpawnedStages
 
 __all__ = ["expand_inputs", "check_output_folder", "BatchSummary", "run_batch"]
 
@@ -137,13 +138,14 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False,
-              track_ahead: TrackAhead | None = None) -> BatchSummary:
+              track_ahead: TrackAhead | None = None, spawned_stages: SpawnedStages | None = None) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
     redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
     the fit and the video stage in their own processes (:mod:`.stageprocs`). ``track_ahead``: tracking
     already started (by the command line, while torch loaded): the job of its video continues it (one
-    worker); the caller closes it."""
+    worker); ``spawned_stages``: stage processes started by the command line before it imported torch, used
+    with ``stage_processes``. The caller closes both (a no-op once used)."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)
     items = _items(inputs, image_folders, out)
@@ -174,10 +176,12 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
 
     if workers <= 1 or len(jobs) == 1:
         rec = Reconstructor(cfg, processes=stage_processes)
-        if rec.overlapped:  # only overlapped jobs stream their tracking
-            rec.track_ahead = track_ahead
-        elif track_ahead is not None:
-            track_ahead.close()
+        if rec.overlapped:  # only overlapped jobs stream their tracking and have stage processes
+            rec.track_ahead, rec.spawned_stages = track_ahead, spawned_stages
+        else:
+            for early in (track_ahead, spawned_stages):
+                if early is not None:
+                    early.close()
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
             if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:

@@ -40,6 +40,7 @@ from .overlap import run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
 from .stageprocs import StageProcesses, run_in_processes
+from .stagespawn import SpawnedStages, clip_uses_processes
 from .videostage import write_video
 
 __all__ = ["Reconstructor", "reconstruct"]
@@ -68,6 +69,9 @@ class Reconstructor:
         #: a :class:`~spectre.faces.ahead.TrackAhead` started before this object (the command line starts
         #: tracking its first video while torch loads); its stream is used by the job of the same video
         self.track_ahead: TrackAhead | None = None
+        #: stage processes started before this object (:mod:`.stagespawn`; the command line starts them
+        #: before it imports torch), used by :meth:`start_processes` when their roles match
+        self.spawned_stages: SpawnedStages | None = None
 
     # -- lazily built parts
     @property
@@ -107,15 +111,14 @@ class Reconstructor:
 
     def uses_processes(self, path: str | Path) -> bool:
         """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages
-        and a clip longer than the fit's first window (a shorter clip has nothing to overlap: its video
-        starts once the whole clip is fitted, and a process would only add its start-up)."""
+        and a clip longer than the fit's first window (:func:`.stagespawn.clip_uses_processes`)."""
         if not (self.processes and self.overlapped and self._roles()):
             return False
         try:
             n = open_video(path, warn_fps=False).num_frames
         except SpectreError:
             return True  # the job reports the error
-        return not n or n > min(self.cfg.pipeline.identity_span, self.cfg.pipeline.window)
+        return clip_uses_processes(n, min(self.cfg.pipeline.identity_span, self.cfg.pipeline.window))
 
     def start_processes(self) -> None:
         """Spawn the stage processes now (they import torch and load the face model while this process
@@ -123,12 +126,16 @@ class Reconstructor:
         if self._procs is None or not self._procs.alive():
             if self._procs is not None:
                 self._procs.close()
-            self._procs = StageProcesses(self.cfg, roles=self._roles())
+            spawned, self.spawned_stages = self.spawned_stages, None
+            self._procs = StageProcesses(self.cfg, roles=self._roles(), spawned=spawned)
 
     def close(self) -> None:
         if self.track_ahead is not None:
             self.track_ahead.close()
             self.track_ahead = None
+        if self.spawned_stages is not None:
+            self.spawned_stages.close()
+            self.spawned_stages = None
         if self._procs is not None:
             self._procs.close()
             self._procs = None

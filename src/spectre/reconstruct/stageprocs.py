@@ -2,9 +2,9 @@
 
 As threads of one process (:mod:`.overlap`) the fit and the video stage are many small torch ops that
 take turns on one GIL. Here the calling process decodes and tracks (PyAV and MediaPipe, mostly without
-the GIL) and fits in a thread, while the video (render, compose, encode) runs in its own process, spawned
-when the :class:`~.reconstructor.Reconstructor` is made (it imports torch and loads the face model while
-this process starts tracking) and reused for every job:
+the GIL) and fits in a thread, while the video (render, compose, encode) runs in its own process, started
+by the command line before it imports torch (:mod:`.stagespawn`), else when the
+:class:`~.reconstructor.Reconstructor` starts its first such job, and reused for every job:
 
     parent: decode -> track -> window --- frames' windows ---> video process
                         `-> fit thread --- solved pieces ----/
@@ -18,9 +18,6 @@ parent closes them or dies. Processes are started with ``spawn`` (Linux and macO
 """
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
-import os
 import queue
 import threading
 import time
@@ -34,13 +31,11 @@ from ..errors import SpectreError
 from ..io.video import open_video
 from .fit_stream import StreamFit, assemble
 from .overlap import Progress, TrackedFrames, render_batch
-from .stageworker import serve
+from .stagespawn import INBOX, SpawnedStages
 from .window import VideoWindow
 
 __all__ = ["StageProcesses", "StageProcessError", "run_in_processes"]
 
-#: items waiting in each child's inbox (chunks of tracked frames; at 1080p a chunk is about 10 frames)
-INBOX = 3
 POLL_S = 0.1
 
 
@@ -50,42 +45,19 @@ class StageProcessError(SpectreError):
     exit_code = 1
 
 
-#: the children's native thread pools: one thread each (their numpy/BLAS calls are tiny; spare threads
-#: only spin, badly on busy cores: a batch of 3x3 inverses took 37 ms); torch is set to one thread too
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@contextlib.contextmanager
-def _child_env():
-    """``CHILD_ENV`` in the environment while children are spawned (they read it before importing numpy)."""
-    saved = {k: os.environ.get(k) for k in CHILD_ENV}
-    os.environ.update(CHILD_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class StageProcesses:
     """The stage processes (``roles``: ``fit`` and/or ``video``), started at once, reused job after job."""
 
-    def __init__(self, cfg, roles: tuple[str, ...] = ("video",)):
-        ctx = mp.get_context("spawn")
-        self.outbox = ctx.Queue()
-        self.abort = ctx.Value("q", -1, lock=False)  # id of the job to stop
-        self.inbox = {role: ctx.Queue(INBOX) for role in roles}
-        cfg_dict = to_dict(cfg)
-        self.procs = {}
-        for role, box in self.inbox.items():
-            p = ctx.Process(target=serve, name=f"spectre-{role}", daemon=True,
-                            args=(role, cfg_dict, box, self.outbox, self.inbox.get("video"), self.abort))
-            with _child_env():
-                p.start()
-            self.procs[role] = p
+    def __init__(self, cfg, roles: tuple[str, ...] = ("video",), spawned: SpawnedStages | None = None):
+        """``spawned``: processes started earlier (:mod:`.stagespawn`, by the command line before it imported
+        torch), used when they have these roles and run, else closed and replaced."""
+        if spawned is not None and (spawned.roles != tuple(roles) or spawned.configured or not spawned.alive()):
+            spawned.close()
+            spawned = None
+        self.spawned = spawned if spawned is not None else SpawnedStages(roles)
+        self.outbox, self.abort, self.inbox, self.procs = (self.spawned.outbox, self.spawned.abort,
+                                                          self.spawned.inbox, self.spawned.procs)
+        self.spawned.configure(to_dict(cfg))
         self.ready: set[str] = set()
         self.job = 0
         self.running: set[str] = set()  # children still working on the current job
@@ -172,24 +144,7 @@ class StageProcesses:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the children (asked first, then ended) and wait for them."""
-        for role, p in self.procs.items():
-            if p.is_alive():
-                try:
-                    self.inbox[role].put(("stop",), timeout=1.0)
-                except (queue.Full, ValueError, OSError):
-                    pass
-        deadline = time.monotonic() + timeout
-        for p in self.procs.values():
-            p.join(max(deadline - time.monotonic(), 0.1))
-            if p.is_alive():
-                p.terminate()
-                p.join(2.0)
-            if p.is_alive():
-                p.kill()
-                p.join(2.0)
-        for q in (self.outbox, *self.inbox.values()):
-            q.cancel_join_thread()  # unread items must not keep this process from exiting
-            q.close()
+        self.spawned.close(timeout)
 
 
 class _FitThread:

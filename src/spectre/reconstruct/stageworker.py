@@ -1,12 +1,13 @@
 """The child side of :mod:`.stageprocs`: a process that runs the fit stage or the video stage of the
 overlapped job, one job after another, each with its own interpreter (and GIL) and one torch thread.
 
-Messages (tuples, the first item names them) arrive on the process's inbox; everything it reports goes to
-the parent's outbox: ``("ready", role)`` once the model is loaded, then per job ``("piece", job, FitPiece)``
-(fit), ``("progress", job, stage, n)``, ``("tmp", job, path)`` (video: its temporary file, removed by the
-parent should this process die), ``("done", job, role, busy_seconds)``, ``("error", job, role, exc)`` or
-``("aborted", job, role)``. A job stops early when the shared ``abort`` value holds its id. The process
-leaves on ``("stop",)`` or when its parent is gone.
+Messages (tuples, the first item names them) arrive on the process's inbox, the first being
+``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known);
+everything it reports goes to the parent's outbox: ``("ready", role)`` once the model is loaded, then per
+job ``("piece", job, FitPiece)`` (fit), ``("progress", job, stage, n)``, ``("tmp", job, path)`` (video: its
+temporary file, removed by the parent should this process die), ``("done", job, role, busy_seconds)``,
+``("error", job, role, exc)`` or ``("aborted", job, role)``. A job stops early when the shared ``abort``
+value holds its id. The process leaves on ``("stop",)`` or when its parent is gone.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from ..assets import AssetStore
 from ..config import from_dict
 from ..models import load_face_model
+from ..render.fast_shape import warm_up
 from .config import ReconstructConfig
 from .evaluator import PointEvaluator
 from .fit_stream import StreamFit, fit_rows
@@ -77,11 +79,12 @@ def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
     raise SystemExit(128 + signum)
 
 
-def serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
-    """Entry point of a stage process (``role``: ``fit`` or ``video``). It leaves without the interpreter's
-    teardown (about a second for torch's modules, on the job's critical path), once its messages are sent."""
+def serve(role: str, inbox, outbox, video_inbox, abort) -> None:
+    """Entry point of a stage process (``role``: ``fit`` or ``video``; its first message is its configuration,
+    :mod:`.stagespawn`). It leaves without the interpreter's teardown (about a second for torch's modules,
+    on the job's critical path), once its messages are sent."""
     try:
-        _serve(role, cfg_dict, inbox, outbox, video_inbox, abort)
+        _serve(role, inbox, outbox, video_inbox, abort)
     finally:
         outbox.close()
         parent = mp.parent_process()
@@ -90,13 +93,24 @@ def serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
         os._exit(0)
 
 
-def _serve(role: str, cfg_dict: dict, inbox, outbox, video_inbox, abort) -> None:
+def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, _terminated)  # leave through the clean-up (the temporary video file)
     torch.set_num_threads(1)  # the stages' ops are small; parallelism comes from the processes
     ch = _Channel(inbox, outbox, abort)
     try:
-        cfg = from_dict(ReconstructConfig, cfg_dict)
+        if role == "video":
+            warm_up()  # the compiled rasteriser, while the parent starts up
+        while True:
+            try:
+                msg = ch.get(in_job=False)
+            except _Stopped:
+                return
+            if msg[0] == "stop":
+                return
+            if msg[0] == "config":
+                break
+        cfg = from_dict(ReconstructConfig, msg[1])
         model = load_face_model(cfg.model, AssetStore(cfg.assets)).eval()
         evaluator = PointEvaluator(model, dense=cfg.fit.dense_face > 0) if role == "fit" else None
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
