@@ -176,12 +176,14 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
 
     if workers <= 1 or len(jobs) == 1:
         rec = Reconstructor(cfg, processes=stage_processes)
-        if rec.overlapped:  # only overlapped jobs stream their tracking and have stage processes
-            rec.track_ahead, rec.spawned_stages = track_ahead, spawned_stages
-        else:
-            for early in (track_ahead, spawned_stages):
-                if early is not None:
-                    early.close()
+        # what the command line started early, where these jobs use it (else stopped now, not at the end)
+        if rec.overlapped:
+            rec.track_ahead, track_ahead = track_ahead, None
+        if spawned_stages is not None and spawned_stages.roles == rec.process_roles:
+            rec.spawned_stages, spawned_stages = spawned_stages, None
+        for early in (track_ahead, spawned_stages):
+            if early is not None:
+                early.close()
         try:
             # a missing or unsafe face model fails every video the same way: say it once, before any work
             if not all(is_finished(out / Path(s).parent, Path(s).name) for _, s in jobs) or overwrite:

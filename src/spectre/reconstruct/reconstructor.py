@@ -106,13 +106,18 @@ class Reconstructor:
             ahead.close()
         return self.tracker.stream(source, chunk_size=chunk_size)
 
-    def _roles(self) -> tuple[str, ...]:
+    @property
+    def process_roles(self) -> tuple[str, ...]:
+        """The stages its jobs run in processes (with ``processes`` and overlapped jobs): ``stage_roles``
+        without the video when no video is written."""
+        if not (self.processes and self.overlapped):
+            return ()
         return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
 
     def uses_processes(self, path: str | Path) -> bool:
         """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages
         and a clip longer than the fit's first window (:func:`.stagespawn.clip_uses_processes`)."""
-        if not (self.processes and self.overlapped and self._roles()):
+        if not self.process_roles:
             return False
         try:
             n = open_video(path, warn_fps=False).num_frames
@@ -127,7 +132,7 @@ class Reconstructor:
             if self._procs is not None:
                 self._procs.close()
             spawned, self.spawned_stages = self.spawned_stages, None
-            self._procs = StageProcesses(self.cfg, roles=self._roles(), spawned=spawned)
+            self._procs = StageProcesses(self.cfg, roles=self.process_roles, spawned=spawned)
 
     def close(self) -> None:
         if self.track_ahead is not None:
