@@ -5,10 +5,9 @@ import argparse
 import os
 import sys
 
-from ..errors import SpectreError
 from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
-from ..io.video import open_video
+from ..io.video import frame_count
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from .options import add_image_folder, check_workers
 
@@ -72,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     spawned = ahead = None
     if (items and workers == 1 and not args.ray and args.backend != "learned" and not args.weights
             and args.face in (None, "largest")):
-        if args.layout != "none" and clip_uses_processes(_frame_count(items[0].path)):
+        n = frame_count(items[0].path)  # None: not a readable video (its job says so): no process for it
+        if args.layout != "none" and n is not None and clip_uses_processes(n):
             spawned = SpawnedStages(("video",))
         ahead = TrackAhead(items[0].path)
     try:
@@ -81,13 +81,6 @@ def run(args: argparse.Namespace) -> int:
         for early in (ahead, spawned):
             if early is not None:
                 early.close()  # a no-op once the job used it
-
-
-def _frame_count(path) -> int | None:
-    try:
-        return open_video(path, warn_fps=False).num_frames
-    except SpectreError:
-        return -1  # not a video: the job says so, with no stage process started for it
 
 
 def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None,

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SpectreError
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,15 @@ def _decode_video(path: Path, fps: float) -> Iterator[tuple[int, float, np.ndarr
         if 0 < i < expected:  # a few frames short: FFmpeg ends such a file quietly, so say it
             log.warning("%s: only %d of the %d frames the container lists could be decoded (file truncated?); "
                         "the result covers those frames", path, i, expected)
+
+
+def frame_count(path: str | Path) -> int | None:
+    """The frame count the container lists (0 when it does not say; None when the file is not a readable
+    video, which its job reports)."""
+    try:
+        return open_video(path, warn_fps=False).num_frames
+    except SpectreError:
+        return None
 
 
 def open_video(path: str | Path, image_fps: float = LIPREADER_FPS, warn_fps: bool = True) -> VideoSource:

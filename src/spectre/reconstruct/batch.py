@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from ..config import from_dict, to_dict
-from ..errors import InputError, OutputError, SpectreError
+from ..errors import InputError, OutputError
 from ..faces.ahead import TrackAhead
 from ..io.inputs import InputItem, display_path, expand_inputs
-from ..io.video import open_video
+from ..io.video import frame_count
 from .config import ReconstructConfig
 from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
@@ -77,14 +77,6 @@ class BatchSummary:
         for o in self.failed:
             lines.append(f"  FAILED {display_path(o.video)}: {o.message}")
         return "\n".join(lines)
-
-
-def _frame_count(video: str) -> int | None:
-    """The frame count a progress bar can show as its total (None when the container does not say)."""
-    try:
-        return open_video(video, warn_fps=False).num_frames or None
-    except SpectreError:
-        return None
 
 
 # state of a pool worker process (spawned: one Reconstructor per process, reused over its videos)
@@ -197,7 +189,7 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
                     from tqdm import tqdm
 
                     # total: the video's frames; the count is the mean over the stages, so the ETA covers all
-                    frame_bar = tqdm(desc=Path(video).name, unit="frame", total=_frame_count(video),
+                    frame_bar = tqdm(desc=Path(video).name, unit="frame", total=frame_count(video) or None,
                                      position=1 if bar is not None else 0, leave=False, dynamic_ncols=True)
                     cb = frame_bar.update
                 try:
