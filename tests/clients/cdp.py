@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,9 +24,9 @@ class Chromium:
     def __init__(self, binary: str, timeout: float = 60.0):
         import websocket  # websocket-client (test extra)
 
-        self._profile = tempfile.TemporaryDirectory(prefix="spectre-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="spectre-chromium-", ignore_cleanup_errors=True)
         self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -88,18 +91,35 @@ class Chromium:
         return base64.b64decode(self.call("Page.captureScreenshot", **params)["data"])
 
     def close(self) -> None:
+        """Stop Chromium and all its helper processes, then delete the profile.
+
+        Chromium's renderer, GPU and crash-handler processes outlive the browser process for a moment and keep
+        writing into the profile, so the whole process group is stopped and awaited before the folder goes."""
         try:
             if getattr(self, "ws", None) is not None:
                 self.ws.close()
         finally:
+            self._stop_group(signal.SIGTERM, grace=10.0)
+            self._stop_group(signal.SIGKILL, grace=5.0)
             if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self._profile.cleanup()
+                self.proc.kill()
+            self.proc.wait()
+            for _ in range(50):  # a helper that ignored the group (its own session) may still flush a file
+                shutil.rmtree(self._profile.name, ignore_errors=True)
+                if not os.path.exists(self._profile.name):
+                    break
+                time.sleep(0.1)
+
+    def _stop_group(self, sig: int, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(self.proc.pid, sig)
+            while time.monotonic() < deadline:
+                self.proc.poll()  # reap the leader so that the group can empty
+                os.killpg(self.proc.pid, 0)
+                time.sleep(0.05)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self):
         return self
