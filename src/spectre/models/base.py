@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .lip_edge import SOFTNESS_M, LipStrips, derive_lip_strips, select_lip_edge
+
 Params = Mapping[str, torch.Tensor]
 
 
@@ -163,6 +165,34 @@ class FaceModel(nn.Module, abc.ABC):
         bary = torch.zeros(len(idx), 3, dtype=torch.float32, device=idx.device)
         bary[:, 0] = 1.0
         return idx[:, None].expand(-1, 3).contiguous(), bary
+
+    def inner_lip_strips(self) -> LipStrips | None:
+        """Candidate vertices of the *visible* edge of MediaPipe's 20 inner-lip points (``MP_LIPS_INNER``
+        order), derived once from this mesh (:mod:`.lip_edge`: a strip across each lip, from the red outer
+        surface into the mouth); None without :meth:`mediapipe_lip_vertices`."""
+        cached = self.__dict__.get("_lip_strips")
+        if cached is None:
+            idx = self.mediapipe_lip_vertices()
+            if idx is None or len(idx) != 40:
+                return None
+            idx = idx.cpu().numpy()
+            cached = derive_lip_strips(self.v_template.detach().cpu().numpy(), self.faces.cpu().numpy(),
+                                       idx[:20], idx[20:], self.units_per_metre)
+            self.__dict__["_lip_strips"] = cached
+        return cached.to(self.faces.device)
+
+    def inner_lip_edge(self, candidates: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """(B, 20, C, 3) rotated strip vertices (:meth:`inner_lip_strips`) and (B, 3, 3) head rotations ->
+        (B, 20, 3) the visible inner-lip edge: per strip the candidate that is the extreme across the mouth
+        opening in the image (upper lip lowest, lower lip highest), a softmax of ~0.3 mm temperature."""
+        return select_lip_edge(candidates, rotation, self.inner_lip_strips(), SOFTNESS_M * self.units_per_metre)
+
+    def visible_inner_lips(self, vertices: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`inner_lip_edge` on a full mesh (B, V, 3) (rotation applied); None without strips."""
+        strips = self.inner_lip_strips()
+        if strips is None:
+            return None
+        return self.inner_lip_edge(vertices[:, strips.vertex_idx], rotation)
 
     @property
     def num_vertices(self) -> int:

@@ -47,6 +47,9 @@ class PointEvaluator:
         self.D = 0
         self.dense_weight: torch.Tensor | None = None
         self._surface = model.mediapipe_surface() if try_fast and dense else None
+        #: strips of candidate vertices of the visible inner-lip edge (:meth:`enable_edge`), Q unique vertices
+        self._strips = None
+        self.Q = 0
         self.rot = model.rotation_param
         self.coef_names = [p.name for p in model.param_specs if p.name != self.rot]
         self.sizes = [model.spec[n].size for n in self.coef_names]
@@ -151,6 +154,11 @@ class PointEvaluator:
             V = torch.cat([V, self._bary_points(m.complete(params), idx, bary)], 1)
             self.D = idx.shape[0]
             self.dense_weight = weight.to(V)
+        if self._strips is not None:
+            uniq, inv = torch.unique(self._strips.vertex_idx.reshape(-1), return_inverse=True)
+            V = torch.cat([V, m.vertices(m.complete(params), vertex_idx=uniq)], 1)
+            self.Q = len(uniq)
+            self._strip_inv = inv.view(self._strips.vertex_idx.shape)
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
@@ -209,6 +217,27 @@ class PointEvaluator:
         size = float((full[..., :2].amax(1) - full[..., :2].amin(1)).max())
         return bool(d.abs().max() <= 2e-3 * size)
 
+    def enable_edge(self) -> bool:
+        """Also evaluate the candidate strips of the visible inner-lip edge (``model.inner_lip_strips()``),
+        for the fit's lip-edge term; False where the model or this evaluator's kind has none. Idempotent;
+        call before :meth:`specialise` (an evaluator built without them stays as cheap as before)."""
+        if self._strips is not None:
+            return True
+        if self.kind == "fast" or not self.L:
+            return False
+        strips = self.model.inner_lip_strips()
+        if strips is None:
+            return False
+        self._strips = strips
+        if self.kind == "subset":
+            self._build_subset()
+        return True
+
+    @property
+    def has_edge(self) -> bool:
+        """Whether :meth:`edge_points` returns the inner-lip edge candidates."""
+        return self._strips is not None
+
     # -- public
     @property
     def has_lips(self) -> bool:
@@ -223,22 +252,30 @@ class PointEvaluator:
     def all_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
         """:meth:`points` plus the (B, D, 3) MediaPipe-478 surface points (None without them); ``R`` the
         rotation matrices of ``rot`` when the caller has them."""
+        return self.edge_points(coef, rot, R)[:3]
+
+    def edge_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
+        """:meth:`all_points` plus the (B, 20, C, 3) rotated candidates of the visible inner-lip edge
+        (None without :meth:`enable_edge`), from the same evaluation."""
         if self.kind == "full":
             return self._full_points(coef, rot)
         if self.kind != "subset":
-            return self.landmarks(coef, rot), None, None
+            return self.landmarks(coef, rot), None, None, None
         free = getattr(self, "free", None)
         d = coef - self.defaults
         if free is not None:
             d = d[:, free]
-        n = self.S + self.L + self.D
+        n = self.S + self.L + self.D + self.Q
         verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot, R)
         lmk = self.model.landmarks(verts[:, :self.S])
+        e = self.S + self.L + self.D
         return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
-                (verts[:, self.S + self.L:] if self.D else None))
+                (verts[:, self.S + self.L:e] if self.D else None),
+                (verts[:, e:][:, self._strip_inv] if self.Q else None))
 
     def _full_points(self, coef: torch.Tensor, rot: torch.Tensor):
-        """The model's own forward: landmarks plus the barycentric lip and surface points on its vertices."""
+        """The model's own forward: landmarks plus the barycentric lip and surface points on its vertices
+        (and the inner-lip edge candidates)."""
         p = self._split(coef)
         p[self.rot] = rot
         p = self.model.complete(p)
@@ -249,7 +286,8 @@ class PointEvaluator:
             idx, bary = table[0].to(verts.device), table[1].to(verts)
             return (verts[:, idx] * bary[None, :, :, None]).sum(2)
         return (lmk, on_surface(self._lips) if self.L else None,
-                on_surface(self._surface) if self.D else None)
+                on_surface(self._surface) if self.D else None,
+                verts[:, self._strips.vertex_idx.to(verts.device)] if self._strips is not None else None)
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""

@@ -5,6 +5,9 @@ track-normalised image coordinates (face size ≈ 1):
 
 * robust L1 on the 68 landmarks with SPECTRE's weights, the relative mouth term, an absolute lip term;
 * dense lips: Huber on the 40 MediaPipe lip points against their model vertices;
+* lip edge: Huber on MediaPipe's 20 inner-lip points against the model's *visible* inner-lip edge (per point
+  the candidate of a strip across the lip that is the extreme across the mouth opening in the image, see
+  ``FaceModel.inner_lip_strips``), where the lips roll or the head pitches;
 * dense face: Huber on all 478 MediaPipe points against their barycentric points on the model surface,
   each weighted by the reliability of its correspondence (models offering ``mediapipe_surface``);
 * lip contact: where the tracked inner lips meet, the model's inner lips touch in 3D (their height gap in
@@ -23,7 +26,7 @@ from ..geometry import axis_angle_to_matrix, project_to_crop
 from ..losses import huber, landmark_weights_68, lip_contact_loss, rel_dis, second_difference
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
-from .mp_lips import LIP_CONTACT_PAIRS, MP_LIPS
+from .mp_lips import LIP_CONTACT_PAIRS, MP_LIPS, MP_LIPS_OUTER
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import FitConfig
@@ -44,7 +47,9 @@ class Objective:
         self.exp_l1 = None     # (E,) L1 weights on the non-identity coefficients (blendshapes)
         self.rest_gap = None   # (P,) upper-minus-lower inner-lip height of the rest mouth (model units)
         self.dense_w = None    # (D,) reliability weights of the dense face points
+        self.edge = False      # the lip-edge term is on (the evaluator returns the edge candidates)
         self.mouth = torch.arange(48, 68, device=device)
+        self.inner = torch.arange(len(MP_LIPS_OUTER), len(MP_LIPS), device=device)  # MP_LIPS_INNER in MP_LIPS
         pairs = torch.as_tensor(LIP_CONTACT_PAIRS, device=device)
         self.up, self.low = pairs[:, 0], pairs[:, 1]
         #: (P, L) +1 at the upper and -1 at the lower point of each pair: one matmul gives all differences
@@ -58,10 +63,11 @@ class Objective:
         return self._predict(coef, rot, cam)[:2]
 
     def _predict(self, coef, rot, cam, R=None):
-        pts, lips, dense = self.ev.all_points(coef, rot, R)
+        pts, lips, dense, cand = self.ev.edge_points(coef, rot, R)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
         proj = (lambda x: project_to_crop(x, cam_lin)[..., :2] if x is not None else None)  # noqa: E731
-        return proj(pts), proj(lips), lips, proj(dense)
+        edge = self.ev.model.inner_lip_edge(cand, R) if cand is not None and R is not None else None
+        return proj(pts), proj(lips), lips, proj(dense), proj(edge)
 
     def lip_gap(self, lips3d, R, cam):
         """(T, P) inner-lip gap in the face's vertical relative to the rest mouth, normalised image units;
@@ -90,8 +96,9 @@ class Objective:
         """Loss of one window; ``data`` as returned by :meth:`constants`."""
         cfg = self.cfg
         contact = data.get("contact") if self.rest_gap is not None else None
-        R = axis_angle_to_matrix(rot) if contact is not None else None
-        pred, pred_lips, lips3d, pred_dense = self._predict(coef, rot, cam, R)
+        edge_on = self.edge and data.get("lip_target") is not None
+        R = axis_angle_to_matrix(rot) if contact is not None or edge_on else None
+        pred, pred_lips, lips3d, pred_dense, pred_edge = self._predict(coef, rot, cam, R)
         v, nv = data["v"], data["nv"]
         res = huber(pred - data["target"], cfg.robust_delta).sum(-1)  # (T, 68)
         l_lmk = ((res * self.w).sum(-1) * v).sum() / nv
@@ -102,6 +109,9 @@ class Objective:
         if lip_target is not None and pred_lips is not None and cfg.dense_lips:
             res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
             loss = loss + cfg.dense_lips * (res_l * data["lv"]).sum() / data["nlv"]
+        if edge_on and pred_edge is not None:
+            res_e = huber(pred_edge - lip_target[:, self.inner], cfg.robust_delta).sum(-1).mean(-1)  # (T,)
+            loss = loss + cfg.lip_edge * (res_e * data["lv"]).sum() / data["nlv"]
         dense_target = data.get("dense_target")
         if dense_target is not None and pred_dense is not None and self.dense_w is not None:
             res_d = (huber(pred_dense - dense_target, cfg.robust_delta).sum(-1) * self.dense_w).sum(-1)
@@ -167,6 +177,8 @@ def make_objective(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, id_mask
                                                            dtype=w.dtype, device=dev)
             l1.append(w)
         objective.exp_l1 = torch.cat(l1) if l1 else None
+    if cfg.lip_edge and ev.enable_edge():
+        objective.edge = True
     if cfg.dense_face and ev.dense_weight is not None:
         w = ev.dense_weight.clone()
         w[list(MP_LIPS)] = 0.0  # the lips have their own term
