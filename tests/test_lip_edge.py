@@ -3,6 +3,7 @@ strips derived from the mesh for ICT and the synthetic FLAME, the soft extreme p
 the mouth opening on posed meshes, and the term is zero when matched and moves the expression otherwise."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -70,6 +71,11 @@ def test_soft_choice_is_differentiable():
     cand = torch.randn(2, 3, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
     R = axis_angle_to_matrix(torch.tensor([[0.1, 0.2, 0.3], [-0.2, 0.0, 0.1]], dtype=torch.float64))
     assert torch.autograd.gradcheck(lambda c: select_lip_edge(c, R, strips, 0.5), (cand,))
+    assert torch.autograd.gradcheck(lambda c: select_lip_edge(c, R, strips, 0.5, rotated=False), (cand,))
+    # unrotated candidates give the same edge as rotated ones (only the chosen points are rotated)
+    rotated = cand.detach() @ R.transpose(1, 2)[:, None]
+    torch.testing.assert_close(select_lip_edge(cand.detach(), R, strips, 0.5, rotated=False),
+                               select_lip_edge(rotated, R, strips, 0.5))
 
 
 @pytest.mark.parametrize("pitch", [-0.35, 0.0, 0.35])
@@ -127,17 +133,17 @@ def test_evaluator_edge_candidates_match_the_mesh_and_cost_nothing_when_off(ict)
     g = torch.Generator().manual_seed(1)
     coef = torch.cat([torch.randn(2, ict.n_identity, generator=g) * 0.5, torch.rand(2, 53, generator=g) * 0.4], -1)
     rot = torch.tensor([[0.2, -0.3, 0.0], [-0.1, 0.2, 0.1]])
-    cand = ev.edge_points(coef, rot)[3]
+    edge = ev.edge_points(coef, rot)[3]  # from unrotated candidates in the small basis
     verts = ict.vertices({"identity": coef[:, :ict.n_identity], "expression": coef[:, ict.n_identity:],
                           "rotation": rot})
-    torch.testing.assert_close(cand, verts[:, ict.inner_lip_strips().vertex_idx], atol=1e-3, rtol=0)
+    torch.testing.assert_close(edge, ict.visible_inner_lips(verts, axis_angle_to_matrix(rot)), atol=1e-3, rtol=0)
 
 
 def _edge_only(model):
-    off = {k: 0.0 for k in ("landmark", "relative_mouth", "lips", "dense_lips", "identity_prior",
+    off = {k: 0.0 for k in ("landmark", "relative_mouth", "lips", "identity_prior",
                             "expression_prior", "lip_opening_prior", "lip_contact", "lip_cross", "expression_l1",
                             "implausible_l1")}
-    return FitConfig(lip_edge=1.0, **off)
+    return FitConfig(lip_edge=1.0, dense_lips=1.0, **off)
 
 
 def test_objective_term_zero_when_matched_and_reaches_the_expression(model):
@@ -157,17 +163,18 @@ def test_objective_term_zero_when_matched_and_reaches_the_expression(model):
     rot = torch.tensor([[0.2, 0.1, 0.0], [0.0, 0.0, 0.0], [-0.2, -0.2, 0.05]])
     cam = torch.tensor([[math.log(8.0 / model.units_per_metre * 100), 0.0, 0.0]]).repeat(T, 1)
     with torch.no_grad():
-        cand = ev.edge_points(coef, rot)[3]
-        edge = model.inner_lip_edge(cand, axis_angle_to_matrix(rot))
+        _, lips, _, edge = ev.edge_points(coef, rot)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
-        inner = project_to_crop(edge, cam_lin)[..., :2]
-    lip_target = torch.zeros(T, 40, 2)
-    lip_target[:, 20:] = inner
+        lip_target = project_to_crop(lips, cam_lin)[..., :2]  # outer points on their fixed vertices
+        lip_target[:, 20:] = project_to_crop(edge, cam_lin)[..., :2]  # inner points on the visible edge
     data = {"target": torch.zeros(T, 68, 2), "valid": torch.ones(T, dtype=torch.bool), "lip_target": lip_target,
             "lip_valid": torch.ones(T, dtype=torch.bool)}
     c = coef.clone().requires_grad_(True)
     loss = obj(c, rot, cam, obj.constants(data), c[:, id_mask], c[:, ~id_mask], smooth=False)
     assert float(loss.detach()) < 1e-9
+    half = make_objective(model, ev, dataclasses.replace(cfg, lip_edge=0.5), id_mask)  # half on the fixed vertices
+    assert float(half(coef, rot, cam, half.constants(data), coef[:, id_mask], coef[:, ~id_mask], smooth=False)) > 1e-6
+    assert not make_objective(model, PointEvaluator(model), dataclasses.replace(cfg, lip_edge=0.0), id_mask).edge
     data["lip_target"] = lip_target + torch.tensor([0.0, 0.02]) * (torch.arange(40) >= 20)[:, None]
     loss = obj(c, rot, cam, obj.constants(data), c[:, id_mask], c[:, ~id_mask], smooth=False)
     loss.backward()

@@ -181,11 +181,13 @@ class FaceModel(nn.Module, abc.ABC):
             self.__dict__["_lip_strips"] = cached
         return cached.to(self.faces.device)
 
-    def inner_lip_edge(self, candidates: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-        """(B, 20, C, 3) rotated strip vertices (:meth:`inner_lip_strips`) and (B, 3, 3) head rotations ->
-        (B, 20, 3) the visible inner-lip edge: per strip the candidate that is the extreme across the mouth
-        opening in the image (upper lip lowest, lower lip highest), a softmax of ~0.3 mm temperature."""
-        return select_lip_edge(candidates, rotation, self.inner_lip_strips(), SOFTNESS_M * self.units_per_metre)
+    def inner_lip_edge(self, candidates: torch.Tensor, rotation: torch.Tensor, rotated: bool = True) -> torch.Tensor:
+        """(B, 20, C, 3) strip vertices (:meth:`inner_lip_strips`; ``rotated=False``: before the rotation, which
+        is then about the origin) and (B, 3, 3) head rotations -> (B, 20, 3) the visible inner-lip edge, rotated:
+        per strip the candidate that is the extreme across the mouth opening in the image (upper lip lowest,
+        lower lip highest), a softmax of ~0.3 mm temperature."""
+        return select_lip_edge(candidates, rotation, self.inner_lip_strips(), SOFTNESS_M * self.units_per_metre,
+                               rotated)
 
     def visible_inner_lips(self, vertices: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor | None:
         """:meth:`inner_lip_edge` on a full mesh (B, V, 3) (rotation applied); None without strips."""

@@ -155,10 +155,10 @@ class PointEvaluator:
             self.D = idx.shape[0]
             self.dense_weight = weight.to(V)
         if self._strips is not None:
+            # laid out as the padded (20, C) strips, so each iteration takes them as a view (no gather)
             uniq, inv = torch.unique(self._strips.vertex_idx.reshape(-1), return_inverse=True)
-            V = torch.cat([V, m.vertices(m.complete(params), vertex_idx=uniq)], 1)
-            self.Q = len(uniq)
-            self._strip_inv = inv.view(self._strips.vertex_idx.shape)
+            V = torch.cat([V, m.vertices(m.complete(params), vertex_idx=uniq)[:, inv]], 1)
+            self.Q = inv.numel()
         self.sub_mean = V[0].reshape(-1)                       # (S*3,)
         self.sub_basis = (V[1:] - V[0]).reshape(K, -1)          # (K, S*3)
         self.defaults = defaults
@@ -255,25 +255,30 @@ class PointEvaluator:
         return self.edge_points(coef, rot, R)[:3]
 
     def edge_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
-        """:meth:`all_points` plus the (B, 20, C, 3) rotated candidates of the visible inner-lip edge
-        (None without :meth:`enable_edge`), from the same evaluation."""
+        """:meth:`all_points` plus the (B, 20, 3) visible inner-lip edge (``model.inner_lip_edge``; None
+        without :meth:`enable_edge`), from the same evaluation."""
         if self.kind == "full":
-            return self._full_points(coef, rot)
+            return self._full_points(coef, rot, R)
         if self.kind != "subset":
             return self.landmarks(coef, rot), None, None, None
         free = getattr(self, "free", None)
         d = coef - self.defaults
         if free is not None:
             d = d[:, free]
-        n = self.S + self.L + self.D + self.Q
-        verts = self._rotate((self.sub_mean + d @ self.sub_basis).view(coef.shape[0], n, 3), rot, R)
+        e, B = self.S + self.L + self.D, coef.shape[0]
+        flat = self.sub_mean + d @ self.sub_basis
+        edge = None
+        if self.Q:  # the candidates stay unrotated: only the chosen edge points are rotated
+            flat, cand = flat.split([3 * e, 3 * self.Q], dim=1)  # split, not slices: no full-size zero grads
+            R = axis_angle_to_matrix(rot) if R is None else R
+            edge = self.model.inner_lip_edge(cand.view(B, *self._strips.valid.shape, 3),
+                                             R if self.transpose else R.transpose(1, 2), rotated=False)
+        verts = self._rotate(flat.view(B, e, 3), rot, R)
         lmk = self.model.landmarks(verts[:, :self.S])
-        e = self.S + self.L + self.D
         return (lmk, (verts[:, self.S:self.S + self.L] if self.L else None),
-                (verts[:, self.S + self.L:e] if self.D else None),
-                (verts[:, e:][:, self._strip_inv] if self.Q else None))
+                (verts[:, self.S + self.L:e] if self.D else None), edge)
 
-    def _full_points(self, coef: torch.Tensor, rot: torch.Tensor):
+    def _full_points(self, coef: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None):
         """The model's own forward: landmarks plus the barycentric lip and surface points on its vertices
         (and the inner-lip edge candidates)."""
         p = self._split(coef)
@@ -287,7 +292,11 @@ class PointEvaluator:
             return (verts[:, idx] * bary[None, :, :, None]).sum(2)
         return (lmk, on_surface(self._lips) if self.L else None,
                 on_surface(self._surface) if self.D else None,
-                verts[:, self._strips.vertex_idx.to(verts.device)] if self._strips is not None else None)
+                self._full_edge(verts, rot, R) if self._strips is not None else None)
+
+    def _full_edge(self, verts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None) -> torch.Tensor:
+        R = axis_angle_to_matrix(rot) if R is None else R
+        return self.model.inner_lip_edge(verts[:, self._strips.vertex_idx.to(verts.device)], R)
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""

@@ -52,10 +52,10 @@ class FitConfig:
     #: robust L1 (Huber) on all 478 MediaPipe points against their barycentric points on the model surface,
     #: weighted by each correspondence's reliability (models with ``mediapipe_surface()``; 0 turns it off)
     dense_face: float = setting(0.0, min=0)
-    #: robust L1 (Huber) on MediaPipe's 20 inner-lip points against the model's *visible* inner-lip edge
+    #: share (0-1) of the dense lip term's 20 inner points matched to the model's *visible* inner-lip edge
     #: (``FaceModel.inner_lip_strips``: per point the candidate across the lip that is the extreme across the
-    #: mouth opening in the image) instead of a fixed vertex; needs ``points478`` (0 turns it off)
-    lip_edge: float = setting(0.0, min=0)
+    #: mouth opening in the image) instead of their fixed vertices; 0 (default) turns it off, 1 replaces them
+    lip_edge: float = setting(0.0, min=0, max=1)
     identity_prior: float = setting(2e-4, min=0)   # L2 on identity coefficients (in model std units)
     expression_prior: float = setting(1e-3, min=0)  # L2 on expression coefficients
     #: extra L2 on blendshapes that open the lips without the jaw (the model's
@@ -223,7 +223,7 @@ def _prepare(model: FaceModel, ev: PointEvaluator, cfg: FitConfig, landmarks, va
     target = torch.as_tensor(target_np, dtype=torch_dtype, device=dev)
     vmask = torch.as_tensor(valid, device=dev)
     lip_target = lip_valid = contact = None
-    if points478 is not None and (cfg.dense_lips or cfg.lip_edge) and ev.has_lips:
+    if points478 is not None and cfg.dense_lips and ev.has_lips:
         pts = np.asarray(points478, dtype=np.float64)
         if pts.shape[:2] != (T, 478):
             raise ValueError(f"points478 must be (T={T}, 478, 2|3), got {pts.shape}")

@@ -5,9 +5,10 @@ track-normalised image coordinates (face size ≈ 1):
 
 * robust L1 on the 68 landmarks with SPECTRE's weights, the relative mouth term, an absolute lip term;
 * dense lips: Huber on the 40 MediaPipe lip points against their model vertices;
-* lip edge: Huber on MediaPipe's 20 inner-lip points against the model's *visible* inner-lip edge (per point
-  the candidate of a strip across the lip that is the extreme across the mouth opening in the image, see
-  ``FaceModel.inner_lip_strips``), where the lips roll or the head pitches;
+* lip edge: a share ``lip_edge`` of the dense lip term's 20 inner points is matched to the model's *visible*
+  inner-lip edge instead of fixed vertices (per point the candidate of a strip across the lip that is the
+  extreme across the mouth opening in the image, ``FaceModel.inner_lip_strips``): where the lips roll or the
+  head pitches, the tracked edge lies on other surface points;
 * dense face: Huber on all 478 MediaPipe points against their barycentric points on the model surface,
   each weighted by the reliability of its correspondence (models offering ``mediapipe_surface``);
 * lip contact: where the tracked inner lips meet, the model's inner lips touch in 3D (their height gap in
@@ -63,10 +64,9 @@ class Objective:
         return self._predict(coef, rot, cam)[:2]
 
     def _predict(self, coef, rot, cam, R=None):
-        pts, lips, dense, cand = self.ev.edge_points(coef, rot, R)
+        pts, lips, dense, edge = self.ev.edge_points(coef, rot, R)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
         proj = (lambda x: project_to_crop(x, cam_lin)[..., :2] if x is not None else None)  # noqa: E731
-        edge = self.ev.model.inner_lip_edge(cand, R) if cand is not None and R is not None else None
         return proj(pts), proj(lips), lips, proj(dense), proj(edge)
 
     def lip_gap(self, lips3d, R, cam):
@@ -96,7 +96,7 @@ class Objective:
         """Loss of one window; ``data`` as returned by :meth:`constants`."""
         cfg = self.cfg
         contact = data.get("contact") if self.rest_gap is not None else None
-        edge_on = self.edge and data.get("lip_target") is not None
+        edge_on = self.edge and data.get("lip_target") is not None and bool(cfg.dense_lips)
         R = axis_angle_to_matrix(rot) if contact is not None or edge_on else None
         pred, pred_lips, lips3d, pred_dense, pred_edge = self._predict(coef, rot, cam, R)
         v, nv = data["v"], data["nv"]
@@ -107,11 +107,12 @@ class Objective:
         loss = cfg.landmark * l_lmk + cfg.relative_mouth * l_rel + cfg.lips * l_lip
         lip_target = data.get("lip_target")
         if lip_target is not None and pred_lips is not None and cfg.dense_lips:
-            res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1).mean(-1)  # (T,)
-            loss = loss + cfg.dense_lips * (res_l * data["lv"]).sum() / data["nlv"]
-        if edge_on and pred_edge is not None:
-            res_e = huber(pred_edge - lip_target[:, self.inner], cfg.robust_delta).sum(-1).mean(-1)  # (T,)
-            loss = loss + cfg.lip_edge * (res_e * data["lv"]).sum() / data["nlv"]
+            res_l = huber(pred_lips - lip_target, cfg.robust_delta).sum(-1)  # (T, 40)
+            if edge_on and pred_edge is not None:  # inner points: a share moves to the visible edge
+                res_e = huber(pred_edge - lip_target[:, self.inner], cfg.robust_delta).sum(-1)  # (T, 20)
+                n_out = len(MP_LIPS_OUTER)
+                res_l = torch.cat([res_l[:, :n_out], res_l[:, n_out:] + cfg.lip_edge * (res_e - res_l[:, n_out:])], 1)
+            loss = loss + cfg.dense_lips * (res_l.mean(-1) * data["lv"]).sum() / data["nlv"]
         dense_target = data.get("dense_target")
         if dense_target is not None and pred_dense is not None and self.dense_w is not None:
             res_d = (huber(pred_dense - dense_target, cfg.robust_delta).sum(-1) * self.dense_w).sum(-1)
