@@ -36,12 +36,15 @@ from .evaluator import PointEvaluator
 from .fit import TrackFit, fit_track
 from .learned import LearnedBackend
 from .outputs import write_meshes
-from .overlap import run_overlapped
+from .overlap import TrackedFrames, run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
 from .stageprocs import StageProcesses, run_in_processes
 from .stagespawn import SpawnedStages, clip_uses_processes
+from .tracked import CutSettings
+from .trackproc import TrackProcess
 from .videostage import write_video
+from .window import VideoWindow
 
 __all__ = ["Reconstructor", "reconstruct"]
 
@@ -66,9 +69,10 @@ class Reconstructor:
         self._learned = None
         self._tracker = None
         self._arkit = None
-        #: a :class:`~spectre.faces.ahead.TrackAhead` started before this object (the command line starts
-        #: tracking its first video while torch loads); its stream is used by the job of the same video
-        self.track_ahead: TrackAhead | None = None
+        #: tracking started before this object (the command line starts tracking its first video while
+        #: torch loads): a :class:`~spectre.faces.ahead.TrackAhead` thread, whose stream the job of the same
+        #: video continues, or a :class:`~.trackproc.TrackProcess` (:meth:`tracked_frames`)
+        self.track_ahead: TrackAhead | TrackProcess | None = None
         #: stage processes started before this object (:mod:`.stagespawn`; the command line starts them
         #: before it imports torch), used by :meth:`start_processes` when their roles match
         self.spawned_stages: SpawnedStages | None = None
@@ -96,7 +100,7 @@ class Reconstructor:
     def track_stream(self, path: Path, source, chunk_size: int):
         """``tracker.stream`` of ``path``, continuing :attr:`track_ahead` when it tracks that video."""
         ahead, self.track_ahead = self.track_ahead, None
-        if ahead is not None and ahead.matches(path):
+        if isinstance(ahead, TrackAhead) and ahead.matches(path):
             stream, tracker = ahead.take()
             if self._tracker is not None:  # not in use between videos
                 self._tracker.close()
@@ -105,6 +109,17 @@ class Reconstructor:
         if ahead is not None:
             ahead.close()
         return self.tracker.stream(source, chunk_size=chunk_size)
+
+    def tracked_frames(self, path: Path, source, window: VideoWindow | None):
+        """The overlapped job's tracked chunks of ``path``: from :attr:`track_ahead` when it is a tracking
+        process started for this video with this job's settings (:mod:`.trackproc`), else tracked here."""
+        early = self.track_ahead
+        if isinstance(early, TrackProcess):
+            self.track_ahead = None
+            if early.matches(path, CutSettings.of(self.cfg, video=window is not None)):
+                return early.take()
+            early.close()
+        return TrackedFrames(self, path, source, window)
 
     @property
     def process_roles(self) -> tuple[str, ...]:

@@ -27,22 +27,16 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..errors import SpectreError
 from ..io.video import open_video
+from .childerrors import StageProcessError
 from .fit_stream import StreamFit, assemble
-from .overlap import Progress, TrackedFrames, render_batch
+from .overlap import Progress, render_batch
 from .stagespawn import INBOX, SpawnedStages
-from .window import VideoWindow
+from .tracked import CutSettings
 
 __all__ = ["StageProcesses", "StageProcessError", "run_in_processes"]
 
 POLL_S = 0.1
-
-
-class StageProcessError(SpectreError):
-    """A stage process ended without saying why (killed, out of memory, crashed)."""
-
-    exit_code = 1
 
 
 class StageProcesses:
@@ -240,7 +234,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
     window = None
     video = None
     if video_path is not None:
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        window = CutSettings.of(cfg, video=True).window(source.width, source.height)
         video = {"layout": cfg.layout, "window": window, "path": str(video_path), "fps": float(source.fps),
                  "audio_from": str(path) if getattr(source, "has_audio", False) else None, "overwrite": overwrite,
                  "batch": render_batch(*window.size)}
@@ -257,7 +251,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         elif kind == "done":  # CPU seconds of the child's job
             timings["fit" if msg[2] == "fit" else "render"] = msg[3]
 
-    tracked = TrackedFrames(rec, path, source, window)
+    tracked = rec.tracked_frames(path, source, window)
     procs.start_job({"span": pc.identity_span, "window": pc.window, "video": video is not None}, video)
     local = None if procs.fit else _FitThread(rec, pc.identity_span, pc.window, procs.inbox.get("video"), procs.job,
                                               handle)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import pickle
 import queue
 import signal
 import threading
@@ -25,6 +24,7 @@ from ..assets import AssetStore
 from ..config import from_dict
 from ..models import load_face_model
 from ..render.fast_shape import warm_up
+from .childerrors import picklable
 from .config import ReconstructConfig
 from .evaluator import PointEvaluator
 from .fit_stream import StreamFit, fit_rows
@@ -114,7 +114,7 @@ def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
         model = load_face_model(cfg.model, AssetStore(cfg.assets)).eval()
         evaluator = PointEvaluator(model, dense=cfg.fit.dense_face > 0) if role == "fit" else None
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        outbox.put(("error", -1, role, _picklable(exc)))
+        outbox.put(("error", -1, role, picklable(exc)))
         return
     outbox.put(("ready", role))
     aborted: set[int] = set()
@@ -143,19 +143,9 @@ def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
             outbox.put(("aborted", job, role))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
             aborted.add(job)
-            outbox.put(("error", job, role, _picklable(exc)))
+            outbox.put(("error", job, role, picklable(exc)))
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 return
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    """``exc`` itself when it survives pickling (typed errors keep their class and exit code), else a
-    RuntimeError with its one-line description."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any pickling failure
-        return RuntimeError(" ".join(f"{type(exc).__name__}: {exc}".split()))
 
 
 def _fit_job(ch: _Channel, model, cfg: ReconstructConfig, evaluator, video_inbox, span: int, window: int,
