@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from ..io.video import chunk_frames, open_video
+from .compose import FaceRows
 from .fit_stream import StreamFit, assemble, fit_rows
 from .tracked import CutSettings, TrackedParts, cut_chunk
-from .videostage import FaceRows, VideoStage
+from .videostage import VideoStage
 from .window import VideoWindow
 
 __all__ = ["run_overlapped", "Progress"]

@@ -58,9 +58,6 @@ class Reconstructor:
         of this process (:mod:`.overlap`; no ``if __name__ == "__main__"`` guard needed in a script)."""
         self.cfg = (config or ReconstructConfig()).validate()
         self.processes = processes
-        #: the stages given their own process: the video (render, compose, encode) by default; the fit
-        #: shares this process with tracking, which mostly runs without the GIL (docs/performance.md)
-        self.stage_roles: tuple[str, ...] = ("video",)
         self._procs: StageProcesses | None = None
         self.store = AssetStore(self.cfg.assets)
         self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
@@ -123,11 +120,12 @@ class Reconstructor:
 
     @property
     def process_roles(self) -> tuple[str, ...]:
-        """The stages its jobs run in processes (with ``processes`` and overlapped jobs): ``stage_roles``
-        without the video when no video is written."""
-        if not (self.processes and self.overlapped):
+        """The stages its jobs run in processes (with ``processes`` and overlapped jobs that write a video):
+        the video (render, compose, encode); the fit shares this process with tracking, which runs in a
+        process of its own or mostly without the GIL (docs/performance.md)."""
+        if not (self.processes and self.overlapped and self.cfg.layout != "none"):
             return ()
-        return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
+        return ("video",)
 
     def uses_processes(self, path: str | Path) -> bool:
         """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages
