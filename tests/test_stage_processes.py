@@ -280,3 +280,18 @@ def test_the_video_process_needs_no_torch(short_clip, tmp_path):
     finally:
         rec.close()
     assert "libtorch" not in libraries and "numba" in libraries and (tmp_path / "clip.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_video_process_without_the_compiled_rasteriser(short_clip, threaded, tmp_path, monkeypatch):
+    """``SPECTRE_RASTER=torch`` (as without numba): the video process imports torch for its render and
+    draws the same video."""
+    _, ref_out = threaded
+    monkeypatch.setenv("SPECTRE_RASTER", "torch")  # the child is spawned with this environment
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        rec.run(short_clip, tmp_path, stem="clip")
+    finally:
+        rec.close()
+    a, b = _frames(tmp_path / "clip.mp4"), _frames(ref_out / "clip.mp4")
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
