@@ -141,55 +141,35 @@ class StageProcesses:
         self.spawned.close(timeout)
 
 
-class _FitThread:
-    """The fit in a thread of this process: tracking runs in another process (or mostly in MediaPipe and
-    PyAV without the GIL), so the fit shares this process with little. Solved pieces go to ``handle``, then
-    ``("fit-end", job)``."""
+class _StageThread:
+    """A stage of this process in a thread of its own: items come through ``q``; an error is kept for the
+    caller (``check``), ``close`` stops it."""
 
-    def __init__(self, rec, span: int, window: int, job: int, handle: Callable[[tuple], None]):
-        self.rec, self.span, self.window, self.job, self.handle = rec, span, window, job, handle
-        self.q: queue.Queue = queue.Queue(INBOX)
+    name = "spectre-stage"
+
+    def __init__(self, size: int = 0):
+        self.q: queue.Queue = queue.Queue(size)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.busy = 0.0
-        self.thread = threading.Thread(target=self._run, name="spectre-fit", daemon=True)
+        self.thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
-        torch.set_num_threads(1)  # per thread: the fit's ops are tiny, extra threads only spin
+    def _guarded(self) -> None:
+        torch.set_num_threads(1)  # per thread: these ops are small, extra threads only spin
         try:
-            # built here (the evaluator takes a moment), while the caller starts tracking
-            fitter = StreamFit(self.rec.model, self.rec.cfg.fit, self.rec.evaluator, span=self.span,
-                               window=self.window)
-            while True:
-                item = self.q.get()
-                if item is None or self.stop.is_set():
-                    return
-                t0 = time.perf_counter()
-                end = item[0] == "end"
-                pieces = fitter.finish() if end else fitter.push(*item[2:5])
-                self.busy += time.perf_counter() - t0
-                for piece in pieces:
-                    self.handle(("piece", self.job, piece))
-                    self.handle(("progress", self.job, "fit", piece.stop - piece.start))
-                if end:
-                    self.handle(("fit-end", self.job))
-                    return
+            self._run()
+        except _Stopped:
+            pass
         except BaseException as exc:  # noqa: BLE001 - raised in the caller
             self.error = exc
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def check(self) -> None:
         if self.error is not None:
             raise self.error
-
-    def put(self, item, receive: Callable[[], None]) -> None:
-        while True:
-            self.check()
-            try:
-                self.q.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                receive()
 
     @property
     def running(self) -> bool:
@@ -205,20 +185,56 @@ class _FitThread:
         self.thread.join(timeout=60)
 
 
-class _Posing:
+class _FitThread(_StageThread):
+    """The fit in a thread of this process: tracking runs in another process (or mostly in MediaPipe and
+    PyAV without the GIL), so the fit shares this process with little. Solved pieces go to ``handle``, then
+    ``("fit-end", job)``."""
+
+    name = "spectre-fit"
+
+    def __init__(self, rec, span: int, window: int, job: int, handle: Callable[[tuple], None]):
+        self.rec, self.span, self.window, self.job, self.handle = rec, span, window, job, handle
+        super().__init__(INBOX)
+
+    def _run(self) -> None:
+        # built here (the evaluator takes a moment), while the caller starts tracking
+        fitter = StreamFit(self.rec.model, self.rec.cfg.fit, self.rec.evaluator, span=self.span, window=self.window)
+        while True:
+            item = self.q.get()
+            if item is None or self.stop.is_set():
+                return
+            t0 = time.perf_counter()
+            end = item[0] == "end"
+            pieces = fitter.finish() if end else fitter.push(*item[2:5])
+            self.busy += time.perf_counter() - t0
+            for piece in pieces:
+                self.handle(("piece", self.job, piece))
+                self.handle(("progress", self.job, "fit", piece.stop - piece.start))
+            if end:
+                self.handle(("fit-end", self.job))
+                return
+
+    def put(self, item, receive: Callable[[], None]) -> None:
+        while True:
+            self.check()
+            try:
+                self.q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                receive()
+
+
+class _Posing(_StageThread):
     """A thread that poses the face of each solved piece for the video process: the model's vertices and
     each frame's map to the window (:func:`.videostage.posed_rows`), 32 frames a message. Torch's matmuls
     release the GIL, so it runs beside the fit thread."""
 
+    name = "spectre-pose"
+
     def __init__(self, rec, box, job: int):
         self.model, self.box, self.job = rec.model, box, job
         self.rows: list[tuple] = []  # (first row, to_window, crop tforms, valid) of each tracked chunk
-        self.q: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.busy = 0.0
-        self.thread = threading.Thread(target=self._run, name="spectre-pose", daemon=True)
-        self.thread.start()
+        super().__init__()
 
     def add_chunk(self, ch) -> None:
         """A tracked chunk's window maps, crop transforms and valid rows (before its frames are fitted)."""
@@ -240,42 +256,22 @@ class _Posing:
         raise _Stopped()
 
     def _run(self) -> None:
-        torch.set_num_threads(1)
-        try:
-            while True:
-                item = self.q.get()
-                if item is None or self.stop.is_set():
-                    return
-                if item[0] == "fit-end":
-                    self._put(("fit-end", self.job))
-                    return
-                piece = item[2]
-                t0 = time.perf_counter()
-                for a in range(piece.start, piece.stop, 32):
-                    b = min(a + 32, piece.stop)
-                    tw, tf, valid = self._slice(a, b)
-                    fit = fit_rows(piece.fit, slice(a - piece.start, b - piece.start))
-                    rows, verts, affine = posed_rows(self.model, FaceRows(fit.params, fit.cam_in_crop(tf), tf, valid), tw)
-                    self._put(("posed", self.job, a, b - a, rows, verts, affine))
-                self.busy += time.perf_counter() - t0
-        except _Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller
-            self.error = exc
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    @property
-    def running(self) -> bool:
-        self.check()
-        return self.thread.is_alive()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.q.put(None)
-        self.thread.join(timeout=60)
+        while True:
+            item = self.q.get()
+            if item is None or self.stop.is_set():
+                return
+            if item[0] == "fit-end":
+                self._put(("fit-end", self.job))
+                return
+            piece = item[2]
+            t0 = time.perf_counter()
+            for a in range(piece.start, piece.stop, 32):
+                b = min(a + 32, piece.stop)
+                tw, tf, valid = self._slice(a, b)
+                fit = fit_rows(piece.fit, slice(a - piece.start, b - piece.start))
+                rows, verts, affine = posed_rows(self.model, FaceRows(fit.params, fit.cam_in_crop(tf), tf, valid), tw)
+                self._put(("posed", self.job, a, b - a, rows, verts, affine))
+            self.busy += time.perf_counter() - t0
 
 
 class _Stopped(Exception):
@@ -325,6 +321,8 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
                 procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.times), handle)
             prog.add("track", ch.n)
             procs.receive(handle)
+            if posing is not None:
+                posing.check()
         timings["track"] = time.perf_counter() - t0
         tracked.check_faces()
         fitting.put(("end", procs.job), lambda: procs.receive(handle))
