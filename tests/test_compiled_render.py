@@ -12,7 +12,7 @@ import torch
 
 from spectre.errors import ConfigError
 from spectre.geometry import vertex_normals
-from spectre.render import fast_shape
+from spectre.render import compiled, fast_shape, posed
 from spectre.render.fast_shape import raster_backend, render_shape_fast_in_frame, render_shape_pixels
 
 IOU_MIN, DIFF_MAX = 0.9999, 1e-5
@@ -121,7 +121,7 @@ def test_edge_cases_match(kernels, monkeypatch):
 
 
 def test_the_environment_variable_picks_the_rasteriser(monkeypatch):
-    monkeypatch.setattr(fast_shape, "_compiled", lambda: None)  # as without numba
+    monkeypatch.setattr(compiled, "load", lambda: None)  # as without numba
     for value in ("", "auto", "torch", " Torch "):
         monkeypatch.setenv("SPECTRE_RASTER", value)
         assert raster_backend() == "torch"
@@ -149,17 +149,35 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     def unavailable():
         raise AssertionError("the kernels were imported although SPECTRE_RASTER=torch")
 
-    monkeypatch.setattr(fast_shape, "_compiled", unavailable)
+    monkeypatch.setattr(compiled, "load", unavailable)
     monkeypatch.setenv("SPECTRE_RASTER", "torch")
-    fast_shape.warm_up()  # nothing to load
+    posed.warm_up()  # nothing to load
     monkeypatch.undo()
     pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
-    from spectre.render import compiled
-
     compiled.load()
     calls = []
     real = compiled.shade_frames
     monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[-1].copy())))
     monkeypatch.setenv("SPECTRE_RASTER", "auto")
-    fast_shape.warm_up()
+    posed.warm_up()
     assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_the_video_process_posed_render_matches(kernels, ict_posed, monkeypatch, backend):
+    """What the video process draws (posed vertices and one affine map per frame, no face model, no torch with
+    the kernels) is what the job's own video render draws, by either rasteriser."""
+    from spectre.reconstruct.videostage import window_affine
+
+    verts, crop, faces = ict_posed
+    x = verts[..., 0].abs() > 1.0
+    s = float((crop[..., 0][x] / verts[..., 0][x]).median())  # the fixture's camera: s, 0, 0
+    n, size = verts.shape[0], 512
+    tf = _scaled(size, n, 30.0, -20.0)  # window px -> crop px
+    crop_tform = np.concatenate([tf.numpy(), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+    affine = window_affine(np.tile([s, 0.0, 0.0], (n, 1)), crop_tform, np.tile(np.eye(3), (n, 1, 1)))
+    ref = _with(monkeypatch, "numba", render_shape_fast_in_frame, verts, crop, faces, tf, (size, size))
+    rgb, alpha = _with(monkeypatch, backend, posed.render_posed, verts.numpy(), affine, faces.numpy(),
+                       fast_shape.video_light_table(), (size, size))
+    assert float(ref[1].sum((1, 2)).min()) > 500
+    _compare((torch.from_numpy(rgb), torch.from_numpy(alpha)), ref)

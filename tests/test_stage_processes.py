@@ -50,15 +50,13 @@ def _same_results(res, ref) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("roles", [("video",), ("fit", "video")], ids=["fit-thread", "fit-process"])
-def test_processes_give_the_threads_results_and_are_reused(short_clip, threaded, tmp_path, roles):
+def test_processes_give_the_threads_results_and_are_reused(short_clip, threaded, tmp_path):
     ref, ref_out = threaded
     rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
-    rec.stage_roles = roles
     try:
         rec.start_processes()
         children = [p.pid for p in rec._procs.procs.values()]
-        assert len(children) == len(roles)
+        assert len(children) == 1
         res = rec.run(short_clip, tmp_path / "a", stem="clip")
         # a second job reuses the same children
         res2 = rec.run(short_clip, tmp_path / "b", stem="clip")
@@ -219,7 +217,7 @@ def test_short_clips_and_no_video_keep_to_threads(short_clip, tmp_path):
 
 def test_stage_processes_started_early_are_used(short_clip, threaded, tmp_path):
     """Processes started before the configuration was known (the command line starts them before importing
-    torch) serve the job once configured; ones with other roles are closed and replaced."""
+    torch) serve the job once configured; ones configured already are closed and replaced."""
     from spectre.reconstruct.stagespawn import SpawnedStages
 
     ref, _ = threaded
@@ -234,7 +232,8 @@ def test_stage_processes_started_early_are_used(short_clip, threaded, tmp_path):
     finally:
         rec.close()
     assert not early.procs["video"].is_alive()
-    other = SpawnedStages(("fit", "video"))
+    other = SpawnedStages(("video",))
+    other.configure({})  # configured for another job already: not taken
     rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
     rec.spawned_stages = other
     try:
@@ -264,3 +263,35 @@ def test_the_command_lines_threshold_is_the_default_first_window():
     assert FIRST_WINDOW == min(pc.identity_span, pc.window)
     assert clip_uses_processes(FIRST_WINDOW + 1) and not clip_uses_processes(FIRST_WINDOW)
     assert clip_uses_processes(None) and not clip_uses_processes(-1)
+
+
+def test_the_video_process_needs_no_torch(short_clip, tmp_path):
+    """With the compiled rasteriser the video process gets posed vertices and never loads torch (about
+    1.1 s of CPU and 300 MB per job on a laptop)."""
+    pytest.importorskip("numba", reason="without the 'fast' extra the video process renders with torch")
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        rec.run(short_clip, tmp_path, stem="clip")
+        pid = rec._procs.procs["video"].pid
+        maps = Path(f"/proc/{pid}/maps")
+        if not maps.exists():
+            pytest.skip("no /proc here to read the process's libraries")
+        libraries = maps.read_text()
+    finally:
+        rec.close()
+    assert "libtorch" not in libraries and "numba" in libraries and (tmp_path / "clip.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_video_process_without_the_compiled_rasteriser(short_clip, threaded, tmp_path, monkeypatch):
+    """``SPECTRE_RASTER=torch`` (as without numba): the video process imports torch for its render and
+    draws the same video."""
+    _, ref_out = threaded
+    monkeypatch.setenv("SPECTRE_RASTER", "torch")  # the child is spawned with this environment
+    rec = Reconstructor(make_config(pipeline=SMALL), processes=True)
+    try:
+        rec.run(short_clip, tmp_path, stem="clip")
+    finally:
+        rec.close()
+    a, b = _frames(tmp_path / "clip.mp4"), _frames(ref_out / "clip.mp4")
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 0.5

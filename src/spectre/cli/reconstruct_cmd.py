@@ -9,6 +9,8 @@ from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
 from ..io.video import frame_count
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
+from ..reconstruct.tracked import CutSettings
+from ..reconstruct.trackproc import TrackProcess
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -74,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
         n = frame_count(items[0].path)  # None: not a readable video (its job says so): no process for it
         if args.layout != "none" and n is not None and clip_uses_processes(n):
             spawned = SpawnedStages(("video",))
-        ahead = TrackAhead(items[0].path)
+            # tracked in a process of its own, so that this process's import of torch does not slow it
+            ahead = TrackProcess(items[0].path, CutSettings().with_given(layout=args.layout,
+                                                                         video_frame=args.video_frame))
+        else:
+            ahead = TrackAhead(items[0].path)
     try:
         return _run(args, workers, items, ahead, spawned)
     finally:
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 early.close()  # a no-op once the job used it
 
 
-def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | None,
+def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | TrackProcess | None,
          spawned: SpawnedStages | None) -> int:
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config

@@ -25,6 +25,7 @@ from .jobs import JobOutcome, run_job
 from .reconstructor import Reconstructor
 from .resume import is_finished
 from .stagespawn import SpawnedStages
+from .trackproc import TrackProcess
 
 __all__ = ["expand_inputs", "check_output_folder", "BatchSummary", "run_batch"]
 
@@ -130,14 +131,15 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False,
-              track_ahead: TrackAhead | None = None, spawned_stages: SpawnedStages | None = None) -> BatchSummary:
+              track_ahead: TrackAhead | TrackProcess | None = None,
+              spawned_stages: SpawnedStages | None = None) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
     redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
     the fit and the video stage in their own processes (:mod:`.stageprocs`). ``track_ahead``: tracking
-    already started (by the command line, while torch loaded): the job of its video continues it (one
-    worker); ``spawned_stages``: stage processes started by the command line before it imported torch, used
-    with ``stage_processes``. The caller closes both (a no-op once used)."""
+    already started (by the command line, while torch loaded; a thread or a :mod:`.trackproc` process): the
+    job of its video continues it (one worker); ``spawned_stages``: stage processes started by the command
+    line before it imported torch, used with ``stage_processes``. The caller closes both (a no-op once used)."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)
     items = _items(inputs, image_folders, out)

@@ -14,18 +14,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import NoFaceError
-from ..faces.crop import face_crop_transform
-from ..faces.track import FaceTrack, FaceTracks, select_faces
 from ..io.video import chunk_frames, open_video
+from .compose import FaceRows
 from .fit_stream import StreamFit, assemble, fit_rows
-from .videostage import FaceRows, VideoStage
+from .tracked import CutSettings, TrackedParts, cut_chunk
+from .videostage import VideoStage
 from .window import VideoWindow
 
 __all__ = ["run_overlapped", "Progress"]
@@ -85,46 +83,20 @@ class _Aborted(Exception):
     """Another stage failed (or the caller stopped): leave quietly."""
 
 
-def _crop_tforms(lm68: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
-    """Per-frame official crop transforms for the valid rows (identity elsewhere: nothing is drawn there)."""
-    out = np.tile(np.eye(3), (len(valid), 1, 1))
-    if valid.any():
-        out[valid] = face_crop_transform(lm68[valid], scale=scale)
-    return out
-
-
 def render_batch(width: int, height: int, pixels: int = 2**20) -> int:
     """Frames rendered at once: 16 at 224², 4 in a 512² window (the rasteriser's buffers grow with
     frames x pixels; this keeps them around 100 MB)."""
     return int(max(1, min(16, pixels // max(width * height, 1))))
 
 
-@dataclass
-class TrackedChunk:
-    """One tracked chunk of the largest face: track rows ``row:row + n`` and, with a video, each frame's
-    window (uint8), its transform, crop transforms and timestamps."""
-
-    row: int
-    n: int
-    lm: np.ndarray          # (n, 68, 2) input px
-    valid: np.ndarray       # (n,) bool
-    p478: np.ndarray        # (n, 478, 3)
-    times: np.ndarray       # (n,) seconds
-    frames: np.ndarray | None = None  # (n, H, W, 3) uint8 in the video's window
-    tw: np.ndarray | None = None      # (n, 3, 3) input px -> window px
-    tf: np.ndarray | None = None      # (n, 3, 3) input px -> official crop px
-
-
-class TrackedFrames:
-    """Iterate the tracked chunks of the largest face of ``path`` (decoding one chunk ahead, chunks sized
-    by ``pipeline.chunk_mb``); each frame is cut to the video's window as soon as it is tracked, so only
-    the windows are kept. ``result()`` gives the per-frame tracks and the selected face track."""
+class TrackedFrames(TrackedParts):
+    """Iterate the tracked chunks (:class:`~.tracked.TrackedChunk`) of the largest face of ``path``, tracked
+    in this process (decoding one chunk ahead, chunks sized by ``pipeline.chunk_mb``); each frame is cut to
+    the video's window as soon as it is tracked, so only the windows are kept."""
 
     def __init__(self, rec, path: Path, source, window: VideoWindow | None):
-        self.rec, self.path, self.source, self.window = rec, path, source, window
-        self.parts: list[FaceTracks] = []
-        self.chosen: list[FaceTrack] = []
-        self.rows = 0
+        super().__init__(path)
+        self.rec, self.source, self.window = rec, source, window
         self._stream = None
 
     def __iter__(self):
@@ -132,39 +104,11 @@ class TrackedFrames:
         chunk = chunk_frames(self.source.width, self.source.height, cfg.pipeline.chunk_mb, cfg.track_chunk)
         self._stream = self.rec.track_stream(self.path, self.source, chunk)
         for fc in self._stream:
-            faces = fc.faces
-            sel = faces.largest_per_frame()
-            self.parts.append(FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps,
-                                         dict(faces.tracks)))
-            self.chosen.append(sel)
-            valid = np.asarray(sel.valid, bool)
-            lm = np.asarray(sel.landmarks68, np.float64)
-            ch = TrackedChunk(self.rows, len(faces.indices), lm, valid, np.asarray(sel.points478),
-                              np.asarray(faces.pts_seconds))
-            if self.window is not None:
-                boxes = np.where(valid[:, None], sel.bbox, np.nan)
-                ch.tw = self.window.transforms(boxes, faces.pts_seconds)
-                frames = self.window.apply(fc.frames.frames, ch.tw)
-                if frames is fc.frames.frames:
-                    frames = frames.copy()  # full frame: do not keep the tracker's whole chunk alive
-                ch.frames = frames
-                ch.tf = _crop_tforms(lm, valid, cfg.crop_scale)
-            self.rows += ch.n
-            yield ch
-
-    def check_faces(self) -> None:
-        """:class:`NoFaceError` when no frame had a face."""
-        if not any(np.asarray(c.valid).any() for c in self.chosen):
-            raise NoFaceError(f"{self.path}: no face found in any of its {self.rows} frames")
+            yield self.add(*cut_chunk(fc, self.rows, self.window, cfg.crop_scale))
 
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
-
-    def result(self) -> tuple[FaceTracks, FaceTrack]:
-        tracks = FaceTracks.concat(self.parts)
-        (track,) = select_faces(tracks, "largest").tracks.values()
-        return tracks, track
 
 
 def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = False,
@@ -244,10 +188,10 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
         threads.append(threading.Thread(target=guarded(video_loop), name="spectre-video", daemon=True))
     window = stage = None
     if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        window = CutSettings.of(cfg, video=True).window(source.width, source.height)
         stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
                            audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
-    tracked = TrackedFrames(rec, path, source, window)
+    tracked = rec.tracked_frames(path, source, window)
     try:
         t0 = time.perf_counter()
         for t in threads:

@@ -36,12 +36,15 @@ from .evaluator import PointEvaluator
 from .fit import TrackFit, fit_track
 from .learned import LearnedBackend
 from .outputs import write_meshes
-from .overlap import run_overlapped
+from .overlap import TrackedFrames, run_overlapped
 from .result import ReconstructionResult
 from .resume import guard_input, output_names, source_identity
 from .stageprocs import StageProcesses, run_in_processes
 from .stagespawn import SpawnedStages, clip_uses_processes
+from .tracked import CutSettings
+from .trackproc import TrackProcess
 from .videostage import write_video
+from .window import VideoWindow
 
 __all__ = ["Reconstructor", "reconstruct"]
 
@@ -55,9 +58,6 @@ class Reconstructor:
         of this process (:mod:`.overlap`; no ``if __name__ == "__main__"`` guard needed in a script)."""
         self.cfg = (config or ReconstructConfig()).validate()
         self.processes = processes
-        #: the stages given their own process: the video (render, compose, encode) by default; the fit
-        #: shares this process with tracking, which mostly runs without the GIL (docs/performance.md)
-        self.stage_roles: tuple[str, ...] = ("video",)
         self._procs: StageProcesses | None = None
         self.store = AssetStore(self.cfg.assets)
         self.runtime = Runtime.create(self.cfg.device, self.cfg.precision)
@@ -66,9 +66,10 @@ class Reconstructor:
         self._learned = None
         self._tracker = None
         self._arkit = None
-        #: a :class:`~spectre.faces.ahead.TrackAhead` started before this object (the command line starts
-        #: tracking its first video while torch loads); its stream is used by the job of the same video
-        self.track_ahead: TrackAhead | None = None
+        #: tracking started before this object (the command line starts tracking its first video while
+        #: torch loads): a :class:`~spectre.faces.ahead.TrackAhead` thread, whose stream the job of the same
+        #: video continues, or a :class:`~.trackproc.TrackProcess` (:meth:`tracked_frames`)
+        self.track_ahead: TrackAhead | TrackProcess | None = None
         #: stage processes started before this object (:mod:`.stagespawn`; the command line starts them
         #: before it imports torch), used by :meth:`start_processes` when their roles match
         self.spawned_stages: SpawnedStages | None = None
@@ -96,7 +97,7 @@ class Reconstructor:
     def track_stream(self, path: Path, source, chunk_size: int):
         """``tracker.stream`` of ``path``, continuing :attr:`track_ahead` when it tracks that video."""
         ahead, self.track_ahead = self.track_ahead, None
-        if ahead is not None and ahead.matches(path):
+        if isinstance(ahead, TrackAhead) and ahead.matches(path):
             stream, tracker = ahead.take()
             if self._tracker is not None:  # not in use between videos
                 self._tracker.close()
@@ -106,13 +107,25 @@ class Reconstructor:
             ahead.close()
         return self.tracker.stream(source, chunk_size=chunk_size)
 
+    def tracked_frames(self, path: Path, source, window: VideoWindow | None):
+        """The overlapped job's tracked chunks of ``path``: from :attr:`track_ahead` when it is a tracking
+        process started for this video with this job's settings (:mod:`.trackproc`), else tracked here."""
+        early = self.track_ahead
+        if isinstance(early, TrackProcess):
+            self.track_ahead = None
+            if early.matches(path, CutSettings.of(self.cfg, video=window is not None)):
+                return early.take()
+            early.close()
+        return TrackedFrames(self, path, source, window)
+
     @property
     def process_roles(self) -> tuple[str, ...]:
-        """The stages its jobs run in processes (with ``processes`` and overlapped jobs): ``stage_roles``
-        without the video when no video is written."""
-        if not (self.processes and self.overlapped):
+        """The stages its jobs run in processes (with ``processes`` and overlapped jobs that write a video):
+        the video (render, compose, encode); the fit shares this process with tracking, which runs in a
+        process of its own or mostly without the GIL (docs/performance.md)."""
+        if not (self.processes and self.overlapped and self.cfg.layout != "none"):
             return ()
-        return tuple(r for r in self.stage_roles if r != "video" or self.cfg.layout != "none")
+        return ("video",)
 
     def uses_processes(self, path: str | Path) -> bool:
         """Whether the job of ``path`` runs its stages in processes: with ``processes``, overlapped stages

@@ -6,15 +6,16 @@ the GIL) and fits in a thread, while the video (render, compose, encode) runs in
 by the command line before it imports torch (:mod:`.stagespawn`), else when the
 :class:`~.reconstructor.Reconstructor` starts its first such job, and reused for every job:
 
-    parent: decode -> track -> window --- frames' windows ---> video process
-                        `-> fit thread --- solved pieces ----/
+    parent: track -> window ------------------ frames' windows ---> video process
+                  `-> fit thread -> posing thread --- posed faces ---/
 
-``roles=("fit", "video")`` runs the fit in a process of its own too (one more torch import and model
-load: no faster on 2 cores, docs/performance.md). The queues into the children are bounded (a slow stage
-holds the tracker back); the video process reads ahead at most ``HOLD_MB`` of windows. Each child runs
-torch at one thread. A failure in a child is raised in the parent with its own type and message; when a
-job stops early the children stop it too and remove their temporary files; children leave when the
-parent closes them or dies. Processes are started with ``spawn`` (Linux and macOS alike).
+The posing thread evaluates the face model for each solved run of frames and sends the posed vertices with
+their maps to the window (:func:`.videostage.posed_rows`), so the video process needs neither the model
+nor, with the compiled rasteriser, torch. The queue into the child is bounded (a slow video holds the
+tracker back); the video process reads ahead at most ``HOLD_MB`` of windows. A failure in a child is
+raised in the parent with its own type and message; when a job stops early the children stop it too and
+remove their temporary files; children leave when the parent closes them or dies. Processes are started
+with ``spawn`` (Linux and macOS alike).
 """
 from __future__ import annotations
 
@@ -24,29 +25,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import to_dict
-from ..errors import SpectreError
 from ..io.video import open_video
-from .fit_stream import StreamFit, assemble
-from .overlap import Progress, TrackedFrames, render_batch
+from ..render.fast_shape import video_light_table
+from .childerrors import StageProcessError
+from .compose import FaceRows
+from .fit_stream import StreamFit, assemble, fit_rows
+from .overlap import Progress, render_batch
 from .stagespawn import INBOX, SpawnedStages
-from .window import VideoWindow
+from .tracked import CutSettings
+from .videostage import posed_rows
 
 __all__ = ["StageProcesses", "StageProcessError", "run_in_processes"]
 
 POLL_S = 0.1
 
 
-class StageProcessError(SpectreError):
-    """A stage process ended without saying why (killed, out of memory, crashed)."""
-
-    exit_code = 1
-
-
 class StageProcesses:
-    """The stage processes (``roles``: ``fit`` and/or ``video``), started at once, reused job after job."""
+    """The stage processes (``roles``: ``video``), started at once, reused job after job."""
 
     def __init__(self, cfg, roles: tuple[str, ...] = ("video",), spawned: SpawnedStages | None = None):
         """``spawned``: processes started earlier (:mod:`.stagespawn`, by the command line before it imported
@@ -66,10 +65,6 @@ class StageProcesses:
     @property
     def video(self) -> bool:
         return "video" in self.procs
-
-    @property
-    def fit(self) -> bool:
-        return "fit" in self.procs
 
     def alive(self) -> bool:
         return all(p.is_alive() for p in self.procs.values())
@@ -116,14 +111,13 @@ class StageProcesses:
             except queue.Full:
                 self.receive(handle)
 
-    def start_job(self, fit: dict, video: dict | None) -> int:
+    def start_job(self, video: dict | None) -> int:
         self.job += 1
         self.tmp = None
         self.running = set()
-        for role, spec in (("fit", fit), ("video", video)):
-            if spec is not None and role in self.procs:
-                self.running.add(role)
-                self.inbox[role].put(("job", self.job, spec))
+        if video is not None and "video" in self.procs:
+            self.running.add("video")
+            self.inbox["video"].put(("job", self.job, video))
         return self.job
 
     def stop_job(self, timeout: float = 30.0) -> None:
@@ -147,71 +141,35 @@ class StageProcesses:
         self.spawned.close(timeout)
 
 
-class _FitThread:
-    """The fit in a thread of this process (when there is no fit process): tracking mostly runs in
-    MediaPipe and PyAV without the GIL, so the fit shares this process with it, and the process that
-    would run it does not pay torch's import and the model's load. Pieces go to ``handle`` and to the
-    video process's inbox."""
+class _StageThread:
+    """A stage of this process in a thread of its own: items come through ``q``; an error is kept for the
+    caller (``check``), ``close`` stops it."""
 
-    def __init__(self, rec, span: int, window: int, video_box, job: int, handle: Callable[[tuple], None]):
-        self.rec, self.span, self.window = rec, span, window
-        self.video_box, self.job, self.handle = video_box, job, handle
-        self.q: queue.Queue = queue.Queue(INBOX)
+    name = "spectre-stage"
+
+    def __init__(self, size: int = 0):
+        self.q: queue.Queue = queue.Queue(size)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.busy = 0.0
-        self.thread = threading.Thread(target=self._run, name="spectre-fit", daemon=True)
+        self.thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
         self.thread.start()
 
-    def _put(self, q, item) -> None:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped()
-
-    def _run(self) -> None:
-        torch.set_num_threads(1)  # per thread: the fit's ops are tiny, extra threads only spin
+    def _guarded(self) -> None:
+        torch.set_num_threads(1)  # per thread: these ops are small, extra threads only spin
         try:
-            # built here (the evaluator takes a moment), while the caller starts tracking
-            fitter = StreamFit(self.rec.model, self.rec.cfg.fit, self.rec.evaluator, span=self.span,
-                               window=self.window)
-            while True:
-                item = self.q.get()
-                if item is None or self.stop.is_set():
-                    return
-                t0 = time.perf_counter()
-                end = item[0] == "end"
-                pieces = fitter.finish() if end else fitter.push(*item[2:5])
-                self.busy += time.perf_counter() - t0
-                for piece in pieces:
-                    self.handle(("piece", self.job, piece))
-                    self.handle(("progress", self.job, "fit", piece.stop - piece.start))
-                    if self.video_box is not None:
-                        self._put(self.video_box, ("piece", self.job, piece))
-                if end:
-                    if self.video_box is not None:
-                        self._put(self.video_box, ("fit-end", self.job))
-                    return
+            self._run()
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - raised in the caller
             self.error = exc
 
+    def _run(self) -> None:
+        raise NotImplementedError
+
     def check(self) -> None:
         if self.error is not None:
             raise self.error
-
-    def put(self, item, receive: Callable[[], None]) -> None:
-        while True:
-            self.check()
-            try:
-                self.q.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                receive()
 
     @property
     def running(self) -> bool:
@@ -227,26 +185,119 @@ class _FitThread:
         self.thread.join(timeout=60)
 
 
+class _FitThread(_StageThread):
+    """The fit in a thread of this process: tracking runs in another process (or mostly in MediaPipe and
+    PyAV without the GIL), so the fit shares this process with little. Solved pieces go to ``handle``, then
+    ``("fit-end", job)``."""
+
+    name = "spectre-fit"
+
+    def __init__(self, rec, span: int, window: int, job: int, handle: Callable[[tuple], None]):
+        self.rec, self.span, self.window, self.job, self.handle = rec, span, window, job, handle
+        super().__init__(INBOX)
+
+    def _run(self) -> None:
+        # built here (the evaluator takes a moment), while the caller starts tracking
+        fitter = StreamFit(self.rec.model, self.rec.cfg.fit, self.rec.evaluator, span=self.span, window=self.window)
+        while True:
+            item = self.q.get()
+            if item is None or self.stop.is_set():
+                return
+            t0 = time.perf_counter()
+            end = item[0] == "end"
+            pieces = fitter.finish() if end else fitter.push(*item[2:5])
+            self.busy += time.perf_counter() - t0
+            for piece in pieces:
+                self.handle(("piece", self.job, piece))
+                self.handle(("progress", self.job, "fit", piece.stop - piece.start))
+            if end:
+                self.handle(("fit-end", self.job))
+                return
+
+    def put(self, item, receive: Callable[[], None]) -> None:
+        while True:
+            self.check()
+            try:
+                self.q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                receive()
+
+
+class _Posing(_StageThread):
+    """A thread that poses the face of each solved piece for the video process: the model's vertices and
+    each frame's map to the window (:func:`.videostage.posed_rows`), 32 frames a message. Torch's matmuls
+    release the GIL, so it runs beside the fit thread."""
+
+    name = "spectre-pose"
+
+    def __init__(self, rec, box, job: int):
+        self.model, self.box, self.job = rec.model, box, job
+        self.rows: list[tuple] = []  # (first row, to_window, crop tforms, valid) of each tracked chunk
+        super().__init__()
+
+    def add_chunk(self, ch) -> None:
+        """A tracked chunk's window maps, crop transforms and valid rows (before its frames are fitted)."""
+        self.rows.append((ch.row, ch.tw, ch.tf, np.asarray(ch.valid, bool)))
+
+    def _slice(self, start: int, stop: int):
+        parts = [(r, tw, tf, ok) for r, tw, tf, ok in self.rows if r < stop and r + len(ok) > start]
+        pick = lambda k: np.concatenate([p[k][max(start - p[0], 0):stop - p[0]] for p in parts])  # noqa: E731
+        self.rows = [p for p in self.rows if p[0] + len(p[3]) > start]  # pieces come in order
+        return pick(1), pick(2), pick(3)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.box.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None or self.stop.is_set():
+                return
+            if item[0] == "fit-end":
+                self._put(("fit-end", self.job))
+                return
+            piece = item[2]
+            t0 = time.perf_counter()
+            for a in range(piece.start, piece.stop, 32):
+                b = min(a + 32, piece.stop)
+                tw, tf, valid = self._slice(a, b)
+                fit = fit_rows(piece.fit, slice(a - piece.start, b - piece.start))
+                rows, verts, affine = posed_rows(self.model, FaceRows(fit.params, fit.cam_in_crop(tf), tf, valid), tw)
+                self._put(("posed", self.job, a, b - a, rows, verts, affine))
+            self.busy += time.perf_counter() - t0
+
+
 class _Stopped(Exception):
     """The job stops (another stage failed, or the caller was interrupted)."""
 
 
 def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | None, overwrite: bool = False,
                      progress: Callable[[int], None] | None = None):
-    """As :func:`.overlap.run_overlapped`, with the fit and the video in ``procs``. Returns ``(tracks,
-    track, fit, timings)``."""
+    """As :func:`.overlap.run_overlapped`, with the video in ``procs``. Returns ``(tracks, track, fit,
+    timings)``."""
     cfg, pc = rec.cfg, rec.cfg.pipeline
     source = open_video(path)
     window = None
     video = None
     if video_path is not None:
-        window = VideoWindow(source.width, source.height, cfg.video_frame, cfg.video_height, layout=cfg.layout)
+        window = CutSettings.of(cfg, video=True).window(source.width, source.height)
         video = {"layout": cfg.layout, "window": window, "path": str(video_path), "fps": float(source.fps),
                  "audio_from": str(path) if getattr(source, "has_audio", False) else None, "overwrite": overwrite,
-                 "batch": render_batch(*window.size)}
+                 "batch": render_batch(*window.size), "faces": rec.model.render_faces().numpy(),
+                 "light": video_light_table()}
     prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
     pieces = []
     timings = {"track": 0.0}
+    tracked = rec.tracked_frames(path, source, window)
+    procs.start_job(video)
+    posing = _Posing(rec, procs.inbox["video"], procs.job) if video is not None else None
 
     def handle(msg: tuple) -> None:
         kind = msg[0]
@@ -255,41 +306,38 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         elif kind == "progress":
             prog.add(msg[2], msg[3])
         elif kind == "done":  # CPU seconds of the child's job
-            timings["fit" if msg[2] == "fit" else "render"] = msg[3]
+            timings["render"] = msg[3]
+        if posing is not None and kind in ("piece", "fit-end"):
+            posing.q.put(msg)
 
-    tracked = TrackedFrames(rec, path, source, window)
-    procs.start_job({"span": pc.identity_span, "window": pc.window, "video": video is not None}, video)
-    local = None if procs.fit else _FitThread(rec, pc.identity_span, pc.window, procs.inbox.get("video"), procs.job,
-                                              handle)
-
-    def to_fit(item) -> None:
-        if local is None:
-            procs.send("fit", item, handle)
-        else:
-            local.put(item, lambda: procs.receive(handle))
-
+    fitting = _FitThread(rec, pc.identity_span, pc.window, procs.job, handle)
     try:
         t0 = time.perf_counter()
         for ch in tracked:
-            to_fit(("chunk", procs.job, ch.lm, ch.valid, ch.p478))
+            if posing is not None:
+                posing.add_chunk(ch)
+            fitting.put(("chunk", procs.job, ch.lm, ch.valid, ch.p478), lambda: procs.receive(handle))
             if video is not None:
-                procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.tw, ch.tf, ch.times, ch.valid),
-                           handle)
+                procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.times), handle)
             prog.add("track", ch.n)
             procs.receive(handle)
+            if posing is not None:
+                posing.check()
         timings["track"] = time.perf_counter() - t0
         tracked.check_faces()
-        to_fit(("end", procs.job))
+        fitting.put(("end", procs.job), lambda: procs.receive(handle))
         if video is not None:
             procs.send("video", ("frames-end", procs.job, tracked.rows), handle)
-        while procs.running or (local is not None and local.running):
+        while procs.running or fitting.running or (posing is not None and posing.running):
             procs.receive(handle, timeout=POLL_S)
-        if local is not None:
-            timings["fit"] = local.busy
+        timings["fit"] = fitting.busy
+        if posing is not None:
+            timings["pose"] = posing.busy
     except BaseException:
         tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
-        if local is not None:
-            local.close()
+        fitting.close()
+        if posing is not None:
+            posing.close()
         procs.stop_job()
         raise
     tracks, track = tracked.result()

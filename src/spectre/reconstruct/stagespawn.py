@@ -1,11 +1,11 @@
 """Starting the stage processes of :mod:`.stageprocs`, without torch in the starting process.
 
-A stage process spends about 2 CPU seconds starting (torch, the face model, the compiled rasteriser).
-Started by the :class:`~.reconstructor.Reconstructor`, that competes with tracking and the fit's first
-window; started by the command line before it imports torch itself, it uses the core that the parent's
-import leaves idle. So the processes start here without a configuration: each imports its modules, then
-waits for its first message, ``("config", cfg_dict)`` (:meth:`SpawnedStages.configure`), before it loads the
-model and reports ``("ready", role)``.
+A stage process spends about half a CPU second starting (numpy, PyAV, the compiled rasteriser; with torch,
+about 2 s). Started by the :class:`~.reconstructor.Reconstructor`, that competes with tracking and the fit's
+first window; started by the command line before it imports torch itself, it uses the core that the
+parent's import leaves idle. So the processes start here without a configuration: each imports its modules,
+then waits for its first message, ``("config", cfg_dict)`` (:meth:`SpawnedStages.configure`), and reports
+``("ready", role)``.
 """
 from __future__ import annotations
 
@@ -52,16 +52,17 @@ def clip_uses_processes(num_frames: int | None, first_window: int = FIRST_WINDOW
     return not num_frames or num_frames > first_window
 
 
-def stage_main(role: str, inbox, outbox, video_inbox, abort) -> None:
+def stage_main(role: str, inbox, outbox, abort) -> None:
     """The stage process's entry point (spawned: it runs in the child)."""
     # deliberately here: the parent imports this module before torch, the child needs torch's stages
     from .stageworker import serve
 
-    serve(role, inbox, outbox, video_inbox, abort)
+    serve(role, inbox, outbox, abort)
 
 
 class SpawnedStages:
-    """Stage processes (``roles``: ``fit`` and/or ``video``) and their queues, started at once."""
+    """Stage processes (``roles``: ``video``, the one stage that runs in a process) and their queues, started
+    at once."""
 
     def __init__(self, roles: tuple[str, ...] = ("video",)):
         ctx = mp.get_context("spawn")
@@ -74,7 +75,7 @@ class SpawnedStages:
         self._closed = False
         for role, box in self.inbox.items():
             p = ctx.Process(target=stage_main, name=f"spectre-{role}", daemon=True,
-                            args=(role, box, self.outbox, self.inbox.get("video"), self.abort))
+                            args=(role, box, self.outbox, self.abort))
             with _child_env():
                 p.start()
             self.procs[role] = p

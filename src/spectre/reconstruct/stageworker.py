@@ -1,34 +1,33 @@
-"""The child side of :mod:`.stageprocs`: a process that runs the fit stage or the video stage of the
-overlapped job, one job after another, each with its own interpreter (and GIL) and one torch thread.
+"""The child side of :mod:`.stageprocs`: the video stage (render, compose, encode) of the overlapped job in a
+process of its own, one job after another, with its own interpreter (and GIL).
+
+It needs no face model and, with the compiled rasteriser (the ``fast`` extra), no torch: the job sends,
+with each run of fitted frames, the posed vertices and the map to the window's pixels
+(:func:`.videostage.posed_rows`); the process draws them (:func:`spectre.render.posed.render_posed`),
+composes them with the windows of the input and encodes.
 
 Messages (tuples, the first item names them) arrive on the process's inbox, the first being
 ``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known);
-everything it reports goes to the parent's outbox: ``("ready", role)`` once the model is loaded, then per
-job ``("piece", job, FitPiece)`` (fit), ``("progress", job, stage, n)``, ``("tmp", job, path)`` (video: its
-temporary file, removed by the parent should this process die), ``("done", job, role, busy_seconds)``,
-``("error", job, role, exc)`` or ``("aborted", job, role)``. A job stops early when the shared ``abort``
-value holds its id. The process leaves on ``("stop",)`` or when its parent is gone.
+everything it reports goes to the parent's outbox: ``("ready", role)``, then per job
+``("progress", job, stage, n)``, ``("tmp", job, path)`` (its temporary file, removed by the parent should
+this process die), ``("done", job, role, busy_seconds)``, ``("error", job, role, exc)`` or
+``("aborted", job, role)``. A job stops early when the shared ``abort`` value holds its id. The process
+leaves on ``("stop",)`` or when its parent is gone.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import pickle
 import queue
 import signal
 import threading
 import time
 
-import torch
+import numpy as np
 
-from ..assets import AssetStore
-from ..config import from_dict
-from ..models import load_face_model
-from ..render.fast_shape import warm_up
-from .config import ReconstructConfig
-from .evaluator import PointEvaluator
-from .fit_stream import StreamFit, fit_rows
-from .videostage import FaceRows, VideoStage
+from ..render.posed import render_posed, warm_up
+from .childerrors import picklable
+from .compose import compose, open_video_writer, place_rows
 
 __all__ = ["serve"]
 
@@ -79,12 +78,11 @@ def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
     raise SystemExit(128 + signum)
 
 
-def serve(role: str, inbox, outbox, video_inbox, abort) -> None:
-    """Entry point of a stage process (``role``: ``fit`` or ``video``; its first message is its configuration,
-    :mod:`.stagespawn`). It leaves without the interpreter's teardown (about a second for torch's modules,
-    on the job's critical path), once its messages are sent."""
+def serve(role: str, inbox, outbox, abort) -> None:
+    """Entry point of a stage process (``role``: ``video``; its first message is its configuration,
+    :mod:`.stagespawn`). It leaves without the interpreter's teardown once its messages are sent."""
     try:
-        _serve(role, inbox, outbox, video_inbox, abort)
+        _serve(role, inbox, outbox, abort)
     finally:
         outbox.close()
         parent = mp.parent_process()
@@ -93,14 +91,14 @@ def serve(role: str, inbox, outbox, video_inbox, abort) -> None:
         os._exit(0)
 
 
-def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
+def _serve(role: str, inbox, outbox, abort) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, _terminated)  # leave through the clean-up (the temporary video file)
-    torch.set_num_threads(1)  # the stages' ops are small; parallelism comes from the processes
     ch = _Channel(inbox, outbox, abort)
     try:
-        if role == "video":
-            warm_up()  # the compiled rasteriser, while the parent starts up
+        if role != "video":
+            raise ValueError(f"unknown stage role {role!r}")
+        warm_up()  # the compiled rasteriser, while the parent starts up
         while True:
             try:
                 msg = ch.get(in_job=False)
@@ -110,11 +108,8 @@ def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
                 return
             if msg[0] == "config":
                 break
-        cfg = from_dict(ReconstructConfig, msg[1])
-        model = load_face_model(cfg.model, AssetStore(cfg.assets)).eval()
-        evaluator = PointEvaluator(model, dense=cfg.fit.dense_face > 0) if role == "fit" else None
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        outbox.put(("error", -1, role, _picklable(exc)))
+        outbox.put(("error", -1, role, picklable(exc)))
         return
     outbox.put(("ready", role))
     aborted: set[int] = set()
@@ -131,10 +126,7 @@ def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
         ch.job = job = msg[1]
         t0 = time.process_time()
         try:
-            if role == "fit":
-                _fit_job(ch, model, cfg, evaluator, video_inbox, **msg[2])
-            else:
-                _video_job(ch, model, **msg[2])
+            _video_job(ch, **msg[2])
             outbox.put(("done", job, role, time.process_time() - t0))
         except _Stopped:
             aborted.add(job)
@@ -143,56 +135,24 @@ def _serve(role: str, inbox, outbox, video_inbox, abort) -> None:
             outbox.put(("aborted", job, role))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
             aborted.add(job)
-            outbox.put(("error", job, role, _picklable(exc)))
+            outbox.put(("error", job, role, picklable(exc)))
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 return
 
 
-def _picklable(exc: BaseException) -> BaseException:
-    """``exc`` itself when it survives pickling (typed errors keep their class and exit code), else a
-    RuntimeError with its one-line description."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any pickling failure
-        return RuntimeError(" ".join(f"{type(exc).__name__}: {exc}".split()))
-
-
-def _fit_job(ch: _Channel, model, cfg: ReconstructConfig, evaluator, video_inbox, span: int, window: int,
-             video: bool) -> None:
-    """Push tracked chunks into a :class:`StreamFit`; every solved piece goes to the parent (and to the
-    video process)."""
-    fitter = StreamFit(model, cfg.fit, evaluator, span=span, window=window)
-    job = ch.job
-    while True:
-        msg = ch.get()
-        if msg[1] != job:
-            continue
-        end = msg[0] == "end"
-        pieces = fitter.finish() if end else fitter.push(msg[2], msg[3], msg[4])
-        for piece in pieces:
-            ch.outbox.put(("piece", job, piece))
-            ch.outbox.put(("progress", job, "fit", piece.stop - piece.start))
-            if video:
-                ch.put(video_inbox, ("piece", job, piece))
-        if end:
-            if video:
-                ch.put(video_inbox, ("fit-end", job))
-            return
-
-
-def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
-               batch: int) -> None:
-    """Render, compose and encode each frame once both its window (from the parent) and its fit (from the
-    fit process) are here, in order; the temporary file is removed when the job stops early. Between
-    batches the inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while
-    the video renders, with bounded memory."""
-    stage = VideoStage(model, layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
+def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
+               batch: int, faces: np.ndarray, light: np.ndarray) -> None:
+    """Render, compose and encode each frame once both its window and its posed face are here (both from
+    the parent), in order; the temporary file is removed when the job stops early. Between batches the
+    inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while the video
+    renders, with bounded memory."""
+    writer = open_video_writer(layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
+    w, h = window.size
     job = ch.job
     encoder = None
     try:
-        ch.outbox.put(("tmp", job, str(stage.writer.temporary_path)))
-        encoder = _Encoder(stage.writer, ch, job)
+        ch.outbox.put(("tmp", job, str(writer.temporary_path)))
+        encoder = _Encoder(writer, ch, job)
         state = _VideoState(job)
         while not state.finished:
             if not state.ready():
@@ -204,14 +164,15 @@ def _video_job(ch: _Channel, model, layout: str, window, path: str, fps: float, 
                 except queue.Empty:
                     break
             ch.check()
-            frames, face, tw, times = state.take(batch)
-            encoder.put(stage.compose(frames, [face], tw), times)
+            frames, times, (rows, verts, affine) = state.take(batch)
+            drawn = render_posed(verts, affine, faces, light, (h, w)) if len(rows) else None
+            encoder.put(compose(frames, [place_rows(len(frames), rows, drawn, (h, w))], layout), times)
         encoder.finish()
-        stage.close()
+        writer.close()
     except BaseException as exc:
         if encoder is not None:
             encoder.stop()
-        stage.abort(exc)
+        writer.__exit__(type(exc), exc, exc.__traceback__)
         raise
 
 
@@ -289,12 +250,12 @@ HOLD_MB = 48
 
 
 class _VideoState:
-    """The frames (from the parent) and solved pieces (from the fit process) waiting to be rendered."""
+    """The frames and posed faces (both from the parent) waiting to be rendered."""
 
     def __init__(self, job: int):
         self.job = job
-        self.chunks: list[tuple] = []  # (row, frames, tw, tf, times, valid), in order
-        self.pieces: list = []         # FitPiece, in order
+        self.chunks: list[tuple] = []  # (row, frames, times), in order
+        self.posed: list[tuple] = []   # (row, n, rows, vertices, affine), in order
         self.total: int | None = None  # frame count, once the parent has sent every frame
         self.fit_end = False
         self.done = 0                  # frames written
@@ -306,8 +267,8 @@ class _VideoState:
         if msg[0] == "frames":
             self.chunks.append(msg[2:])
             self.held_bytes += msg[3].nbytes
-        elif msg[0] == "piece":
-            self.pieces.append(msg[2])
+        elif msg[0] == "posed":
+            self.posed.append(msg[2:])
         elif msg[0] == "frames-end":
             self.total = msg[2]
         elif msg[0] == "fit-end":
@@ -320,19 +281,20 @@ class _VideoState:
     def _drop(self) -> None:
         while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= self.done:
             self.held_bytes -= self.chunks.pop(0)[1].nbytes
-        while self.pieces and self.pieces[0].stop <= self.done:
-            self.pieces.pop(0)
+        while self.posed and self.posed[0][0] + self.posed[0][1] <= self.done:
+            self.posed.pop(0)
 
     def ready(self) -> bool:
         self._drop()
-        return bool(self.chunks and self.pieces)
+        return bool(self.chunks and self.posed)
 
     def take(self, batch: int):
-        """The next frames (at most ``batch``, within one chunk and one piece) with their face rows."""
-        piece, (row, frames, tw, tf, times, valid) = self.pieces[0], self.chunks[0]
+        """The next frames (at most ``batch``, within one chunk and one posed run), their times and the posed
+        face of their valid rows (indices into these frames, vertices, affine maps)."""
+        (prow, pn, rows, verts, affine), (row, frames, times) = self.posed[0], self.chunks[0]
         a = self.done - row
-        b = min(row + len(frames), piece.stop, self.done + batch) - row
-        fit = fit_rows(piece.fit, slice(self.done - piece.start, self.done - piece.start + b - a))
-        tfs = tf[a:b]
+        b = min(row + len(frames), prow + pn, self.done + batch) - row
+        lo, hi = self.done - prow, self.done - prow + b - a
+        sel = (rows >= lo) & (rows < hi)
         self.done += b - a
-        return frames[a:b], FaceRows(fit.params, fit.cam_in_crop(tfs), tfs, valid[a:b]), tw[a:b], times[a:b]
+        return frames[a:b], times[a:b], (rows[sel] - lo, verts[sel], affine[sel])

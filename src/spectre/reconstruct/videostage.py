@@ -8,33 +8,51 @@ the full-frame grid. Composition is done per chunk on uint8/float32 arrays, not 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..geometry import project_to_crop
+from ..faces.crop import FACE_CROP_SIZE
+from ..geometry import crop_to_pixels, project_to_crop
 from ..io.video import open_video
-from ..io.writer import VideoWriter
-from ..render.fast_shape import render_shape_fast_in_frame, warm_up
+from ..render.fast_shape import video_light_table
+from ..render.posed import render_posed, warm_up
 from ..render.visualize import render_shape_in_frame
+from .compose import FaceRows, compose, open_video_writer, place_rows
 from .window import VideoWindow
 
-__all__ = ["FaceRows", "VideoStage", "ENCODER"]
+__all__ = ["VideoStage", "posed_rows", "render_window", "window_affine", "write_video"]
 
-#: H.264 settings of the render video: chosen for speed and size (docs/performance.md has the measurement)
-ENCODER = {"preset": "veryfast", "crf": 23}
+def window_affine(cam: np.ndarray, crop_tform: np.ndarray, to_window: np.ndarray,
+                  crop_size: int = FACE_CROP_SIZE) -> np.ndarray:
+    """(n, 2, 3) float64 maps from posed model vertices' ``(x, -y)`` to window pixels: the crop camera
+    ``cam`` (n, 3) ``s, tx, ty`` (``project_to_crop``), the crop (``crop_tform`` input px -> crop px) and the
+    window (``to_window`` input px -> window px) composed, for :func:`spectre.render.posed.render_posed`."""
+    win_to_crop = np.asarray(crop_tform, np.float64) @ np.linalg.inv(np.asarray(to_window, np.float64))
+    inv = np.linalg.inv(win_to_crop)[:, :2]  # crop px -> window px
+    origin = crop_to_pixels(0.0, crop_size)  # crop px of the normalised 0, and per unit
+    unit = crop_to_pixels(1.0, crop_size) - origin
+    lin = inv[:, :, :2] * unit  # normalised crop -> window px
+    off = inv[:, :, 2] + inv[:, :, :2].sum(-1) * origin
+    cam = np.asarray(cam, np.float64)
+    s = cam[:, 0]
+    # normalised crop x = s * x + s * tx, y = s * (-y) - s * ty
+    shift = np.stack([s * cam[:, 1], -s * cam[:, 2]], -1)
+    return np.concatenate([lin * s[:, None, None], (np.einsum("nij,nj->ni", lin, shift) + off)[..., None]], -1)
 
 
-@dataclass
-class FaceRows:
-    """One face over a run of consecutive frames: its parameters, crop camera and crop transforms."""
-
-    params: dict[str, np.ndarray]  # name -> (n, k)
-    cam: np.ndarray                # (n, 3) camera in the official 224 crop
-    crop_tform: np.ndarray         # (n, 3, 3) input px -> crop px
-    valid: np.ndarray              # (n,) frames with a face to draw
+def posed_rows(model, face: FaceRows, to_window: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the video needs of a face's valid rows: their indices, posed vertices (k, V, 3) float32 and
+    :func:`window_affine` maps (k, 2, 3); the face model is evaluated here, so the video needs none."""
+    rows = np.flatnonzero(np.asarray(face.valid, bool))
+    if len(rows) == 0:
+        return rows, np.zeros((0, 0, 3), np.float32), np.zeros((0, 2, 3))
+    params = {k: torch.as_tensor(np.asarray(v)[rows]) for k, v in face.params.items()}
+    with torch.inference_mode():
+        verts = model.vertices(model.complete(params)).to(torch.float32).numpy()
+    affine = window_affine(np.asarray(face.cam)[rows], np.asarray(face.crop_tform)[rows], np.asarray(to_window)[rows])
+    return rows, verts, affine
 
 
 def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.ndarray,
@@ -42,11 +60,15 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
     ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
-    the non-differentiable video renderer (:mod:`spectre.render.fast_shape`, back faces culled; the video
-    need not be differentiable, tests/test_fast_render.py bounds its difference to the differentiable
+    the non-differentiable video renderer (:func:`spectre.render.posed.render_posed`, back faces culled; the
+    video need not be differentiable, tests/test_fast_render.py bounds its difference to the differentiable
     renderer); else the differentiable renderer with culled back faces."""
     w, h = size
     n = len(face.valid)
+    if fast:
+        rows, verts, affine = posed_rows(model, face, to_window)
+        return place_rows(n, rows, render_posed(verts, affine, faces_idx.numpy(), video_light_table(), (h, w))
+                          if len(rows) else None, (h, w))
     rgb = np.zeros((n, h, w, 3), np.float32)
     alpha = np.zeros((n, h, w), np.float32)
     rows = np.flatnonzero(np.asarray(face.valid, bool))
@@ -59,12 +81,6 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
         # window px -> crop px: the renderer maps the crop into the window with its inverse
         win_to_crop = np.asarray(face.crop_tform, np.float64)[rows] @ np.linalg.inv(np.asarray(to_window)[rows])
         win_to_crop = torch.as_tensor(win_to_crop[:, :2]).to(verts)
-        if fast:
-            img, a = (x.numpy() for x in render_shape_fast_in_frame(verts, crop, faces_idx, win_to_crop, (h, w)))
-            if len(rows) == n:  # every frame has the face: no copy into the zero canvas
-                return img, a
-            rgb[rows], alpha[rows] = img, a
-            return rgb, alpha
         img, a = render_shape_in_frame(verts, crop, faces_idx, win_to_crop, (h, w), cull_backfaces=True)
     rgb[rows] = img.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     alpha[rows] = a[:, 0].numpy()
@@ -80,32 +96,13 @@ class VideoStage:
         self.model, self.layout, self.window, self.opacity = model, layout, window, opacity
         self.faces_idx = model.render_faces()
         warm_up()  # the compiled rasteriser's import and cache load, before the first frames arrive
-        w, h = window.size
-        enc = dict(ENCODER, **(encoder or {}))
-        self.writer = VideoWriter(path, fps, (2 * w if layout == "grid" else w, h), audio_from=audio_from, pts=pts,
-                                  overwrite=overwrite, crf=int(enc["crf"]), preset=str(enc["preset"]))
+        self.writer = open_video_writer(layout, window, path, fps, pts, audio_from, overwrite, encoder)
         self.frames_written = 0
 
     def compose(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray) -> np.ndarray:
         """(n, H, W', 3) uint8 output frames for ``frames`` (n, H, W, 3) uint8, already in the window."""
-        size = self.window.size
-        acc, cover = np.zeros(frames.shape, np.float32), np.zeros(frames.shape[:3], np.float32)
-        for i, face in enumerate(faces):
-            rgb, a = render_window(self.model, self.faces_idx, face, to_window, size)
-            if i == 0:  # over black: the first face's render as it is
-                acc, cover = rgb, a
-                continue
-            acc = rgb + acc * (1.0 - a[..., None])  # premultiplied "over"
-            np.maximum(cover, a, out=cover)
-        acc *= 255.0
-        acc += 0.5
-        render = np.clip(acc, 0, 255, out=acc).astype(np.uint8)  # as to_uint8 (round half up)
-        if self.layout == "render":
-            return render
-        if self.layout == "grid":
-            return np.concatenate([render, frames], axis=2)
-        a = (cover * self.opacity)[..., None]
-        return np.clip(render * a + frames * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+        renders = [render_window(self.model, self.faces_idx, face, to_window, self.window.size) for face in faces]
+        return compose(frames, renders, self.layout, self.opacity)
 
     def write(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray,
               times: Sequence[float] | None = None) -> None:

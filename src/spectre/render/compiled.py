@@ -22,11 +22,20 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 
 import numpy as np
 
-__all__ = ["load", "vertex_normals", "shade_frames"]
+from ..errors import ConfigError
+
+__all__ = ["FLAT", "SPAN_EPS", "load", "raster_backend", "vertex_normals", "shade_frames"]
+
+#: pixels, as the differentiable rasteriser: spans are widened by this, so shared edges overlap a hair and
+#: never leave pin-holes (the torch path, :mod:`.fast_shape`, draws by the same rule)
+SPAN_EPS = 1e-5
+#: pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
+FLAT = 1e-4
 
 #: the functions compiled by :func:`load`, callees first
 _KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_shade", "shade_frames")
@@ -50,6 +59,23 @@ def load():
         except RuntimeError:  # no writable cache folder (this package's and the user's): compile each process
             setattr(module, name, njit(**flags)(fn))
     return module
+
+
+def raster_backend() -> str:
+    """``"numba"`` or ``"torch"``: which rasteriser draws the grey video render on CPU.
+
+    ``SPECTRE_RASTER=auto`` (default) takes the compiled kernels when numba is installed (the ``fast``
+    extra), ``torch`` forces the pure-torch path, ``numba`` requires the kernels."""
+    value = os.environ.get("SPECTRE_RASTER", "auto").strip().lower() or "auto"
+    if value not in ("auto", "torch", "numba"):
+        raise ConfigError(f"SPECTRE_RASTER must be auto, torch or numba, not {value!r}")
+    if value == "torch":
+        return "torch"
+    if load() is not None:
+        return "numba"
+    if value == "numba":
+        raise ConfigError("SPECTRE_RASTER=numba but numba is not installed (pip install 'spectre-face[fast]')")
+    return "torch"
 
 
 def _normals_of(vertices, faces, out):

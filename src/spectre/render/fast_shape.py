@@ -14,31 +14,27 @@ z smaller = nearer. ``tests/test_fast_render.py`` bounds the difference to the d
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, vertex_normals
 from . import compiled
+from .compiled import raster_backend
 from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
 __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_frame", "crop_to_window_pixels",
-           "raster_backend", "warm_up"]
+           "raster_backend", "render_posed_torch", "video_light_table"]
 
 _EMPTY = torch.iinfo(torch.int64).max
-#: pixels, as the differentiable rasteriser: spans (and the boxes' columns) are widened by this, so shared
-#: edges overlap a hair and never leave pin-holes; rows are not (a horizontal edge bounds no row)
-_SPAN_EPS = 1e-5
+_SPAN_EPS = compiled.SPAN_EPS
 #: bounding-box sizes laid out as dense (triangles, candidates) blocks; larger boxes are enumerated
 #: one candidate at a time. 1 and 2 are exact sizes, 4 and 8 take boxes of 3-4 and 5-8 pixels.
 _BLOCKS = (1, 2, 4, 8)
 _FAR = 1e30  # a bound that never binds
-_FLAT = 1e-4  # pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
+_FLAT = compiled.FLAT  # pixels: an edge that rises less than this bounds no row (the top or bottom of its box)
 #: float columns of the per-triangle table: depth at the box's first pixel and its x/y steps, box width and
 #: height, and per edge the row span bounds ``u >= qlo + plo*v`` and ``u <= qhi + phi*v`` (box-relative)
 _ZO, _DZX, _DZY, _BW, _BH, _QLO, _PLO, _QHI, _PHI = 0, 1, 2, 3, 4, 5, 8, 11, 14
@@ -264,40 +260,6 @@ def _winners(zbuf: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size
     return pix, face, corners, [wk * inv for wk in w]
 
 
-def _compiled():
-    """The numba kernels (:mod:`.compiled`), or None when numba is not installed: numba is imported on first
-    use only, so ``import spectre`` never pays for it."""
-    return compiled.load()
-
-
-def raster_backend() -> str:
-    """``"numba"`` or ``"torch"``: which rasteriser draws the grey video render on CPU.
-
-    ``SPECTRE_RASTER=auto`` (default) takes the compiled kernels when numba is installed (the ``fast``
-    extra), ``torch`` forces the pure-torch path, ``numba`` requires the kernels."""
-    value = os.environ.get("SPECTRE_RASTER", "auto").strip().lower() or "auto"
-    if value not in ("auto", "torch", "numba"):
-        raise ConfigError(f"SPECTRE_RASTER must be auto, torch or numba, not {value!r}")
-    if value == "torch":
-        return "torch"
-    if _compiled() is not None:
-        return "numba"
-    if value == "numba":
-        raise ConfigError("SPECTRE_RASTER=numba but numba is not installed (pip install 'spectre-face[fast]')")
-    return "torch"
-
-
-def warm_up() -> None:
-    """Import numba and load (or, on a machine's first run, compile) the kernels now, with a one-triangle
-    render: about 0.8 s from the on-disk cache, several seconds to compile. A video stage calls this when it
-    starts, while it waits for its first fitted frames, so its first chunk does not pay it."""
-    if raster_backend() != "numba":
-        return
-    tri = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 1.0, 1.0], [1.0, 3.0, 1.0]]])
-    _render_compiled(torch.zeros(1, 3, 3), None, tri, None, torch.tensor([[0, 2, 1]]), (4, 4),
-                     default_shape_lights(1), SHAPE_GREY, True, True)
-
-
 def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None, src: torch.Tensor,
                      affine: torch.Tensor | None, faces: torch.Tensor, size: tuple[int, int], lights: torch.Tensor,
                      albedo: float, cull_backfaces: bool, clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,17 +268,44 @@ def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None
     H, W = size
     B = src.shape[0]
     lights = lights.to(torch.float64).expand(B, -1, -1)  # (L, 6) or (B, L, 6) -> (B, L, 6)
-    light = torch.cat([F.normalize(lights[..., :3], dim=-1), lights[..., 3:] * (albedo / lights.shape[1])], -1)
+    light = _light_table(lights, albedo)
     if affine is None:
         affine = torch.eye(2, 3, dtype=torch.float64).expand(B, 2, 3)
     as_np = lambda t, dtype=np.float32: np.ascontiguousarray(t.detach().numpy(), dtype)  # noqa: E731
     none = np.empty((0, 0, 3), np.float32)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    _compiled().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
+    compiled.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
                              none if vertices is None else as_np(vertices), as_np(faces, np.int64),
                              as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp), rgb, alpha)
     return torch.from_numpy(rgb), torch.from_numpy(alpha)
+
+
+def _light_table(lights: torch.Tensor, albedo: float) -> torch.Tensor:
+    """(..., L, 6) lights -> the kernels' table: unit direction, then colour times ``albedo / L``."""
+    return torch.cat([F.normalize(lights[..., :3], dim=-1), lights[..., 3:] * (albedo / lights.shape[-2])], -1)
+
+
+def video_light_table() -> np.ndarray:
+    """(L, 6) float64: the video render's lights (the demo's 5, grey albedo) as the kernels take them, for
+    :func:`.posed.render_posed` in a process without torch."""
+    return np.ascontiguousarray(_light_table(default_shape_lights(1, dtype=torch.float64)[0], SHAPE_GREY).numpy())
+
+
+@torch.inference_mode()
+def render_posed_torch(src: np.ndarray, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
+                       light: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`.posed.render_posed` by the torch path (numba missing or ``SPECTRE_RASTER=torch``)."""
+    src_t, aff = torch.from_numpy(src), torch.from_numpy(affine)
+    xy = src_t[..., :2].to(torch.float64) @ aff[:, :, :2].transpose(1, 2) + aff[:, None, :, 2]
+    points = torch.cat([xy.to(torch.float32), src_t[..., 2:]], -1)
+    faces_t = torch.from_numpy(np.asarray(faces, np.int64))
+    normals = vertex_normals(torch.from_numpy(vertices), faces_t)
+    lights = torch.from_numpy(light).to(torch.float32)
+    # the table's colours already hold albedo / L: undo the 1 / L, with albedo 1
+    lights = torch.cat([lights[:, :3], lights[:, 3:] * lights.shape[0]], -1)
+    rgb, alpha = render_shape_pixels(normals, points, faces_t, size, lights=lights, albedo=1.0)
+    return rgb.clamp_(0.0, 1.0).numpy(), alpha.numpy()
 
 
 def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Tensor:

@@ -1,0 +1,73 @@
+"""The render video's frames from renders and the input's window: grid, overlay or render alone. No
+torch here: the video stage process composes and encodes without it (:mod:`.videoworker`)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.writer import VideoWriter
+from .window import VideoWindow
+
+__all__ = ["ENCODER", "FaceRows", "compose", "open_video_writer", "place_rows"]
+
+#: H.264 settings of the render video: chosen for speed and size (docs/performance.md has the measurement)
+ENCODER = {"preset": "veryfast", "crf": 23}
+
+
+@dataclass
+class FaceRows:
+    """One face over a run of consecutive frames: its parameters, crop camera and crop transforms."""
+
+    params: dict[str, np.ndarray]  # name -> (n, k)
+    cam: np.ndarray                # (n, 3) camera in the official 224 crop
+    crop_tform: np.ndarray         # (n, 3, 3) input px -> crop px
+    valid: np.ndarray              # (n,) frames with a face to draw
+
+
+def place_rows(n: int, rows: np.ndarray, rendered: tuple[np.ndarray, np.ndarray] | None,
+               size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Renders of ``rows`` of ``n`` frames (``rendered``: rgb, alpha) in an (n, H, W) batch; black elsewhere."""
+    if rendered is not None and len(rows) == n:  # every frame has the face: no copy into a zero canvas
+        return rendered
+    h, w = size
+    rgb = np.zeros((n, h, w, 3), np.float32)
+    alpha = np.zeros((n, h, w), np.float32)
+    if rendered is not None:
+        rgb[rows], alpha[rows] = rendered
+    return rgb, alpha
+
+
+def compose(frames: np.ndarray, renders: list[tuple[np.ndarray, np.ndarray]], layout: str,
+            opacity: float = 0.7) -> np.ndarray:
+    """(n, H, W', 3) uint8 output frames: ``frames`` (n, H, W, 3) uint8 (the input in the window) with the
+    faces' ``renders`` (rgb premultiplied float32, alpha) drawn over black (``render``), beside the input
+    (``grid``) or over it at ``opacity`` (``overlay``)."""
+    acc, cover = np.zeros(frames.shape, np.float32), np.zeros(frames.shape[:3], np.float32)
+    for i, (rgb, a) in enumerate(renders):
+        if i == 0:  # over black: the first face's render as it is
+            acc, cover = rgb, a
+            continue
+        acc = rgb + acc * (1.0 - a[..., None])  # premultiplied "over"
+        np.maximum(cover, a, out=cover)
+    acc *= 255.0
+    acc += 0.5
+    render = np.clip(acc, 0, 255, out=acc).astype(np.uint8)  # as to_uint8 (round half up)
+    if layout == "render":
+        return render
+    if layout == "grid":
+        return np.concatenate([render, frames], axis=2)
+    a = (cover * opacity)[..., None]
+    return np.clip(render * a + frames * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+
+
+def open_video_writer(layout: str, window: VideoWindow, path: str | Path, fps: float,
+                      pts: Sequence[float] | None = None, audio_from: str | Path | None = None,
+                      overwrite: bool = False, encoder: dict | None = None) -> VideoWriter:
+    """The render video's writer: the window's size (twice as wide for the grid) and :data:`ENCODER`."""
+    w, h = window.size
+    enc = dict(ENCODER, **(encoder or {}))
+    return VideoWriter(path, fps, (2 * w if layout == "grid" else w, h), audio_from=audio_from, pts=pts,
+                       overwrite=overwrite, crf=int(enc["crf"]), preset=str(enc["preset"]))

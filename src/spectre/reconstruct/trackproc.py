@@ -1,0 +1,162 @@
+"""Tracking in a process of its own, started before the job's process imports torch.
+
+The default job cannot fit before torch and the face model are loaded (about 1.5 s), but tracking needs
+neither. Tracking in a thread of the job's process (:mod:`spectre.faces.ahead`) shares one GIL with torch's
+import, which then took 2.0 s instead of 1.1 while fewer than 64 frames were tracked. :class:`TrackProcess`
+tracks the video in a spawned process instead (no torch there), cuts each frame to the video's window there
+(:func:`.tracked.cut_chunk`, with the :class:`~.tracked.CutSettings` the command line expects) and sends
+the tracked chunks through a bounded queue. The job takes them (:meth:`TrackProcess.take`) when its own
+settings are the same, else it closes the process and tracks the video itself.
+
+Decoded frames stay in that process; only the windows (at most 512x512 by default) cross to the job.
+Warnings of the decoder and MediaPipe are printed by that process, as they would be by the job's.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+from pathlib import Path
+
+from ..faces.track import FaceTracker
+from ..io.video import chunk_frames, open_video
+from .childerrors import StageProcessError, picklable
+from .tracked import CutSettings, TrackedParts, cut_chunk
+
+__all__ = ["TrackProcess", "TrackedFromProcess"]
+
+#: tracked chunks waiting for the job (at 1080p a chunk is about 10 frames: 8 MB of 512x512 windows)
+QUEUED_CHUNKS = 3
+POLL_S = 0.1
+
+
+class _Stopped(Exception):
+    """The job no longer wants the chunks, or it is gone."""
+
+
+def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise SystemExit(128 + signum)
+
+
+def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
+    """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk, then
+    ``("end",)`` or ``("error", exc)``. It leaves without the interpreter's teardown once they are sent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the job decides
+    signal.signal(signal.SIGTERM, _terminated)
+    parent = mp.parent_process()
+
+    def put(item) -> None:
+        while True:
+            if stop.is_set() or (parent is not None and not parent.is_alive()):
+                raise _Stopped()
+            try:
+                outbox.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    stream = None
+    try:
+        try:
+            source = open_video(path, warn_fps=False)  # the job opens it too and warns there
+            window = settings.window(source.width, source.height)
+            chunk = chunk_frames(source.width, source.height, settings.chunk_mb, settings.track_chunk)
+            stream = FaceTracker().stream(source, chunk_size=chunk)
+            row = 0
+            for fc in stream:
+                item = cut_chunk(fc, row, window, settings.crop_scale)
+                row += item[0].n
+                put(("chunk", item))
+            put(("end",))
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - raised in the job
+            try:
+                put(("error", picklable(exc)))
+            except _Stopped:
+                pass
+    finally:
+        if stream is not None:
+            stream.close()
+        outbox.close()
+        if not stop.is_set() and (parent is None or parent.is_alive()):
+            outbox.join_thread()  # what was put reaches the pipe
+        os._exit(0)
+
+
+class TrackProcess:
+    """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks."""
+
+    def __init__(self, path: str | Path, settings: CutSettings):
+        ctx = mp.get_context("spawn")
+        self.path, self.settings = Path(path), settings
+        self.outbox = ctx.Queue(QUEUED_CHUNKS)
+        self.stop = ctx.Event()
+        self.proc = ctx.Process(target=track_main, name="spectre-track", daemon=True,
+                                args=(str(path), settings, self.outbox, self.stop))
+        self.proc.start()
+        self._taken = self._closed = False
+
+    def matches(self, path: str | Path, settings: CutSettings) -> bool:
+        """Whether this tracks ``path`` with ``settings`` and its chunks are still to be taken."""
+        return (not self._taken and not self._closed and settings == self.settings
+                and Path(path).resolve() == self.path.resolve())
+
+    def take(self) -> TrackedFromProcess:
+        if self._taken:
+            raise RuntimeError("the tracked chunks were already taken")
+        self._taken = True
+        return TrackedFromProcess(self)
+
+    def get(self) -> tuple:
+        """The next message; :class:`StageProcessError` when the process ended without sending one."""
+        while True:
+            try:
+                return self.outbox.get(timeout=POLL_S)
+            except queue.Empty:
+                if self.proc.is_alive():
+                    continue
+            try:  # it may have ended just after its last message reached the pipe
+                return self.outbox.get(timeout=1.0)
+            except queue.Empty:
+                raise StageProcessError("the tracking process ended unexpectedly "
+                                        f"(exit code {self.proc.exitcode})") from None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the process and wait for it (ended when it does not stop in time). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop.set()
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2.0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(2.0)
+        self.outbox.cancel_join_thread()
+        self.outbox.close()
+
+
+class TrackedFromProcess(TrackedParts):
+    """The tracked chunks of a :class:`TrackProcess`, iterated like :class:`~.overlap.TrackedFrames`."""
+
+    def __init__(self, tracker: TrackProcess):
+        super().__init__(tracker.path)
+        self.tracker = tracker
+
+    def __iter__(self):
+        while True:
+            msg = self.tracker.get()
+            if msg[0] == "error":
+                self.tracker.close()
+                raise msg[1]
+            if msg[0] == "end":
+                self.tracker.close()
+                return
+            yield self.add(*msg[1])
+
+    def close(self) -> None:
+        self.tracker.close()

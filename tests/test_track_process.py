@@ -1,0 +1,130 @@
+"""TrackProcess (the command line's tracking before torch, in a process of its own): the job gets exactly
+the chunks it would have tracked itself, a job with other settings tracks itself and the process ends,
+the video's errors reach the job with their type and message, and the process never outlives its use."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from spectre.errors import InputError
+from spectre.io.video import open_video
+from spectre.reconstruct.config import ReconstructConfig, make_config
+from spectre.reconstruct.reconstructor import Reconstructor
+from spectre.reconstruct.tracked import CutSettings
+from spectre.reconstruct.trackproc import TrackedFromProcess, TrackProcess
+
+SMALL = {"chunk_mb": 1}  # several chunks on the short clip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purpose
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait(cond, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds  # a hang guard, not a speed test
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _collect(tracked):
+    chunks = list(tracked)
+    return chunks, tracked.result()
+
+
+def test_the_command_lines_defaults_are_the_configs():
+    cfg = ReconstructConfig().validate()
+    assert CutSettings.of(cfg, video=True) == CutSettings()
+    assert CutSettings().with_given(layout="render", video_frame=None).layout == "render"
+
+
+@pytest.mark.parametrize("layout", ["grid", "none"])
+def test_chunks_from_the_process_equal_the_jobs_own(short_clip, layout):
+    cfg = make_config(pipeline=SMALL, layout=layout)
+    video = layout != "none"
+    settings = CutSettings.of(cfg, video=video)
+    source = open_video(short_clip)
+    rec = Reconstructor(cfg)
+    try:
+        own, (tracks, track) = _collect(rec.tracked_frames(short_clip, source, settings.window(source.width,
+                                                                                               source.height)))
+        proc = TrackProcess(short_clip, settings)
+        rec.track_ahead = proc
+        tracked = rec.tracked_frames(short_clip, source, settings.window(source.width, source.height))
+        assert isinstance(tracked, TrackedFromProcess) and rec.track_ahead is None
+        got, (tracks2, track2) = _collect(tracked)
+    finally:
+        rec.close()
+    assert len(own) > 2 and [c.row for c in got] == [c.row for c in own]
+    for a, b in zip(got, own):
+        for k in ("lm", "valid", "p478", "times", "frames", "tw", "tf"):
+            x, y = getattr(a, k), getattr(b, k)
+            assert (x is None) == (y is None) == (k in ("frames", "tw", "tf") and not video), k
+            if x is not None:
+                np.testing.assert_array_equal(x, y, err_msg=k)
+    np.testing.assert_array_equal(tracks2.indices, tracks.indices)
+    np.testing.assert_array_equal(track2.points478, track.points478)
+    assert sorted(tracks2.tracks) == sorted(tracks.tracks)
+    _wait(lambda: not proc.proc.is_alive())  # done: the process has left
+
+
+def test_a_job_with_other_settings_tracks_itself(short_clip):
+    cfg = make_config(pipeline=SMALL)
+    proc = TrackProcess(short_clip, CutSettings.of(cfg, video=True).with_given(crop_scale=1.5))
+    rec = Reconstructor(cfg)
+    rec.track_ahead = proc
+    try:
+        source = open_video(short_clip)
+        tracked = rec.tracked_frames(short_clip, source, None)
+        assert not isinstance(tracked, TrackedFromProcess)
+        assert not proc.proc.is_alive() and rec.track_ahead is None
+    finally:
+        rec.close()
+
+
+def test_the_videos_error_reaches_the_job(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    proc = TrackProcess(bad, CutSettings())
+    with pytest.raises(InputError, match="bad.mp4"):
+        list(proc.take())
+    assert not proc.proc.is_alive()
+
+
+def test_closed_while_waiting_for_the_job(short_clip):
+    proc = TrackProcess(short_clip, CutSettings(chunk_mb=1, track_chunk=2))  # more chunks than the queue holds
+    _wait(lambda: proc.outbox.full())
+    pid = proc.proc.pid
+    proc.close()
+    assert not _alive(pid)
+    proc.close()  # idempotent
+
+
+def test_it_leaves_when_the_job_is_killed(short_clip):
+    """A parent killed with SIGKILL cannot close it: the process notices and leaves on its own."""
+    code = ("import sys, time\n"
+            "from spectre.reconstruct.tracked import CutSettings\n"
+            "from spectre.reconstruct.trackproc import TrackProcess\n"
+            f"p = TrackProcess({str(short_clip)!r}, CutSettings(chunk_mb=1, track_chunk=2))\n"
+            "print(p.proc.pid, flush=True)\n"
+            "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(30)
+        _wait(lambda: not _alive(pid))
+    finally:
+        if parent.poll() is None:
+            parent.kill()
