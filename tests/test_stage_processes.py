@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proc_helpers import alive
 
 import spectre
 from spectre.errors import OutputError
@@ -63,7 +64,7 @@ def test_processes_give_the_threads_results_and_are_reused(short_clip, threaded,
         assert [p.pid for p in rec._procs.procs.values()] == children
     finally:
         rec.close()
-    assert not any(_alive(pid) for pid in children), "closing the reconstructor ends its stage processes"
+    assert not any(alive(pid) for pid in children), "closing the reconstructor ends its stage processes"
     for r in (res, res2):
         _same_results(r, ref)
     # the video: the same frames as the threads' video (the same renders, the same encoder)
@@ -95,21 +96,13 @@ def test_an_error_in_a_child_is_raised_in_the_parent_and_the_children_go_on(shor
     assert res.num_frames == 27 and np.abs(face.landmarks2d[ok] - face.tracked68[ok]).mean() < 6.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "zombie" not in f.read()
-    except OSError:
-        return False
-
-
 def _tagged(tag: str) -> list[int]:
     """Processes whose environment carries ``tag`` (the CLI and every process it started)."""
     found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if tag.encode() in (d / "environ").read_bytes() and _alive(int(d.name)):
+                if tag.encode() in (d / "environ").read_bytes() and alive(int(d.name)):
                     found.append(int(d.name))
             except OSError:
                 continue

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from proc_helpers import wait_until
 
 from spectre.errors import InputError
 from spectre.faces.ahead import TrackAhead
@@ -17,19 +18,12 @@ def _tracks(chunks) -> FaceTracks:
     return FaceTracks.concat([c.faces for c in chunks])
 
 
-def _wait(cond, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds  # a hang guard, not a speed test
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_taken_stream_equals_a_fresh_stream(short_clip):
     with FaceTracker() as tracker:
         fresh = _tracks(list(tracker.stream(open_video(short_clip), chunk_size=64)))
     ahead = TrackAhead(short_clip, chunk_size=5)  # other chunking than the fresh stream
     try:
-        _wait(lambda: ahead._done)  # tracked before anybody asks
+        wait_until(lambda: ahead._done)  # tracked before anybody asks
         assert ahead.matches(short_clip) and not ahead.matches(short_clip.with_name("other.mp4"))
         stream, tracker = ahead.take()
         got = _tracks(list(stream))
@@ -50,7 +44,7 @@ def test_waits_within_its_memory_bound_until_read(short_clip):
     frame = w * h * 3
     ahead = TrackAhead(short_clip, chunk_size=4, max_bytes=6 * frame)  # 4-frame chunks, room for one
     try:
-        _wait(lambda: len(ahead._chunks) >= 1)
+        wait_until(lambda: len(ahead._chunks) >= 1)
         time.sleep(0.5)
         assert len(ahead._chunks) == 1 and ahead._bytes == 4 * frame and not ahead._done
         stream, tracker = ahead.take()
@@ -76,7 +70,7 @@ def test_the_videos_error_reaches_the_consumer(tmp_path):
 
 def test_close_stops_tracking_and_closes_the_tracker(short_clip):
     ahead = TrackAhead(short_clip, chunk_size=4, max_bytes=1)
-    _wait(lambda: len(ahead._chunks) >= 1)
+    wait_until(lambda: len(ahead._chunks) >= 1)
     ahead.close()
     assert not ahead._thread.is_alive()
     assert ahead.tracker is None and not ahead.matches(short_clip)

@@ -3,13 +3,12 @@ the chunks it would have tracked itself, a job with other settings tracks itself
 the video's errors reach the job with their type and message, and the process never outlives its use."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from proc_helpers import alive, wait_until
 
 from spectre.errors import InputError
 from spectre.io.video import open_video
@@ -19,22 +18,6 @@ from spectre.reconstruct.tracked import CutSettings
 from spectre.reconstruct.trackproc import TrackedFromProcess, TrackProcess
 
 SMALL = {"chunk_mb": 1}  # several chunks on the short clip
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purpose
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def _wait(cond, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds  # a hang guard, not a speed test
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _collect(tracked):
@@ -75,7 +58,7 @@ def test_chunks_from_the_process_equal_the_jobs_own(short_clip, layout):
     np.testing.assert_array_equal(tracks2.indices, tracks.indices)
     np.testing.assert_array_equal(track2.points478, track.points478)
     assert sorted(tracks2.tracks) == sorted(tracks.tracks)
-    _wait(lambda: not proc.proc.is_alive())  # done: the process has left
+    wait_until(lambda: not proc.proc.is_alive())  # done: the process has left
 
 
 def test_a_job_with_other_settings_tracks_itself(short_clip):
@@ -103,10 +86,10 @@ def test_the_videos_error_reaches_the_job(tmp_path):
 
 def test_closed_while_waiting_for_the_job(short_clip):
     proc = TrackProcess(short_clip, CutSettings(chunk_mb=1, track_chunk=2))  # more chunks than the queue holds
-    _wait(lambda: proc.outbox.full())
+    wait_until(lambda: proc.outbox.full())
     pid = proc.proc.pid
     proc.close()
-    assert not _alive(pid)
+    assert not alive(pid)
     proc.close()  # idempotent
 
 
@@ -121,10 +104,10 @@ def test_it_leaves_when_the_job_is_killed(short_clip):
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline())
-        assert _alive(pid)
+        assert alive(pid)
         parent.kill()
         parent.wait(30)
-        _wait(lambda: not _alive(pid))
+        wait_until(lambda: not alive(pid))
     finally:
         if parent.poll() is None:
             parent.kill()
