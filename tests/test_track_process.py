@@ -3,6 +3,8 @@ the chunks it would have tracked itself, a job with other settings tracks itself
 the video's errors reach the job with their type and message, and the process never outlives its use."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -111,3 +113,15 @@ def test_it_leaves_when_the_job_is_killed(short_clip):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_killed_tracking_process_is_an_error_not_a_hang(short_clip):
+    from spectre.reconstruct.childerrors import StageProcessError
+
+    proc = TrackProcess(short_clip, CutSettings(chunk_mb=1, track_chunk=2))
+    wait_until(lambda: proc.outbox.full())
+    os.kill(proc.proc.pid, signal.SIGKILL)
+    with pytest.raises(StageProcessError, match="tracking process ended unexpectedly"):
+        for _ in proc.take():  # the chunks it sent before it died, then the error
+            pass
+    proc.close()
