@@ -1,13 +1,15 @@
 """How the failure of a child process (a stage process, the tracking process) reaches the job: the child
 sends its exception when it pickles (typed errors keep their class, message and exit code); a child that
-ended without a word is a :class:`StageProcessError`. No torch here: the tracking process has none."""
+ended without a word is a :class:`StageProcessError`; a writer killed in the middle of a message is an end
+of file for its reader (:func:`only_read`), not a wait for bytes that never come. No torch here: the
+tracking process has none."""
 from __future__ import annotations
 
 import pickle
 
 from ..errors import SpectreError
 
-__all__ = ["StageProcessError", "picklable"]
+__all__ = ["StageProcessError", "only_read", "picklable"]
 
 
 class StageProcessError(SpectreError):
@@ -24,3 +26,15 @@ def picklable(exc: BaseException) -> BaseException:
         return exc
     except Exception:  # noqa: BLE001 - any pickling failure
         return RuntimeError(" ".join(f"{type(exc).__name__}: {exc}".split()))
+
+
+def only_read(q) -> None:
+    """Close this process's copy of the write end of ``q`` (a ``multiprocessing.Queue`` it only reads from).
+
+    A process that dies while it writes a large message (a killed tracking process, or a killed job writing
+    frames to the video process) leaves part of it in the pipe; a reader that still holds a write end itself
+    would then wait forever for the rest. With only the writer's end open, its death is an end of file:
+    ``get`` raises ``EOFError`` or ``OSError``, which the reader turns into an error or its exit."""
+    writer = getattr(q, "_writer", None)  # the queue's pipe: ``_reader`` for get, ``_writer`` for put
+    if writer is not None:
+        writer.close()

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..render.posed import render_posed, warm_up
-from .childerrors import picklable
+from .childerrors import only_read, picklable
 from .compose import compose, open_video_writer, place_rows
 
 __all__ = ["serve"]
@@ -45,6 +45,7 @@ class _Channel:
         self.inbox, self.outbox, self.abort = inbox, outbox, abort
         self.job = -1
         self.parent = mp.parent_process()
+        only_read(inbox)  # a parent killed while it writes frames is an end of file here, not a hang
 
     def alive(self) -> bool:
         return self.parent is None or self.parent.is_alive()
@@ -63,6 +64,15 @@ class _Channel:
                 return self.inbox.get(timeout=POLL_S)
             except queue.Empty:
                 continue
+            except (EOFError, OSError):  # every writer is gone (the parent died mid-message)
+                raise _Stopped() from None
+
+    def get_nowait(self):
+        """The next message if one is there (``queue.Empty`` if not)."""
+        try:
+            return self.inbox.get_nowait()
+        except (EOFError, OSError):  # every writer is gone (the parent died mid-message)
+            raise _Stopped() from None
 
     def put(self, q, item) -> None:
         while True:
@@ -160,7 +170,7 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
                 continue
             while state.held_bytes < HOLD_MB * 2**20:
                 try:
-                    state.absorb(ch.inbox.get_nowait())
+                    state.absorb(ch.get_nowait())
                 except queue.Empty:
                     break
             ch.check()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..faces.track import FaceTracker
 from ..io.video import chunk_frames, open_video
-from .childerrors import StageProcessError, picklable
+from .childerrors import StageProcessError, only_read, picklable
 from .tracked import CutSettings, TrackedParts, cut_chunk
 
 __all__ = ["TrackProcess", "TrackedFromProcess"]
@@ -96,6 +96,7 @@ class TrackProcess:
         self.proc = ctx.Process(target=track_main, name="spectre-track", daemon=True,
                                 args=(str(path), settings, self.outbox, self.stop))
         self.proc.start()
+        only_read(self.outbox)  # the process's death mid-message is an end of file here, not a hang
         self._taken = self._closed = False
 
     def matches(self, path: str | Path, settings: CutSettings) -> bool:
@@ -110,18 +111,20 @@ class TrackProcess:
         return TrackedFromProcess(self)
 
     def get(self) -> tuple:
-        """The next message; :class:`StageProcessError` when the process ended without sending one."""
-        while True:
-            try:
-                return self.outbox.get(timeout=POLL_S)
-            except queue.Empty:
-                if self.proc.is_alive():
-                    continue
-            try:  # it may have ended just after its last message reached the pipe
-                return self.outbox.get(timeout=1.0)
-            except queue.Empty:
-                raise StageProcessError("the tracking process ended unexpectedly "
-                                        f"(exit code {self.proc.exitcode})") from None
+        """The next message; :class:`StageProcessError` when the process ended without sending one (or
+        in the middle of one)."""
+        try:
+            while True:
+                try:
+                    return self.outbox.get(timeout=POLL_S)
+                except queue.Empty:
+                    if self.proc.is_alive():
+                        continue
+                return self.outbox.get(timeout=1.0)  # it may have ended just after its last message
+        except (queue.Empty, EOFError, OSError):
+            self.proc.join(1.0)
+            raise StageProcessError("the tracking process ended unexpectedly "
+                                    f"(exit code {self.proc.exitcode})") from None
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the process and wait for it (ended when it does not stop in time). Idempotent."""
