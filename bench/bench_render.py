@@ -154,7 +154,7 @@ def _env(**values):
 def video_rows(mesh, quick: bool, sync=lambda: None) -> list[dict]:
     """The video's grey render, ms per frame (wall and CPU), same frames, same run: the pure-torch
     ``fast_shape`` vs the differentiable in-frame render it replaced (back faces culled, as the videos
-    used it); then, with numba installed, the compiled kernels (``spectre.render.compiled``) vs that torch
+    used it); then, with numba installed, the compiled kernels (``spectre.raster_kernels``) vs that torch
     path at 1 and 2 torch threads (``SPECTRE_RENDER_THREADS=0``: the count is not lowered under load)."""
     from spectre.render.fast_shape import raster_backend
     from spectre.render.visualize import render_shape_in_frame

@@ -119,7 +119,7 @@ def test_the_model_name_check_sees_a_comparison(source):
 #: render imports the torch rasteriser only where the compiled kernels are missing, so the video process
 #: runs without torch
 LOCAL_IMPORTS_ALLOWED = ("spectre.cli.", "spectre.view.files", "spectre.reconstruct.stagespawn",
-                         "spectre.render.posed")
+                         "spectre.reconstruct.compose")
 
 
 def test_package_imports_sit_at_module_top():

@@ -1,4 +1,4 @@
-"""The compiled (numba) video render (``spectre.render.compiled``, the optional ``fast`` extra) against the
+"""The compiled (numba) video render (``spectre.raster_kernels``, the optional ``fast`` extra) against the
 pure-torch fast path it replaces, and the ``SPECTRE_RASTER`` dispatch.
 
 Measured on these cases: the same covered pixels (IoU 1.0) and mean |rgb difference| below 2e-7 (float64
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from spectre import raster_kernels as compiled
 from spectre.errors import ConfigError
 from spectre.geometry import vertex_normals
-from spectre.render import compiled, fast_shape, posed
+from spectre.reconstruct import compose
+from spectre.render import fast_shape
 from spectre.render.fast_shape import raster_backend, render_shape_fast_in_frame, render_shape_pixels
 
 IOU_MIN, DIFF_MAX = 0.9999, 1e-5
@@ -21,8 +23,6 @@ IOU_MIN, DIFF_MAX = 0.9999, 1e-5
 @pytest.fixture(scope="module")
 def kernels():
     pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
-    from spectre.render import compiled
-
     return compiled.load()
 
 
@@ -151,7 +151,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
 
     monkeypatch.setattr(compiled, "load", unavailable)
     monkeypatch.setenv("SPECTRE_RASTER", "torch")
-    posed.warm_up()  # nothing to load
+    compiled.warm_up()  # nothing to load
     monkeypatch.undo()
     pytest.importorskip("numba", reason="the compiled rasteriser needs the optional 'fast' extra (numba)")
     compiled.load()
@@ -159,7 +159,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     real = compiled.shade_frames
     monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[-1].copy())))
     monkeypatch.setenv("SPECTRE_RASTER", "auto")
-    posed.warm_up()
+    compiled.warm_up()
     assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle
 
 
@@ -177,7 +177,7 @@ def test_the_video_process_posed_render_matches(kernels, ict_posed, monkeypatch,
     crop_tform = np.concatenate([tf.numpy(), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
     affine = window_affine(np.tile([s, 0.0, 0.0], (n, 1)), crop_tform, np.tile(np.eye(3), (n, 1, 1)))
     ref = _with(monkeypatch, "numba", render_shape_fast_in_frame, verts, crop, faces, tf, (size, size))
-    rgb, alpha = _with(monkeypatch, backend, posed.render_posed, verts.numpy(), affine, faces.numpy(),
+    rgb, alpha = _with(monkeypatch, backend, compose.render_posed, verts.numpy(), affine, faces.numpy(),
                        fast_shape.video_light_table(), (size, size))
     assert float(ref[1].sum((1, 2)).min()) > 500
     _compare((torch.from_numpy(rgb), torch.from_numpy(alpha)), ref)

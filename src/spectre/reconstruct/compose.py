@@ -1,5 +1,6 @@
-"""The render video's frames from renders and the input's window: grid, overlay or render alone. No
-torch here: the video stage process composes and encodes without it (:mod:`.videoworker`)."""
+"""The render video's frames from posed faces and the input's window: the grey render
+(:func:`render_posed`), the layout (grid, overlay or render alone) and the writer. No torch here: the video
+stage process (:mod:`.stageworker`) draws, composes and encodes without it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..io.writer import VideoWriter
+from ..raster_kernels import posed_frames, raster_backend
 from .window import VideoWindow
 
-__all__ = ["ENCODER", "FaceRows", "compose", "open_video_writer", "place_rows"]
+__all__ = ["ENCODER", "FaceRows", "compose", "open_video_writer", "place_rows", "render_posed"]
 
 #: H.264 settings of the render video: chosen for speed and size (docs/performance.md has the measurement)
 ENCODER = {"preset": "veryfast", "crf": 23}
@@ -25,6 +27,20 @@ class FaceRows:
     cam: np.ndarray                # (n, 3) camera in the official 224 crop
     crop_tform: np.ndarray         # (n, 3, 3) input px -> crop px
     valid: np.ndarray              # (n,) frames with a face to draw
+
+
+def render_posed(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
+                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The grey shape of posed model-space ``vertices`` (B, V, 3) through ``affine`` (B, 2, 3), the map of their
+    ``(x, -y)`` to the window's pixels (:func:`.videostage.window_affine`), back faces culled; ``light``: the
+    kernels' table (:func:`spectre.render.fast_shape.video_light_table`); ``size`` (H, W) -> (rgb (B, H, W, 3)
+    float32 in [0, 1], alpha (B, H, W)). With the compiled kernels (the ``fast`` extra) torch is never
+    imported; otherwise, or with ``SPECTRE_RASTER=torch``, the torch rasteriser draws the same pixels."""
+    if raster_backend() == "numba":
+        return posed_frames(vertices, affine, faces, light, size)
+    from ..render.fast_shape import render_posed_torch  # torch only here: the path without the compiled kernels
+
+    return render_posed_torch(vertices, affine, faces, light, size)
 
 
 def place_rows(n: int, rows: np.ndarray, rendered: tuple[np.ndarray, np.ndarray] | None,

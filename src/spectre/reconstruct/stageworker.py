@@ -3,7 +3,7 @@ process of its own, one job after another, with its own interpreter (and GIL).
 
 It needs no face model and, with the compiled rasteriser (the ``fast`` extra), no torch: the job sends,
 with each run of fitted frames, the posed vertices and the map to the window's pixels
-(:func:`.videostage.posed_rows`); the process draws them (:func:`spectre.render.posed.render_posed`),
+(:func:`.videostage.posed_rows`); the process draws them (:func:`.compose.render_posed`),
 composes them with the windows of the input and encodes.
 
 Messages (tuples, the first item names them) arrive on the process's inbox, the first being
@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from ..render.posed import render_posed, warm_up
+from ..raster_kernels import warm_up
 from .childerrors import only_read, picklable
-from .compose import compose, open_video_writer, place_rows
+from .compose import compose, open_video_writer, place_rows, render_posed
 
 __all__ = ["serve"]
 

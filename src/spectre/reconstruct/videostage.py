@@ -16,10 +16,10 @@ import torch
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, project_to_crop
 from ..io.video import open_video
+from ..raster_kernels import warm_up
 from ..render.fast_shape import video_light_table
-from ..render.posed import render_posed, warm_up
 from ..render.visualize import render_shape_in_frame
-from .compose import FaceRows, compose, open_video_writer, place_rows
+from .compose import FaceRows, compose, open_video_writer, place_rows, render_posed
 from .window import VideoWindow
 
 __all__ = ["VideoStage", "posed_rows", "render_window", "window_affine", "write_video"]
@@ -28,7 +28,7 @@ def window_affine(cam: np.ndarray, crop_tform: np.ndarray, to_window: np.ndarray
                   crop_size: int = FACE_CROP_SIZE) -> np.ndarray:
     """(n, 2, 3) float64 maps from posed model vertices' ``(x, -y)`` to window pixels: the crop camera
     ``cam`` (n, 3) ``s, tx, ty`` (``project_to_crop``), the crop (``crop_tform`` input px -> crop px) and the
-    window (``to_window`` input px -> window px) composed, for :func:`spectre.render.posed.render_posed`."""
+    window (``to_window`` input px -> window px) composed, for :func:`.compose.render_posed`."""
     win_to_crop = np.asarray(crop_tform, np.float64) @ np.linalg.inv(np.asarray(to_window, np.float64))
     inv = np.linalg.inv(win_to_crop)[:, :2]  # crop px -> window px
     origin = crop_to_pixels(0.0, crop_size)  # crop px of the normalised 0, and per unit
@@ -60,7 +60,7 @@ def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
     ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
-    the non-differentiable video renderer (:func:`spectre.render.posed.render_posed`, back faces culled; the
+    the non-differentiable video renderer (:func:`.compose.render_posed`, back faces culled; the
     video need not be differentiable, tests/test_fast_render.py bounds its difference to the differentiable
     renderer); else the differentiable renderer with culled back faces."""
     w, h = size

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import raster_kernels
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, vertex_normals
-from . import compiled
-from .compiled import raster_backend
+from ..raster_kernels import raster_backend
 from .rasterize import with_render_threads
 from .shading import SHAPE_GREY, default_shape_lights
 
@@ -29,12 +29,12 @@ __all__ = ["visible_triangles", "render_shape_pixels", "render_shape_fast_in_fra
            "raster_backend", "render_posed_torch", "video_light_table"]
 
 _EMPTY = torch.iinfo(torch.int64).max
-_SPAN_EPS = compiled.SPAN_EPS
+_SPAN_EPS = raster_kernels.SPAN_EPS
 #: bounding-box sizes laid out as dense (triangles, candidates) blocks; larger boxes are enumerated
 #: one candidate at a time. 1 and 2 are exact sizes, 4 and 8 take boxes of 3-4 and 5-8 pixels.
 _BLOCKS = (1, 2, 4, 8)
 _FAR = 1e30  # a bound that never binds
-_FLAT = compiled.FLAT  # pixels: an edge that rises less than this bounds no row (the top or bottom of its box)
+_FLAT = raster_kernels.FLAT  # pixels: an edge that rises less than this bounds no row (the top or bottom of its box)
 #: float columns of the per-triangle table: depth at the box's first pixel and its x/y steps, box width and
 #: height, and per edge the row span bounds ``u >= qlo + plo*v`` and ``u <= qhi + phi*v`` (box-relative)
 _ZO, _DZX, _DZY, _BW, _BH, _QLO, _PLO, _QHI, _PHI = 0, 1, 2, 3, 4, 5, 8, 11, 14
@@ -275,7 +275,7 @@ def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None
     none = np.empty((0, 0, 3), np.float32)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    compiled.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
+    raster_kernels.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
                              none if vertices is None else as_np(vertices), as_np(faces, np.int64),
                              as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp), rgb, alpha)
     return torch.from_numpy(rgb), torch.from_numpy(alpha)
@@ -288,15 +288,16 @@ def _light_table(lights: torch.Tensor, albedo: float) -> torch.Tensor:
 
 def video_light_table() -> np.ndarray:
     """(L, 6) float64: the video render's lights (the demo's 5, grey albedo) as the kernels take them, for
-    :func:`.posed.render_posed` in a process without torch."""
+    the posed render of a process without torch (:func:`spectre.reconstruct.compose.render_posed`)."""
     return np.ascontiguousarray(_light_table(default_shape_lights(1, dtype=torch.float64)[0], SHAPE_GREY).numpy())
 
 
 @torch.inference_mode()
-def render_posed_torch(src: np.ndarray, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
-                       light: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`.posed.render_posed` by the torch path (numba missing or ``SPECTRE_RASTER=torch``)."""
-    src_t, aff = torch.from_numpy(src), torch.from_numpy(affine)
+def render_posed_torch(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
+                       size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`spectre.raster_kernels.posed_frames` by the torch path (numba missing or ``SPECTRE_RASTER=torch``)."""
+    vertices = np.ascontiguousarray(vertices, np.float32)
+    src_t, aff = torch.from_numpy(vertices * raster_kernels.POSED_AXES), torch.from_numpy(np.asarray(affine, np.float64))
     xy = src_t[..., :2].to(torch.float64) @ aff[:, :, :2].transpose(1, 2) + aff[:, None, :, 2]
     points = torch.cat([xy.to(torch.float32), src_t[..., 2:]], -1)
     faces_t = torch.from_numpy(np.asarray(faces, np.int64))

@@ -1,4 +1,6 @@
-"""Compiled (numba) kernels of the videos' grey render: the optional fast path of :mod:`.fast_shape`.
+"""Compiled (numba) kernels of the videos' grey render: the optional fast path of
+:mod:`spectre.render.fast_shape`, and the posed render of the video process, which has no torch (so this
+module sits outside :mod:`spectre.render`, whose package imports torch).
 
 Why: the torch fast path spends most of a frame on tensor set-up for ICT's 45k mostly sub-pixel triangles
 (gathers, per-group tables, masks), not on drawing. One compiled loop per frame over the triangles and
@@ -13,7 +15,7 @@ and lit by directional lights (Lambert, clamped per light). Arithmetic is float6
 is float32), so a pixel centre within float32 rounding of an edge can differ.
 
 Importing this module does not import numba: the functions below are plain Python until :func:`load`
-(called by :mod:`.fast_shape` on its first render, when ``SPECTRE_RASTER`` allows it) imports numba and
+(called by :mod:`spectre.render.fast_shape` on its first render, when ``SPECTRE_RASTER`` allows it) imports numba and
 compiles them in place. The compiled code is cached beside this file, or in numba's user-wide cache
 (``~/.cache/numba``, ``NUMBA_CACHE_DIR``) when this folder is read-only, so only the first call on a machine
 compiles (about 4 s); loading the cache costs about 0.5 s per process.
@@ -27,15 +29,18 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
-__all__ = ["FLAT", "SPAN_EPS", "load", "raster_backend", "vertex_normals", "shade_frames"]
+__all__ = ["FLAT", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "raster_backend", "shade_frames",
+           "vertex_normals", "warm_up"]
 
 #: pixels, as the differentiable rasteriser: spans are widened by this, so shared edges overlap a hair and
 #: never leave pin-holes (the torch path, :mod:`.fast_shape`, draws by the same rule)
 SPAN_EPS = 1e-5
 #: pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
 FLAT = 1e-4
+#: posed model-space vertices -> the crop's axes (x right, y down, z away): what :func:`posed_frames` draws
+POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
 #: the functions compiled by :func:`load`, callees first
 _KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_shade", "shade_frames")
@@ -270,3 +275,33 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
         _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
             _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b])
+
+
+def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
+                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grey shape of posed ``vertices`` (B, V, 3) float32 (model space) through ``affine`` (B, 2, 3) float64,
+    the map of their ``(x, -y)`` to pixels (depth ``-z``), back faces culled; ``faces`` (F, 3); ``light``
+    (L, 6), the kernels' light table; ``size`` (H, W) -> (rgb (B, H, W, 3) float32 in [0, 1] on black,
+    alpha (B, H, W) float32). Needs the kernels (:func:`load`)."""
+    vertices = np.ascontiguousarray(vertices, np.float32)
+    H, W = size
+    B = len(vertices)
+    rgb = np.zeros((B, H, W, 3), np.float32)
+    alpha = np.zeros((B, H, W), np.float32)
+    lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (B, *np.shape(light))))
+    load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
+                        np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
+                        True, SPAN_EPS, FLAT, True, rgb, alpha)
+    return rgb, alpha
+
+
+def warm_up() -> None:
+    """Import numba and load (or, on a machine's first run, compile) the kernels now, with a one-triangle
+    render: about 0.5 s from the on-disk cache, several seconds to compile. A video stage calls this when it
+    starts, while it waits for its first fitted frames, so its first chunk does not pay it."""
+    if raster_backend() != "numba":
+        return
+    tri = np.array([[[1.0, 1.0, -1.0], [3.0, 1.0, -1.0], [1.0, 3.0, -1.0]]], np.float32)
+    light = np.array([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+    flip_y = np.array([[[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]])  # its pixels: (1, 1), (3, 1), (1, 3)
+    posed_frames(tri, flip_y, np.array([[0, 2, 1]]), light, (4, 4))
