@@ -24,6 +24,7 @@ from .window import VideoWindow
 
 __all__ = ["VideoStage", "posed_rows", "render_window", "window_affine", "write_video"]
 
+
 def window_affine(cam: np.ndarray, crop_tform: np.ndarray, to_window: np.ndarray,
                   crop_size: int = FACE_CROP_SIZE) -> np.ndarray:
     """(n, 2, 3) float64 maps from posed model vertices' ``(x, -y)`` to window pixels: the crop camera
