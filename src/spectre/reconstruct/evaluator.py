@@ -292,11 +292,8 @@ class PointEvaluator:
             return (verts[:, idx] * bary[None, :, :, None]).sum(2)
         return (lmk, on_surface(self._lips) if self.L else None,
                 on_surface(self._surface) if self.D else None,
-                self._full_edge(verts, rot, R) if self._strips is not None else None)
-
-    def _full_edge(self, verts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None) -> torch.Tensor:
-        R = axis_angle_to_matrix(rot) if R is None else R
-        return self.model.inner_lip_edge(verts[:, self._strips.vertex_idx.to(verts.device)], R)
+                self.model.visible_inner_lips(verts, axis_angle_to_matrix(rot) if R is None else R)
+                if self._strips is not None else None)
 
     def landmarks(self, coef: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         """(B, K) coefficients + (B, 3) rotation -> (B, 68, 3) model-space landmarks (rotated)."""

@@ -139,8 +139,8 @@ class Reconstructor:
         return clip_uses_processes(n, min(self.cfg.pipeline.identity_span, self.cfg.pipeline.window))
 
     def start_processes(self) -> None:
-        """Spawn the stage processes now (they import torch and load the face model while this process
-        tracks), unless they run already."""
+        """Spawn the stage processes now (they start up while this process loads the model and tracks),
+        unless they run already."""
         if self._procs is None or not self._procs.alive():
             if self._procs is not None:
                 self._procs.close()

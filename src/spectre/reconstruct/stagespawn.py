@@ -84,7 +84,7 @@ class SpawnedStages:
         return not self._closed and all(p.is_alive() for p in self.procs.values())
 
     def configure(self, cfg_dict: dict) -> None:
-        """Send every process its configuration (once): they load the face model and report ``ready``."""
+        """Send every process its configuration (once): they report ``ready``."""
         if self.configured:
             raise RuntimeError("the stage processes are configured already")
         self.configured = True

@@ -19,14 +19,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import signal
 import threading
 import time
 
 import numpy as np
 
 from ..raster_kernels import warm_up
-from .childerrors import only_read, picklable
+from .childerrors import child_signals, only_read, picklable
 from .compose import compose, open_video_writer, place_rows, render_posed
 
 __all__ = ["serve"]
@@ -84,10 +83,6 @@ class _Channel:
                 continue
 
 
-def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise SystemExit(128 + signum)
-
-
 def serve(role: str, inbox, outbox, abort) -> None:
     """Entry point of a stage process (``role``: ``video``; its first message is its configuration,
     :mod:`.stagespawn`). It leaves without the interpreter's teardown once its messages are sent."""
@@ -102,8 +97,7 @@ def serve(role: str, inbox, outbox, abort) -> None:
 
 
 def _serve(role: str, inbox, outbox, abort) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    signal.signal(signal.SIGTERM, _terminated)  # leave through the clean-up (the temporary video file)
+    child_signals()
     ch = _Channel(inbox, outbox, abort)
     try:
         if role != "video":

@@ -16,12 +16,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import signal
 from pathlib import Path
 
 from ..faces.track import FaceTracker
 from ..io.video import chunk_frames, open_video
-from .childerrors import StageProcessError, only_read, picklable
+from .childerrors import StageProcessError, child_signals, only_read, picklable
 from .tracked import CutSettings, TrackedParts, cut_chunk
 
 __all__ = ["TrackProcess", "TrackedFromProcess"]
@@ -35,15 +34,10 @@ class _Stopped(Exception):
     """The job no longer wants the chunks, or it is gone."""
 
 
-def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise SystemExit(128 + signum)
-
-
 def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
     """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk, then
     ``("end",)`` or ``("error", exc)``. It leaves without the interpreter's teardown once they are sent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the job decides
-    signal.signal(signal.SIGTERM, _terminated)
+    child_signals()
     parent = mp.parent_process()
 
     def put(item) -> None:
