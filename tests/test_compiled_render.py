@@ -157,7 +157,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     compiled.load()
     calls = []
     real = compiled.shade_frames
-    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[-1].copy())))
+    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[11].copy())))  # alpha
     monkeypatch.setenv("SPECTRE_RASTER", "auto")
     compiled.warm_up()
     assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle
@@ -181,3 +181,28 @@ def test_the_video_process_posed_render_matches(kernels, ict_posed, monkeypatch,
                        fast_shape.video_light_table(), (size, size))
     assert float(ref[1].sum((1, 2)).min()) > 500
     _compare((torch.from_numpy(rgb), torch.from_numpy(alpha)), ref)
+
+
+@pytest.mark.parametrize("layout", ["grid", "render", "overlay"])
+def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels, ict_posed, monkeypatch, layout):
+    """The video process draws into its uint8 output frames (``compose_posed``); the bytes are those of the
+    float render composed and converted, with every frame drawn and with frames that have no face."""
+    from spectre.reconstruct.videostage import window_affine
+
+    verts, crop, faces = ict_posed
+    x = verts[..., 0].abs() > 1.0
+    s = float((crop[..., 0][x] / verts[..., 0][x]).median())
+    n, size = verts.shape[0], 256
+    tf = _scaled(size, n, 10.0, 5.0)
+    crop_tform = np.concatenate([tf.numpy(), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+    affine = window_affine(np.tile([s, 0.0, 0.0], (n, 1)), crop_tform, np.tile(np.eye(3), (n, 1, 1)))
+    frames = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    light = fast_shape.video_light_table()
+    monkeypatch.setenv("SPECTRE_RASTER", "numba")
+    for rows in (np.arange(n), np.arange(1, n, 2)):
+        v, a = verts.numpy()[rows], affine[rows]
+        rgb, alpha = compose.render_posed(v, a, faces.numpy(), light, (size, size))
+        want = compose.compose(frames, [compose.place_rows(n, rows, (rgb, alpha), (size, size))], layout)
+        got = compose.compose_posed(frames, rows, v, a, faces.numpy(), light, layout)
+        assert alpha.sum() > 500 * len(rows)
+        assert got.dtype == np.uint8 and np.array_equal(got, want)

@@ -127,6 +127,32 @@ def test_window_render_matches_the_full_frame_render():
     assert inter / union > 0.95
 
 
+def test_window_resamples_bilinearly_up_to_twice_smaller_and_area_averages_beyond():
+    import cv2
+
+    from spectre.reconstruct.window import LINEAR_UP_TO, VideoWindow
+
+    rng = np.random.default_rng(0)
+    # smooth content plus fine noise: bilinear and area averaging differ in how they weigh the pixels
+    base = cv2.resize(rng.integers(0, 256, (60, 100, 3), dtype=np.uint8), (2000, 1200), interpolation=cv2.INTER_CUBIC)
+    frame = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)[None]
+    for face_px, linear in ((300, True), (700, False)):  # the window covers about 2.2x the face
+        window = VideoWindow(2000, 1200, "face", 512)
+        tw = window.transforms(np.array([[900, 500, 900 + face_px, 500 + face_px]], float), np.zeros(1))
+        got = window.apply(frame, tw)[0]
+        side = int(round(512 / tw[0, 0, 0]))
+        assert (side <= LINEAR_UP_TO * 512) == linear
+        x0 = int(round(0.5 - (tw[0, 0, 2] + 0.5) / tw[0, 0, 0]))
+        y0 = int(round(0.5 - (tw[0, 1, 2] + 0.5) / tw[0, 0, 0]))
+        crop = frame[0, y0:y0 + side, x0:x0 + side]
+        area = cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA)
+        if linear:
+            assert np.array_equal(got, cv2.resize(crop, (512, 512), interpolation=cv2.INTER_LINEAR))
+            assert np.abs(got.astype(float) - area).mean() < 4.0, "close to area averaging"
+        else:
+            assert np.array_equal(got, area)
+
+
 def test_progress_counts_the_mean_over_stages():
     got = []
     p = Progress(got.append, ("track", "fit", "video"))

@@ -66,6 +66,21 @@ def test_uncopyable_audio_is_reencoded_to_aac(tmp_path):
     assert info["audio"][0][0] == "aac" and abs(info["audio"][0][2] - 1.0) < 0.1
 
 
+def test_render_video_encoder_settings_reach_libx264(tmp_path):
+    from spectre.reconstruct.compose import ENCODER, open_video_writer
+    from spectre.reconstruct.window import VideoWindow
+
+    out = tmp_path / "a.mp4"
+    with open_video_writer("grid", VideoWindow(32, 16, "full"), out, 25) as w:
+        for i in range(5):
+            w.write(np.full((16, 64, 3), i * 40, np.uint8))
+    data = out.read_bytes()  # libx264 writes the settings it ran with into the stream
+    settings = data[data.index(b"x264 - core"):].split(b"\0")[0].decode()
+    assert f"crf={ENCODER['crf']:.1f}" in settings
+    for option in ENCODER["x264_params"].split(":"):
+        assert f" {option} " in f" {settings} ", option
+
+
 def test_no_overwrite_and_no_partial_file(tmp_path):
     out = tmp_path / "a.mp4"
     out.write_bytes(b"keep")

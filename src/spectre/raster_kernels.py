@@ -31,8 +31,8 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["FLAT", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "raster_backend", "shade_frames",
-           "vertex_normals", "warm_up"]
+__all__ = ["FLAT", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "posed_frames_into", "raster_backend",
+           "shade_frames", "vertex_normals", "warm_up"]
 
 #: pixels, as the differentiable rasteriser: spans are widened by this, so shared edges overlap a hair and
 #: never leave pin-holes (the torch path, :mod:`.fast_shape`, draws by the same rule)
@@ -43,7 +43,7 @@ FLAT = 1e-4
 POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
 #: the functions compiled by :func:`load`, callees first
-_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_shade", "shade_frames")
+_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_to_u8", "_shade", "shade_frames")
 
 
 @functools.cache
@@ -208,9 +208,11 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     return -_BIG, 0.0, _BIG, 0.0
 
 
-def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha):
+def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, out8, col):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
-    ``light`` (L, 6): unit direction, then colour times albedo / L."""
+    ``light`` (L, 6): unit direction, then colour times albedo / L. Into ``rgb`` and ``alpha``, or, when
+    ``out8`` (H, W', 3) uint8 is not empty, straight into its columns from ``col`` on (:func:`_to_u8`)."""
+    to_u8 = out8.shape[0] > 0
     n_lights = light.shape[0]
     for yi in range(box[0], box[1] + 1):
         cy = float(yi)
@@ -243,14 +245,28 @@ def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha):
                 bl += lam * light[k, 5]
             if clamp:
                 r, g, bl = min(max(r, 0.0), 1.0), min(max(g, 0.0), 1.0), min(max(bl, 0.0), 1.0)
+            if to_u8:
+                out8[yi, col + xi, 0] = _to_u8(r)
+                out8[yi, col + xi, 1] = _to_u8(g)
+                out8[yi, col + xi, 2] = _to_u8(bl)
+                continue
             rgb[yi, xi, 0] = r
             rgb[yi, xi, 1] = g
             rgb[yi, xi, 2] = bl
             alpha[yi, xi] = 1.0
 
 
-def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha):
-    """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry.
+def _to_u8(value):
+    """A colour in [0, 1] as the composed frame's byte: as the float32 render is converted
+    (``compose``: times 255, plus 0.5, clipped, truncated), so both paths give the same bytes."""
+    v = np.float32(np.float32(np.float32(value) * np.float32(255.0)) + np.float32(0.5))
+    return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+
+
+def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha, out8, col):
+    """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry; or, when
+    ``out8`` (B, H, W', 3) uint8 is not empty, straight into its columns ``col .. col + W`` (black there on
+    entry; ``alpha``'s shape still gives H, W; else ``out8`` is (1, 0, 0, 3)).
 
     ``src`` (B, V, 3) x, y and depth mapped to pixels by ``affine`` (B, 2, 3) (x, y only); world ``normals``
     (B, V, 3), or an empty array to compute them here, one frame at a time, from ``vertices`` (B, V, 3);
@@ -258,6 +274,7 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     clips colours to [0, 1]."""
     B, V = src.shape[0], src.shape[1]
     H, W = alpha.shape[1], alpha.shape[2]
+    to_u8 = out8.shape[1] > 0
     zbuf = np.full((H, W), np.inf, np.float32)  # 8 bytes a pixel in all: a 224² frame's buffers stay in cache
     fbuf = np.full((H, W), -1, np.int32)
     points = np.empty((V, 3))
@@ -274,7 +291,10 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
         box = np.array([H, -1, W, -1])
         _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
-            _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b])
+            if to_u8:
+                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[0], alpha[0], out8[b], col)
+            else:
+                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b], out8[0], col)
 
 
 def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
@@ -283,16 +303,36 @@ def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, li
     the map of their ``(x, -y)`` to pixels (depth ``-z``), back faces culled; ``faces`` (F, 3); ``light``
     (L, 6), the kernels' light table; ``size`` (H, W) -> (rgb (B, H, W, 3) float32 in [0, 1] on black,
     alpha (B, H, W) float32). Needs the kernels (:func:`load`)."""
-    vertices = np.ascontiguousarray(vertices, np.float32)
     H, W = size
     B = len(vertices)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (B, *np.shape(light))))
+    _shade_posed(vertices, affine, faces, light, rgb, alpha, _NO_BYTES, 0)
+    return rgb, alpha
+
+
+def posed_frames_into(out: np.ndarray, col: int, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
+                      light: np.ndarray, size: tuple[int, int]) -> None:
+    """:func:`posed_frames`, drawn straight into composed uint8 frames ``out`` (B, H, W', 3), columns ``col ..
+    col + W`` (black there on entry), with the same bytes as converting its float render. For the video, this
+    skips a float frame and its alpha per face and frame, and the conversion (2-3 ms of a 512² frame)."""
+    H, W = size
+    if out.dtype != np.uint8 or out.shape[0] != len(vertices) or out.shape[1] != H or out.shape[2] < col + W:
+        raise ValueError(f"out {out.shape} {out.dtype} cannot hold {len(vertices)} uint8 frames of {W}x{H} at column {col}")
+    # the float frame is not drawn into; its alpha only gives the size
+    _shade_posed(vertices, affine, faces, light, np.empty((1, 0, 0, 3), np.float32), np.empty((1, H, W), np.float32),
+                 out, col)
+
+
+_NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)  # shade_frames draws into the float frames
+
+
+def _shade_posed(vertices, affine, faces, light, rgb, alpha, out8, col) -> None:
+    vertices = np.ascontiguousarray(vertices, np.float32)
+    lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (len(vertices), *np.shape(light))))
     load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
                         np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
-                        True, SPAN_EPS, FLAT, True, rgb, alpha)
-    return rgb, alpha
+                        True, SPAN_EPS, FLAT, True, rgb, alpha, out8, int(col))
 
 
 def warm_up() -> None:

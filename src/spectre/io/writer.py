@@ -49,8 +49,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], audio_from: str | Path | None = None,
-                 pts: Sequence[float] | None = None, *, overwrite: bool = False, crf: int = 18,
-                 preset: str = "medium"):
+                 pts: Sequence[float] | None = None, *, overwrite: bool = False, crf: float = 18,
+                 preset: str = "medium", x264_params: str | None = None):
         import av
 
         self.path = Path(path)
@@ -73,7 +73,10 @@ class VideoWriter:
             self._video.pix_fmt = "yuv420p"
             self._video.time_base = _TIME_BASE
             self._video.codec_context.time_base = _TIME_BASE
-            self._video.options = {"crf": str(crf), "preset": preset}
+            options = {"crf": f"{crf:g}", "preset": preset}
+            if x264_params:  # libx264's own options, ``key=value:key=value``, over the preset's
+                options["x264-params"] = x264_params
+            self._video.options = options
             self._audio_in = self._audio_out = self._audio_src = None
             if self._audio_from is not None:
                 self._open_audio()

@@ -3,8 +3,8 @@ process of its own, one job after another, with its own interpreter (and GIL).
 
 It needs no face model and, with the compiled rasteriser (the ``fast`` extra), no torch: the job sends,
 with each run of fitted frames, the posed vertices and the map to the window's pixels
-(:func:`.videostage.posed_rows`); the process draws them (:func:`.compose.render_posed`),
-composes them with the windows of the input and encodes.
+(:func:`.videostage.posed_rows`); the process draws them into the frames it composes with the windows of
+the input (:func:`.compose.compose_posed`) and encodes.
 
 Messages (tuples, the first item names them) arrive on the process's inbox, the first being
 ``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known);
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..raster_kernels import warm_up
 from .childerrors import child_signals, only_read, picklable
-from .compose import compose, open_video_writer, place_rows, render_posed
+from .compose import compose_posed, open_video_writer
 
 __all__ = ["serve"]
 
@@ -151,7 +151,6 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
     inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while the video
     renders, with bounded memory."""
     writer = open_video_writer(layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
-    w, h = window.size
     job = ch.job
     encoder = None
     try:
@@ -169,8 +168,7 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
                     break
             ch.check()
             frames, times, (rows, verts, affine) = state.take(batch)
-            drawn = render_posed(verts, affine, faces, light, (h, w)) if len(rows) else None
-            encoder.put(compose(frames, [place_rows(len(frames), rows, drawn, (h, w))], layout), times)
+            encoder.put(compose_posed(frames, rows, verts, affine, faces, light, layout), times)
         encoder.finish()
         writer.close()
     except BaseException as exc:
