@@ -25,8 +25,10 @@ from .tracked import CutSettings, TrackedParts, cut_chunk
 
 __all__ = ["TrackProcess", "TrackedFromProcess"]
 
-#: tracked chunks waiting for the job (at 1080p a chunk is about 10 frames: 8 MB of 512x512 windows)
-QUEUED_CHUNKS = 3
+#: tracked chunks waiting for the job (at 1080p a chunk is about 10 frames: 8 MB of 512x512 windows; at 224²,
+#: 64 frames: 10 MB). Enough that tracking does not wait while the job imports torch and loads the model
+#: (about 2 s; with 3 chunks the 1080p job took 0.6 s longer, docs/performance.md), few enough for memory.
+QUEUED_CHUNKS = 8
 POLL_S = 0.1
 
 
