@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from proc_helpers import alive, wait_until
+from proc_helpers import alive
 
 import spectre
 from spectre.errors import OutputError
@@ -236,75 +235,6 @@ def test_stage_processes_started_early_are_used(short_clip, threaded, tmp_path):
         assert not any(p.is_alive() for p in other.procs.values())
     finally:
         rec.close()
-
-
-def test_windows_go_from_the_tracking_process_straight_to_the_video_process(short_clip, threaded, tmp_path,
-                                                                             monkeypatch):
-    """As the command line starts the first video: tracking in a process of its own sends the windows to the
-    early video process itself (the job's process sends none), and the results and the video are the
-    threads'. A tracking process that sends them to another video process is not taken."""
-    from spectre.io.video import chunk_frames, open_video
-    from spectre.reconstruct.stageprocs import StageProcesses
-    from spectre.reconstruct.stagespawn import SpawnedStages
-    from spectre.reconstruct.tracked import CutSettings
-    from spectre.reconstruct.trackproc import TrackProcess
-
-    ref, ref_out = threaded
-    cfg = make_config(pipeline=SMALL)
-    settings = CutSettings.of(cfg, video=True)
-    sent = []
-    send = StageProcesses.send
-    monkeypatch.setattr(StageProcesses, "send", lambda self, role, item, handle: (sent.append(item[0]),
-                                                                                  send(self, role, item, handle))[1])
-    early = SpawnedStages(("video",))
-    tracking = TrackProcess(short_clip, settings, frames_to=early.inbox["video"])
-    assert not tracking.matches(short_clip, settings) and tracking.matches(short_clip, settings, early.inbox["video"])
-    # every window reaches the video process before it is configured (it keeps them for the job): the
-    # tracking process has sent every chunk and its end, and the video process has read its inbox empty
-    source = open_video(short_clip)
-    chunks = -(-source.num_frames // chunk_frames(source.width, source.height, settings.chunk_mb, settings.track_chunk))
-    wait_until(lambda: tracking.outbox.qsize() == chunks + 1)
-    for _ in range(2):
-        time.sleep(0.5)
-        wait_until(lambda: early.inbox["video"].empty())
-    rec = Reconstructor(cfg, processes=True)
-    rec.spawned_stages, rec.track_ahead = early, tracking
-    outcome: list = []
-
-    def job() -> None:
-        try:
-            outcome.append(rec.run(short_clip, tmp_path / "a", stem="clip"))
-        except BaseException as exc:  # noqa: BLE001 - raised below
-            outcome.append(exc)
-
-    try:
-        worker = threading.Thread(target=job, daemon=True)
-        worker.start()
-        worker.join(120.0)  # a hang guard: windows lost on the way would leave the video waiting for them
-        assert outcome, "the job did not finish: the video process lost windows sent before its job"
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        res = outcome[0]
-        assert rec.track_ahead is None and rec._procs.procs["video"].pid == early.procs["video"].pid
-    finally:
-        rec.close()
-    assert not sent, "the job's process sends the video process no windows (and not their end)"
-    _same_results(res, ref)
-    a, b = _frames(tmp_path / "a" / "clip.mp4"), _frames(ref_out / "clip.mp4")
-    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
-    other = SpawnedStages(("video",))
-    try:
-        stray = TrackProcess(short_clip, settings, frames_to=other.inbox["video"])
-        rec = Reconstructor(cfg, processes=True)
-        rec.track_ahead = stray
-        sent.clear()
-        try:
-            _same_results(rec.run(short_clip, tmp_path / "b", stem="clip"), ref)
-        finally:
-            rec.close()
-        assert "frames" in sent and "frames-end" in sent and not stray.proc.is_alive()
-    finally:
-        other.close()
 
 
 def test_unused_early_stage_processes_end(tmp_path):

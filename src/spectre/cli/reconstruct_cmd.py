@@ -76,11 +76,9 @@ def run(args: argparse.Namespace) -> int:
         n = frame_count(items[0].path)  # None: not a readable video (its job says so): no process for it
         if args.layout != "none" and n is not None and clip_uses_processes(n):
             spawned = SpawnedStages(("video",))
-            # tracked in a process of its own, so that this process's import of torch does not slow it; the
-            # windows go from there to the video process
+            # tracked in a process of its own, so that this process's import of torch does not slow it
             ahead = TrackProcess(items[0].path, CutSettings().with_given(layout=args.layout,
-                                                                         video_frame=args.video_frame),
-                                 frames_to=spawned.inbox["video"])
+                                                                         video_frame=args.video_frame))
         else:
             ahead = TrackAhead(items[0].path)
     try:

@@ -107,15 +107,13 @@ class Reconstructor:
             ahead.close()
         return self.tracker.stream(source, chunk_size=chunk_size)
 
-    def tracked_frames(self, path: Path, source, window: VideoWindow | None, frames_to=None):
+    def tracked_frames(self, path: Path, source, window: VideoWindow | None):
         """The overlapped job's tracked chunks of ``path``: from :attr:`track_ahead` when it is a tracking
-        process started for this video with this job's settings and sends the windows where the job's video
-        is made (``frames_to``: that video process's inbox; None: with the chunks) (:mod:`.trackproc`),
-        else tracked here."""
+        process started for this video with this job's settings (:mod:`.trackproc`), else tracked here."""
         early = self.track_ahead
         if isinstance(early, TrackProcess):
             self.track_ahead = None
-            if early.matches(path, CutSettings.of(self.cfg, video=window is not None), frames_to):
+            if early.matches(path, CutSettings.of(self.cfg, video=window is not None)):
                 return early.take()
             early.close()
         return TrackedFrames(self, path, source, window)

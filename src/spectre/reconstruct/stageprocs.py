@@ -9,9 +9,6 @@ by the command line before it imports torch (:mod:`.stagespawn`), else when the
     parent: track -> window ------------------ frames' windows ---> video process
                   `-> fit thread -> posing thread --- posed faces ---/
 
-When the video is tracked in a process of its own (:mod:`.trackproc`, the command line's first video), the
-windows go from there to the video process directly, and the parent receives only the landmarks.
-
 The posing thread evaluates the face model for each solved run of frames and sends the posed vertices with
 their maps to the window (:func:`.videostage.posed_rows`), so the video process needs neither the model
 nor, with the compiled rasteriser, torch. The queue into the child is bounded (a slow video holds the
@@ -298,9 +295,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
     prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
     pieces = []
     timings = {"track": 0.0}
-    tracked = rec.tracked_frames(path, source, window, frames_to=procs.inbox["video"] if video is not None else None)
-    if video is not None:
-        video["frames_tag"] = tracked.frames_tag  # windows the tracking process sends the video process itself
+    tracked = rec.tracked_frames(path, source, window)
     procs.start_job(video)
     posing = _Posing(rec, procs.inbox["video"], procs.job) if video is not None else None
 
@@ -322,7 +317,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
             if posing is not None:
                 posing.add_chunk(ch)
             fitting.put(("chunk", procs.job, ch.lm, ch.valid, ch.p478), lambda: procs.receive(handle))
-            if video is not None and tracked.frames_tag is None:
+            if video is not None:
                 procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.times), handle)
             prog.add("track", ch.n)
             procs.receive(handle)
@@ -331,7 +326,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         timings["track"] = time.perf_counter() - t0
         tracked.check_faces()
         fitting.put(("end", procs.job), lambda: procs.receive(handle))
-        if video is not None and tracked.frames_tag is None:
+        if video is not None:
             procs.send("video", ("frames-end", procs.job, tracked.rows), handle)
         while procs.running or fitting.running or (posing is not None and posing.running):
             procs.receive(handle, timeout=POLL_S)
@@ -344,10 +339,6 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         if posing is not None:
             posing.close()
         procs.stop_job()
-        if tracked.frames_tag is not None:
-            # a tracking process stopped mid-write may leave the video process's inbox with places held for
-            # good: the next video gets fresh stage processes
-            procs.close()
         raise
     tracks, track = tracked.result()
     return tracks, track, assemble(pieces), timings

@@ -7,9 +7,7 @@ with each run of fitted frames, the posed vertices and the map to the window's p
 the input (:func:`.compose.compose_posed`) and encodes.
 
 Messages (tuples, the first item names them) arrive on the process's inbox, the first being
-``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known); a
-tracking process (:mod:`.trackproc`) may put windows there too, tagged with a string instead of a job id;
-they are kept until the job that names the tag starts;
+``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known);
 everything it reports goes to the parent's outbox: ``("ready", role)``, then per job
 ``("progress", job, stage, n)``, ``("tmp", job, path)`` (its temporary file, removed by the parent should
 this process die), ``("done", job, role, busy_seconds)``, ``("error", job, role, exc)`` or
@@ -101,14 +99,6 @@ def serve(role: str, inbox, outbox, abort) -> None:
 def _serve(role: str, inbox, outbox, abort) -> None:
     child_signals()
     ch = _Channel(inbox, outbox, abort)
-    early: dict[str, list] = {}  # a tracking process's windows (by tag) that came before their job
-
-    def kept(msg: tuple) -> bool:
-        if msg[0] in ("frames", "frames-end") and isinstance(msg[1], str):
-            early.setdefault(msg[1], []).append(msg)
-            return True
-        return False
-
     try:
         if role != "video":
             raise ValueError(f"unknown stage role {role!r}")
@@ -122,7 +112,6 @@ def _serve(role: str, inbox, outbox, abort) -> None:
                 return
             if msg[0] == "config":
                 break
-            kept(msg)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         outbox.put(("error", -1, role, picklable(exc)))
         return
@@ -136,16 +125,12 @@ def _serve(role: str, inbox, outbox, abort) -> None:
         kind = msg[0]
         if kind == "stop":
             return
-        if kept(msg):
-            continue
         if kind != "job" or msg[1] in aborted:
             continue  # left over from an aborted job
         ch.job = job = msg[1]
         t0 = time.process_time()
-        waiting = early.pop(msg[2].get("frames_tag"), [])
-        early.clear()  # a tracking process no job took
         try:
-            _video_job(ch, early=waiting, **msg[2])
+            _video_job(ch, **msg[2])
             outbox.put(("done", job, role, time.process_time() - t0))
         except _Stopped:
             aborted.add(job)
@@ -160,11 +145,9 @@ def _serve(role: str, inbox, outbox, abort) -> None:
 
 
 def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
-               batch: int, faces: np.ndarray, light: np.ndarray, frames_tag: str | None = None,
-               early: list | None = None) -> None:
-    """Render, compose and encode each frame once both its window and its posed face are here, in order;
-    the temporary file is removed when the job stops early. The windows come from the parent, or tagged
-    ``frames_tag`` from a tracking process (``early``: those that came before the job). Between batches the
+               batch: int, faces: np.ndarray, light: np.ndarray) -> None:
+    """Render, compose and encode each frame once both its window and its posed face are here (both from
+    the parent), in order; the temporary file is removed when the job stops early. Between batches the
     inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while the video
     renders, with bounded memory."""
     writer = open_video_writer(layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
@@ -173,9 +156,7 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
     try:
         ch.outbox.put(("tmp", job, str(writer.temporary_path)))
         encoder = _Encoder(writer, ch, job)
-        state = _VideoState(job, frames_tag)
-        for msg in early or ():
-            state.absorb(msg)
+        state = _VideoState(job)
         while not state.finished:
             if not state.ready():
                 state.absorb(ch.get())
@@ -271,29 +252,22 @@ HOLD_MB = 48
 
 
 class _VideoState:
-    """The frames (from the parent or a tracking process) and posed faces (from the parent) waiting to be
-    rendered."""
+    """The frames and posed faces (both from the parent) waiting to be rendered."""
 
-    def __init__(self, job: int, frames_tag: str | None = None):
-        self.job, self.frames_tag = job, frames_tag
+    def __init__(self, job: int):
+        self.job = job
         self.chunks: list[tuple] = []  # (row, frames, times), in order
         self.posed: list[tuple] = []   # (row, n, rows, vertices, affine), in order
         self.total: int | None = None  # frame count, once the parent has sent every frame
         self.fit_end = False
         self.done = 0                  # frames written
-        self.frames_in = 0             # frames whose windows came
         self.held_bytes = 0
 
     def absorb(self, msg: tuple) -> None:
-        if msg[1] != self.job and (self.frames_tag is None or msg[1] != self.frames_tag):
+        if msg[1] != self.job:
             return
-        # one source sends the windows and then their end, in order: a gap is a bug to report, not to wait on
-        if msg[0] in ("frames", "frames-end") and msg[2] != self.frames_in:
-            raise RuntimeError(f"the video's windows from frame {self.frames_in} on did not arrive "
-                               f"(got {msg[0]} at frame {msg[2]})")
         if msg[0] == "frames":
             self.chunks.append(msg[2:])
-            self.frames_in += len(msg[3])
             self.held_bytes += msg[3].nbytes
         elif msg[0] == "posed":
             self.posed.append(msg[2:])

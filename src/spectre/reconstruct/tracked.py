@@ -97,9 +97,6 @@ def cut_chunk(fc: FaceChunk, row: int, window: VideoWindow | None,
 class TrackedParts:
     """What a job keeps of its tracked chunks besides the frames: each chunk's tracks and largest face."""
 
-    #: set where the windows go straight to the video process (:class:`.trackproc.TrackProcess`), tagged so
-    frames_tag: str | None = None
-
     def __init__(self, path):
         self.path = path
         self.parts: list[FaceTracks] = []

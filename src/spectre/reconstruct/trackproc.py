@@ -8,8 +8,7 @@ tracks the video in a spawned process instead (no torch there), cuts each frame 
 the tracked chunks through a bounded queue. The job takes them (:meth:`TrackProcess.take`) when its own
 settings are the same, else it closes the process and tracks the video itself.
 
-Decoded frames stay in that process; only the windows (at most 512x512 by default) cross, to the job or
-straight to its video process.
+Decoded frames stay in that process; only the windows (at most 512x512 by default) cross to the job.
 Warnings of the decoder and MediaPipe are printed by that process, as they would be by the job's.
 """
 from __future__ import annotations
@@ -17,8 +16,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import threading
-import uuid
 from pathlib import Path
 
 from ..faces.track import FaceTracker
@@ -33,30 +30,24 @@ __all__ = ["TrackProcess", "TrackedFromProcess"]
 #: (about 2 s; with 3 chunks the 1080p job took 0.6 s longer, docs/performance.md), few enough for memory.
 QUEUED_CHUNKS = 8
 POLL_S = 0.1
-#: seconds the tracking process waits for its last windows to reach the video process: without limit while
-#: the job goes on (:meth:`TrackProcess.close` with ``finished``), this long once it stopped
-FLUSH_S = 2.0
-FINISH_S = 120.0
 
 
 class _Stopped(Exception):
     """The job no longer wants the chunks, or it is gone."""
 
 
-def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, tag: str | None = None) -> None:
+def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
     """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk, then
-    ``("end",)`` or ``("error", exc)``. With ``frames_to`` (the video process's inbox) each chunk's windows
-    go there instead, as ``("frames", tag, row, frames, times)``, then ``("frames-end", tag, rows)``. It
-    leaves without the interpreter's teardown once they are sent."""
+    ``("end",)`` or ``("error", exc)``. It leaves without the interpreter's teardown once they are sent."""
     child_signals()
     parent = mp.parent_process()
 
-    def put(item, box=outbox) -> None:
+    def put(item) -> None:
         while True:
             if stop.is_set() or (parent is not None and not parent.is_alive()):
                 raise _Stopped()
             try:
-                box.put(item, timeout=POLL_S)
+                outbox.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
@@ -70,14 +61,9 @@ def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, t
             stream = FaceTracker().stream(source, chunk_size=chunk)
             row = 0
             for fc in stream:
-                ch, part, chosen = cut_chunk(fc, row, window, settings.crop_scale)
-                if frames_to is not None and ch.frames is not None:
-                    put(("frames", tag, ch.row, ch.frames, ch.times), frames_to)
-                    ch.frames = None
-                row += ch.n
-                put(("chunk", (ch, part, chosen)))
-            if frames_to is not None:
-                put(("frames-end", tag, row), frames_to)
+                item = cut_chunk(fc, row, window, settings.crop_scale)
+                row += item[0].n
+                put(("chunk", item))
             put(("end",))
         except _Stopped:
             pass
@@ -89,50 +75,30 @@ def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, t
     finally:
         if stream is not None:
             stream.close()
-        wanted = not stop.is_set() and (parent is None or parent.is_alive())
-        for box in (outbox, frames_to):
-            if box is not None:
-                box.close()
-                if wanted:
-                    box.join_thread()  # what was put reaches the pipe
-                elif box is frames_to:
-                    _flush_for_a_while(box)
+        outbox.close()
+        if not stop.is_set() and (parent is None or parent.is_alive()):
+            outbox.join_thread()  # what was put reaches the pipe
         os._exit(0)
 
 
-def _flush_for_a_while(box) -> None:
-    """Let ``box``'s feeder write what was put for at most ``FLUSH_S``: the job stopped, but the video
-    process reads on, and an item put and never written would hold a place in its bounded inbox for good."""
-    writer = threading.Thread(target=box.join_thread, daemon=True)
-    writer.start()
-    writer.join(FLUSH_S)
-
-
 class TrackProcess:
-    """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks.
+    """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks."""
 
-    ``frames_to``: the inbox of the video process that will make this video (:mod:`.stagespawn`). The
-    windows then go there straight from this process, tagged :attr:`tag` (the job tells the video process
-    which tag is its), and not through the job's process, which would unpickle and pickle them again
-    (278 MB for 354 frames at 1080p) beside its fit."""
-
-    def __init__(self, path: str | Path, settings: CutSettings, frames_to=None):
+    def __init__(self, path: str | Path, settings: CutSettings):
         ctx = mp.get_context("spawn")
-        self.path, self.settings, self.frames_to = Path(path), settings, frames_to
-        self.tag = f"track-{uuid.uuid4().hex}" if frames_to is not None else None
+        self.path, self.settings = Path(path), settings
         self.outbox = ctx.Queue(QUEUED_CHUNKS)
         self.stop = ctx.Event()
         self.proc = ctx.Process(target=track_main, name="spectre-track", daemon=True,
-                                args=(str(path), settings, self.outbox, self.stop, frames_to, self.tag))
+                                args=(str(path), settings, self.outbox, self.stop))
         self.proc.start()
         only_read(self.outbox)  # the process's death mid-message is an end of file here, not a hang
         self._taken = self._closed = False
 
-    def matches(self, path: str | Path, settings: CutSettings, frames_to=None) -> bool:
-        """Whether this tracks ``path`` with ``settings``, sends the windows to ``frames_to`` (None: with
-        the chunks) and its chunks are still to be taken."""
+    def matches(self, path: str | Path, settings: CutSettings) -> bool:
+        """Whether this tracks ``path`` with ``settings`` and its chunks are still to be taken."""
         return (not self._taken and not self._closed and settings == self.settings
-                and frames_to is self.frames_to and Path(path).resolve() == self.path.resolve())
+                and Path(path).resolve() == self.path.resolve())
 
     def take(self) -> TrackedFromProcess:
         if self._taken:
@@ -156,15 +122,11 @@ class TrackProcess:
             raise StageProcessError("the tracking process ended unexpectedly "
                                     f"(exit code {self.proc.exitcode})") from None
 
-    def close(self, timeout: float = 10.0, finished: bool = False) -> None:
-        """Stop the process and wait for it (ended when it does not stop in time). Idempotent. ``finished``: it
-        sent its end; it may still be writing windows to the video process, so it is first given ``FINISH_S``
-        to leave by itself."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the process and wait for it (ended when it does not stop in time). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if finished:
-            self.proc.join(FINISH_S)
         self.stop.set()
         self.proc.join(timeout)
         if self.proc.is_alive():
@@ -183,7 +145,6 @@ class TrackedFromProcess(TrackedParts):
     def __init__(self, tracker: TrackProcess):
         super().__init__(tracker.path)
         self.tracker = tracker
-        self.frames_tag = tracker.tag
 
     def __iter__(self):
         while True:
@@ -192,7 +153,7 @@ class TrackedFromProcess(TrackedParts):
                 self.tracker.close()
                 raise msg[1]
             if msg[0] == "end":
-                self.tracker.close(finished=True)
+                self.tracker.close()
                 return
             yield self.add(*msg[1])
 
