@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["FLAT", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "posed_frames_into", "raster_backend",
+__all__ = ["FLAT", "NO_BYTES", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "posed_frames_into", "raster_backend",
            "shade_frames", "vertex_normals", "warm_up"]
 
 #: pixels, as the differentiable rasteriser: spans are widened by this, so shared edges overlap a hair and
@@ -39,6 +39,8 @@ __all__ = ["FLAT", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "posed_fram
 SPAN_EPS = 1e-5
 #: pixels: an edge that rises less than this bounds no row (it is the top or bottom of its box)
 FLAT = 1e-4
+#: ``out8`` of :func:`shade_frames` when it draws into float frames
+NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)
 #: posed model-space vertices -> the crop's axes (x right, y down, z away): what :func:`posed_frames` draws
 POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
@@ -208,10 +210,10 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     return -_BIG, 0.0, _BIG, 0.0
 
 
-def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, out8, col):
+def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, out8):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
     ``light`` (L, 6): unit direction, then colour times albedo / L. Into ``rgb`` and ``alpha``, or, when
-    ``out8`` (H, W', 3) uint8 is not empty, straight into its columns from ``col`` on (:func:`_to_u8`)."""
+    ``out8`` (H, W', 3) uint8 is not empty, straight into its first W columns (:func:`_to_u8`)."""
     to_u8 = out8.shape[0] > 0
     n_lights = light.shape[0]
     for yi in range(box[0], box[1] + 1):
@@ -246,9 +248,9 @@ def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, ou
             if clamp:
                 r, g, bl = min(max(r, 0.0), 1.0), min(max(g, 0.0), 1.0), min(max(bl, 0.0), 1.0)
             if to_u8:
-                out8[yi, col + xi, 0] = _to_u8(r)
-                out8[yi, col + xi, 1] = _to_u8(g)
-                out8[yi, col + xi, 2] = _to_u8(bl)
+                out8[yi, xi, 0] = _to_u8(r)
+                out8[yi, xi, 1] = _to_u8(g)
+                out8[yi, xi, 2] = _to_u8(bl)
                 continue
             rgb[yi, xi, 0] = r
             rgb[yi, xi, 1] = g
@@ -263,10 +265,10 @@ def _to_u8(value):
     return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
-def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha, out8, col):
+def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha, out8):
     """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry; or, when
-    ``out8`` (B, H, W', 3) uint8 is not empty, straight into its columns ``col .. col + W`` (black there on
-    entry; ``alpha``'s shape still gives H, W; else ``out8`` is (1, 0, 0, 3)).
+    ``out8`` (B, H, W', 3) uint8 is not :data:`NO_BYTES`, straight into its first W columns (black there on
+    entry; ``alpha``'s shape still gives H, W).
 
     ``src`` (B, V, 3) x, y and depth mapped to pixels by ``affine`` (B, 2, 3) (x, y only); world ``normals``
     (B, V, 3), or an empty array to compute them here, one frame at a time, from ``vertices`` (B, V, 3);
@@ -292,9 +294,9 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
         _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
             if to_u8:
-                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[0], alpha[0], out8[b], col)
+                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[0], alpha[0], out8[b])
             else:
-                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b], out8[0], col)
+                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b], out8[0])
 
 
 def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
@@ -307,32 +309,29 @@ def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, li
     B = len(vertices)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    _shade_posed(vertices, affine, faces, light, rgb, alpha, _NO_BYTES, 0)
+    _shade_posed(vertices, affine, faces, light, rgb, alpha, NO_BYTES)
     return rgb, alpha
 
 
-def posed_frames_into(out: np.ndarray, col: int, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
+def posed_frames_into(out: np.ndarray, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
                       light: np.ndarray, size: tuple[int, int]) -> None:
-    """:func:`posed_frames`, drawn straight into composed uint8 frames ``out`` (B, H, W', 3), columns ``col ..
-    col + W`` (black there on entry), with the same bytes as converting its float render. For the video, this
-    skips a float frame and its alpha per face and frame, and the conversion (2-3 ms of a 512² frame)."""
+    """:func:`posed_frames`, drawn straight into the first W columns of composed uint8 frames ``out``
+    (B, H, W', 3) (black there on entry), with the same bytes as converting its float render. For the video,
+    this skips a float frame and its alpha per face and frame, and the conversion (2-3 ms of a 512² frame)."""
     H, W = size
-    if out.dtype != np.uint8 or out.shape[0] != len(vertices) or out.shape[1] != H or out.shape[2] < col + W:
-        raise ValueError(f"out {out.shape} {out.dtype} cannot hold {len(vertices)} uint8 frames of {W}x{H} at column {col}")
+    if out.dtype != np.uint8 or out.shape[0] != len(vertices) or out.shape[1] != H or out.shape[2] < W:
+        raise ValueError(f"out {out.shape} {out.dtype} cannot hold {len(vertices)} uint8 frames of {W}x{H}")
     # the float frame is not drawn into; its alpha only gives the size
     _shade_posed(vertices, affine, faces, light, np.empty((1, 0, 0, 3), np.float32), np.empty((1, H, W), np.float32),
-                 out, col)
+                 out)
 
 
-_NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)  # shade_frames draws into the float frames
-
-
-def _shade_posed(vertices, affine, faces, light, rgb, alpha, out8, col) -> None:
+def _shade_posed(vertices, affine, faces, light, rgb, alpha, out8) -> None:
     vertices = np.ascontiguousarray(vertices, np.float32)
     lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (len(vertices), *np.shape(light))))
     load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
                         np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
-                        True, SPAN_EPS, FLAT, True, rgb, alpha, out8, int(col))
+                        True, SPAN_EPS, FLAT, True, rgb, alpha, out8)
 
 
 def warm_up() -> None:

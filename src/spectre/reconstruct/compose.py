@@ -94,10 +94,10 @@ def compose_posed(frames: np.ndarray, rows: np.ndarray, vertices: np.ndarray, af
     if layout == "grid":
         out[:, :, w:] = frames
     if len(rows) == n:
-        posed_frames_into(out, 0, vertices, affine, faces, light, (h, w))
+        posed_frames_into(out, vertices, affine, faces, light, (h, w))
     elif len(rows):
         some = out[rows]
-        posed_frames_into(some, 0, vertices, affine, faces, light, (h, w))
+        posed_frames_into(some, vertices, affine, faces, light, (h, w))
         out[rows] = some
     return out
 

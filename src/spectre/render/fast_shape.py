@@ -278,7 +278,7 @@ def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None
     raster_kernels.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
                              none if vertices is None else as_np(vertices), as_np(faces, np.int64),
                              as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp), rgb, alpha,
-                             np.zeros((1, 0, 0, 3), np.uint8), 0)
+                             raster_kernels.NO_BYTES)
     return torch.from_numpy(rgb), torch.from_numpy(alpha)
 
 
