@@ -33,6 +33,23 @@ def test_the_command_lines_defaults_are_the_configs():
     assert CutSettings().with_given(layout="render", video_frame=None).layout == "render"
 
 
+def test_the_queue_holds_about_queued_mb_of_windows():
+    from spectre.io.video import chunk_frames
+    from spectre.reconstruct.trackproc import QUEUED_MB, queued_chunks
+
+    settings = CutSettings()
+    for size in ((1920, 1080), (224, 224), (640, 480), (1280, 720), (3840, 2160)):
+        n = queued_chunks(settings, *size)
+        w, h = settings.window(*size).size
+        chunk = chunk_frames(*size, settings.chunk_mb, settings.track_chunk) * w * h * 3
+        assert 3 <= n <= 8, size
+        assert n == 3 or n * chunk <= QUEUED_MB * 2**20, size  # bounded memory
+        assert n == 8 or (n + 1) * chunk > QUEUED_MB * 2**20, size  # as many as fit
+    # the measured cases (docs/performance.md): 8 chunks at 1080p and at 224²; 640x480 shows whole frames
+    assert queued_chunks(settings, 1920, 1080) == queued_chunks(settings, 224, 224) == 8
+    assert queued_chunks(settings, 640, 480) == 3
+
+
 @pytest.mark.parametrize("layout", ["grid", "none"])
 def test_chunks_from_the_process_equal_the_jobs_own(short_clip, layout):
     cfg = make_config(pipeline=SMALL, layout=layout)

@@ -5,9 +5,10 @@ import argparse
 import os
 import sys
 
+from ..errors import SpectreError
 from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
-from ..io.video import frame_count
+from ..io.video import open_video
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from ..reconstruct.tracked import CutSettings
 from ..reconstruct.trackproc import TrackProcess
@@ -73,12 +74,16 @@ def run(args: argparse.Namespace) -> int:
     spawned = ahead = None
     if (items and workers == 1 and not args.ray and args.backend != "learned" and not args.weights
             and args.face in (None, "largest")):
-        n = frame_count(items[0].path)  # None: not a readable video (its job says so): no process for it
-        if args.layout != "none" and n is not None and clip_uses_processes(n):
+        try:
+            first = open_video(items[0].path, warn_fps=False)
+        except SpectreError:  # not a readable video (its job says so): no process for it
+            first = None
+        if args.layout != "none" and first is not None and clip_uses_processes(first.num_frames):
             spawned = SpawnedStages(("video",))
             # tracked in a process of its own, so that this process's import of torch does not slow it
             ahead = TrackProcess(items[0].path, CutSettings().with_given(layout=args.layout,
-                                                                         video_frame=args.video_frame))
+                                                                         video_frame=args.video_frame),
+                                 size=(first.width, first.height))
         else:
             ahead = TrackAhead(items[0].path)
     try:

@@ -23,13 +23,22 @@ from ..io.video import chunk_frames, open_video
 from .childerrors import StageProcessError, child_signals, only_read, picklable
 from .tracked import CutSettings, TrackedParts, cut_chunk
 
-__all__ = ["TrackProcess", "TrackedFromProcess"]
+__all__ = ["TrackProcess", "TrackedFromProcess", "queued_chunks"]
 
-#: tracked chunks waiting for the job (at 1080p a chunk is about 10 frames: 8 MB of 512x512 windows; at 224²,
-#: 64 frames: 10 MB). Enough that tracking does not wait while the job imports torch and loads the model
-#: (about 2 s; with 3 chunks the 1080p job took 0.6 s longer, docs/performance.md), few enough for memory.
-QUEUED_CHUNKS = 8
+#: MB of tracked windows that may wait for the job, in 3 to 8 chunks (:func:`queued_chunks`): enough that
+#: tracking goes on while the job imports torch and loads the model (about 2 s; with 3 chunks, 30 frames at
+#: 1080p, the 1080p job took 0.6 s longer, docs/performance.md), few enough for memory
+QUEUED_MB = 80
 POLL_S = 0.1
+
+
+def queued_chunks(settings: CutSettings, width: int, height: int) -> int:
+    """How many tracked chunks of a ``width`` x ``height`` video may wait for the job: about ``QUEUED_MB``
+    of windows (8 chunks at 1080p, 10 frames each, and at 224², 64 frames each), and never fewer than 3."""
+    window = settings.window(width, height)
+    w, h = window.size if window is not None else (0, 0)
+    chunk_bytes = chunk_frames(width, height, settings.chunk_mb, settings.track_chunk) * w * h * 3
+    return int(min(8, max(3, QUEUED_MB * 2**20 // max(chunk_bytes, 1))))
 
 
 class _Stopped(Exception):
@@ -82,12 +91,13 @@ def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
 
 
 class TrackProcess:
-    """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks."""
+    """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks.
+    ``size``: the video's (width, height), which sizes the queue of chunks (3 without it)."""
 
-    def __init__(self, path: str | Path, settings: CutSettings):
+    def __init__(self, path: str | Path, settings: CutSettings, size: tuple[int, int] | None = None):
         ctx = mp.get_context("spawn")
         self.path, self.settings = Path(path), settings
-        self.outbox = ctx.Queue(QUEUED_CHUNKS)
+        self.outbox = ctx.Queue(queued_chunks(settings, *size) if size else 3)
         self.stop = ctx.Event()
         self.proc = ctx.Process(target=track_main, name="spectre-track", daemon=True,
                                 args=(str(path), settings, self.outbox, self.stop))
