@@ -150,3 +150,16 @@ def test_cli_one_line_error_and_exit_code(tmp_path):
 def test_cli_help_runs():
     proc = subprocess.run([sys.executable, "-m", "spectre", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "assets" in proc.stdout
+
+
+@pytest.mark.parametrize("preset", [None, "3"])
+def test_cli_keeps_blas_to_one_thread_unless_told(preset):
+    # numpy's OpenBLAS reads the setting once, when numpy is first imported: the CLI sets it before any
+    # module that imports numpy, so its spare threads never spin beside the job's busy stage processes
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("import os, sys, spectre.cli; print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS']);"
+            "spectre.cli.build_parser(); print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["False", preset or "1", "True"]
