@@ -112,6 +112,16 @@ def test_closed_while_waiting_for_the_job(short_clip):
     proc.close()  # idempotent
 
 
+def test_an_untaken_process_that_tracked_the_whole_clip_leaves_when_closed(short_clip):
+    """Its chunk of windows (27 frames, 4 MB) is more than the pipe holds, so after its last message it waits
+    for the pipe to be read. Closing reads it away: the process ends by itself (exit code 0), not when it is
+    terminated at the close's timeout (a job with other settings than the command line's waited 10 s)."""
+    proc = TrackProcess(short_clip, CutSettings())
+    wait_until(lambda: proc.outbox.qsize() == 2)  # the chunk and the end, both put
+    proc.close()
+    assert proc.proc.exitcode == 0
+
+
 def test_it_leaves_when_the_job_is_killed(short_clip):
     """A parent killed with SIGKILL cannot close it: the process notices and leaves on its own."""
     code = ("import sys, time\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import time
 from pathlib import Path
 
 from ..faces.track import FaceTracker
@@ -138,7 +139,12 @@ class TrackProcess:
             return
         self._closed = True
         self.stop.set()
-        self.proc.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            # a process that has sent its last chunk waits until the pipe takes what it queued (more than
+            # the pipe holds when nobody reads): read it away, so that it leaves at once
+            self._discard()
+            self.proc.join(POLL_S)
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(2.0)
@@ -147,6 +153,14 @@ class TrackProcess:
             self.proc.join(2.0)
         self.outbox.cancel_join_thread()
         self.outbox.close()
+
+
+    def _discard(self) -> None:
+        try:
+            while True:
+                self.outbox.get_nowait()
+        except (queue.Empty, EOFError, OSError):
+            pass
 
 
 class TrackedFromProcess(TrackedParts):
