@@ -145,3 +145,30 @@ def test_the_video_render_uses_the_fast_path(ict):
     assert alpha[0].sum() > 1000 and alpha[1].sum() == 0 and rgb[1].max() == 0
     assert _iou(torch.as_tensor(alpha[:1]), torch.as_tensor(slow_a[:1]))[0] >= 0.99
     assert np.abs(rgb - slow).mean() <= 0.005
+
+
+@pytest.mark.parametrize("layout", ["grid", "render", "overlay"])
+def test_the_video_stage_draws_one_face_as_the_video_process(ict, tmp_path, layout):
+    """The in-process video stage (short clips) composes one face with the video process's call
+    (``compose_posed``), whose bytes equal composing the render of ``render_window`` (frames without the face
+    stay the input)."""
+    from spectre.reconstruct.compose import compose
+    from spectre.reconstruct.videostage import FaceRows, VideoStage, render_window
+    from spectre.reconstruct.window import VideoWindow
+
+    params = {k: v.numpy() for k, v in ict.default_params(3).items()}
+    params["expression"][:, :4] = 0.5
+    s = 2.0 / 1.3 / 1.2
+    face = FaceRows(params, np.array([[s, 0.0, 0.0]] * 3, np.float32), np.tile(np.eye(3), (3, 1, 1)),
+                    np.array([True, False, True]))
+    tw = np.tile(np.eye(3), (3, 1, 1))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    stage = VideoStage(ict, layout, VideoWindow(224, 224, "full", 512, layout=layout), tmp_path / "v.mp4", 25.0)
+    try:
+        got = stage.compose(frames, [face], tw)
+    finally:
+        stage.abort(RuntimeError("not written"))
+    want = compose(frames, [render_window(ict, ict.render_faces(), face, tw, (224, 224))], layout)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert (got[1, :, -224:] == frames[1]).all() if layout != "render" else got[1].max() == 0
+    assert not (tmp_path / "v.mp4").exists()

@@ -19,7 +19,7 @@ from ..io.video import open_video
 from ..raster_kernels import warm_up
 from ..render.fast_shape import video_light_table
 from ..render.visualize import render_shape_in_frame
-from .compose import FaceRows, compose, open_video_writer, place_rows, render_posed
+from .compose import FaceRows, compose, compose_posed, open_video_writer, place_rows, render_posed
 from .window import VideoWindow
 
 __all__ = ["VideoStage", "posed_rows", "render_window", "window_affine", "write_video"]
@@ -96,12 +96,18 @@ class VideoStage:
                  opacity: float = 0.7, encoder: dict | None = None):
         self.model, self.layout, self.window, self.opacity = model, layout, window, opacity
         self.faces_idx = model.render_faces()
+        self.light = video_light_table()
         warm_up()  # the compiled rasteriser's import and cache load, before the first frames arrive
         self.writer = open_video_writer(layout, window, path, fps, pts, audio_from, overwrite, encoder)
         self.frames_written = 0
 
     def compose(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray) -> np.ndarray:
-        """(n, H, W', 3) uint8 output frames for ``frames`` (n, H, W, 3) uint8, already in the window."""
+        """(n, H, W', 3) uint8 output frames for ``frames`` (n, H, W, 3) uint8, already in the window. One face
+        (not over the input at a chosen opacity) is drawn as the video process draws it, straight into the
+        frames (:func:`.compose.compose_posed`, the same bytes)."""
+        if len(faces) == 1 and self.layout != "overlay":
+            rows, verts, affine = posed_rows(self.model, faces[0], to_window)
+            return compose_posed(frames, rows, verts, affine, self.faces_idx.numpy(), self.light, self.layout)
         renders = [render_window(self.model, self.faces_idx, face, to_window, self.window.size) for face in faces]
         return compose(frames, renders, self.layout, self.opacity)
 
