@@ -372,7 +372,8 @@ def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, f
 def stage_job(quick: bool) -> list[dict]:
     """The main job, ``spectre reconstruct CLIP -o OUT`` (default grid video), against tracking alone,
     ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
-    samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder).
+    samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder), and on the
+    README's own short clip as it is.
     ``SPECTRE_BENCH_SRC`` runs the commands from another source tree (e.g. a worktree of an older
     commit), so before and after are measured by the same harness; ``SPECTRE_BENCH_BASE=OTHER/src`` runs
     ``reconstruct`` from that tree too, in the same rounds (before/after interleaved, under the same
@@ -384,14 +385,19 @@ def stage_job(quick: bool) -> list[dict]:
     envs = {"": dict(os.environ, PYTHONPATH=src, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")}
     if base:
         envs[" (base tree)"] = dict(envs[""], PYTHONPATH=base)
-    clips = [("LRS3 224²", _lrs3_clip(), 246)]
+    clips = [("LRS3 224²", _lrs3_clip(), 246), ("README's clip, LRS3 224²", _lrs3_clip(), None)]
     mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
     if mead and not quick:
         clips.append(("MEAD 1080p", mead[0], 354))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for label, sample, n in clips:
-            clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
+            if n is None:  # as it is: a short clip, whose job runs in threads once tracked
+                from spectre.io import open_video
+
+                clip, n = sample, open_video(sample, warn_fps=False).num_frames
+            else:
+                clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
             loads, runs = [], {"track": []} | {name: [] for name in envs}
             for _ in range(repeat):
                 loads.append(os.getloadavg()[0])

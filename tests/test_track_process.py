@@ -94,6 +94,27 @@ def test_a_job_with_other_settings_tracks_itself(short_clip):
         rec.close()
 
 
+@pytest.mark.parametrize("layout", ["grid", "none"])
+def test_the_command_line_tracks_every_clip_in_the_process(short_clip, tmp_path, monkeypatch, layout):
+    """A clip within the fit's first window (the rest of its job runs in threads) and a job without a video
+    are tracked in the early process too, and the job takes its chunks rather than tracking again."""
+    import spectre.cli.reconstruct_cmd as cmd
+    from spectre.cli import main
+
+    made = []
+
+    class Recorded(TrackProcess):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(cmd, "TrackProcess", Recorded)
+    assert main(["reconstruct", str(short_clip), "-o", str(tmp_path), "--layout", layout, "--quiet"]) == 0
+    assert len(made) == 1 and made[0]._taken and made[0].proc.exitcode == 0
+    assert (tmp_path / f"{short_clip.stem}.npz").is_file()
+    assert (tmp_path / f"{short_clip.stem}.mp4").is_file() == (layout != "none")
+
+
 def test_the_videos_error_reaches_the_job(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)

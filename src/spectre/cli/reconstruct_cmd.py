@@ -6,7 +6,6 @@ import os
 import sys
 
 from ..errors import SpectreError
-from ..faces.ahead import TrackAhead
 from ..io.inputs import display_path, expand_inputs
 from ..io.video import open_video
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
@@ -78,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
             first = open_video(items[0].path, warn_fps=False)
         except SpectreError:  # not a readable video (its job says so): no process for it
             first = None
-        if args.layout != "none" and first is not None and clip_uses_processes(first.num_frames):
-            spawned = SpawnedStages(("video",))
-            # tracked in a process of its own, so that this process's import of torch does not slow it
-            ahead = TrackProcess(items[0].path, CutSettings().with_given(layout=args.layout,
-                                                                         video_frame=args.video_frame),
+        if first is not None:
+            video = args.layout != "none"
+            if video and clip_uses_processes(first.num_frames):
+                spawned = SpawnedStages(("video",))
+            # tracked in a process of its own, so that this process's import of torch does not slow it (as a
+            # thread here it shares one GIL with the import: the 41-frame README clip took 1 s longer)
+            ahead = TrackProcess(items[0].path, CutSettings(video=video).with_given(layout=args.layout,
+                                                                                    video_frame=args.video_frame),
                                  size=(first.width, first.height))
-        else:
-            ahead = TrackAhead(items[0].path)
     try:
         return _run(args, workers, items, ahead, spawned)
     finally:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 early.close()  # a no-op once the job used it
 
 
-def _run(args: argparse.Namespace, workers: int, items, ahead: TrackAhead | TrackProcess | None,
+def _run(args: argparse.Namespace, workers: int, items, ahead: TrackProcess | None,
          spawned: SpawnedStages | None) -> int:
     from ..reconstruct.batch import run_batch
     from ..reconstruct.config import make_config

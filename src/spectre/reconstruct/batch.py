@@ -16,7 +16,6 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import InputError, OutputError
-from ..faces.ahead import TrackAhead
 from ..io.inputs import InputItem, display_path, expand_inputs
 from ..io.video import frame_count
 from .config import ReconstructConfig
@@ -131,14 +130,14 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               config: ReconstructConfig | None = None, *, overwrite: bool = False, workers: int = 1,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False,
-              track_ahead: TrackAhead | TrackProcess | None = None,
+              track_ahead: TrackProcess | None = None,
               spawned_stages: SpawnedStages | None = None) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
     redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
     the fit and the video stage in their own processes (:mod:`.stageprocs`). ``track_ahead``: tracking
-    already started (by the command line, while torch loaded; a thread or a :mod:`.trackproc` process): the
-    job of its video continues it (one worker); ``spawned_stages``: stage processes started by the command
+    already started (by the command line, while torch loaded; a :mod:`.trackproc` process): the job of its
+    video takes its chunks (one worker); ``spawned_stages``: stage processes started by the command
     line before it imported torch, used with ``stage_processes``. The caller closes both (a no-op once used)."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)

@@ -102,7 +102,7 @@ class TrackedFrames(TrackedParts):
     def __iter__(self):
         cfg = self.rec.cfg
         chunk = chunk_frames(self.source.width, self.source.height, cfg.pipeline.chunk_mb, cfg.track_chunk)
-        self._stream = self.rec.track_stream(self.path, self.source, chunk)
+        self._stream = self.rec.tracker.stream(self.source, chunk_size=chunk)
         for fc in self._stream:
             yield self.add(*cut_chunk(fc, self.rows, self.window, cfg.crop_scale))
 

@@ -21,7 +21,6 @@ from ..atomic import atomic_write_text
 from ..config import to_dict
 from ..device import Runtime
 from ..errors import NoFaceError, OutputError, SpectreError
-from ..faces.ahead import TrackAhead
 from ..faces.crop import face_crop_transform, interpolate_landmarks
 from ..faces.track import FaceTracker, select_faces
 from ..io.livelink import save_livelink_csv
@@ -66,10 +65,9 @@ class Reconstructor:
         self._learned = None
         self._tracker = None
         self._arkit = None
-        #: tracking started before this object (the command line starts tracking its first video while
-        #: torch loads): a :class:`~spectre.faces.ahead.TrackAhead` thread, whose stream the job of the same
-        #: video continues, or a :class:`~.trackproc.TrackProcess` (:meth:`tracked_frames`)
-        self.track_ahead: TrackAhead | TrackProcess | None = None
+        #: tracking started before this object (the command line tracks its first video in a process of its
+        #: own while torch loads): a :class:`~.trackproc.TrackProcess` (:meth:`tracked_frames`)
+        self.track_ahead: TrackProcess | None = None
         #: stage processes started before this object (:mod:`.stagespawn`; the command line starts them
         #: before it imports torch), used by :meth:`start_processes` when their roles match
         self.spawned_stages: SpawnedStages | None = None
@@ -93,19 +91,6 @@ class Reconstructor:
         if self._tracker is None:
             self._tracker = FaceTracker()
         return self._tracker
-
-    def track_stream(self, path: Path, source, chunk_size: int):
-        """``tracker.stream`` of ``path``, continuing :attr:`track_ahead` when it tracks that video."""
-        ahead, self.track_ahead = self.track_ahead, None
-        if isinstance(ahead, TrackAhead) and ahead.matches(path):
-            stream, tracker = ahead.take()
-            if self._tracker is not None:  # not in use between videos
-                self._tracker.close()
-            self._tracker = tracker  # reused for the next videos
-            return stream
-        if ahead is not None:
-            ahead.close()
-        return self.tracker.stream(source, chunk_size=chunk_size)
 
     def tracked_frames(self, path: Path, source, window: VideoWindow | None):
         """The overlapped job's tracked chunks of ``path``: from :attr:`track_ahead` when it is a tracking

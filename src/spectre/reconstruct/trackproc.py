@@ -1,9 +1,10 @@
 """Tracking in a process of its own, started before the job's process imports torch.
 
 The default job cannot fit before torch and the face model are loaded (about 1.5 s), but tracking needs
-neither. Tracking in a thread of the job's process (:mod:`spectre.faces.ahead`) shares one GIL with torch's
-import, which then took 2.0 s instead of 1.1 while fewer than 64 frames were tracked. :class:`TrackProcess`
-tracks the video in a spawned process instead (no torch there), cuts each frame to the video's window there
+neither. Tracking in a thread of the job's process shared one GIL with torch's import, which then took
+2.0 s instead of 1.1 while fewer than 64 frames were tracked (and the 41-frame README clip took 1 s longer
+in all). :class:`TrackProcess` tracks the video in a spawned process (no torch there), for clips of any
+length, with or without a video; it cuts each frame to the video's window there
 (:func:`.tracked.cut_chunk`, with the :class:`~.tracked.CutSettings` the command line expects) and sends
 the tracked chunks through a bounded queue. The job takes them (:meth:`TrackProcess.take`) when its own
 settings are the same, else it closes the process and tracks the video itself.
