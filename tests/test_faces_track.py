@@ -257,3 +257,39 @@ def test_detect_every_keeps_last_confidence(sample_videos):
     assert t.present.all() and (t.confidence > 0.5).all()
     # between detector runs the score is carried over unchanged
     assert np.array_equal(t.confidence[1:4], np.repeat(t.confidence[0], 3))
+
+
+def test_a_signal_while_mediapipe_is_imported_waits_for_the_import():
+    """SIGTERM while the first MediaPipe import runs (a batch's later video, in the job's own process): the
+    import and the graphs finish, then the signal stops the command as usual. Handled inside MediaPipe's
+    binding initialisation it failed the import instead ("initialization failed", then "type already
+    defined" for every later video of the batch)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, os, signal, sys
+from spectre.cli import Terminated, sigterm_as_interrupt
+from spectre.faces.mesh import MeshDetector
+
+class SignalMidImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "mediapipe.python":  # MediaPipe's package is being imported
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+assert "mediapipe" not in sys.modules
+sys.meta_path.insert(0, SignalMidImport())
+det = MeshDetector()
+with sigterm_as_interrupt():
+    try:
+        det.open()
+    except Terminated:
+        print("terminated, open:", det.is_open)
+det.close()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GLOG_minloglevel": "2"}).stdout
+    assert out.strip() == "terminated, open: True"

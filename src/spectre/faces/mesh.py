@@ -25,7 +25,7 @@ _LM_RECORD = 17  # serialized NormalizedLandmark with x, y, z set: tag, len=15, 
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Ctrl-C / SIGTERM wait until a MediaPipe graph call returns, then act as usual. An exception raised
+    """Ctrl-C / SIGTERM wait until a MediaPipe import or graph call returns, then act as usual. An exception raised
     inside one (open, process, close) leaves the graph's C++ threads running, and the process aborts at
     exit ("terminate called without an active exception") instead of exiting 130 / 143."""
     if threading.current_thread() is not threading.main_thread():
@@ -124,11 +124,13 @@ class MeshDetector:
     def open(self) -> None:
         self.close()
         os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe as mp
-
         self.fresh = True
         self._warned_max = False
         with signals_deferred():
+            # the first import too: a signal handled while MediaPipe's bindings initialise fails the import
+            # ("initialization failed", then "type already defined" on every later try) instead of stopping
+            import mediapipe as mp
+
             self._mesh = _open_mesh(self.max_faces, self.min_detection_confidence, self.min_tracking_confidence)
             self._det = mp.solutions.face_detection.FaceDetection(
                 model_selection=self.detector_model, min_detection_confidence=min(self.min_detection_confidence, 0.3))
