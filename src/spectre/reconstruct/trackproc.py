@@ -10,10 +10,13 @@ the tracked chunks through a bounded queue. The job takes them (:meth:`TrackProc
 settings are the same, else it closes the process and tracks the video itself.
 
 Decoded frames stay in that process; only the windows (at most 512x512 by default) cross to the job.
-Warnings of the decoder and MediaPipe are printed by that process, as they would be by the job's.
+Our warnings there (the decoder's: a truncated file, timestamps that do not increase) are sent to the job,
+which logs them as its own (its handlers, not across its progress bar); MediaPipe's native messages are
+printed by that process.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -47,9 +50,24 @@ class _Stopped(Exception):
     """The job no longer wants the chunks, or it is gone."""
 
 
+class _ToJob(logging.Handler):
+    """Sends this process's ``spectre`` log records to the job as ``("log", logger, level, message)``."""
+
+    def __init__(self, put):
+        super().__init__()
+        self.put = put
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.put(("log", record.name, record.levelno, record.getMessage()))
+        except _Stopped:  # nobody reads any more: the next chunk's put stops the process
+            pass
+
+
 def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
-    """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk, then
-    ``("end",)`` or ``("error", exc)``. It leaves without the interpreter's teardown once they are sent."""
+    """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk and
+    ``("log", ...)`` per warning (:class:`_ToJob`), then ``("end",)`` or ``("error", exc)``. It leaves without
+    the interpreter's teardown once they are sent."""
     child_signals()
     parent = mp.parent_process()
 
@@ -63,6 +81,9 @@ def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
             except queue.Full:
                 continue
 
+    ours = logging.getLogger("spectre")
+    ours.addHandler(_ToJob(put))
+    ours.propagate = False
     stream = None
     try:
         try:
@@ -180,6 +201,9 @@ class TrackedFromProcess(TrackedParts):
             if msg[0] == "end":
                 self.tracker.close()
                 return
+            if msg[0] == "log":
+                logging.getLogger(msg[1]).log(msg[2], "%s", msg[3])
+                continue
             yield self.add(*msg[1])
 
     def close(self) -> None:
