@@ -123,3 +123,54 @@ def test_shape_frames_layouts(golden_dir):
     back = warp_affine(small, m[0], 224)[0].permute(1, 2, 0).numpy()
     inner = fg & (np.abs(np.diff(render[0].astype(float), axis=0, prepend=0)).sum(-1) < 20)
     assert np.abs(back[inner] - render[0][inner]).mean() < 12
+
+
+def _decoded(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_encoder_thread_writes_what_the_writer_writes(tmp_path):
+    from spectre.io.writer import EncoderThread
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    with VideoWriter(tmp_path / "direct.mp4", 25, (48, 32), crf=20, preset="veryfast") as w:
+        for i, f in enumerate(frames):
+            w.write(f, i * 0.04)
+    written = []
+    w = VideoWriter(tmp_path / "thread.mp4", 25, (48, 32), crf=20, preset="veryfast")
+    enc = EncoderThread(w, on_written=written.append)
+    for a in range(0, 9, 4):  # batches of 4, 4, 1: more than the queue holds
+        enc.put(frames[a:a + 4], [i * 0.04 for i in range(a, min(a + 4, 9))])
+    enc.finish()
+    w.close()
+    assert written == [4, 4, 1] and not enc.thread.is_alive()
+    assert np.array_equal(_decoded(tmp_path / "thread.mp4"), _decoded(tmp_path / "direct.mp4"))
+
+
+def test_encoder_thread_raises_the_writers_error_and_stops_on_check(tmp_path):
+    from spectre.io.writer import EncoderThread
+
+    w = VideoWriter(tmp_path / "bad.mp4", 25, (48, 32))
+    enc = EncoderThread(w)
+    enc.put(np.zeros((1, 16, 16, 3), np.uint8))  # the wrong size: the thread's write fails
+    with pytest.raises(ValueError, match="writer expects 48x32"):
+        enc.finish()
+    enc.stop()
+    w.__exit__(ValueError, ValueError("stop"), None)
+    assert not (tmp_path / "bad.mp4").exists() and not list(tmp_path.iterdir())
+
+    class Stop(Exception):
+        pass
+
+    def check():
+        raise Stop()
+
+    w = VideoWriter(tmp_path / "stopped.mp4", 25, (48, 32))
+    enc = EncoderThread(w, check=check)
+    with pytest.raises(Stop):  # a job that stops: put returns by raising, the writer is the caller's again
+        enc.put(np.zeros((1, 32, 48, 3), np.uint8))
+    enc.stop()
+    assert not enc.thread.is_alive()
+    w.__exit__(Stop, Stop(), None)
+    assert not list(tmp_path.iterdir())

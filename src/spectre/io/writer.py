@@ -7,7 +7,9 @@ file (the video is written to a temporary file and renamed on ``close``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import InputError, OutputError
 
-__all__ = ["VideoWriter"]
+__all__ = ["EncoderThread", "VideoWriter"]
 
 _TIME_BASE = Fraction(1, 90000)
 _COPYABLE_AUDIO = {"aac", "mp3", "alac", "opus", "ac3"}
@@ -206,3 +208,79 @@ class VideoWriter:
             self.close()
         else:
             self._abort(exc)
+
+
+class EncoderThread:
+    """Encodes the frames given to :meth:`put` with ``writer`` in a thread of its own, so that drawing the
+    next frames and encoding these overlap (libx264 and PyAV's conversion run without the GIL). It holds two
+    batches; an encoder error is raised at the next ``put`` or at ``finish``. While it waits, ``check`` is
+    called every ``poll`` seconds (it raises to stop waiting); ``on_written(n)`` is called from the thread
+    after each batch. The writer is this thread's from the first ``put`` until ``finish`` or ``stop``
+    returns."""
+
+    def __init__(self, writer: VideoWriter, check: Callable[[], None] | None = None,
+                 on_written: Callable[[int], None] | None = None, poll: float = 0.1):
+        self.writer, self.check, self.on_written, self.poll = writer, check, on_written, poll
+        self.q: queue.Queue = queue.Queue(2)
+        self.error: BaseException | None = None
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="spectre-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                item = self.q.get()
+                if item is None:
+                    return
+                frames, times = item
+                for i, f in enumerate(frames):
+                    self.writer.write(f, None if times is None else float(times[i]))
+                if self.on_written is not None:
+                    self.on_written(len(frames))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.check is not None:
+            self.check()
+
+    def put(self, frames, times: Sequence[float] | None = None) -> None:
+        """Queue ``frames`` (n, H, W, 3) uint8 with their presentation ``times`` (None: the writer's)."""
+        while True:
+            self._raise()
+            try:
+                self.q.put((frames, times), timeout=self.poll)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Encode what is queued, then return (the writer is the caller's again)."""
+        while True:
+            self._raise()
+            try:
+                self.q.put(None, timeout=self.poll)
+                break
+            except queue.Full:
+                continue
+        while self.thread.is_alive():
+            self.thread.join(timeout=self.poll)
+            self._raise()
+        self._raise()
+
+    def stop(self) -> None:
+        """Stop encoding (the job stops early): the writer is the caller's once this returns."""
+        self.halt.set()
+        try:
+            while True:
+                self.q.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:
+            pass
+        self.thread.join(timeout=30)

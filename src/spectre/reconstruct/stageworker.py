@@ -19,11 +19,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import threading
 import time
 
 import numpy as np
 
+from ..io.writer import EncoderThread
 from ..raster_kernels import warm_up
 from .childerrors import child_signals, only_read, picklable
 from .compose import compose_posed, open_video_writer
@@ -155,7 +155,8 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
     encoder = None
     try:
         ch.outbox.put(("tmp", job, str(writer.temporary_path)))
-        encoder = _Encoder(writer, ch, job)
+        encoder = EncoderThread(writer, check=ch.check,
+                                on_written=lambda n: ch.outbox.put(("progress", job, "video", n)))
         state = _VideoState(job)
         while not state.finished:
             if not state.ready():
@@ -176,75 +177,6 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
             encoder.stop()
         writer.__exit__(type(exc), exc, exc.__traceback__)
         raise
-
-
-class _Encoder:
-    """Encodes composed frames in a thread of the video process, so rendering the next frames and
-    encoding these overlap (libx264 and PyAV's conversion run without the GIL). Its queue holds two
-    batches; an encoder error is raised at the next ``put`` or at ``finish``."""
-
-    def __init__(self, writer, ch: _Channel, job: int):
-        self.writer, self.ch, self.job = writer, ch, job
-        self.q: queue.Queue = queue.Queue(2)
-        self.error: BaseException | None = None
-        self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="spectre-encode", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.halt.is_set():
-                item = self.q.get()
-                if item is None:
-                    return
-                frames, times = item
-                for f, t in zip(frames, times):
-                    self.writer.write(f, float(t))
-                self.ch.outbox.put(("progress", self.job, "video", len(frames)))
-        except BaseException as exc:  # noqa: BLE001 - raised in the video job
-            self.error = exc
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def put(self, frames, times) -> None:
-        while True:
-            self._check()
-            self.ch.check()
-            try:
-                self.q.put((frames, times), timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        """Encode what is queued, then return (the writer is the caller's again)."""
-        while True:
-            self._check()
-            try:
-                self.q.put(None, timeout=POLL_S)
-                break
-            except queue.Full:
-                self.ch.check()
-        while self.thread.is_alive():
-            self.thread.join(timeout=POLL_S)
-            self.ch.check()
-        self._check()
-
-    def stop(self) -> None:
-        """Stop encoding (the job stops early): the writer is the caller's once this returns."""
-        self.halt.set()
-        try:
-            while True:
-                self.q.get_nowait()
-        except queue.Empty:
-            pass
-        try:
-            self.q.put_nowait(None)
-        except queue.Full:
-            pass
-        self.thread.join(timeout=30)
 
 
 #: MB of frame windows the video process reads ahead while it renders (more waits in its bounded inbox)

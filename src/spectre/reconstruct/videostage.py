@@ -16,6 +16,7 @@ import torch
 from ..faces.crop import FACE_CROP_SIZE
 from ..geometry import crop_to_pixels, project_to_crop
 from ..io.video import open_video
+from ..io.writer import EncoderThread
 from ..raster_kernels import warm_up
 from ..render.fast_shape import video_light_table
 from ..render.visualize import render_shape_in_frame
@@ -99,6 +100,7 @@ class VideoStage:
         self.light = video_light_table()
         warm_up()  # the compiled rasteriser's import and cache load, before the first frames arrive
         self.writer = open_video_writer(layout, window, path, fps, pts, audio_from, overwrite, encoder)
+        self.encoder: EncoderThread | None = None  # started by the first frames
         self.frames_written = 0
 
     def compose(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray) -> np.ndarray:
@@ -113,15 +115,26 @@ class VideoStage:
 
     def write(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray,
               times: Sequence[float] | None = None) -> None:
-        """Render, compose and encode frames (``times``: their timestamps, when not given up front)."""
-        for i, f in enumerate(self.compose(frames, faces, to_window)):
-            self.writer.write(f, None if times is None else float(times[i]))
+        """Render and compose frames, and queue them for the encoder's thread (``times``: their timestamps,
+        when not given up front), which encodes them while the next ones are drawn."""
+        composed = self.compose(frames, faces, to_window)
+        if self.encoder is None:
+            self.encoder = EncoderThread(self.writer)
+        self.encoder.put(composed, times)
         self.frames_written += len(frames)
 
     def close(self) -> Path:
+        try:
+            if self.encoder is not None:
+                self.encoder.finish()
+        except BaseException as exc:  # an encoder error: no partial file is left
+            self.abort(exc)
+            raise
         return self.writer.close()
 
     def abort(self, exc: BaseException) -> None:
+        if self.encoder is not None:
+            self.encoder.stop()
         self.writer.__exit__(type(exc), exc, exc.__traceback__)
 
 
