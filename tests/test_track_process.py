@@ -1,12 +1,13 @@
 """TrackProcess (the command line's tracking before torch, in a process of its own): the job gets exactly
 the chunks it would have tracked itself, a job with other settings tracks itself and the process ends,
-the video's errors reach the job with their type and message, and the process never outlives its use."""
+the video's errors and warnings reach the job, and the process never outlives its use."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,25 +95,78 @@ def test_a_job_with_other_settings_tracks_itself(short_clip):
         rec.close()
 
 
+# Loaded by the command's process through PYTHONPATH: says (with a file) which video's tracked chunks the job
+# took from the tracking process.
+_TAKEN_HOOK = """
+import os
+from pathlib import Path
+
+from spectre.reconstruct import trackproc as _tp
+
+_take = _tp.TrackProcess.take
+
+
+def _recorded(self):
+    Path(os.environ["SPECTRE_TEST_TAKEN"]).write_text(self.path.name)
+    return _take(self)
+
+
+_tp.TrackProcess.take = _recorded
+"""
+
+
 @pytest.mark.parametrize("layout", ["grid", "none"])
-def test_the_command_line_tracks_every_clip_in_the_process(short_clip, tmp_path, monkeypatch, layout):
+def test_the_command_line_tracks_every_clip_in_the_process(short_clip, tmp_path, layout):
     """A clip within the fit's first window (the rest of its job runs in threads) and a job without a video
     are tracked in the early process too, and the job takes its chunks rather than tracking again."""
+    import spectre
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_TAKEN_HOOK)
+    src = str(Path(spectre.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), src, os.environ.get("PYTHONPATH", "")]),
+               SPECTRE_TEST_TAKEN=str(tmp_path / "taken.txt"), GLOG_minloglevel="2")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(short_clip), "-o", str(out), "--layout",
+                    layout, "--quiet"], env=env, check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "taken.txt").read_text() == short_clip.name
+    assert (out / f"{short_clip.stem}.npz").is_file()
+    assert (out / f"{short_clip.stem}.mp4").is_file() == (layout != "none")
+
+
+def test_the_command_line_called_with_torch_loaded_tracks_in_the_job(short_clip, tmp_path, monkeypatch):
+    """The early process hides the command's import of torch; called from Python with torch already
+    imported there is nothing to hide, so none is started (its start-up would only add CPU time)."""
     import spectre.cli.reconstruct_cmd as cmd
     from spectre.cli import main
 
+    assert "torch" in sys.modules
     made = []
+    monkeypatch.setattr(cmd, "TrackProcess", lambda *a, **k: made.append(a))
+    assert main(["reconstruct", str(short_clip), "-o", str(tmp_path), "--layout", "none", "--quiet"]) == 0
+    assert made == [] and (tmp_path / f"{short_clip.stem}.npz").is_file()
 
-    class Recorded(TrackProcess):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
 
-    monkeypatch.setattr(cmd, "TrackProcess", Recorded)
-    assert main(["reconstruct", str(short_clip), "-o", str(tmp_path), "--layout", layout, "--quiet"]) == 0
-    assert len(made) == 1 and made[0]._taken and made[0].proc.exitcode == 0
-    assert (tmp_path / f"{short_clip.stem}.npz").is_file()
-    assert (tmp_path / f"{short_clip.stem}.mp4").is_file() == (layout != "none")
+def test_the_processs_warnings_are_logged_by_the_job(sample_videos, tmp_path, caplog):
+    """The decoder's warnings in the tracking process reach the job's log (its handlers, its tests)."""
+    import struct
+
+    from robustness import media
+
+    clip = media.write_video(tmp_path / "frozen.mp4", media.face_frames(next(iter(sample_videos.values())).parents[1],
+                                                                        6, size=128), options={"bf": "0"})
+    data = bytearray(clip.read_bytes())
+    pos = data.find(b"stts")
+    for k in range(struct.unpack_from(">I", data, pos + 8)[0]):  # every sample lasts 0 ticks: all at t = 0
+        struct.pack_into(">I", data, pos + 16 + 8 * k, 0)
+    clip.write_bytes(bytes(data))
+    proc = TrackProcess(clip, CutSettings(video=False))
+    with caplog.at_level("WARNING", logger="spectre"):
+        chunks = list(proc.take())
+    assert sum(c.n for c in chunks) == 6
+    assert any("frozen.mp4" in r.getMessage() and "timestamps do not increase" in r.getMessage()
+               for r in caplog.records if r.name.startswith("spectre"))
 
 
 def test_the_videos_error_reaches_the_job(tmp_path):

@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
             video = args.layout != "none"
             if video and clip_uses_processes(first.num_frames):
                 spawned = SpawnedStages(("video",))
-            # tracked in a process of its own, so that this process's import of torch does not slow it (as a
-            # thread here it shares one GIL with the import: the 41-frame README clip took 1 s longer)
-            ahead = TrackProcess(items[0].path, CutSettings(video=video).with_given(layout=args.layout,
-                                                                                    video_frame=args.video_frame),
-                                 size=(first.width, first.height))
+            # tracked in a process of its own while this one imports torch (as a thread here it shared one
+            # GIL with the import: the 41-frame README clip took 1 s longer); with torch already imported
+            # (the command called from Python) there is nothing to hide and the job tracks at once itself
+            if "torch" not in sys.modules:
+                ahead = TrackProcess(items[0].path, CutSettings(video=video).with_given(
+                    layout=args.layout, video_frame=args.video_frame), size=(first.width, first.height))
     try:
         return _run(args, workers, items, ahead, spawned)
     finally:
