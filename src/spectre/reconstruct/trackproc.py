@@ -176,7 +176,6 @@ class TrackProcess:
         self.outbox.cancel_join_thread()
         self.outbox.close()
 
-
     def _discard(self) -> None:
         try:
             while True:
