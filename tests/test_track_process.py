@@ -148,19 +148,12 @@ def test_the_command_line_called_with_torch_loaded_tracks_in_the_job(short_clip,
     assert made == [] and (tmp_path / f"{short_clip.stem}.npz").is_file()
 
 
-def test_the_processs_warnings_are_logged_by_the_job(sample_videos, tmp_path, caplog):
+def test_the_processs_warnings_are_logged_by_the_job(shared_dir, tmp_path, caplog):
     """The decoder's warnings in the tracking process reach the job's log (its handlers, its tests)."""
-    import struct
-
     from robustness import media
 
-    clip = media.write_video(tmp_path / "frozen.mp4", media.face_frames(next(iter(sample_videos.values())).parents[1],
-                                                                        6, size=128), options={"bf": "0"})
-    data = bytearray(clip.read_bytes())
-    pos = data.find(b"stts")
-    for k in range(struct.unpack_from(">I", data, pos + 8)[0]):  # every sample lasts 0 ticks: all at t = 0
-        struct.pack_into(">I", data, pos + 16 + 8 * k, 0)
-    clip.write_bytes(bytes(data))
+    frames = media.face_frames(shared_dir / "samples", 6, size=128)
+    clip = media.zero_mp4_timestamps(media.write_video(tmp_path / "frozen.mp4", frames, options={"bf": "0"}))
     proc = TrackProcess(clip, CutSettings(video=False))
     with caplog.at_level("WARNING", logger="spectre"):
         chunks = list(proc.take())

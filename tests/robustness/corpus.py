@@ -861,14 +861,7 @@ def _many_workers(ctx):
 
 
 def _zero_timestamps(ctx):
-    import struct
-
-    clip = media.write_video(ctx.tmp / "frozen.mp4", ctx.faces(6), options={"bf": "0"})
-    data = bytearray(clip.read_bytes())
-    pos = data.find(b"stts")
-    for k in range(struct.unpack_from(">I", data, pos + 8)[0]):  # every sample lasts 0 ticks: all at t = 0
-        struct.pack_into(">I", data, pos + 16 + 8 * k, 0)
-    clip.write_bytes(bytes(data))
+    clip = media.zero_mp4_timestamps(media.write_video(ctx.tmp / "frozen.mp4", ctx.faces(6), options={"bf": "0"}))
     return ctx.reconstruct(clip)
 
 

@@ -159,6 +159,18 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def zero_mp4_timestamps(path: Path) -> Path:
+    """Patch the video track's ``stts`` box so that every sample lasts 0 ticks: all frames at t = 0 (write
+    the video without B-frames, ``options={"bf": "0"}``, so no edit list or ``ctts`` shifts them)."""
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"stts")
+    assert pos > 0, "no stts box"
+    for k in range(struct.unpack_from(">I", data, pos + 8)[0]):
+        struct.pack_into(">I", data, pos + 16 + 8 * k, 0)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def flip_bytes(data: bytes, count: int, rng: np.random.Generator, start: int = 0) -> bytes:
     """``count`` random single-byte corruptions at offsets >= ``start``."""
     buf = bytearray(data)
