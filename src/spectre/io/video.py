@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,34 @@ _DONE = object()
 def chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
     """Frames per decoded chunk so that one chunk of RGB frames stays within ``budget_mb`` (4 to ``most``)."""
     return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
+
+
+class ChunkBuffers:
+    """Frame buffers that are reused once nothing refers to them any more.
+
+    Why: a chunk of 1080p frames is tens of MB, which the allocator maps fresh from the kernel for every
+    chunk, and the kernel zeroes each new page before the frames overwrite it (0.5 to 0.8 CPU s per 350
+    frames at 1080p, docs/performance.md). A buffer is reused only when no chunk, view or queue still holds it: its reference
+    count is the pool's own (measured once on a probe, so it does not depend on the interpreter)."""
+
+    def __init__(self) -> None:
+        self._bufs: list[np.ndarray] = []
+        self._own = self._refs([np.empty(0)], 0)
+
+    @staticmethod
+    def _refs(bufs: list[np.ndarray], i: int) -> int:
+        return sys.getrefcount(bufs[i])
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised uint8 buffer of ``shape`` that nothing else refers to."""
+        bufs = self._bufs
+        idle = [i for i in range(len(bufs)) if self._refs(bufs, i) == self._own]
+        for i in idle:
+            if bufs[i].shape == shape:
+                return bufs[i]
+        self._bufs = [b for i, b in enumerate(bufs) if i not in idle]  # idle ones of another size go
+        self._bufs.append(np.empty(shape, np.uint8))
+        return self._bufs[-1]
 
 
 def prefetch(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
@@ -168,6 +197,7 @@ class VideoSource:
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         buf: np.ndarray | None = None  # filled in place: one copy per frame, no list + stack
+        pool = ChunkBuffers()
         n = 0
         idx: list[int] = []
         pts: list[float] = []
@@ -180,7 +210,7 @@ class VideoSource:
                     n, idx, pts = 0, [], []
                 # 64 frames of 8K are 6 GB: big frames come in fewer per chunk
                 frames_per_chunk = max(1, min(chunk_size, MAX_CHUNK_BYTES // max(frame.nbytes, 1)))
-                buf = np.empty((frames_per_chunk, *frame.shape), np.uint8)
+                buf = pool.take((frames_per_chunk, *frame.shape))
             buf[n] = frame
             n += 1
             idx.append(i)
@@ -188,7 +218,8 @@ class VideoSource:
             if n == len(buf):
                 yield FrameChunk(buf, np.asarray(idx, np.int64), np.asarray(pts, np.float64))
                 total += n
-                buf, n, idx, pts = None, 0, [], []
+                n, idx, pts = 0, [], []
+                buf = pool.take(buf.shape)
         if n:
             total += n
             yield FrameChunk(buf[:n], np.asarray(idx, np.int64), np.asarray(pts, np.float64))
