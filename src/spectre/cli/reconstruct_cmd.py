@@ -11,6 +11,7 @@ from ..io.video import open_video
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from ..reconstruct.tracked import CutSettings
 from ..reconstruct.trackproc import TrackProcess
+from . import imports_kept
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -97,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, workers: int, items, ahead: TrackProcess | None,
          spawned: SpawnedStages | None) -> int:
-    from ..reconstruct.batch import run_batch
-    from ..reconstruct.config import make_config
+    with imports_kept():
+        from ..reconstruct.batch import run_batch
+        from ..reconstruct.config import make_config
 
     cfg = make_config(args.config, backend=args.backend, model=args.model, face=args.face, layout=args.layout,
                       video_frame=args.video_frame, meshes=args.meshes, device=args.device,
