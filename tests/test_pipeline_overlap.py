@@ -53,6 +53,27 @@ def test_overlapped_pipeline_equals_the_sequential_schedule(short_clip, tmp_path
     assert np.abs(face.landmarks2d[ok] - np.asarray(track.landmarks68)[ok]).mean() < 6.0
 
 
+def test_face_files_are_written_while_the_video_is_drawn(short_clip, tmp_path, monkeypatch):
+    """The parameters and ARKit curves are written as soon as the fit is done, not after the video's last
+    frames; the video (finished and renamed at its end) and then the sidecar, which marks the job as done,
+    come after them."""
+    seen = {}
+    write_faces = Reconstructor._write_faces
+
+    def spy(self, result, out, stem, overwrite):
+        seen.update(video=(out / f"{stem}.mp4").exists(), sidecar=(out / f"{stem}.yaml").exists())
+        return write_faces(self, result, out, stem, overwrite)
+
+    monkeypatch.setattr(Reconstructor, "_write_faces", spy)
+    rec = Reconstructor(make_config(pipeline=SMALL))
+    try:
+        res = rec.run(short_clip, tmp_path)
+    finally:
+        rec.close()
+    assert seen == {"video": False, "sidecar": False}
+    assert [p.name[len(short_clip.stem):] for p in res.outputs] == [".npz", "_arkit.csv", ".mp4", ".yaml"]
+
+
 def test_face_window_video_size_frames_and_audio(short_clip, tmp_path):
     import av
 

@@ -111,11 +111,12 @@ class TrackedFrames(TrackedParts):
             self._stream.close()
 
 
-def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = False,
-                   progress: Callable[[int], None] | None = None):
+def run_overlapped(rec, path: Path, video_path: Path | None, fitted: Callable, overwrite: bool = False,
+                   progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Track, fit and (with ``video_path``) write the render video of the largest face of ``path``, all
-    overlapped. Returns ``(tracks, track, fit, timings)``: the per-frame tracks, the selected face track
-    and its :class:`~.fit.TrackFit` (the caller builds the result and writes the other files)."""
+    overlapped. As soon as the fit is done, ``fitted(tracks, track, fit)`` gets the per-frame tracks, the
+    selected face track and its :class:`~.fit.TrackFit` (the caller builds the result and writes the other
+    files while the video's last frames are drawn). Returns the stages' timings."""
     cfg, pc = rec.cfg, rec.cfg.pipeline
     source = open_video(path)
     model, evaluator = rec.model, rec.evaluator  # built here, not in the threads
@@ -204,11 +205,13 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
         timings["track"] = time.perf_counter() - t0
         tracked.check_faces()
         to_fit.put(_END)
-        for t in threads:
+        for i, t in enumerate(threads):  # the fit's thread first
             while t.is_alive() and not errors:
                 t.join(timeout=0.2)
-        if errors:
-            raise errors[0]
+            if errors:
+                raise errors[0]
+            if i == 0:
+                fitted(*tracked.result(), assemble(pieces))
     except BaseException as exc:
         abort.set()
         tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
@@ -223,8 +226,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, overwrite: bool = F
         raise err from None
     if stage is not None:
         stage.close()
-    tracks, track = tracked.result()
-    return tracks, track, assemble(pieces), timings
+    return timings
 
 
 def _rows_for_video(piece, start: int, stop: int, held: list[tuple], fitter: StreamFit):

@@ -204,27 +204,38 @@ class Reconstructor:
         """Whether jobs run with overlapped stages (:mod:`.overlap`): the fit backend on the largest face."""
         return self.cfg.pipeline.overlap and self.cfg.backend == "fit" and self.cfg.face == "largest"
 
-    def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress) -> ReconstructionResult:
+    def _run_overlapped(self, path: Path, video: Path | None, overwrite: bool, progress,
+                        fitted: Callable[[ReconstructionResult], None] | None = None) -> ReconstructionResult:
+        """``fitted(result)`` is called as soon as the fit is done, while the video may still be drawn."""
         t0 = time.perf_counter()
+        made: list[ReconstructionResult] = []
+
+        def done_fitting(tracks, track, fit) -> None:
+            face = self.face_from_fit(track, tracks, fit)
+            if self.cfg.arkit:
+                face.arkit = self.arkit_weights(face.params)
+            made.append(ReconstructionResult(video=path, fps=float(tracks.fps), width=int(tracks.width),
+                                             height=int(tracks.height), num_frames=int(len(tracks.indices)),
+                                             faces=[face], config=self.cfg, timings={}))
+            if fitted is not None:
+                fitted(made[0])
+
         if self.uses_processes(path):
             self.start_processes()
-            tracks, track, fit, timings = run_in_processes(self, self._procs, path, video, overwrite=overwrite,
-                                                           progress=progress)
+            timings = run_in_processes(self, self._procs, path, video, done_fitting, overwrite=overwrite,
+                                       progress=progress)
         else:
-            tracks, track, fit, timings = run_overlapped(self, path, video, overwrite=overwrite, progress=progress)
-        face = self.face_from_fit(track, tracks, fit)
-        if self.cfg.arkit:
-            face.arkit = self.arkit_weights(face.params)
-        timings = {k: v for k, v in timings.items() if v}
-        timings["total"] = time.perf_counter() - t0
-        return ReconstructionResult(video=path, fps=float(tracks.fps), width=int(tracks.width),
-                                    height=int(tracks.height), num_frames=int(len(tracks.indices)), faces=[face],
-                                    config=self.cfg, timings=timings)
+            timings = run_overlapped(self, path, video, done_fitting, overwrite=overwrite, progress=progress)
+        result = made[0]
+        result.timings.update({k: v for k, v in timings.items() if v})
+        result.timings["total"] = time.perf_counter() - t0
+        return result
 
     def run(self, path: str | Path, output_dir: str | Path, stem: str | None = None, overwrite: bool = False,
             progress: Callable[[int], None] | None = None) -> ReconstructionResult:
         """Reconstruct one video and write its files: with overlapped stages where :attr:`overlapped`
-        (the video is made while the video is tracked), else :meth:`process` then :meth:`write`.
+        (the video is made while the video is tracked; the other files are written while its last frames
+        are drawn), else :meth:`process` then :meth:`write`.
         ``progress(n)``: frames done, averaged over the stages (total: the video's frame count)."""
         path = Path(path)
         if not self.overlapped:
@@ -236,8 +247,10 @@ class Reconstructor:
         names = output_names(path, stem, [0], self.cfg)
         guard_input(path, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
         video = out / names["video"][0] if names["video"] else None
-        result = self._run_overlapped(path, video, overwrite, progress)
-        self.write(result, out, stem=stem, overwrite=overwrite, video=video)
+        written: list[Path] = []
+        result = self._run_overlapped(path, video, overwrite, progress,
+                                      fitted=lambda r: written.extend(self._write_faces(r, out, stem, overwrite)))
+        self._write_rest(result, out, stem, overwrite, written, video=video)
         return result
 
     def process(self, path: str | Path) -> ReconstructionResult:
@@ -279,6 +292,11 @@ class Reconstructor:
         """Write the files of a result (``video``: the render video, when already written)."""
         out = self._output_dir(output_dir)
         stem = stem or result.video.stem
+        written = self._write_faces(result, out, stem, overwrite)
+        return self._write_rest(result, out, stem, overwrite, written, progress=progress, video=video)
+
+    def _write_faces(self, result: ReconstructionResult, out: Path, stem: str, overwrite: bool) -> list[Path]:
+        """The per-face files: parameters, ARKit curves, meshes."""
         names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
         guard_input(result.video, [out / n for group in names.values() for n in group] + [out / f"{stem}.yaml"])
         written: list[Path] = []
@@ -307,9 +325,15 @@ class Reconstructor:
                     written.append(write_meshes(self.model, face, out / names["meshes"][i], self.cfg.meshes,
                                                 overwrite))
             result.timings["meshes"] = time.perf_counter() - t0
+        return written
+
+    def _write_rest(self, result: ReconstructionResult, out: Path, stem: str, overwrite: bool, written: list[Path],
+                    progress: Callable[[int], None] | None = None, video: Path | None = None) -> list[Path]:
+        """The render video (unless ``video`` was written already), then the sidecar."""
         if self.cfg.layout != "none" and video is not None:
             written.append(Path(video))
         elif self.cfg.layout != "none":
+            names = output_names(result.video, stem, [f.track_id for f in result.faces], self.cfg)
             t0 = time.perf_counter()
             written.append(write_video(self.model, result, out / names["video"][0], self.cfg.layout,
                                        self.cfg.video_frame, self.cfg.video_height, overwrite=overwrite,

@@ -278,10 +278,10 @@ class _Stopped(Exception):
     """The job stops (another stage failed, or the caller was interrupted)."""
 
 
-def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | None, overwrite: bool = False,
-                     progress: Callable[[int], None] | None = None):
-    """As :func:`.overlap.run_overlapped`, with the video in ``procs``. Returns ``(tracks, track, fit,
-    timings)``."""
+def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | None, fitted: Callable,
+                     overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """As :func:`.overlap.run_overlapped`, with the video in ``procs``: ``fitted`` runs here while the video
+    process draws the last frames. Returns the stages' timings."""
     cfg, pc = rec.cfg, rec.cfg.pipeline
     source = open_video(path)
     window = None
@@ -328,11 +328,14 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         fitting.put(("end", procs.job), lambda: procs.receive(handle))
         if video is not None:
             procs.send("video", ("frames-end", procs.job, tracked.rows), handle)
-        while procs.running or fitting.running or (posing is not None and posing.running):
+        while fitting.running or (posing is not None and posing.running):
             procs.receive(handle, timeout=POLL_S)
         timings["fit"] = fitting.busy
         if posing is not None:
             timings["pose"] = posing.busy
+        fitted(*tracked.result(), assemble(pieces))
+        while procs.running:
+            procs.receive(handle, timeout=POLL_S)
     except BaseException:
         tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
         fitting.close()
@@ -340,5 +343,4 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
             posing.close()
         procs.stop_job()
         raise
-    tracks, track = tracked.result()
-    return tracks, track, assemble(pieces), timings
+    return timings
