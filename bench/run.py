@@ -304,45 +304,74 @@ def stage_workers(quick: bool) -> list[dict]:
     return rows
 
 
-#: runs ``spectre`` in-process and, at exit, writes the process's own peak RSS (VmHWM; ``ru_maxrss`` of a
-#: child would carry the parent's peak over ``fork``) to the file named by argv[1]
+#: runs the ``spectre`` command in-process and, at exit, writes the process's own peak RSS (VmHWM; ``ru_maxrss``
+#: of a child would carry the parent's peak over ``fork``) to the file named by argv[1]; a tree without
+#: ``entry`` (older commits) exits through ``main`` as its command did
 _HWM = """import atexit, sys
 def _hwm(path=sys.argv[1]):
     with open('/proc/self/status') as f, open(path, 'w') as out:
         out.write(next(l for l in f if l.startswith('VmHWM')).split()[1])
 atexit.register(_hwm)
-from spectre.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.argv = ['spectre'] + sys.argv[2:]
+try:
+    from spectre.cli import entry
+except ImportError:
+    from spectre.cli import main
+    entry = lambda: sys.exit(main())
+entry()
 """
 
 
-def _tree_memory_mb(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) of ``pid`` and all its descendants now, in MB (Linux /proc; 0 elsewhere). The RSS sum
-    counts pages that processes share (torch's libraries) once per process; PSS splits them."""
-    rss = pss = 0
-    todo = [pid]
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants now (Linux /proc; just ``pid`` elsewhere)."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
         try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
         except (OSError, ValueError):
             continue
-    return rss / 1024.0, pss / 1024.0
+    return out
 
 
-def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, float, float]:
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid``'s process tree now, in MB, from ``/proc/*/statm`` (a counter: cheap to read every
+    50 ms). Pages that processes share (torch's libraries) count once per process."""
+    kb = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                kb += int(f.read().split()[1]) * _PAGE_KB
+        except (OSError, ValueError, IndexError):
+            continue
+    return kb / 1024.0
+
+
+def _tree_pss_mb(pid: int) -> float:
+    """PSS of ``pid``'s process tree now, in MB (shared pages split between the processes). Reading
+    ``smaps_rollup`` walks each process's page tables: 35 ms for the 1080p job's tree, so sampled every
+    50 ms it took 40 % of a core and made that job 1 s slower; only the untimed memory run reads it."""
+    kb = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                kb += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, ValueError):
+            continue
+    return kb / 1024.0
+
+
+def _process(args: list[str], env: dict, scratch: Path, pss: bool = False) -> tuple[float, float, float, float]:
     """(wall seconds, CPU seconds, peak RSS MB, peak PSS MB) of one whole ``spectre`` process with these
     arguments. The peak RSS is the larger of the process's own peak (VmHWM) and the peak of the RSS sum
-    over its process tree (its stage processes included) sampled every 50 ms; the PSS is the tree's
-    sampled peak; the CPU time includes its children's."""
+    over its process tree (its stage processes included) sampled every 50 ms; the PSS (NaN unless ``pss``;
+    its sampling slows the command) is the tree's sampled peak; the CPU time includes its children's."""
     hwm = scratch / "hwm.txt"
     hwm.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -350,10 +379,11 @@ def _process(args: list[str], env: dict, scratch: Path) -> tuple[float, float, f
     log = scratch / "stderr.txt"
     with open(log, "w") as err_file, subprocess.Popen([sys.executable, "-c", _HWM, str(hwm), *args], env=env,
                                                       stdout=subprocess.DEVNULL, stderr=err_file) as proc:
-        tree = tree_pss = 0.0
+        tree, tree_pss = 0.0, (0.0 if pss else float("nan"))
         while proc.poll() is None:
-            rss, pss = _tree_memory_mb(proc.pid)
-            tree, tree_pss = max(tree, rss), max(tree_pss, pss)
+            tree = max(tree, _tree_rss_mb(proc.pid))
+            if pss:
+                tree_pss = max(tree_pss, _tree_pss_mb(proc.pid))
             try:
                 proc.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
@@ -374,6 +404,7 @@ def stage_job(quick: bool) -> list[dict]:
     ``spectre track CLIP -o OUT2``, as whole processes run back to back on the same long clip (the
     samples looped to 246 frames at 224² and 354 frames at 1080p, made in a temporary folder), and on the
     README's own short clip as it is.
+    Peak RSS is sampled in the timed runs (cheaply); PSS in one more, untimed run of each command.
     ``SPECTRE_BENCH_SRC`` runs the commands from another source tree (e.g. a worktree of an older
     commit), so before and after are measured by the same harness; ``SPECTRE_BENCH_BASE=OTHER/src`` runs
     ``reconstruct`` from that tree too, in the same rounds (before/after interleaved, under the same
@@ -398,16 +429,18 @@ def stage_job(quick: bool) -> list[dict]:
                 clip, n = sample, open_video(sample, warn_fps=False).num_frames
             else:
                 clip = _looped_clip(sample, n, Path(d) / f"{sample.stem}_{n}.mp4", preset="ultrafast")
-            loads, runs = [], {"track": []} | {name: [] for name in envs}
+            commands = {"track": (["track", str(clip), "-o", str(Path(d) / "t"), "--overwrite"], envs[""])}
+            commands |= {name: (["reconstruct", str(clip), "-o", str(Path(d) / "r"), "--overwrite"], env)
+                         for name, env in envs.items()}
+            loads, runs = [], {k: [] for k in commands}
             for _ in range(repeat):
                 loads.append(os.getloadavg()[0])
-                runs["track"].append(_process(["track", str(clip), "-o", str(Path(d) / "t"), "--overwrite"],
-                                              envs[""], Path(d)))
-                for name, env in envs.items():
-                    runs[name].append(_process(["reconstruct", str(clip), "-o", str(Path(d) / "r"), "--overwrite"],
-                                               env, Path(d)))
+                for k, (args, env) in commands.items():
+                    runs[k].append(_process(args, env, Path(d)))
             best = {k: min(v) for k, v in runs.items()}  # (wall, cpu, rss, pss) of the fastest run
             walls = {k: "/".join(f"{r[0]:.1f}" for r in v) for k, v in runs.items()}
+            pss = {k: _process(args, env, Path(d), pss=True)[3] for k, (args, env) in commands.items()}  # untimed
+            best = {k: (*v[:3], pss[k]) for k, v in best.items()}
             t_track, cpu_track, rss_track, pss_track = best["track"]
             case = f"{label} {n} fr"
             rows.append({"stage": "job", "case": f"{case}: spectre track", "unit": "s", "value": t_track,

@@ -172,6 +172,24 @@ def test_no_face_raises_one_line_error():
     assert "\n" not in str(e.value) and "gradient" in str(e.value)
 
 
+def test_whole_clip_tracking_holds_chunks_of_bounded_memory(monkeypatch):
+    """``spectre track`` decoded 1080p in chunks of 32 frames (200 MB each, 1 GB held in all): whole-clip
+    tracking chunks by memory, about 64 MB (10 frames at 1080p), and small frames by count."""
+    asked = []
+    iter_chunks = VideoSource.iter_chunks
+
+    def spy(self, chunk_size=32):
+        asked.append(chunk_size)
+        return iter_chunks(self, chunk_size)
+
+    monkeypatch.setattr(VideoSource, "iter_chunks", spy)
+    tracker = FaceTracker()
+    tracker.track(VideoSource.from_array(np.zeros((12, 1080, 1920, 3), np.uint8), name="hd"))
+    tracker.track(VideoSource.from_array(np.zeros((12, 1080, 1920, 3), np.uint8), name="hd"), chunk_mb=1000)
+    tracker.track(VideoSource.from_array(np.zeros((12, 224, 224, 3), np.uint8), name="small"))
+    assert asked == [10, 32, 32]
+
+
 def test_one_euro_filter_reduces_noise_and_follows_steps():
     rng = np.random.default_rng(1)
     f = OneEuroFilter(OneEuroConfig(min_cutoff=1.0, beta=0.5))

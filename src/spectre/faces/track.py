@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, NoFaceError
-from ..io.video import VideoSource, open_video, prefetch
+from ..io.video import CHUNK_MB, VideoSource, chunk_frames, open_video, prefetch
 from .gaps import PendingFrames, frontier
 from .landmarks import OneEuroConfig, OneEuroFilter
 from .matching import ActiveTrack, assign
@@ -117,9 +117,11 @@ class FaceTracker:
         finally:
             self.close()
 
-    def track(self, source: VideoSource, chunk_size: int = 32) -> FaceTracks:
-        """Whole-clip tracks (landmarks only; frames are not kept)."""
-        parts = [fc.faces for fc in self.stream(source, chunk_size)]
+    def track(self, source: VideoSource, chunk_size: int = 32, chunk_mb: int = CHUNK_MB) -> FaceTracks:
+        """Whole-clip tracks (landmarks only; frames are not kept), decoded in chunks of at most
+        ``chunk_size`` frames and about ``chunk_mb`` MB (1080p at 32 frames a chunk held 1 GB in all)."""
+        chunk = chunk_frames(source.width, source.height, chunk_mb, chunk_size)
+        parts = [fc.faces for fc in self.stream(source, chunk)]
         return FaceTracks.concat(parts)
 
 

@@ -33,13 +33,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 #: upper bound on the pixels of one chunk (a chunk holds fewer frames than asked when they are huge)
 MAX_CHUNK_BYTES = 512 * 2**20
+#: MB of decoded frames per chunk where tracking chooses the chunk by memory (:func:`chunk_frames`): about
+#: 10 frames at 1080p; a few chunks are in flight at once, and each new MB costs the kernel time to zero
+CHUNK_MB = 64
 _T = TypeVar("_T")
 _DONE = object()
 
 
 def chunk_frames(width: int, height: int, budget_mb: int, most: int) -> int:
-    """Frames per decoded chunk so that one chunk of RGB frames stays within ``budget_mb`` (4 to ``most``)."""
-    return int(max(4, min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
+    """Frames per decoded chunk so that one chunk of RGB frames stays within ``budget_mb`` (at least 4, or
+    ``most`` when fewer; at most ``most``)."""
+    return int(max(min(4, most), min(most, budget_mb * 2**20 // max(width * height * 3, 1))))
 
 
 class ChunkBuffers:

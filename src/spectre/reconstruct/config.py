@@ -12,6 +12,7 @@ from ..config import check_fields, from_dict, load_yaml, setting, to_dict
 from ..device import PRECISIONS, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..faces.crop import FACE_CROP_SCALE
+from ..io.video import CHUNK_MB
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 from .encoder_backend import encoder_model
 from .fit import FitConfig
@@ -51,7 +52,7 @@ class PipelineConfig:
     identity_span: int = setting(128, min=1)
     window: int = setting(128, min=4)
     #: decoded frames held per tracking chunk, in MB (1080p: about 10 frames)
-    chunk_mb: int = setting(64, min=1)
+    chunk_mb: int = setting(CHUNK_MB, min=1)
 
 
 @dataclass

@@ -149,7 +149,7 @@ class Reconstructor:
     # -- stages
     def track(self, path: Path):
         source = open_video(path)
-        tracks = self.tracker.track(source, chunk_size=self.cfg.track_chunk)
+        tracks = self.tracker.track(source, chunk_size=self.cfg.track_chunk, chunk_mb=self.cfg.pipeline.chunk_mb)
         face = self.cfg.face if self.cfg.face in ("largest", "all") else int(self.cfg.face)
         tracks = select_faces(tracks, face)
         usable = {tid: t for tid, t in tracks.tracks.items() if np.asarray(t.valid).any()}

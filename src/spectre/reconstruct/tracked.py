@@ -12,6 +12,7 @@ from ..errors import NoFaceError
 from ..faces.crop import FACE_CROP_SCALE, face_crop_transform
 from ..faces.track import FaceTrack, FaceTracks, select_faces
 from ..faces.tracks import FaceChunk
+from ..io.video import CHUNK_MB
 from .window import VideoWindow
 
 __all__ = ["CutSettings", "TrackedChunk", "TrackedParts", "cut_chunk"]
@@ -28,7 +29,7 @@ class CutSettings:
     video_frame: str = "auto"
     video_height: int = 512
     crop_scale: float = FACE_CROP_SCALE
-    chunk_mb: int = 64
+    chunk_mb: int = CHUNK_MB
     track_chunk: int = 64
 
     @classmethod
