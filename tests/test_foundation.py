@@ -189,7 +189,7 @@ print(gc.isenabled())
 
 
 def test_command_exit_keeps_what_a_normal_exit_does():
-    """``spectre`` ends without finalising the interpreter (0.2-0.45 s of torch's and MediaPipe's modules),
+    """``spectre`` ends without finalising the interpreter (about 0.1 s of torch's and MediaPipe's modules),
     but still waits for other threads, runs the atexit handlers and flushes buffered output, and keeps
     the command's exit code."""
     code = """

@@ -111,8 +111,9 @@ def entry() -> None:
     """The ``spectre`` command (and ``python -m spectre``): :func:`main`, then exit without finalising
     the interpreter.
 
-    Finalising torch's and MediaPipe's modules took 0.2-0.45 s of the job's wall time and 0.1-0.2 s of
-    ``spectre track``'s. What a normal exit does that matters still runs, in its order: other threads
+    Finalising torch's and MediaPipe's modules took about 0.1 s of the job's wall time (interleaved
+    medians, docs/performance.md) and of ``spectre track``'s. What a normal exit does that matters still
+    runs, in its order: other threads
     are waited for, the ``atexit`` handlers (logging, multiprocessing, temporary folders) run, and the
     standard streams are flushed. Not for use inside another program: it ends the process."""
     code = main()
