@@ -113,9 +113,9 @@ def entry() -> None:
 
     Finalising torch's and MediaPipe's modules took about 0.1 s of the job's wall time (interleaved
     medians, docs/performance.md) and of ``spectre track``'s. What a normal exit does that matters still
-    runs, in its order: other threads
-    are waited for, the ``atexit`` handlers (logging, multiprocessing, temporary folders) run, and the
-    standard streams are flushed. Not for use inside another program: it ends the process."""
+    runs, in its order: other threads are waited for, the ``atexit`` handlers (logging, multiprocessing,
+    temporary folders) run, and the standard streams are flushed. Not for use inside another program:
+    it ends the process."""
     code = main()
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:

@@ -51,8 +51,9 @@ class ChunkBuffers:
 
     Why: a chunk of 1080p frames is tens of MB, which the allocator maps fresh from the kernel for every
     chunk, and the kernel zeroes each new page before the frames overwrite it (0.5 to 0.8 CPU s per 350
-    frames at 1080p, docs/performance.md). A buffer is reused only when no chunk, view or queue still holds it: its reference
-    count is the pool's own (measured once on a probe, so it does not depend on the interpreter)."""
+    frames at 1080p, docs/performance.md). A buffer is reused only when no chunk, view or queue still
+    holds it: its reference count is the pool's own (measured once on a probe, so it does not depend on
+    the interpreter)."""
 
     def __init__(self) -> None:
         self._bufs: list[np.ndarray] = []
