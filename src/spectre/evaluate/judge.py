@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AssetError, InputError
-from ..io.video import open_video
+from ..io.video import open_video, prefetch
 from .inputs import track_video_landmarks
 from .metrics import compare_landmarks
 
@@ -93,7 +93,7 @@ def _dlib_model_path() -> Path | None:
 
 def _frames(side: VideoSide, count: int):
     """Yield ``(i, frame)`` for frames ``start .. start+count-1`` of one side (RGB uint8, half cut)."""
-    for chunk in open_video(side.path, warn_fps=False).iter_chunks(16):
+    for chunk in prefetch(open_video(side.path, warn_fps=False).iter_chunks(16)):  # decoding beside the detector
         for idx, frame in zip(np.asarray(chunk.indices) - side.start, chunk.frames):
             if idx < 0:
                 continue
