@@ -1,7 +1,8 @@
 """Face crops of one track, decoded and warped in a stream for a chunk plan that only moves forward.
 
 The learned backends ask for crops chunk by chunk (:mod:`.chunking`); frames are decoded once, in
-order, and each crop is handed out once, so memory does not grow with the clip length.
+order (in a thread, one chunk ahead, while the networks run), and each crop is handed out once, so memory
+does not grow with the clip length.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.video import CHUNK_MB, chunk_frames, prefetch
 
 __all__ = ["CropStream"]
 
@@ -29,7 +31,8 @@ class CropStream:
         self.tforms = tforms
         self.size = size
         self.warp = warp
-        self._chunks = source.iter_chunks(decode_chunk)
+        # decoded beside the networks, one chunk ahead: chunks of about CHUNK_MB (10 frames at 1080p)
+        self._chunks = prefetch(source.iter_chunks(chunk_frames(source.width, source.height, CHUNK_MB, decode_chunk)))
         self._pending: dict[int, np.ndarray] = {}
 
     def __call__(self, pos: np.ndarray) -> torch.Tensor:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..faces.crop import (
     FACE_CROP_SCALE,
     FACE_CROP_SIZE,
@@ -31,6 +30,7 @@ from ..nets import load_spectre
 from ..nets.deca import split_deca_params
 from ..nets.fast import prepare_for_inference
 from .chunking import plan_chunks
+from .crop_stream import CropStream
 
 __all__ = ["LearnedBackend", "LEARNED_MODEL"]
 
@@ -101,32 +101,9 @@ class LearnedBackend:
         lm = np.asarray(track.landmarks68, np.float64)
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
         tforms = face_crop_transform(filled, scale=self.crop_scale)
-        positions = {int(fi): i for i, fi in enumerate(np.asarray(tracks.indices))}
-        T = len(positions)
-        warp = warp_crop_fast if self.cfg.fast else warp_crop
-        stream = source.iter_chunks(32)
-        pending: dict[int, np.ndarray] = {}
-
-        def get_crops(pos: np.ndarray) -> torch.Tensor:
-            want = set(int(p) for p in pos)
-            while not want <= set(pending):
-                try:
-                    ch = next(stream)
-                except StopIteration:
-                    break
-                rows = [(k, positions[int(fi)]) for k, fi in enumerate(ch.indices) if int(fi) in positions]
-                if rows:
-                    ks, ps = zip(*rows)
-                    crops = warp(ch.frames[list(ks)], tforms[list(ps)])
-                    for p, c in zip(ps, crops):
-                        pending[p] = np.asarray(c, np.float32)
-            missing = want - set(pending)
-            if missing:
-                raise InputError(f"{source.path}: frames {sorted(missing)[:3]} could not be decoded again")
-            out = torch.from_numpy(np.stack([pending.pop(int(p)) for p in pos])).permute(0, 3, 1, 2)
-            return out.contiguous()
-
-        codes = self.encode(T, get_crops)
+        T = len(tracks.indices)
+        stream = CropStream(source, tracks.indices, tforms, FACE_CROP_SIZE, warp_crop_fast if self.cfg.fast else warp_crop)
+        codes = self.encode(T, stream)
         params = {"shape": codes["shape"], "expression": codes["exp"], "jaw_pose": codes["pose"][:, 3:6],
                   "global_pose": codes["pose"][:, :3]}
         full = {k: v.numpy() for k, v in self.model.complete({k: torch.from_numpy(v) for k, v in params.items()}).items()}
