@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AssetError, InputError
-from ..io.video import CHUNK_MB, chunk_frames, open_video, prefetch
+from ..io.video import open_video
 from .inputs import track_video_landmarks
 from .metrics import compare_landmarks
 
@@ -93,9 +93,7 @@ def _dlib_model_path() -> Path | None:
 
 def _frames(side: VideoSide, count: int):
     """Yield ``(i, frame)`` for frames ``start .. start+count-1`` of one side (RGB uint8, half cut)."""
-    source = open_video(side.path, warn_fps=False)
-    # decoded beside the detector, one chunk ahead (chunks of about CHUNK_MB: 10 frames at 1080p)
-    for chunk in prefetch(source.iter_chunks(chunk_frames(source.width, source.height, CHUNK_MB, 16))):
+    for chunk in open_video(side.path, warn_fps=False).chunks_ahead(16):  # decoded beside the detector
         for idx, frame in zip(np.asarray(chunk.indices) - side.start, chunk.frames):
             if idx < 0:
                 continue

@@ -33,7 +33,7 @@ from ..faces.crop import (
     warp_crop_fast,
 )
 from ..geometry import pixels_to_crop
-from ..io.video import CHUNK_MB, VIDEO_SUFFIXES, chunk_frames, open_video, prefetch
+from ..io.video import VIDEO_SUFFIXES, open_video
 from ..nets.checkpoints import load_lipreader
 from ..nets.lipreader import DecodeOptions
 from .inputs import LandmarkSequence, find_by_name, read_arrays
@@ -135,9 +135,7 @@ def read_face_crops(path: Path, transforms: np.ndarray, start: int = 0, half: st
     T = transforms.shape[0]
     out = np.zeros((T, FACE_CROP_SIZE, FACE_CROP_SIZE, 3), dtype=np.float32)
     got = 0
-    source = open_video(path, warn_fps=False)
-    # decoded beside the warps, one chunk ahead (chunks of about CHUNK_MB: 10 frames at 1080p)
-    for chunk in prefetch(source.iter_chunks(chunk_frames(source.width, source.height, CHUNK_MB, 16))):
+    for chunk in open_video(path, warn_fps=False).chunks_ahead(16):  # decoded beside the warps
         frames, idx = chunk.frames, np.asarray(chunk.indices) - start
         keep = (idx >= 0) & (idx < T)
         if not keep.any():

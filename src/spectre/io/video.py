@@ -231,6 +231,12 @@ class VideoSource:
         if total == 0:
             raise InputError(f"{self.path}: no decodable video frame")
 
+    def chunks_ahead(self, most: int = 32) -> Iterator[FrameChunk]:
+        """:meth:`iter_chunks` decoded in a thread, one chunk ahead of the consumer (:func:`prefetch`), in
+        chunks of at most ``most`` frames and about :data:`CHUNK_MB` (10 frames at 1080p). Decoded in the
+        main thread, every 1080p frame was mapped fresh (0.7-1.6 s of system time per 354 frames)."""
+        return prefetch(self.iter_chunks(chunk_frames(self.width, self.height, CHUNK_MB, most)))
+
     def read(self, max_frames: int | None = None) -> FrameChunk:
         """Read the whole clip (or its first ``max_frames``) into one chunk. Only for short clips."""
         chunks = []

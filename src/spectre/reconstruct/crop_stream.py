@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.video import CHUNK_MB, chunk_frames, prefetch
 
 __all__ = ["CropStream"]
 
@@ -31,8 +30,7 @@ class CropStream:
         self.tforms = tforms
         self.size = size
         self.warp = warp
-        # decoded beside the networks, one chunk ahead: chunks of about CHUNK_MB (10 frames at 1080p)
-        self._chunks = prefetch(source.iter_chunks(chunk_frames(source.width, source.height, CHUNK_MB, decode_chunk)))
+        self._chunks = source.chunks_ahead(decode_chunk)  # decoded beside the networks
         self._pending: dict[int, np.ndarray] = {}
 
     def __call__(self, pos: np.ndarray) -> torch.Tensor:
