@@ -157,7 +157,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     compiled.load()
     calls = []
     real = compiled.shade_frames
-    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[11].copy())))  # alpha
+    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[12].copy())))  # alpha
     monkeypatch.setenv("SPECTRE_RASTER", "auto")
     compiled.warm_up()
     assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle
@@ -183,8 +183,42 @@ def test_the_video_process_posed_render_matches(kernels, ict_posed, monkeypatch,
     _compare((torch.from_numpy(rgb), torch.from_numpy(alpha)), ref)
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_the_lip_colours_are_drawn_alike_by_both_rasterisers(kernels, ict, ict_posed, monkeypatch, backend):
+    """The video's lip colours (``FaceModel.render_colours``, interpolated per pixel): the torch path draws what
+    the kernels draw; a tint of ones is the grey render (to rounding); the tint changes the mouth, not the rest."""
+    from spectre.reconstruct.videostage import window_affine
+
+    verts, crop, faces = ict_posed
+    x = verts[..., 0].abs() > 1.0
+    s = float((crop[..., 0][x] / verts[..., 0][x]).median())
+    n, size = verts.shape[0], 384
+    tf = _scaled(size, n, 20.0, -10.0)
+    crop_tform = np.concatenate([tf.numpy(), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+    affine = window_affine(np.tile([s, 0.0, 0.0], (n, 1)), crop_tform, np.tile(np.eye(3), (n, 1, 1)))
+    tint = ict.render_colours().numpy()
+    light = fast_shape.video_light_table()
+    args = (verts.numpy(), affine, faces.numpy(), light, (size, size))
+    grey = _with(monkeypatch, backend, compose.render_posed, *args)
+    ones = _with(monkeypatch, backend, compose.render_posed, *args, np.ones_like(tint))
+    assert np.array_equal(grey[1], ones[1]) and np.abs(grey[0] - ones[0]).max() < 1e-6  # barycentrics sum to 1
+    tinted = _with(monkeypatch, backend, compose.render_posed, *args, tint)
+    ref = _with(monkeypatch, "numba", compose.render_posed, *args, tint)
+    _compare(tuple(map(torch.from_numpy, tinted)), tuple(map(torch.from_numpy, ref)))
+    assert np.array_equal(tinted[1], grey[1])  # the same pixels are covered
+    changed = np.abs(tinted[0] - grey[0]).max(-1) > 1e-6
+    assert changed[0].sum() > 200  # the lips of the neutral face, seen from the front
+    assert changed.sum() < 0.1 * grey[1].sum()  # the mouth only, not the face
+    red = changed & (tinted[0][..., 0] > tinted[0][..., 1] + 0.05)
+    assert red[0].sum() > 0.5 * changed[0].sum()  # red lips (the inside of a closed mouth hardly shows)
+    with pytest.raises(ValueError, match="does not fit"):
+        compose.render_posed(*args, tint[:-1])
+
+
+@pytest.mark.parametrize("tinted", [False, True], ids=["grey", "lips"])
 @pytest.mark.parametrize("layout", ["grid", "render", "overlay"])
-def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels, ict_posed, monkeypatch, layout):
+def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels, ict, ict_posed, monkeypatch, layout,
+                                                                        tinted):
     """The video process draws into its uint8 output frames (``compose_posed``); the bytes are those of the
     float render composed and converted, with every frame drawn and with frames that have no face."""
     from spectre.reconstruct.videostage import window_affine
@@ -198,11 +232,12 @@ def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels
     affine = window_affine(np.tile([s, 0.0, 0.0], (n, 1)), crop_tform, np.tile(np.eye(3), (n, 1, 1)))
     frames = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     light = fast_shape.video_light_table()
+    tint = ict.render_colours().numpy() if tinted else None
     monkeypatch.setenv("SPECTRE_RASTER", "numba")
     for rows in (np.arange(n), np.arange(1, n, 2)):
         v, a = verts.numpy()[rows], affine[rows]
-        rgb, alpha = compose.render_posed(v, a, faces.numpy(), light, (size, size))
+        rgb, alpha = compose.render_posed(v, a, faces.numpy(), light, (size, size), tint)
         want = compose.compose(frames, [compose.place_rows(n, rows, (rgb, alpha), (size, size))], layout)
-        got = compose.compose_posed(frames, rows, v, a, faces.numpy(), light, layout)
+        got = compose.compose_posed(frames, rows, v, a, faces.numpy(), light, layout, tint)
         assert alpha.sum() > 500 * len(rows)
         assert got.dtype == np.uint8 and np.array_equal(got, want)

@@ -32,7 +32,7 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = ["FLAT", "NO_BYTES", "POSED_AXES", "SPAN_EPS", "load", "posed_frames", "posed_frames_into", "raster_backend",
-           "shade_frames", "vertex_normals", "warm_up"]
+           "shade_frames", "tint_array", "vertex_normals", "warm_up"]
 
 #: pixels, as the differentiable rasteriser: spans are widened by this, so shared edges overlap a hair and
 #: never leave pin-holes (the torch path, :mod:`.fast_shape`, draws by the same rule)
@@ -210,11 +210,13 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     return -_BIG, 0.0, _BIG, 0.0
 
 
-def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, out8):
+def _shade(points, normals, faces, light, clamp, tint, zbuf, fbuf, box, rgb, alpha, out8):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
-    ``light`` (L, 6): unit direction, then colour times albedo / L. Into ``rgb`` and ``alpha``, or, when
-    ``out8`` (H, W', 3) uint8 is not empty, straight into its first W columns (:func:`_to_u8`)."""
+    ``light`` (L, 6): unit direction, then colour times albedo / L; ``tint`` (V, 3) per-vertex factors of that
+    albedo, interpolated as the normals (empty: none). Into ``rgb`` and ``alpha``, or, when ``out8`` (H, W', 3)
+    uint8 is not empty, straight into its first W columns (:func:`_to_u8`)."""
     to_u8 = out8.shape[0] > 0
+    tinted = tint.shape[0] > 0
     n_lights = light.shape[0]
     for yi in range(box[0], box[1] + 1):
         cy = float(yi)
@@ -245,6 +247,10 @@ def _shade(points, normals, faces, light, clamp, zbuf, fbuf, box, rgb, alpha, ou
                 r += lam * light[k, 3]
                 g += lam * light[k, 4]
                 bl += lam * light[k, 5]
+            if tinted:
+                r *= w0 * tint[i0, 0] + w1 * tint[i1, 0] + w2 * tint[i2, 0]
+                g *= w0 * tint[i0, 1] + w1 * tint[i1, 1] + w2 * tint[i2, 1]
+                bl *= w0 * tint[i0, 2] + w1 * tint[i1, 2] + w2 * tint[i2, 2]
             if clamp:
                 r, g, bl = min(max(r, 0.0), 1.0), min(max(g, 0.0), 1.0), min(max(bl, 0.0), 1.0)
             if to_u8:
@@ -265,7 +271,7 @@ def _to_u8(value):
     return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
-def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, rgb, alpha, out8):
+def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, tint, rgb, alpha, out8):
     """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry; or, when
     ``out8`` (B, H, W', 3) uint8 is not :data:`NO_BYTES`, straight into its first W columns (black there on
     entry; ``alpha``'s shape still gives H, W).
@@ -273,7 +279,7 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     ``src`` (B, V, 3) x, y and depth mapped to pixels by ``affine`` (B, 2, 3) (x, y only); world ``normals``
     (B, V, 3), or an empty array to compute them here, one frame at a time, from ``vertices`` (B, V, 3);
     ``faces`` (F, 3) int64; ``lights`` (B, L, 6): unit direction, then colour times albedo / L; ``clamp``
-    clips colours to [0, 1]."""
+    clips colours to [0, 1]; ``tint`` (V, 3) float32 per-vertex factors of the albedo, or (0, 3): grey."""
     B, V = src.shape[0], src.shape[1]
     H, W = alpha.shape[1], alpha.shape[2]
     to_u8 = out8.shape[1] > 0
@@ -294,27 +300,28 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
         _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
             if to_u8:
-                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[0], alpha[0], out8[b])
+                _shade(points, nrm, faces, lights[b], clamp, tint, zbuf, fbuf, box, rgb[0], alpha[0], out8[b])
             else:
-                _shade(points, nrm, faces, lights[b], clamp, zbuf, fbuf, box, rgb[b], alpha[b], out8[0])
+                _shade(points, nrm, faces, lights[b], clamp, tint, zbuf, fbuf, box, rgb[b], alpha[b], out8[0])
 
 
 def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
-                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                 size: tuple[int, int], tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grey shape of posed ``vertices`` (B, V, 3) float32 (model space) through ``affine`` (B, 2, 3) float64,
     the map of their ``(x, -y)`` to pixels (depth ``-z``), back faces culled; ``faces`` (F, 3); ``light``
-    (L, 6), the kernels' light table; ``size`` (H, W) -> (rgb (B, H, W, 3) float32 in [0, 1] on black,
+    (L, 6), the kernels' light table; ``size`` (H, W); ``tint`` (V, 3): per-vertex factors of the grey albedo
+    (``FaceModel.render_colours``), None for plain grey -> (rgb (B, H, W, 3) float32 in [0, 1] on black,
     alpha (B, H, W) float32). Needs the kernels (:func:`load`)."""
     H, W = size
     B = len(vertices)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    _shade_posed(vertices, affine, faces, light, rgb, alpha, NO_BYTES)
+    _shade_posed(vertices, affine, faces, light, tint, rgb, alpha, NO_BYTES)
     return rgb, alpha
 
 
 def posed_frames_into(out: np.ndarray, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
-                      light: np.ndarray, size: tuple[int, int]) -> None:
+                      light: np.ndarray, size: tuple[int, int], tint: np.ndarray | None = None) -> None:
     """:func:`posed_frames`, drawn straight into the first W columns of composed uint8 frames ``out``
     (B, H, W', 3) (black there on entry), with the same bytes as converting its float render. For the video,
     this skips a float frame and its alpha per face and frame, and the conversion (2-3 ms of a 512² frame)."""
@@ -322,16 +329,26 @@ def posed_frames_into(out: np.ndarray, vertices: np.ndarray, affine: np.ndarray,
     if out.dtype != np.uint8 or out.shape[0] != len(vertices) or out.shape[1] != H or out.shape[2] < W:
         raise ValueError(f"out {out.shape} {out.dtype} cannot hold {len(vertices)} uint8 frames of {W}x{H}")
     # the float frame is not drawn into; its alpha only gives the size
-    _shade_posed(vertices, affine, faces, light, np.empty((1, 0, 0, 3), np.float32), np.empty((1, H, W), np.float32),
-                 out)
+    _shade_posed(vertices, affine, faces, light, tint, np.empty((1, 0, 0, 3), np.float32),
+                 np.empty((1, H, W), np.float32), out)
 
 
-def _shade_posed(vertices, affine, faces, light, rgb, alpha, out8) -> None:
+def tint_array(tint: np.ndarray | None, n_vertices: int) -> np.ndarray:
+    """The kernels' ``tint``: (V, 3) float32, or (0, 3) for none; a tint for another mesh is a ``ValueError``."""
+    if tint is None:
+        return np.zeros((0, 3), np.float32)
+    tint = np.ascontiguousarray(tint, np.float32)
+    if tint.shape != (n_vertices, 3):
+        raise ValueError(f"tint {tint.shape} does not fit a mesh of {n_vertices} vertices")
+    return tint
+
+
+def _shade_posed(vertices, affine, faces, light, tint, rgb, alpha, out8) -> None:
     vertices = np.ascontiguousarray(vertices, np.float32)
     lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (len(vertices), *np.shape(light))))
     load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
                         np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
-                        True, SPAN_EPS, FLAT, True, rgb, alpha, out8)
+                        True, SPAN_EPS, FLAT, True, tint_array(tint, vertices.shape[1]), rgb, alpha, out8)
 
 
 def warm_up() -> None:

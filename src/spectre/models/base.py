@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .lip_edge import SOFTNESS_M, LipStrips, derive_lip_strips, select_lip_edge
+from .render_colours import lip_colours
 
 Params = Mapping[str, torch.Tensor]
 
@@ -118,6 +119,28 @@ class FaceModel(nn.Module, abc.ABC):
     def render_faces(self) -> torch.Tensor:
         """Triangles to draw in a visualisation (models may hide parts such as the eye occlusion shell)."""
         return self.faces
+
+    def render_colours(self) -> torch.Tensor | None:
+        """(V, 3) float32 per-vertex factors of the video render's grey albedo: the lips tinted
+        (:mod:`.render_colours`, from the outer lip line of :meth:`mediapipe_lip_points` on the neutral
+        face); None without that table (the render stays grey). Models add their own parts (ICT: the mouth's
+        inside and teeth)."""
+        cached = self.__dict__.get("_render_colours")
+        if cached is None:
+            lips = self.mediapipe_lip_points()
+            if lips is None or not hasattr(self, "v_template"):
+                return None
+            idx, bary = (t[:20].cpu() for t in lips)  # the outer lip line, in order around the mouth
+            template = self.v_template.detach().cpu().to(torch.float64)
+            outer = (template[idx] * bary[..., None].to(torch.float64)).sum(1)
+            cached = torch.from_numpy(lip_colours(template.numpy(), outer.numpy(), self.units_per_metre))
+            cached = self._colour_parts(cached)
+            self.__dict__["_render_colours"] = cached
+        return cached
+
+    def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
+        """Hook for models with named parts (mouth inside, teeth) to colour them in ``colours`` (V, 3)."""
+        return colours
 
     # ---- optional capabilities: None where a model lacks one ------------------------------------
     # Code outside ``models/`` asks for these instead of testing a model's name, so a new model is a

@@ -25,6 +25,7 @@ from ..faces.landmarks import IBUG68_MOUTH
 from ..geometry import axis_angle_to_matrix
 from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
+from .render_colours import MOUTH_INSIDE, TEETH, TONGUE
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
 #: chin (-7.6) and the crown (14.5), z halfway between the back of the head (-9.2) and the nose tip (13.1)
@@ -377,4 +378,11 @@ class ICTFaceModel(FaceModel):
 
     def render_faces(self) -> torch.Tensor:
         return self.part_faces(*[p for p in self.part_names if p not in HIDDEN_PARTS])
+
+    def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
+        for part, colour in (("Mouth socket", MOUTH_INSIDE), ("Gums and tongue", TONGUE), ("Teeth", TEETH)):
+            if part in self.part_vertex_range:
+                a, b = self.part_vertex_range[part]
+                colours[a:b] = torch.tensor(colour, dtype=colours.dtype)
+        return colours
 

@@ -34,17 +34,18 @@ class FaceRows:
 
 
 def render_posed(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
-                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                 size: tuple[int, int], tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The grey shape of posed model-space ``vertices`` (B, V, 3) through ``affine`` (B, 2, 3), the map of their
     ``(x, -y)`` to the window's pixels (:func:`.videostage.window_affine`), back faces culled; ``light``: the
-    kernels' table (:func:`spectre.render.fast_shape.video_light_table`); ``size`` (H, W) -> (rgb (B, H, W, 3)
+    kernels' table (:func:`spectre.render.fast_shape.video_light_table`); ``tint``: the model's
+    ``render_colours()`` or None (grey); ``size`` (H, W) -> (rgb (B, H, W, 3)
     float32 in [0, 1], alpha (B, H, W)). With the compiled kernels (the ``fast`` extra) torch is never
     imported; otherwise, or with ``SPECTRE_RASTER=torch``, the torch rasteriser draws the same pixels."""
     if raster_backend() == "numba":
-        return posed_frames(vertices, affine, faces, light, size)
+        return posed_frames(vertices, affine, faces, light, size, tint)
     from ..render.fast_shape import render_posed_torch  # torch only here: the path without the compiled kernels
 
-    return render_posed_torch(vertices, affine, faces, light, size)
+    return render_posed_torch(vertices, affine, faces, light, size, tint)
 
 
 def place_rows(n: int, rows: np.ndarray, rendered: tuple[np.ndarray, np.ndarray] | None,
@@ -84,22 +85,22 @@ def compose(frames: np.ndarray, renders: list[tuple[np.ndarray, np.ndarray]], la
 
 
 def compose_posed(frames: np.ndarray, rows: np.ndarray, vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray,
-                  light: np.ndarray, layout: str) -> np.ndarray:
+                  light: np.ndarray, layout: str, tint: np.ndarray | None = None) -> np.ndarray:
     """:func:`compose` of one face drawn by :func:`render_posed` on ``rows`` of ``frames`` (n, H, W, 3) uint8,
     the same bytes. With the compiled kernels the ``grid`` and ``render`` layouts are drawn straight into the
     output frames, without a float render and its conversion."""
     n, h, w = frames.shape[:3]
     if layout not in ("grid", "render") or raster_backend() != "numba":
-        drawn = render_posed(vertices, affine, faces, light, (h, w)) if len(rows) else None
+        drawn = render_posed(vertices, affine, faces, light, (h, w), tint) if len(rows) else None
         return compose(frames, [place_rows(n, rows, drawn, (h, w))], layout)
     out = np.zeros((n, h, 2 * w if layout == "grid" else w, 3), np.uint8)
     if layout == "grid":
         out[:, :, w:] = frames
     if len(rows) == n:
-        posed_frames_into(out, vertices, affine, faces, light, (h, w))
+        posed_frames_into(out, vertices, affine, faces, light, (h, w), tint)
     elif len(rows):
         some = out[rows]
-        posed_frames_into(some, vertices, affine, faces, light, (h, w))
+        posed_frames_into(some, vertices, affine, faces, light, (h, w), tint)
         out[rows] = some
     return out
 

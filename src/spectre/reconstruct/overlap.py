@@ -191,7 +191,8 @@ def run_overlapped(rec, path: Path, video_path: Path | None, fitted: Callable, o
     if video_path is not None:  # creates the temporary video file: the handler below removes it on any exit
         window = CutSettings.of(cfg, video=True).window(source.width, source.height)
         stage = VideoStage(model, cfg.layout, window, video_path, source.fps,
-                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite)
+                           audio_from=path if getattr(source, "has_audio", False) else None, overwrite=overwrite,
+                           colours=cfg.render_colours)
     tracked = rec.tracked_frames(path, source, window)
     try:
         t0 = time.perf_counter()

@@ -337,7 +337,7 @@ class Reconstructor:
             t0 = time.perf_counter()
             written.append(write_video(self.model, result, out / names["video"][0], self.cfg.layout,
                                        self.cfg.video_frame, self.cfg.video_height, overwrite=overwrite,
-                                       progress=progress))
+                                       progress=progress, colours=self.cfg.render_colours))
             result.timings["render"] = time.perf_counter() - t0
         # the sidecar is written last: its presence marks the video as finished (resume)
         sidecar = {"spectre_version": __version__, "video": str(result.video), "source": source_identity(result.video),
@@ -353,14 +353,15 @@ class Reconstructor:
 
 def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backend: str | None = None,
                 model: str | None = None, face: str | int | None = None, device: str | None = None,
-                precision: str | None = None, layout: str | None = None, meshes: str | None = None,
-                arkit_format: str | None = None, config: str | Path | ReconstructConfig | None = None,
+                precision: str | None = None, layout: str | None = None, render_colours: str | None = None,
+                meshes: str | None = None, arkit_format: str | None = None, config: str | Path | ReconstructConfig | None = None,
                 assets: str | Path | None = None, overwrite: bool = False) -> ReconstructionResult:
     """Reconstruct the face(s) of one video.
 
     Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``
     (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
-    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``) and optional meshes (``meshes``:
+    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``lips`` (default)
+    or the official ``grey``) and optional meshes (``meshes``:
     ``obj``, ``ply`` or ``glb``, an animated head scene for Blender/Unreal) are written there; existing
     files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
     ``model`` ``ict`` or ``flame``, ``face`` ``largest`` (default), ``all`` or a track id, ``device``
@@ -373,8 +374,8 @@ def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backe
     has a face).
     """
     overrides = dict(backend=backend, model=model, face=None if face is None else str(face), device=device,
-                     precision=precision, layout=layout, meshes=meshes, arkit_format=arkit_format,
-                     assets=None if assets is None else str(assets))
+                     precision=precision, layout=layout, render_colours=render_colours, meshes=meshes,
+                     arkit_format=arkit_format, assets=None if assets is None else str(assets))
     if isinstance(config, ReconstructConfig):
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     else:

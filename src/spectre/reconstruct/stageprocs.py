@@ -37,7 +37,7 @@ from .fit_stream import StreamFit, assemble, fit_rows
 from .overlap import Progress, render_batch
 from .stagespawn import INBOX, SpawnedStages
 from .tracked import CutSettings
-from .videostage import posed_rows
+from .videostage import posed_rows, video_tint
 
 __all__ = ["StageProcesses", "StageProcessError", "run_in_processes"]
 
@@ -291,7 +291,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         video = {"layout": cfg.layout, "window": window, "path": str(video_path), "fps": float(source.fps),
                  "audio_from": str(path) if getattr(source, "has_audio", False) else None, "overwrite": overwrite,
                  "batch": render_batch(*window.size), "faces": rec.model.render_faces().numpy(),
-                 "light": video_light_table()}
+                 "light": video_light_table(), "tint": video_tint(rec.model, cfg.render_colours)}
     prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
     pieces = []
     timings = {"track": 0.0}

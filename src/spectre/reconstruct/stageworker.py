@@ -145,7 +145,7 @@ def _serve(role: str, inbox, outbox, abort) -> None:
 
 
 def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
-               batch: int, faces: np.ndarray, light: np.ndarray) -> None:
+               batch: int, faces: np.ndarray, light: np.ndarray, tint: np.ndarray | None) -> None:
     """Render, compose and encode each frame once both its window and its posed face are here (both from
     the parent), in order; the temporary file is removed when the job stops early. Between batches the
     inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while the video
@@ -169,7 +169,7 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
                     break
             ch.check()
             frames, times, (rows, verts, affine) = state.take(batch)
-            encoder.put(compose_posed(frames, rows, verts, affine, faces, light, layout), times)
+            encoder.put(compose_posed(frames, rows, verts, affine, faces, light, layout, tint), times)
         encoder.finish()
         writer.close()
     except BaseException as exc:

@@ -23,7 +23,14 @@ from ..render.visualize import render_shape_in_frame
 from .compose import FaceRows, compose, compose_posed, open_video_writer, place_rows, render_posed
 from .window import VideoWindow
 
-__all__ = ["VideoStage", "posed_rows", "render_window", "window_affine", "write_video"]
+__all__ = ["VideoStage", "posed_rows", "render_window", "video_tint", "window_affine", "write_video"]
+
+
+def video_tint(model, colours: str) -> np.ndarray | None:
+    """The kernels' per-vertex tint for ``colours`` (:data:`.config.RENDER_COLOURS`); None: plain grey (also for a
+    model without lip colours)."""
+    tint = model.render_colours() if colours == "lips" else None
+    return None if tint is None else tint.numpy()
 
 
 def window_affine(cam: np.ndarray, crop_tform: np.ndarray, to_window: np.ndarray,
@@ -58,18 +65,18 @@ def posed_rows(model, face: FaceRows, to_window: np.ndarray) -> tuple[np.ndarray
 
 
 def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.ndarray,
-                  size: tuple[int, int], fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  size: tuple[int, int], fast: bool = True, tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
     ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
     the non-differentiable video renderer (:func:`.compose.render_posed`, back faces culled; the
     video need not be differentiable, tests/test_fast_render.py bounds its difference to the differentiable
-    renderer); else the differentiable renderer with culled back faces."""
+    renderer; ``tint``: :func:`video_tint`); else the differentiable renderer with culled back faces (grey)."""
     w, h = size
     n = len(face.valid)
     if fast:
         rows, verts, affine = posed_rows(model, face, to_window)
-        return place_rows(n, rows, render_posed(verts, affine, faces_idx.numpy(), video_light_table(), (h, w))
+        return place_rows(n, rows, render_posed(verts, affine, faces_idx.numpy(), video_light_table(), (h, w), tint)
                           if len(rows) else None, (h, w))
     rgb = np.zeros((n, h, w, 3), np.float32)
     alpha = np.zeros((n, h, w), np.float32)
@@ -94,9 +101,10 @@ class VideoStage:
 
     def __init__(self, model, layout: str, window: VideoWindow, path: str | Path, fps: float,
                  pts: Sequence[float] | None = None, audio_from: str | Path | None = None, overwrite: bool = False,
-                 opacity: float = 0.7, encoder: dict | None = None):
+                 opacity: float = 0.7, encoder: dict | None = None, colours: str = "lips"):
         self.model, self.layout, self.window, self.opacity = model, layout, window, opacity
         self.faces_idx = model.render_faces()
+        self.tint = video_tint(model, colours)
         self.light = video_light_table()
         warm_up()  # the compiled rasteriser's import and cache load, before the first frames arrive
         self.writer = open_video_writer(layout, window, path, fps, pts, audio_from, overwrite, encoder)
@@ -109,8 +117,9 @@ class VideoStage:
         frames (:func:`.compose.compose_posed`, the same bytes)."""
         if len(faces) == 1 and self.layout != "overlay":
             rows, verts, affine = posed_rows(self.model, faces[0], to_window)
-            return compose_posed(frames, rows, verts, affine, self.faces_idx.numpy(), self.light, self.layout)
-        renders = [render_window(self.model, self.faces_idx, face, to_window, self.window.size) for face in faces]
+            return compose_posed(frames, rows, verts, affine, self.faces_idx.numpy(), self.light, self.layout, self.tint)
+        renders = [render_window(self.model, self.faces_idx, face, to_window, self.window.size, tint=self.tint)
+                   for face in faces]
         return compose(frames, renders, self.layout, self.opacity)
 
     def write(self, frames: np.ndarray, faces: list[FaceRows], to_window: np.ndarray,
@@ -155,10 +164,11 @@ def face_boxes(points478: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> 
 
 
 def write_video(model, result, path: str | Path, layout: str, video_frame: str = "auto", max_height: int = 512,
-                overwrite: bool = False, chunk: int | None = None, progress=None) -> Path:
+                overwrite: bool = False, chunk: int | None = None, progress=None, colours: str = "lips") -> Path:
     """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
-    ``video_frame`` (:mod:`.window`); the input's frame count, timing and audio."""
+    ``video_frame`` (:mod:`.window`), in ``colours`` (:data:`.config.RENDER_COLOURS`); the input's frame count,
+    timing and audio."""
     source = open_video(result.video, warn_fps=False)
     window = VideoWindow(result.width, result.height, video_frame, max_height, layout=layout)
     if chunk is None:  # frames rendered at once: fewer in a big window (the rasteriser's buffers)
@@ -167,7 +177,7 @@ def write_video(model, result, path: str | Path, layout: str, video_frame: str =
     pos_of = {int(fi): i for i, fi in enumerate(faces[0].frame_index)} if faces else {}
     audio = result.video if getattr(source, "has_audio", False) else None
     stage = VideoStage(model, layout, window, path, result.fps, pts=faces[0].timestamps if faces else None,
-                       audio_from=audio, overwrite=overwrite)
+                       audio_from=audio, overwrite=overwrite, colours=colours)
     try:
         for ch in source.iter_chunks(chunk):
             rows = np.array([pos_of.get(int(i), -1) for i in ch.indices])

@@ -262,7 +262,8 @@ def _winners(zbuf: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size
 
 def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None, src: torch.Tensor,
                      affine: torch.Tensor | None, faces: torch.Tensor, size: tuple[int, int], lights: torch.Tensor,
-                     albedo: float, cull_backfaces: bool, clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                     albedo: float, cull_backfaces: bool, clamp: bool,
+                     tint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`render_shape_pixels` by the numba kernels. ``src`` (B, V, 3) x, y go to pixels through ``affine``
     (B, 2, 3; None: they are pixels); with ``normals`` None the kernels compute them from ``vertices``."""
     H, W = size
@@ -277,7 +278,8 @@ def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None
     alpha = np.zeros((B, H, W), np.float32)
     raster_kernels.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
                              none if vertices is None else as_np(vertices), as_np(faces, np.int64),
-                             as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp), rgb, alpha,
+                             as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp),
+                             raster_kernels.tint_array(None if tint is None else as_np(tint), src.shape[1]), rgb, alpha,
                              raster_kernels.NO_BYTES)
     return torch.from_numpy(rgb), torch.from_numpy(alpha)
 
@@ -295,7 +297,7 @@ def video_light_table() -> np.ndarray:
 
 @torch.inference_mode()
 def render_posed_torch(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
-                       size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                       size: tuple[int, int], tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`spectre.raster_kernels.posed_frames` by the torch path (numba missing or ``SPECTRE_RASTER=torch``)."""
     vertices = np.ascontiguousarray(vertices, np.float32)
     src_t, aff = torch.from_numpy(vertices * raster_kernels.POSED_AXES), torch.from_numpy(np.asarray(affine, np.float64))
@@ -306,7 +308,8 @@ def render_posed_torch(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarr
     lights = torch.from_numpy(light).to(torch.float32)
     # the table's colours already hold albedo / L: undo the 1 / L, with albedo 1
     lights = torch.cat([lights[:, :3], lights[:, 3:] * lights.shape[0]], -1)
-    rgb, alpha = render_shape_pixels(normals, points, faces_t, size, lights=lights, albedo=1.0)
+    tint_t = None if tint is None else torch.from_numpy(raster_kernels.tint_array(tint, vertices.shape[1]))
+    rgb, alpha = render_shape_pixels(normals, points, faces_t, size, lights=lights, albedo=1.0, tint=tint_t)
     return rgb.clamp_(0.0, 1.0).numpy(), alpha.numpy()
 
 
@@ -320,10 +323,11 @@ def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Te
 @torch.inference_mode()
 def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], *,
                         lights: torch.Tensor | None = None, albedo: float = SHAPE_GREY,
-                        cull_backfaces: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                        cull_backfaces: bool = True, tint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey shape of a batch: world vertex ``normals`` (B, V, 3), ``points`` (B, V, 3) pixel x, y (centres
     at integers) and depth, ``faces`` (F, 3) -> (rgb (B, H, W, 3) float32, black background; alpha
-    (B, H, W) float32 hard coverage). ``lights`` (L, 6) or (B, L, 6), default the demo's 5 lights."""
+    (B, H, W) float32 hard coverage). ``lights`` (L, 6) or (B, L, 6), default the demo's 5 lights; ``tint``
+    (V, 3): per-vertex factors of the albedo, interpolated like the normals (``FaceModel.render_colours``)."""
     H, W = size
     B = points.shape[0]
     faces = faces.to(device=points.device, dtype=torch.int64)
@@ -335,7 +339,7 @@ def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torc
     if lights.dim() == 3 and lights.shape[0] == 1:
         lights = lights[0]
     if points.device.type == "cpu" and raster_backend() == "numba":
-        return _render_compiled(normals, None, points, None, faces, size, lights, albedo, cull_backfaces, False)
+        return _render_compiled(normals, None, points, None, faces, size, lights, albedo, cull_backfaces, False, tint)
     pix, face, corners, bary = _zbuffer(points, faces, size, cull_backfaces)
     if pix.numel() == 0:
         return rgb.view(B, H, W, 3), alpha.view(B, H, W)
@@ -347,6 +351,11 @@ def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torc
         colour = torch.cat([_lit(n[n_img == i], lights[i], albedo) for i in range(B)])  # pix is sorted
     else:
         colour = _lit(n, lights, albedo)
+    if tint is not None:  # the same for every image: corners index the batch-flattened vertices
+        V = points.shape[1]
+        cols = tint.to(device=points.device, dtype=torch.float32).T.contiguous()
+        colour = colour * torch.stack([sum(col.index_select(0, c % V) * w for c, w in zip(corners, bary))
+                                       for col in cols], 1)
     rgb.view(-1, 3).index_copy_(0, pix, colour)
     alpha.view(-1).index_fill_(0, pix, 1.0)
     return rgb.view(B, H, W, 3), alpha.view(B, H, W)
