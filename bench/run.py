@@ -159,7 +159,7 @@ def stage_video(quick: bool) -> list[dict]:
              for sl in chunks]
     env = os.environ.get("SPECTRE_RASTER")
 
-    def stage(path, colours="lips"):
+    def stage(path, colours="tinted"):
         return VideoStage(model, "grid", VideoWindow(S, S, "full"), path, 25, overwrite=True, colours=colours)
 
     rows = []
@@ -181,7 +181,7 @@ def stage_video(quick: bool) -> list[dict]:
                 st.write(frames[sl], f, eye[sl])
             st.close()
 
-        def compose_only(colours="lips"):
+        def compose_only(colours="tinted"):
             st = stage(Path(d) / "c.mp4", colours)
             for sl, f in zip(chunks, faces):
                 st.compose(frames[sl], f, eye[sl])

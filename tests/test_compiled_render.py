@@ -184,9 +184,10 @@ def test_the_video_process_posed_render_matches(kernels, ict_posed, monkeypatch,
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_the_lip_colours_are_drawn_alike_by_both_rasterisers(kernels, ict, ict_posed, monkeypatch, backend):
-    """The video's lip colours (``FaceModel.render_colours``, interpolated per pixel): the torch path draws what
-    the kernels draw; a tint of ones is the grey render (to rounding); the tint changes the mouth, not the rest."""
+def test_the_colours_are_drawn_alike_by_both_rasterisers(kernels, ict, ict_posed, monkeypatch, backend):
+    """The video's colours (``FaceModel.render_colours``, interpolated per pixel): the torch path draws what
+    the kernels draw; a tint of ones is the grey render (to rounding); the tint changes the lips, mouth, eyes and
+    brows, not the rest."""
     from spectre.reconstruct.videostage import window_affine
 
     verts, crop, faces = ict_posed
@@ -208,14 +209,14 @@ def test_the_lip_colours_are_drawn_alike_by_both_rasterisers(kernels, ict, ict_p
     assert np.array_equal(tinted[1], grey[1])  # the same pixels are covered
     changed = np.abs(tinted[0] - grey[0]).max(-1) > 1e-6
     assert changed[0].sum() > 200  # the lips of the neutral face, seen from the front
-    assert changed.sum() < 0.1 * grey[1].sum()  # the mouth only, not the face
-    red = changed & (tinted[0][..., 0] > tinted[0][..., 1] + 0.05)
-    assert red[0].sum() > 0.5 * changed[0].sum()  # red lips (the inside of a closed mouth hardly shows)
+    assert changed.sum() < 0.15 * grey[1].sum()  # the features only, not the face
+    red = changed & (tinted[0][..., 0] > tinted[0][..., 1] + 0.1)
+    assert red[0].sum() > 200  # red lips
     with pytest.raises(ValueError, match="does not fit"):
         compose.render_posed(*args, tint[:-1])
 
 
-@pytest.mark.parametrize("tinted", [False, True], ids=["grey", "lips"])
+@pytest.mark.parametrize("tinted", [False, True], ids=["grey", "tinted"])
 @pytest.mark.parametrize("layout", ["grid", "render", "overlay"])
 def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels, ict, ict_posed, monkeypatch, layout,
                                                                         tinted):

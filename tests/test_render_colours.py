@@ -1,13 +1,25 @@
-"""The video render's lip colours (``FaceModel.render_colours``, ``spectre.models.render_colours``): the lip
-region of ICT and of the synthetic FLAME lies on the lips and nowhere else, ICT's mouth inside and teeth are
-dark, and ``--render-colours`` reaches the saved config and the video."""
+"""The video render's colours (``FaceModel.render_colours``, ``spectre.models.render_colours``): the lip and
+brow regions of ICT and of the synthetic FLAME lie on the lips and brows and nowhere else, ICT's mouth
+inside and teeth are dark and its eyes have irises and pupils, and ``--render-colours`` reaches the saved
+config and the video."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from spectre.models.render_colours import EDGE_M, INSET_M, LIPS, TEETH, lip_weights
+from spectre.models.render_colours import (
+    BROW_HALF_M,
+    BROWS,
+    EDGE_M,
+    INSET_M,
+    IRIS,
+    LIPS,
+    PUPIL,
+    TEETH,
+    brow_weights,
+    lip_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +46,17 @@ def test_lip_weights_are_one_inside_zero_outside_and_behind():
     assert w[4] == pytest.approx(0.5 + (0.1 - INSET_M * 100) / (EDGE_M * 100))
 
 
+def test_brow_weights_follow_the_brow_line():
+    """A straight brow line 4 cm long at y = 3 (cm): full weight on it, none a centimetre above or below."""
+    brow = np.array([[-2.0, 3.0, 1.0], [0.0, 3.0, 1.0], [2.0, 3.0, 1.0]])
+    pts = np.array([[0.0, 3.0, 1.0], [1.0, 3.0 + 0.5 * BROW_HALF_M * 100, 1.0], [0.0, 4.0, 1.0], [0.0, 2.0, 1.0],
+                    [0.0, 3.0, -2.0], [3.0, 3.0, 1.0]])
+    w = brow_weights(pts, [brow], units_per_metre=100.0)
+    assert w[0] == 1.0 and w[1] == 1.0
+    assert w[2] == 0.0 and w[3] == 0.0 and w[4] == 0.0  # above, below, far behind
+    assert w[5] == 0.0  # 1 cm past the brow's end
+
+
 def test_the_tint_covers_the_lips_only(model):
     colours = model.render_colours()
     assert colours.shape == (model.num_vertices, 3) and colours.dtype == torch.float32
@@ -46,10 +69,22 @@ def test_the_tint_covers_the_lips_only(model):
     template = model.v_template
     centre = template[lips].mean(0)
     width = float(template[lips, 0].amax() - template[lips, 0].amin())
-    red = (colours[:, 0] > 0.85) & (colours[:, 0] > colours[:, 1] + 0.05)  # lip red (not ICT's darker tongue)
+    red = (colours[:, 0] > 0.85) & (colours[:, 0] - colours[:, 1] > 0.2)  # lip red (not the tongue or brows)
     far = (template - centre).norm(dim=1) > 0.75 * width
     assert int(red.sum()) > 20 and not bool((red & far).any())
     assert int(red.sum()) < 0.1 * model.num_vertices
+
+
+def test_the_brows_are_darkened_above_the_eyes(model):
+    colours = model.render_colours()
+    lm = model.landmarks_only(model.default_params(1))[0]
+    brow = torch.isclose(colours, torch.tensor(BROWS)).all(1)
+    assert int(brow.sum()) > 10
+    template = model.v_template
+    eyes_top = float(lm[36:48, 1].max())
+    assert bool((template[brow, 1] > eyes_top).all())  # all above the eyes
+    span = float(lm[17:27, 0].amax() - lm[17:27, 0].amin())
+    assert bool((template[brow, 0].abs() < 0.5 * span + 2 * BROW_HALF_M * model.units_per_metre).all())
 
 
 def test_ict_mouth_inside_and_teeth_are_dark(ict):
@@ -60,13 +95,20 @@ def test_ict_mouth_inside_and_teeth_are_dark(ict):
     assert torch.allclose(colours[ict.part_vertex_idx("Teeth")], torch.tensor(TEETH))
     nose_tip = int(torch.argmax(ict.v_template[:, 2]))
     assert torch.equal(colours[nose_tip], torch.ones(3))
+    for part in ("Eyeball left", "Eyeball right"):  # a pupil at the front of each eyeball, ringed by the iris
+        idx = ict.part_vertex_idx(part)
+        front = idx[torch.argmax(ict.v_template[idx, 2])]
+        assert torch.allclose(colours[front], torch.tensor(PUPIL))
+        iris = torch.isclose(colours[idx], torch.tensor(IRIS)).all(1)
+        sclera = (colours[idx] == 1.0).all(1)
+        assert int(iris.sum()) > 20 and int(sclera.sum()) > int(iris.sum())
 
 
 def test_render_colours_option_reaches_the_config(tmp_path):
     from spectre.errors import ConfigError
     from spectre.reconstruct.config import make_config
 
-    assert make_config().render_colours == "lips"
+    assert make_config().render_colours == "tinted"
     assert make_config(render_colours="grey").render_colours == "grey"
     (tmp_path / "c.yaml").write_text("render_colours: grey\n")
     assert make_config(tmp_path / "c.yaml").render_colours == "grey"
@@ -78,4 +120,4 @@ def test_video_tint_follows_the_option(ict):
     from spectre.reconstruct.videostage import video_tint
 
     assert video_tint(ict, "grey") is None
-    assert np.array_equal(video_tint(ict, "lips"), ict.render_colours().numpy())
+    assert np.array_equal(video_tint(ict, "tinted"), ict.render_colours().numpy())

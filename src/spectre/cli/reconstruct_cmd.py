@@ -43,9 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", metavar="largest|all|ID", help="which face track(s) to reconstruct (default largest)")
     p.add_argument("--layout", choices=("grid", "overlay", "render", "none"),
                    help="render video layout (default grid: mesh | input side by side)")
-    p.add_argument("--render-colours", choices=("lips", "grey"),
-                   help="colours of the rendered mesh: lips (default: red lips and a dark mouth inside on the grey "
-                        "face, so the mouth reads) or grey (the official uniform grey shape)")
+    p.add_argument("--render-colours", choices=("tinted", "grey"),
+                   help="colours of the rendered mesh: tinted (default: red lips, a dark mouth inside, eyes and brows "
+                        "on the grey face, so the mouth reads) or grey (the official uniform grey shape)")
     p.add_argument("--video-frame", choices=("auto", "face", "full"),
                    help="what the video shows: face (a face-centred window, at most 512 px high), full (the "
                         "whole frame) or auto (default: face for inputs taller than 512 px, else full)")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .lip_edge import SOFTNESS_M, LipStrips, derive_lip_strips, select_lip_edge
-from .render_colours import lip_colours
+from .render_colours import face_colours
 
 Params = Mapping[str, torch.Tensor]
 
@@ -121,10 +121,10 @@ class FaceModel(nn.Module, abc.ABC):
         return self.faces
 
     def render_colours(self) -> torch.Tensor | None:
-        """(V, 3) float32 per-vertex factors of the video render's grey albedo: the lips tinted
-        (:mod:`.render_colours`, from the outer lip line of :meth:`mediapipe_lip_points` on the neutral
-        face); None without that table (the render stays grey). Models add their own parts (ICT: the mouth's
-        inside and teeth)."""
+        """(V, 3) float32 per-vertex factors of the video render's grey albedo: lips and brows tinted
+        (:mod:`.render_colours`, from the outer lip line of :meth:`mediapipe_lip_points` and the brow
+        landmarks on the neutral face); None without the lip table (the render stays grey). Models add their
+        own parts (ICT: the mouth's inside, teeth, irises and pupils)."""
         cached = self.__dict__.get("_render_colours")
         if cached is None:
             lips = self.mediapipe_lip_points()
@@ -133,13 +133,16 @@ class FaceModel(nn.Module, abc.ABC):
             idx, bary = (t[:20].cpu() for t in lips)  # the outer lip line, in order around the mouth
             template = self.v_template.detach().cpu().to(torch.float64)
             outer = (template[idx] * bary[..., None].to(torch.float64)).sum(1)
-            cached = torch.from_numpy(lip_colours(template.numpy(), outer.numpy(), self.units_per_metre))
+            with torch.no_grad():  # the neutral face's brow lines (17-21, 22-26)
+                lm = self.landmarks_only(self.default_params(1)).detach().cpu().to(torch.float64)[0].numpy()
+            cached = torch.from_numpy(face_colours(template.numpy(), outer.numpy(), self.units_per_metre,
+                                                  [lm[17:22], lm[22:27]]))
             cached = self._colour_parts(cached)
             self.__dict__["_render_colours"] = cached
         return cached
 
     def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
-        """Hook for models with named parts (mouth inside, teeth) to colour them in ``colours`` (V, 3)."""
+        """Hook for models with named parts (mouth inside, teeth, eyeballs) to colour them in ``colours`` (V, 3)."""
         return colours
 
     # ---- optional capabilities: None where a model lacks one ------------------------------------

@@ -1,21 +1,24 @@
-"""Per-vertex colours of the video render: red lips (and a dark mouth inside, where a model has one) on the
-grey shape.
+"""Per-vertex colours of the video render: red lips, brows, and where a model has the parts a dark mouth
+inside, teeth, irises and pupils, on the grey shape.
 
-Why: on a uniformly grey mesh the lips are visible only through shading, so a viewer (or a landmark
-detector) cannot see where the mouth corners are or whether a thin gap is open; the mouth the fit produced
-is there, but the render hides it. With the lips tinted, the independent judge (``spectre evaluate
---judge``) found the mouth's width and outline on the render far better (docs/evaluate.md, "Lip colours on the render").
+Why: on a uniformly grey mesh the lips, eyes and brows are visible only through shading, so a viewer (or a
+landmark detector) cannot see where the mouth corners are or whether a thin gap is open; the face the fit
+produced is there, but the render hides it. Tinted, the independent judges (``spectre evaluate --judge``)
+find the mouth's outline and width on the render far closer to the input's, its closures more often and
+its landmarks steadier (docs/evaluate.md, "Colours on the render").
 
 The lips are the vertices inside MediaPipe's outer lip line (the model's table of its 20 points, as the fit
 uses them) seen from the front on the neutral face, 1 mm in from the line with a soft edge about 1 mm wide,
-and no deeper than 1.5 cm behind the lip line (so nothing at the back of the head is tinted). Colours are
-factors of the grey albedo (1 = the official grey), so the lighting is unchanged.
+and no deeper than 1.5 cm behind the lip line (so nothing at the back of the head is tinted); the brows a
+band along the 68 landmarks' brow lines. Colours are factors of the grey albedo (1 = the official grey),
+so the lighting is unchanged.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LIPS", "MOUTH_INSIDE", "TEETH", "TONGUE", "lip_weights", "lip_colours"]
+__all__ = ["BROWS", "IRIS", "LIPS", "MOUTH_INSIDE", "PUPIL", "TEETH", "TONGUE", "brow_weights", "eye_colours",
+           "face_colours", "lip_weights"]
 
 #: factors of the grey albedo (180/255): lips, the mouth's socket (dark, as a mouth seen from outside),
 #: gums and tongue, teeth. Teeth are darker than the lips, as in the shade of a mouth: a thin gap between
@@ -31,6 +34,14 @@ TEETH = (0.45, 0.45, 0.45)
 EDGE_M = 0.001
 INSET_M = 0.001
 DEPTH_M = 0.015
+#: brows: a band along the 68 landmarks' brow lines, this half-height and soft edge (metres), darkened
+BROWS = (0.62, 0.58, 0.55)
+BROW_HALF_M = 0.004
+BROW_EDGE_M = 0.0015
+#: eyeballs: iris and pupil as caps around the eyeball's forward axis (half-angles in degrees)
+IRIS = (0.45, 0.40, 0.35)
+PUPIL = (0.12, 0.12, 0.12)
+IRIS_DEG, PUPIL_DEG = 28.0, 11.0
 
 
 def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
@@ -62,7 +73,45 @@ def lip_weights(template: np.ndarray, outer_lip: np.ndarray, units_per_metre: fl
     return w
 
 
-def lip_colours(template: np.ndarray, outer_lip: np.ndarray, units_per_metre: float) -> np.ndarray:
-    """(V, 3) float32 colour factors: grey (1) blended to :data:`LIPS` by :func:`lip_weights`."""
-    w = lip_weights(template, outer_lip, units_per_metre)[:, None]
-    return (1.0 - w + w * np.asarray(LIPS)).astype(np.float32)
+def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """(N,) distance of ``points`` (N, 2) to the open polyline ``line`` (P, 2)."""
+    closed = _distance_to_outline
+    return np.minimum.reduce([closed(points, line[i:i + 2]) for i in range(len(line) - 1)])
+
+
+def brow_weights(template: np.ndarray, brows: list[np.ndarray], units_per_metre: float) -> np.ndarray:
+    """(V,) in [0, 1]: the band of :data:`BROW_HALF_M` around each brow line in ``brows`` (each (P, 3), the
+    68 landmarks' 17-21 and 22-26 on the neutral face) seen from the front, not deeper than :data:`DEPTH_M`."""
+    xy = template[:, :2].astype(np.float64)
+    d = np.minimum.reduce([_distance_to_polyline(xy, b[:, :2].astype(np.float64)) for b in brows])
+    w = np.clip(0.5 + (BROW_HALF_M * units_per_metre - d) / (BROW_EDGE_M * units_per_metre), 0.0, 1.0)
+    front = min(float(b[:, 2].min()) for b in brows) - DEPTH_M * units_per_metre
+    w[template[:, 2] < front] = 0.0
+    return w
+
+
+def _blend(colours: np.ndarray, w: np.ndarray, colour) -> np.ndarray:
+    w = w[:, None]
+    return colours * (1.0 - w) + w * np.asarray(colour)
+
+
+def face_colours(template: np.ndarray, outer_lip: np.ndarray, units_per_metre: float,
+                 brows: list[np.ndarray] | None = None) -> np.ndarray:
+    """(V, 3) float32 colour factors: grey (1) blended to :data:`LIPS` by :func:`lip_weights` and, given the
+    brow lines, to :data:`BROWS` by :func:`brow_weights`."""
+    colours = np.ones((len(template), 3))
+    if brows:
+        colours = _blend(colours, brow_weights(template, brows, units_per_metre), BROWS)
+    colours = _blend(colours, lip_weights(template, outer_lip, units_per_metre), LIPS)
+    return colours.astype(np.float32)
+
+
+def eye_colours(eyeball: np.ndarray) -> np.ndarray:
+    """(N, 3) colour factors of one eyeball's vertices (N, 3), looking along +z on the neutral face: a dark
+    pupil and an iris as caps around the axis through the centre of its bounding box."""
+    d = eyeball - (eyeball.min(0) + eyeball.max(0)) / 2
+    angle = np.degrees(np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1.0, 1.0)))
+    colours = np.ones((len(eyeball), 3))
+    colours[angle < IRIS_DEG] = IRIS
+    colours[angle < PUPIL_DEG] = PUPIL
+    return colours.astype(np.float32)

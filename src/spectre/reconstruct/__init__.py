@@ -1,10 +1,11 @@
 """spectre.reconstruct(path, output_dir=None, *, backend=None, model=None, face=None, device=None,
-precision=None, layout=None, meshes=None, arkit_format=None, config=None, assets=None, overwrite=False)
+precision=None, layout=None, render_colours=None, meshes=None, arkit_format=None, config=None, assets=None,
+overwrite=False)
 -> ReconstructionResult
 
 Reconstruct the face(s) of one video (:func:`spectre.reconstruct.reconstructor.reconstruct`): without
 ``output_dir`` nothing is written; with it the ``.npz``, the ARKit CSV (``arkit_format``: ``csv``,
-``livelink`` or ``both``), the render video (``layout``) and optional meshes (``meshes``: ``obj``, ``ply``,
+``livelink`` or ``both``), the render video (``layout``, ``render_colours``) and optional meshes (``meshes``: ``obj``, ``ply``,
 ``glb``) are written there. The result holds per-face parameters, camera, landmarks, timestamps and
 ``result.arkit`` (T, 52) with ``result.arkit_names``.
 

@@ -24,9 +24,9 @@ __all__ = ["ARKIT_FORMATS", "BACKENDS", "LAYOUTS", "MESH_FORMATS", "LearnedConfi
 
 BACKENDS = ("fit", "learned")
 LAYOUTS = ("grid", "overlay", "render", "none")
-#: the video render's colours: ``lips`` (the model's ``render_colours()``: red lips, a dark mouth inside) or
-#: the official uniform ``grey``
-RENDER_COLOURS = ("lips", "grey")
+#: the video render's colours: ``tinted`` (the model's ``render_colours()``: red lips, a dark mouth inside,
+#: eyes and brows on the grey face) or the official uniform ``grey``
+RENDER_COLOURS = ("tinted", "grey")
 MESH_FORMATS = ("obj", "ply", "glb")
 #: ARKit curve files: ours (``<name>_arkit.csv``), Live Link Face's (``<name>_livelink.csv``) or both
 ARKIT_FORMATS = ("csv", "livelink", "both")
@@ -69,7 +69,7 @@ class ReconstructConfig:
     device: str = "auto"
     precision: str = setting("auto", choices=PRECISIONS)  # resolved by validate(): bf16 where native, else fp32
     layout: str = setting("grid", choices=LAYOUTS)
-    render_colours: str = setting("lips", choices=RENDER_COLOURS)
+    render_colours: str = setting("tinted", choices=RENDER_COLOURS)
     #: what the video shows: auto (face above ``video_height`` px high, else full) | face (a face-centred
     #: window at most ``video_height`` px high) | full (the whole frame at the input's resolution)
     video_frame: str = setting("auto", choices=VIDEO_FRAMES)

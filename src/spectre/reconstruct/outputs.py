@@ -26,7 +26,7 @@ def face_vertices(model, face: FaceResult, frames: slice | np.ndarray) -> tuple[
 
 def write_render_video(model, result, path: str | Path, layout: str, overwrite: bool = False,
                        chunk: int | None = None, progress: Callable[[int], None] | None = None,
-                       video_frame: str = "auto", max_height: int = 512, colours: str = "lips") -> Path:
+                       video_frame: str = "auto", max_height: int = 512, colours: str = "tinted") -> Path:
     """``<name>.mp4`` of a finished reconstruction: see :func:`.videostage.write_video` (the render of every
     face beside the input, over it or alone, in a face-centred window for tall inputs)."""
     return write_video(model, result, path, layout, video_frame, max_height, overwrite=overwrite, chunk=chunk,

@@ -360,7 +360,7 @@ def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backe
 
     Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``
     (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
-    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``lips`` (default)
+    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``tinted`` (default)
     or the official ``grey``) and optional meshes (``meshes``:
     ``obj``, ``ply`` or ``glb``, an animated head scene for Blender/Unreal) are written there; existing
     files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,

@@ -28,8 +28,8 @@ __all__ = ["VideoStage", "posed_rows", "render_window", "video_tint", "window_af
 
 def video_tint(model, colours: str) -> np.ndarray | None:
     """The kernels' per-vertex tint for ``colours`` (:data:`.config.RENDER_COLOURS`); None: plain grey (also for a
-    model without lip colours)."""
-    tint = model.render_colours() if colours == "lips" else None
+    model without colours)."""
+    tint = model.render_colours() if colours == "tinted" else None
     return None if tint is None else tint.numpy()
 
 
@@ -101,7 +101,7 @@ class VideoStage:
 
     def __init__(self, model, layout: str, window: VideoWindow, path: str | Path, fps: float,
                  pts: Sequence[float] | None = None, audio_from: str | Path | None = None, overwrite: bool = False,
-                 opacity: float = 0.7, encoder: dict | None = None, colours: str = "lips"):
+                 opacity: float = 0.7, encoder: dict | None = None, colours: str = "tinted"):
         self.model, self.layout, self.window, self.opacity = model, layout, window, opacity
         self.faces_idx = model.render_faces()
         self.tint = video_tint(model, colours)
@@ -164,7 +164,7 @@ def face_boxes(points478: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> 
 
 
 def write_video(model, result, path: str | Path, layout: str, video_frame: str = "auto", max_height: int = 512,
-                overwrite: bool = False, chunk: int | None = None, progress=None, colours: str = "lips") -> Path:
+                overwrite: bool = False, chunk: int | None = None, progress=None, colours: str = "tinted") -> Path:
     """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
     ``video_frame`` (:mod:`.window`), in ``colours`` (:data:`.config.RENDER_COLOURS`); the input's frame count,
