@@ -121,3 +121,15 @@ def test_video_tint_follows_the_option(ict):
 
     assert video_tint(ict, "grey") is None
     assert np.array_equal(video_tint(ict, "tinted"), ict.render_colours().numpy())
+
+
+def test_flame_eyeballs_have_irises(flame):
+    from spectre.models.flame import EYEBALL_VERTEX_RANGES
+
+    colours = flame.render_colours()
+    for a, b in EYEBALL_VERTEX_RANGES:
+        eye = colours[a:b]
+        front = int(torch.argmax(flame.v_template[a:b, 2]))
+        assert bool((eye[front] < 0.5).all())  # the pupil or the iris at the front
+        assert int(torch.isclose(eye, torch.tensor(IRIS)).all(1).sum()) > 5
+        assert int((eye == 1.0).all(1).sum()) > (b - a) // 2  # the rest is white

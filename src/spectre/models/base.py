@@ -124,7 +124,7 @@ class FaceModel(nn.Module, abc.ABC):
         """(V, 3) float32 per-vertex factors of the video render's grey albedo: lips and brows tinted
         (:mod:`.render_colours`, from the outer lip line of :meth:`mediapipe_lip_points` and the brow
         landmarks on the neutral face); None without the lip table (the render stays grey). Models add their
-        own parts (ICT: the mouth's inside, teeth, irises and pupils)."""
+        own parts (the mouth's inside and teeth, irises and pupils)."""
         cached = self.__dict__.get("_render_colours")
         if cached is None:
             lips = self.mediapipe_lip_points()

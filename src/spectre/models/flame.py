@@ -28,8 +28,11 @@ from ..errors import AssetError, UnsafeFileError
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
 from ..safeload import NUMPY_ARRAY_GLOBALS, RestrictedUnpickler, load_restricted_pickle
 from .base import FaceModel, Params, ParamSpec
+from .render_colours import eye_colours
 
 NECK_JOINT = 1
+#: FLAME's two eyeballs: separate components of its 5023-vertex topology (the last 2 x 546 vertices)
+EYEBALL_VERTEX_RANGES = ((3931, 4477), (4477, 5023))
 #: the contour table has rows for yaw 0..39 deg and 40..78 for -1..-39 deg (official look-up)
 MAX_CONTOUR_YAW_DEG = 39
 _EMBEDDING_KEYS = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
@@ -326,5 +329,11 @@ class FLAME(FaceModel):
         """The vertex of largest barycentric weight of each lip point (see :meth:`mediapipe_lip_points`)."""
         t = self._mediapipe_table()
         return None if t is None else torch.from_numpy(t["lip_vertex"].astype(np.int64)).to(self.faces.device)
+
+    def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
+        if self.num_vertices == EYEBALL_VERTEX_RANGES[-1][1]:
+            for a, b in EYEBALL_VERTEX_RANGES:
+                colours[a:b] = torch.from_numpy(eye_colours(self.v_template[a:b].detach().cpu().numpy()))
+        return colours
 
     # ---- texture ----------------------------------------------------------------------------
