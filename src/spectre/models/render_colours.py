@@ -63,13 +63,23 @@ def _distance_to_outline(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points[:, None] - nearest, axis=-1).min(1)
 
 
+def _near(template: np.ndarray, lines: np.ndarray, reach: float, depth: float) -> np.ndarray:
+    """Indices of the vertices within ``reach`` of the bounding box of ``lines`` (N, 3) seen from the front and
+    not more than ``depth`` behind its nearest point: the only ones a weight can be non-zero for (the test
+    below then runs on a few hundred vertices instead of all)."""
+    lo, hi = lines[:, :2].min(0) - reach, lines[:, :2].max(0) + reach
+    xy = template[:, :2]
+    return np.flatnonzero((xy >= lo).all(1) & (xy <= hi).all(1) & (template[:, 2] >= lines[:, 2].min() - depth))
+
+
 def lip_weights(template: np.ndarray, outer_lip: np.ndarray, units_per_metre: float) -> np.ndarray:
     """(V,) in [0, 1]: how much each vertex of the neutral ``template`` (V, 3; x right, y up, z towards the
     viewer) belongs to the lips inside the closed outer lip line ``outer_lip`` (P, 3)."""
-    xy, line = template[:, :2].astype(np.float64), outer_lip[:, :2].astype(np.float64)
+    w = np.zeros(len(template))
+    idx = _near(template, outer_lip, (EDGE_M + INSET_M) * units_per_metre, DEPTH_M * units_per_metre)
+    xy, line = template[idx, :2].astype(np.float64), outer_lip[:, :2].astype(np.float64)
     signed = _distance_to_outline(xy, line) * np.where(_inside(xy, line), 1.0, -1.0)
-    w = np.clip(0.5 + (signed - INSET_M * units_per_metre) / (EDGE_M * units_per_metre), 0.0, 1.0)
-    w[template[:, 2] < outer_lip[:, 2].min() - DEPTH_M * units_per_metre] = 0.0
+    w[idx] = np.clip(0.5 + (signed - INSET_M * units_per_metre) / (EDGE_M * units_per_metre), 0.0, 1.0)
     return w
 
 
@@ -82,11 +92,12 @@ def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
 def brow_weights(template: np.ndarray, brows: list[np.ndarray], units_per_metre: float) -> np.ndarray:
     """(V,) in [0, 1]: the band of :data:`BROW_HALF_M` around each brow line in ``brows`` (each (P, 3), the
     68 landmarks' 17-21 and 22-26 on the neutral face) seen from the front, not deeper than :data:`DEPTH_M`."""
-    xy = template[:, :2].astype(np.float64)
+    w = np.zeros(len(template))
+    idx = _near(template, np.concatenate(brows), (BROW_HALF_M + BROW_EDGE_M) * units_per_metre,
+                DEPTH_M * units_per_metre)
+    xy = template[idx, :2].astype(np.float64)
     d = np.minimum.reduce([_distance_to_polyline(xy, b[:, :2].astype(np.float64)) for b in brows])
-    w = np.clip(0.5 + (BROW_HALF_M * units_per_metre - d) / (BROW_EDGE_M * units_per_metre), 0.0, 1.0)
-    front = min(float(b[:, 2].min()) for b in brows) - DEPTH_M * units_per_metre
-    w[template[:, 2] < front] = 0.0
+    w[idx] = np.clip(0.5 + (BROW_HALF_M * units_per_metre - d) / (BROW_EDGE_M * units_per_metre), 0.0, 1.0)
     return w
 
 
