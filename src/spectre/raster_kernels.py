@@ -210,10 +210,11 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
     return -_BIG, 0.0, _BIG, 0.0
 
 
-def _shade(points, normals, faces, light, clamp, tint, zbuf, fbuf, box, rgb, alpha, out8):
+def _shade(points, normals, faces, light, clamp, tint, tinted_faces, zbuf, fbuf, box, rgb, alpha, out8):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
     ``light`` (L, 6): unit direction, then colour times albedo / L; ``tint`` (V, 3) per-vertex factors of that
-    albedo, interpolated as the normals (empty: none). Into ``rgb`` and ``alpha``, or, when ``out8`` (H, W', 3)
+    albedo, interpolated as the normals (empty: none), on the faces ``tinted_faces`` (F,) marks (the others skip
+    it). Into ``rgb`` and ``alpha``, or, when ``out8`` (H, W', 3)
     uint8 is not empty, straight into its first W columns (:func:`_to_u8`)."""
     to_u8 = out8.shape[0] > 0
     tinted = tint.shape[0] > 0
@@ -247,7 +248,7 @@ def _shade(points, normals, faces, light, clamp, tint, zbuf, fbuf, box, rgb, alp
                 r += lam * light[k, 3]
                 g += lam * light[k, 4]
                 bl += lam * light[k, 5]
-            if tinted:
+            if tinted and tinted_faces[f]:
                 r *= w0 * tint[i0, 0] + w1 * tint[i1, 0] + w2 * tint[i2, 0]
                 g *= w0 * tint[i0, 1] + w1 * tint[i1, 1] + w2 * tint[i2, 1]
                 bl *= w0 * tint[i0, 2] + w1 * tint[i1, 2] + w2 * tint[i2, 2]
@@ -271,7 +272,8 @@ def _to_u8(value):
     return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
-def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, tint, rgb, alpha, out8):
+def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, tint, tinted_faces, rgb, alpha,
+                 out8):
     """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry; or, when
     ``out8`` (B, H, W', 3) uint8 is not :data:`NO_BYTES`, straight into its first W columns (black there on
     entry; ``alpha``'s shape still gives H, W).
@@ -279,7 +281,8 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     ``src`` (B, V, 3) x, y and depth mapped to pixels by ``affine`` (B, 2, 3) (x, y only); world ``normals``
     (B, V, 3), or an empty array to compute them here, one frame at a time, from ``vertices`` (B, V, 3);
     ``faces`` (F, 3) int64; ``lights`` (B, L, 6): unit direction, then colour times albedo / L; ``clamp``
-    clips colours to [0, 1]; ``tint`` (V, 3) float32 per-vertex factors of the albedo, or (0, 3): grey."""
+    clips colours to [0, 1]; ``tint`` (V, 3) float32 per-vertex factors of the albedo, or (0, 3): grey, and
+    ``tinted_faces`` (F,) bool, the faces with a corner whose tint is not 1 (:func:`tint_array`)."""
     B, V = src.shape[0], src.shape[1]
     H, W = alpha.shape[1], alpha.shape[2]
     to_u8 = out8.shape[1] > 0
@@ -300,9 +303,11 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
         _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
             if to_u8:
-                _shade(points, nrm, faces, lights[b], clamp, tint, zbuf, fbuf, box, rgb[0], alpha[0], out8[b])
+                _shade(points, nrm, faces, lights[b], clamp, tint, tinted_faces, zbuf, fbuf, box, rgb[0], alpha[0],
+                       out8[b])
             else:
-                _shade(points, nrm, faces, lights[b], clamp, tint, zbuf, fbuf, box, rgb[b], alpha[b], out8[0])
+                _shade(points, nrm, faces, lights[b], clamp, tint, tinted_faces, zbuf, fbuf, box, rgb[b], alpha[b],
+                       out8[0])
 
 
 def posed_frames(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, light: np.ndarray,
@@ -333,22 +338,25 @@ def posed_frames_into(out: np.ndarray, vertices: np.ndarray, affine: np.ndarray,
                  np.empty((1, H, W), np.float32), out)
 
 
-def tint_array(tint: np.ndarray | None, n_vertices: int) -> np.ndarray:
-    """The kernels' ``tint``: (V, 3) float32, or (0, 3) for none; a tint for another mesh is a ``ValueError``."""
+def tint_array(tint: np.ndarray | None, n_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' ``tint`` and ``tinted_faces``: (V, 3) float32 and (F,) bool, the faces with a corner whose
+    tint is not 1 (most of a face is plain grey; they skip the interpolation), or (0, 3) and (0,) for none. A
+    tint for another mesh is a ``ValueError``."""
     if tint is None:
-        return np.zeros((0, 3), np.float32)
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.bool_)
     tint = np.ascontiguousarray(tint, np.float32)
     if tint.shape != (n_vertices, 3):
         raise ValueError(f"tint {tint.shape} does not fit a mesh of {n_vertices} vertices")
-    return tint
+    return tint, (tint != 1.0).any(1)[faces].any(1)
 
 
 def _shade_posed(vertices, affine, faces, light, tint, rgb, alpha, out8) -> None:
     vertices = np.ascontiguousarray(vertices, np.float32)
     lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (len(vertices), *np.shape(light))))
+    faces = np.ascontiguousarray(faces, np.int64)
     load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
-                        np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
-                        True, SPAN_EPS, FLAT, True, tint_array(tint, vertices.shape[1]), rgb, alpha, out8)
+                        np.empty((0, 0, 3), np.float32), vertices, faces, lights, True, SPAN_EPS, FLAT, True,
+                        *tint_array(tint, vertices.shape[1], faces), rgb, alpha, out8)
 
 
 def warm_up() -> None:
