@@ -108,6 +108,10 @@ def test_glb_scene_round_trip(tmp_path, ict):
     normals = accessor_array(gltf, blob, prim["attributes"]["NORMAL"])
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
     assert "material" in prim
+    colours = accessor_array(gltf, blob, prim["attributes"]["COLOR_0"])  # the video render's colours
+    assert colours.shape == normals.shape and 0.0 <= colours.min() and colours.max() <= 1.0
+    assert (colours[:, 0] - colours[:, 1] > 0.3).sum() > 50  # red lips
+    assert (colours == 1.0).all(1).mean() > 0.4  # the skin takes the material as it is (teeth, eyes: not)
     jaw = accessor_array(gltf, blob, prim["targets"][list(ARKIT_NAMES).index("jawOpen")]["POSITION"])
     assert np.abs(jaw).max() > 1e-3  # metres: the jaw moves by millimetres at least
     anim = gltf["animations"][0]
@@ -162,6 +166,9 @@ def test_blender_imports_a_real_reconstruction(tmp_path, sample_videos):
     assert len(heads) == 1, report["objects"]
     head = heads[0]
     assert sorted(head["shape_keys"]) == sorted(ARKIT_NAMES)  # 52 names, once each, no '.001'
+    if "colour_attributes" in head and report["blender"] >= "3.2":  # the lips' colour reaches Blender
+        (colour,) = head["colour_attributes"].values()
+        assert colour["red_minus_green_max"] > 0.1 and colour["white_share"] > 0.4, colour
     T = res.num_frames
     assert report["scene_fps"] == pytest.approx(res.fps, rel=1e-3)
     for key in ("shape_key_animation", "transform_animation"):

@@ -46,6 +46,14 @@ for obj in bpy.data.objects:
         keys = obj.data.shape_keys
         entry["vertices"] = len(obj.data.vertices)
         entry["shape_keys"] = [k.name for k in keys.key_blocks[1:]] if keys else []
+        colours = {}
+        for attr in getattr(obj.data, "color_attributes", []):  # glTF COLOR_0 (Blender 3.2+)
+            rgba = numpy.zeros(len(attr.data) * 4)
+            attr.data.foreach_get("color", rgba)
+            rgba = rgba.reshape(-1, 4)
+            colours[attr.name] = {"count": len(rgba), "red_minus_green_max": float((rgba[:, 0] - rgba[:, 1]).max()),
+                                  "white_share": float((rgba[:, :3] > 0.99).all(1).mean())}
+        entry["colour_attributes"] = colours
         sk_action = keys.animation_data.action if keys and keys.animation_data else None
         entry["shape_key_animation"] = keyframes(sk_action)
         tr_action = obj.animation_data.action if obj.animation_data else None

@@ -105,7 +105,8 @@ class HeadTrack:
     """One animated head: ``vertices`` (V, 3) in metres at rest, ``faces`` (F, 3), morph ``targets``
     (K, V, 3) metres with ``target_names`` and per-frame ``weights`` (T, K), the head pose per frame as
     ``rotation`` (T, 4) unit quaternions (x, y, z, w) and ``translation`` (T, 3) metres, at ``times``
-    (T,) seconds from the first frame."""
+    (T,) seconds from the first frame; optional ``colours`` (V, 3) in [0, 1], written as ``COLOR_0``, which
+    glTF viewers multiply into the material's base colour (lips, mouth, eyes and brows)."""
 
     name: str
     vertices: np.ndarray
@@ -116,6 +117,7 @@ class HeadTrack:
     rotation: np.ndarray
     translation: np.ndarray
     times: np.ndarray
+    colours: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -158,6 +160,8 @@ def _check_track(t: HeadTrack) -> None:
         raise ValueError(f"{t.name}: rotation (T, 4) and translation (T, 3) expected for T={T}")
     if T < 1 or (T > 1 and np.any(np.diff(t.times) <= 0)):
         raise ValueError(f"{t.name}: times must be strictly increasing")
+    if t.colours is not None and np.shape(t.colours) != (V, 3):
+        raise ValueError(f"{t.name}: colours (V, 3) expected for V={V}, got {np.shape(t.colours)}")
 
 
 def write_glb_scene(path: str | Path, tracks: Sequence[HeadTrack], camera: GltfCamera | None = None,
@@ -186,6 +190,9 @@ def write_glb_scene(path: str | Path, tracks: Sequence[HeadTrack], camera: GltfC
                                "NORMAL": b.add(vertex_normals(verts, faces), "VEC3", _ARRAY_BUFFER)},
                 "indices": b.add(faces.reshape(-1).astype(idx_dtype), "SCALAR", _ELEMENT_ARRAY_BUFFER),
                 "material": 0, "mode": 4}
+        if t.colours is not None:
+            colours = np.clip(np.asarray(t.colours, np.float32), 0.0, 1.0)
+            prim["attributes"]["COLOR_0"] = b.add(colours, "VEC3", _ARRAY_BUFFER)
         names = [str(n) for n in t.target_names]
         weights = np.asarray(t.weights, np.float32)
         if names:

@@ -149,9 +149,10 @@ def head_track(model, face: FaceResult, width: int, height: int, fps: float, foc
         for t in range(1, T):
             weights[t, t - 1] = 1.0
     rotation, translation = head_pose(model, face, width, height, focal_px)
+    colours = model.render_colours()  # the video render's lips, mouth, eyes and brows, on the skin material
     return HeadTrack(name=f"head_{int(face.track_id)}", vertices=rest, faces=remap[faces], targets=targets,
                      target_names=names, weights=weights, rotation=rotation, translation=translation,
-                     times=frame_times(face, fps),
+                     times=frame_times(face, fps), colours=None if colours is None else colours.numpy()[used],
                      extras={"track_id": int(face.track_id), "frame_index": [int(i) for i in face.frame_index]})
 
 
