@@ -137,6 +137,20 @@ def golden_weights(golden_dir):
     return _import_from(golden_dir / "golden_weights.py", "golden_weights")
 
 
+@pytest.fixture(scope="module")
+def flame(flame_assets):
+    """The synthetic FLAME (``flame_assets``), in eval mode."""
+    from spectre.assets import AssetStore
+    from spectre.models import load_face_model
+    return load_face_model("flame", AssetStore(flame_assets)).eval()
+
+
+@pytest.fixture(params=["ict", "flame"])
+def face_model(request):
+    """Each face model in turn: the bundled ICT and the synthetic FLAME."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture(scope="session")
 def flame_assets(tmp_path_factory, golden_dir, shared_assets) -> Path:
     """An asset folder holding the synthetic FLAME (built by ``make_fake_flame.py``) and the

@@ -18,35 +18,23 @@ from spectre.reconstruct.objective import make_objective
 LOWER, UPPER, CORNERS = range(1, 10), range(11, 20), (0, 10)
 
 
-@pytest.fixture(scope="module")
-def flame(flame_assets):
-    from spectre.assets import AssetStore
-    from spectre.models import load_face_model
-    return load_face_model("flame", AssetStore(flame_assets)).eval()
-
-
-@pytest.fixture(params=["ict", "flame"])
-def model(request):
-    return request.getfixturevalue(request.param)
-
-
-def _edges(model) -> set[tuple[int, int]]:
-    f = model.faces.tolist()
+def _edges(face_model) -> set[tuple[int, int]]:
+    f = face_model.faces.tolist()
     return {tuple(sorted((t[a], t[b]))) for t in f for a, b in ((0, 1), (1, 2), (2, 0))}
 
 
-def test_strips_are_mesh_paths_across_each_lip(model):
+def test_strips_are_mesh_paths_across_each_lip(face_model):
     """Derived from the mesh: each strip holds its inner-lip vertex, is a connected edge path on the mesh,
     runs from the outer side (above the upper / below the lower edge) into the mouth (behind the edge), and
     stays within a few mm of the edge; corners keep their one vertex."""
-    strips = model.inner_lip_strips()
-    seeds = model.mediapipe_lip_vertices()
+    strips = face_model.inner_lip_strips()
+    seeds = face_model.mediapipe_lip_vertices()
     assert strips.vertex_idx.shape[0] == 20 and strips.valid.shape == strips.vertex_idx.shape
     toward = strips.toward.tolist()
     assert toward == [0.0] + [1.0] * 9 + [0.0] + [-1.0] * 9  # lower lip: edge = highest, upper: lowest
-    edges = _edges(model)
-    V = model.v_template
-    mm = model.units_per_metre / 1000.0
+    edges = _edges(face_model)
+    V = face_model.v_template
+    mm = face_model.units_per_metre / 1000.0
     for i in range(20):
         s = strips.vertex_idx[i][strips.valid[i]].tolist()
         assert seeds[20 + i].item() in s
@@ -79,33 +67,33 @@ def test_soft_choice_is_differentiable():
 
 
 @pytest.mark.parametrize("pitch", [-0.35, 0.0, 0.35])
-def test_soft_choice_picks_the_silhouette_on_a_posed_mesh(model, pitch):
+def test_soft_choice_picks_the_silhouette_on_a_posed_mesh(face_model, pitch):
     """On a mesh with the mouth open and the head pitched: each upper-lip edge point lies (within the
     softness) at the lowest projected point of its strip along the face's up direction in the image, each
     lower-lip point at the highest; the pitch moves the chosen point across the lip (it is no fixed vertex)."""
-    p = model.complete({})
-    if model.blendshape_names:  # ICT: open the mouth with its jawOpen blendshape
+    p = face_model.complete({})
+    if face_model.blendshape_names:  # ICT: open the mouth with its jawOpen blendshape
         p["expression"] = p["expression"].clone()
-        p["expression"][:, list(model.blendshape_names).index("jawOpen")] = 0.4
+        p["expression"][:, list(face_model.blendshape_names).index("jawOpen")] = 0.4
     elif "jaw_pose" in p:  # FLAME: rotate the jaw open
         p["jaw_pose"] = torch.tensor([[0.15, 0.0, 0.0]])
     rot = torch.tensor([[pitch, 0.15, 0.05]])
-    p[model.rotation_param] = rot
-    verts = model.vertices(p)
+    p[face_model.rotation_param] = rot
+    verts = face_model.vertices(p)
     R = axis_angle_to_matrix(rot)
-    edge = model.visible_inner_lips(verts, R)[0]
-    strips = model.inner_lip_strips()
+    edge = face_model.visible_inner_lips(verts, R)[0]
+    strips = face_model.inner_lip_strips()
     cand = verts[0][strips.vertex_idx]                                  # (20, C, 3)
     up = R[0, :2, 1] / R[0, :2, 1].norm()
     score = (cand[..., :2] @ up) * strips.toward[:, None]
     score = score.masked_fill(~strips.valid, -math.inf)
     best = score.max(1).values
     got = (edge[:, :2] @ up) * strips.toward
-    soft = 0.0003 * model.units_per_metre
+    soft = 0.0003 * face_model.units_per_metre
     rows = [*LOWER, *UPPER]
     assert bool((got[rows] <= best[rows] + 1e-5).all())
     assert bool((got[rows] >= best[rows] - 3 * soft).all())
-    seeds = model.mediapipe_lip_vertices()[20:]
+    seeds = face_model.mediapipe_lip_vertices()[20:]
     fixed = (verts[0][seeds][:, :2] @ up) * strips.toward
     assert bool((got[rows] >= fixed[rows] - 3 * soft).all()), "the fixed vertex is a candidate"
 
@@ -139,29 +127,29 @@ def test_evaluator_edge_candidates_match_the_mesh_and_cost_nothing_when_off(ict)
     torch.testing.assert_close(edge, ict.visible_inner_lips(verts, axis_angle_to_matrix(rot)), atol=1e-3, rtol=0)
 
 
-def _edge_only(model):
+def _edge_only(face_model):
     off = {k: 0.0 for k in ("landmark", "relative_mouth", "lips", "identity_prior",
                             "expression_prior", "lip_opening_prior", "lip_contact", "lip_cross", "expression_l1",
                             "implausible_l1")}
     return FitConfig(lip_edge=1.0, dense_lips=1.0, **off)
 
 
-def test_objective_term_zero_when_matched_and_reaches_the_expression(model):
-    cfg = _edge_only(model)
-    ev = PointEvaluator(model)
+def test_objective_term_zero_when_matched_and_reaches_the_expression(face_model):
+    cfg = _edge_only(face_model)
+    ev = PointEvaluator(face_model)
     K = sum(ev.sizes)
     id_mask = torch.zeros(K, dtype=torch.bool)
     o = 0
     for n, s in zip(ev.coef_names, ev.sizes):
-        id_mask[o:o + s] = model.spec[n].role == "identity"
+        id_mask[o:o + s] = face_model.spec[n].role == "identity"
         o += s
-    obj = make_objective(model, ev, cfg, id_mask)
+    obj = make_objective(face_model, ev, cfg, id_mask)
     assert obj.edge and ev.has_edge
     T = 3
     coef = ev.defaults.repeat(T, 1).clone()
     coef[:, ~id_mask] += 0.05 * torch.rand(T, int((~id_mask).sum()), generator=torch.Generator().manual_seed(2))
     rot = torch.tensor([[0.2, 0.1, 0.0], [0.0, 0.0, 0.0], [-0.2, -0.2, 0.05]])
-    cam = torch.tensor([[math.log(8.0 / model.units_per_metre * 100), 0.0, 0.0]]).repeat(T, 1)
+    cam = torch.tensor([[math.log(8.0 / face_model.units_per_metre * 100), 0.0, 0.0]]).repeat(T, 1)
     with torch.no_grad():
         _, lips, _, edge = ev.edge_points(coef, rot)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
@@ -172,9 +160,9 @@ def test_objective_term_zero_when_matched_and_reaches_the_expression(model):
     c = coef.clone().requires_grad_(True)
     loss = obj(c, rot, cam, obj.constants(data), c[:, id_mask], c[:, ~id_mask], smooth=False)
     assert float(loss.detach()) < 1e-9
-    half = make_objective(model, ev, dataclasses.replace(cfg, lip_edge=0.5), id_mask)  # half on the fixed vertices
+    half = make_objective(face_model, ev, dataclasses.replace(cfg, lip_edge=0.5), id_mask)  # half on the fixed vertices
     assert float(half(coef, rot, cam, half.constants(data), coef[:, id_mask], coef[:, ~id_mask], smooth=False)) > 1e-6
-    assert not make_objective(model, PointEvaluator(model), dataclasses.replace(cfg, lip_edge=0.0), id_mask).edge
+    assert not make_objective(face_model, PointEvaluator(face_model), dataclasses.replace(cfg, lip_edge=0.0), id_mask).edge
     data["lip_target"] = lip_target + torch.tensor([0.0, 0.02]) * (torch.arange(40) >= 20)[:, None]
     loss = obj(c, rot, cam, obj.constants(data), c[:, id_mask], c[:, ~id_mask], smooth=False)
     loss.backward()

@@ -22,18 +22,6 @@ from spectre.models.render_colours import (
 )
 
 
-@pytest.fixture(scope="module")
-def flame(flame_assets):
-    from spectre.assets import AssetStore
-    from spectre.models import load_face_model
-    return load_face_model("flame", AssetStore(flame_assets)).eval()
-
-
-@pytest.fixture(params=["ict", "flame"])
-def model(request):
-    return request.getfixturevalue(request.param)
-
-
 def test_lip_weights_are_one_inside_zero_outside_and_behind():
     """A square outer line 4 cm wide (ICT units, cm): full weight well inside, none outside or deep behind."""
     line = np.array([[-2.0, -2.0, 0.0], [2.0, -2.0, 0.0], [2.0, 2.0, 0.0], [-2.0, 2.0, 0.0]])
@@ -57,34 +45,34 @@ def test_brow_weights_follow_the_brow_line():
     assert w[5] == 0.0  # 1 cm past the brow's end
 
 
-def test_the_tint_covers_the_lips_only(model):
-    colours = model.render_colours()
-    assert colours.shape == (model.num_vertices, 3) and colours.dtype == torch.float32
-    assert model.render_colours() is colours  # derived once
-    lips = model.mediapipe_lip_points()[0][:, 0]
+def test_the_tint_covers_the_lips_only(face_model):
+    colours = face_model.render_colours()
+    assert colours.shape == (face_model.num_vertices, 3) and colours.dtype == torch.float32
+    assert face_model.render_colours() is colours  # derived once
+    lips = face_model.mediapipe_lip_points()[0][:, 0]
     inner = torch.cat([lips[21:30], lips[31:40]])  # the inner lip line without its corners
     # the inner lip line lies well inside the outer one: full lip colour there
     assert torch.allclose(colours[inner], torch.tensor(LIPS), atol=1e-6)
     # the lips are a small part of the mesh, around the mouth
-    template = model.v_template
+    template = face_model.v_template
     centre = template[lips].mean(0)
     width = float(template[lips, 0].amax() - template[lips, 0].amin())
     red = (colours[:, 0] > 0.85) & (colours[:, 0] - colours[:, 1] > 0.2)  # lip red (not the tongue or brows)
     far = (template - centre).norm(dim=1) > 0.75 * width
     assert int(red.sum()) > 20 and not bool((red & far).any())
-    assert int(red.sum()) < 0.1 * model.num_vertices
+    assert int(red.sum()) < 0.1 * face_model.num_vertices
 
 
-def test_the_brows_are_darkened_above_the_eyes(model):
-    colours = model.render_colours()
-    lm = model.landmarks_only(model.default_params(1))[0]
+def test_the_brows_are_darkened_above_the_eyes(face_model):
+    colours = face_model.render_colours()
+    lm = face_model.landmarks_only(face_model.default_params(1))[0]
     brow = torch.isclose(colours, torch.tensor(BROWS)).all(1)
     assert int(brow.sum()) > 10
-    template = model.v_template
+    template = face_model.v_template
     eyes_top = float(lm[36:48, 1].max())
     assert bool((template[brow, 1] > eyes_top).all())  # all above the eyes
     span = float(lm[17:27, 0].amax() - lm[17:27, 0].amin())
-    assert bool((template[brow, 0].abs() < 0.5 * span + 2 * BROW_HALF_M * model.units_per_metre).all())
+    assert bool((template[brow, 0].abs() < 0.5 * span + 2 * BROW_HALF_M * face_model.units_per_metre).all())
 
 
 def test_ict_mouth_inside_and_teeth_are_dark(ict):
