@@ -213,9 +213,9 @@ def _edge(xa, ya, xb, yb, xlo, ylo, orient, flat):
 def _shade(points, normals, faces, light, clamp, tint, tinted_faces, zbuf, fbuf, box, rgb, alpha, out8):
     """Colour the covered pixels inside ``box`` (and reset the buffers there for the next frame).
     ``light`` (L, 6): unit direction, then colour times albedo / L; ``tint`` (V, 3) per-vertex factors of that
-    albedo, interpolated as the normals (empty: none), on the faces ``tinted_faces`` (F,) marks (the others skip
-    it). Into ``rgb`` and ``alpha``, or, when ``out8`` (H, W', 3)
-    uint8 is not empty, straight into its first W columns (:func:`_to_u8`)."""
+    albedo, interpolated as the normals (empty: none), on the faces ``tinted_faces`` (F,) marks (the others
+    skip it). Into ``rgb`` and ``alpha``, or, when ``out8`` (H, W', 3) uint8 is not empty, straight into its
+    first W columns (:func:`_to_u8`)."""
     to_u8 = out8.shape[0] > 0
     tinted = tint.shape[0] > 0
     n_lights = light.shape[0]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .lip_edge import SOFTNESS_M, LipStrips, derive_lip_strips, select_lip_edge
-from .render_colours import face_colours
+from .render_colours import eye_colours, face_colours
 
 Params = Mapping[str, torch.Tensor]
 
@@ -143,6 +143,12 @@ class FaceModel(nn.Module, abc.ABC):
 
     def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
         """Hook for models with named parts (mouth inside, teeth, eyeballs) to colour them in ``colours`` (V, 3)."""
+        return colours
+
+    def _colour_eyeballs(self, colours: torch.Tensor, ranges) -> torch.Tensor:
+        """Irises and pupils (:func:`.render_colours.eye_colours`) on the eyeballs' vertex ranges ``[a, b)``."""
+        for a, b in ranges:
+            colours[a:b] = torch.from_numpy(eye_colours(self.v_template[a:b].detach().cpu().numpy()))
         return colours
 
     # ---- optional capabilities: None where a model lacks one ------------------------------------

@@ -28,7 +28,6 @@ from ..errors import AssetError, UnsafeFileError
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
 from ..safeload import NUMPY_ARRAY_GLOBALS, RestrictedUnpickler, load_restricted_pickle
 from .base import FaceModel, Params, ParamSpec
-from .render_colours import eye_colours
 
 NECK_JOINT = 1
 #: FLAME's two eyeballs: separate components of its 5023-vertex topology (the last 2 x 546 vertices)
@@ -332,8 +331,7 @@ class FLAME(FaceModel):
 
     def _colour_parts(self, colours: torch.Tensor) -> torch.Tensor:
         if self.num_vertices == EYEBALL_VERTEX_RANGES[-1][1]:
-            for a, b in EYEBALL_VERTEX_RANGES:
-                colours[a:b] = torch.from_numpy(eye_colours(self.v_template[a:b].detach().cpu().numpy()))
+            colours = self._colour_eyeballs(colours, EYEBALL_VERTEX_RANGES)
         return colours
 
     # ---- texture ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..faces.landmarks import IBUG68_MOUTH
 from ..geometry import axis_angle_to_matrix
 from .base import FaceModel, Params, ParamSpec
 from .ict_lips import ICT_LIPS_SOURCE_VERTEX
-from .render_colours import MOUTH_INSIDE, TEETH, TONGUE, eye_colours
+from .render_colours import MOUTH_INSIDE, TEETH, TONGUE
 
 #: rotation pivot in the source mesh's coordinates (cm): x on the mid-plane, y halfway between the
 #: chin (-7.6) and the crown (14.5), z halfway between the back of the head (-9.2) and the nose tip (13.1)
@@ -384,9 +384,5 @@ class ICTFaceModel(FaceModel):
             if part in self.part_vertex_range:
                 a, b = self.part_vertex_range[part]
                 colours[a:b] = torch.tensor(colour, dtype=colours.dtype)
-        for part in ("Eyeball left", "Eyeball right"):
-            if part in self.part_vertex_range:
-                a, b = self.part_vertex_range[part]
-                colours[a:b] = torch.from_numpy(eye_colours(self.v_template[a:b].detach().cpu().numpy()))
-        return colours
-
+        eyes = [self.part_vertex_range[p] for p in ("Eyeball left", "Eyeball right") if p in self.part_vertex_range]
+        return self._colour_eyeballs(colours, eyes)

@@ -38,8 +38,8 @@ def render_posed(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarray, li
     """The grey shape of posed model-space ``vertices`` (B, V, 3) through ``affine`` (B, 2, 3), the map of their
     ``(x, -y)`` to the window's pixels (:func:`.videostage.window_affine`), back faces culled; ``light``: the
     kernels' table (:func:`spectre.render.fast_shape.video_light_table`); ``tint``: the model's
-    ``render_colours()`` or None (grey); ``size`` (H, W) -> (rgb (B, H, W, 3)
-    float32 in [0, 1], alpha (B, H, W)). With the compiled kernels (the ``fast`` extra) torch is never
+    ``render_colours()`` or None (grey); ``size`` (H, W) -> (rgb (B, H, W, 3) float32 in [0, 1], alpha
+    (B, H, W)). With the compiled kernels (the ``fast`` extra) torch is never
     imported; otherwise, or with ``SPECTRE_RASTER=torch``, the torch rasteriser draws the same pixels."""
     if raster_backend() == "numba":
         return posed_frames(vertices, affine, faces, light, size, tint)

@@ -354,15 +354,16 @@ class Reconstructor:
 def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backend: str | None = None,
                 model: str | None = None, face: str | int | None = None, device: str | None = None,
                 precision: str | None = None, layout: str | None = None, render_colours: str | None = None,
-                meshes: str | None = None, arkit_format: str | None = None, config: str | Path | ReconstructConfig | None = None,
-                assets: str | Path | None = None, overwrite: bool = False) -> ReconstructionResult:
+                meshes: str | None = None, arkit_format: str | None = None,
+                config: str | Path | ReconstructConfig | None = None, assets: str | Path | None = None,
+                overwrite: bool = False) -> ReconstructionResult:
     """Reconstruct the face(s) of one video.
 
     Without ``output_dir`` nothing is written and no render is made; with it the ``.npz``, ARKit ``.csv``
     (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
-    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``tinted`` (default)
-    or the official ``grey``) and optional meshes (``meshes``:
-    ``obj``, ``ply`` or ``glb``, an animated head scene for Blender/Unreal) are written there; existing
+    (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``tinted``
+    (default) or the official ``grey``) and optional meshes (``meshes``: ``obj``, ``ply`` or ``glb``, an
+    animated head scene for Blender/Unreal) are written there; existing
     files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
     ``model`` ``ict`` or ``flame``, ``face`` ``largest`` (default), ``all`` or a track id, ``device``
     ``auto``/``cpu``/``cuda``/``mps``. ``config`` is a YAML file or a :class:`ReconstructConfig`; keyword

@@ -1,5 +1,6 @@
-"""The render video, chunk by chunk: each face's grey shape is rasterised straight into the output window
-(:mod:`.window`) at the window's resolution, composed with the window of the input and encoded.
+"""The render video, chunk by chunk: each face's shape (grey, tinted by `render_colours`) is rasterised
+straight into the output window (:mod:`.window`) at the window's resolution, composed with the window of
+the input and encoded.
 
 Nothing is rendered at the input's resolution and then resampled, and nothing the window does not show
 is blended or encoded: on a 1080p input the default face window is 512x512, a fifteenth of the pixels of
@@ -27,8 +28,8 @@ __all__ = ["VideoStage", "posed_rows", "render_window", "video_tint", "window_af
 
 
 def video_tint(model, colours: str) -> np.ndarray | None:
-    """The kernels' per-vertex tint for ``colours`` (:data:`.config.RENDER_COLOURS`); None: plain grey (also for a
-    model without colours)."""
+    """The kernels' per-vertex tint for ``colours`` (:data:`.config.RENDER_COLOURS`); None: plain grey (also
+    for a model without colours)."""
     tint = model.render_colours() if colours == "tinted" else None
     return None if tint is None else tint.numpy()
 
