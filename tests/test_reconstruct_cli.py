@@ -181,3 +181,21 @@ def test_face_all_writes_one_result_per_track(sample_videos, tmp_path):
     centres = sorted(float(np.nanmean(load_face_npz(f)["landmarks2d"][..., 0])) for f in npzs)
     assert centres[0] < 224 < centres[1], "one face on each side"
     assert len(open_video(out / "two.mp4").read()) == n
+
+
+def test_render_colours_option_colours_the_video(short_video, tmp_path):
+    """``--render-colours``: the default video shows red lips on the grey mesh, ``grey`` none; the choice is
+    saved with the result."""
+    import av
+
+    red = {}
+    for colours in ("tinted", "grey"):
+        out = tmp_path / colours
+        args = ["--render-colours", colours] if colours == "grey" else []
+        assert main(["reconstruct", str(short_video), "-o", str(out), "--layout", "render", "--quiet", *args]) == 0
+        assert yaml.safe_load(load_face_npz(out / "clip.npz")["config"])["render_colours"] == colours
+        with av.open(str(out / "clip.mp4")) as c:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+        red[colours] = ((frames[..., 0] - frames[..., 1] > 40) & (frames[..., 0] > 80)).sum((1, 2))
+    assert (red["tinted"] > 100).all(), red["tinted"]  # the lips, in every frame (measured: at least 248 px)
+    assert red["grey"].max() < 5, red["grey"]
