@@ -1,7 +1,7 @@
 """Independent judges: 68 landmarks re-detected on the render and on the input by the same detector.
 
 The fit is driven by MediaPipe's points, so its own landmarks (or MediaPipe re-run on its render) are not
-a fair measure of what a viewer sees. A judge re-detects iBUG-68 landmarks on the grey render (``--layout
+a fair measure of what a viewer sees. A judge re-detects iBUG-68 landmarks on the render (``--layout
 render`` or the render half of a grid) and on the input video with one detector and compares the two
 with :func:`spectre.evaluate.metrics.compare_landmarks`. The tracked landmarks of the result (MediaPipe)
 are scored against the same judge's input landmarks: the ceiling of a landmark-driven fit.

@@ -1,4 +1,4 @@
-"""The render video's frames from posed faces and the input's window: the grey render
+"""The render video's frames from posed faces and the input's window: the shape's render
 (:func:`render_posed`), the layout (grid, overlay or render alone) and the writer. No torch here: the video
 stage process (:mod:`.stageworker`) draws, composes and encodes without it."""
 from __future__ import annotations

@@ -166,7 +166,7 @@ def face_boxes(points478: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> 
 
 def write_video(model, result, path: str | Path, layout: str, video_frame: str = "auto", max_height: int = 512,
                 overwrite: bool = False, chunk: int | None = None, progress=None, colours: str = "tinted") -> Path:
-    """``<name>.mp4`` of a finished reconstruction (decodes the input again): the grey render of every
+    """``<name>.mp4`` of a finished reconstruction (decodes the input again): the render of every
     face beside the input (``grid``), over it (``overlay``) or alone (``render``), in the window chosen by
     ``video_frame`` (:mod:`.window`), in ``colours`` (:data:`.config.RENDER_COLOURS`); the input's frame count,
     timing and audio."""
