@@ -142,3 +142,39 @@ def test_signal_mid_batch_then_resume(sig, layout, workers, tmp_path, shared_dir
     finished = _assert_complete(out)
     assert finished == {f"clip{i}" for i in range(n_videos)}
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "a temporary/marker file is visible"
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_dropped_inside_a_callback_is_sent_again(signame):
+    """The signal's exception raised inside a weakref callback (where Python prints and drops it, as a
+    Ctrl-C that lands in one does) still stops the command: it is sent again and raised in ordinary code."""
+    code = f"""
+import signal, sys, time, weakref
+from spectre.cli import Terminated, sigterm_as_interrupt
+
+class Thing:
+    pass
+
+def dropped(_ref):  # what the signal handler does when the signal lands inside this callback
+    if signal.{signame} == signal.SIGTERM:
+        raise Terminated()
+    raise KeyboardInterrupt
+
+with sigterm_as_interrupt():
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, dropped)
+        del thing  # the callback runs and its exception is dropped
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sum(range(1000))
+        print("not stopped")
+    except Terminated:
+        print("stopped: Terminated")
+    except KeyboardInterrupt:
+        print("stopped: KeyboardInterrupt")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    want = "Terminated" if signame == "SIGTERM" else "KeyboardInterrupt"
+    assert proc.stdout.strip() == f"stopped: {want}", (proc.stdout, proc.stderr)
+    assert "Exception ignored" in proc.stderr  # Python did drop the first one

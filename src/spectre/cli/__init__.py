@@ -65,16 +65,42 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
 
 
+#: seconds after which a signal whose exception Python dropped is sent again
+REDELIVER_S = 0.05
+
+
+def _redeliver_dropped(previous_hook):
+    """A ``sys.unraisablehook`` that sends Ctrl-C / SIGTERM again when its exception was dropped.
+
+    Why: the exception of a signal that arrives while a finaliser or a weakref callback runs in the main
+    thread is raised inside that callback, where Python prints it ("Exception ignored in ...") and drops
+    it; the command then went on to the end and exited 0 (seen once in CI: Ctrl-C during a batch). The
+    signal is sent again a moment later, when the main thread is back in ordinary code."""
+    def hook(unraisable) -> None:
+        exc = unraisable.exc_type
+        if exc is not None and issubclass(exc, KeyboardInterrupt):
+            sig = signal.SIGTERM if issubclass(exc, Terminated) else signal.SIGINT
+            timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), sig))
+            timer.daemon = True
+            timer.start()
+        previous_hook(unraisable)
+    return hook
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; restored after)."""
+    """Turn SIGTERM into :class:`Terminated` while a command runs, and send Ctrl-C or SIGTERM again when
+    Python dropped its exception (:func:`_redeliver_dropped`); main thread only; restored after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_dropped(previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
