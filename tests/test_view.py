@@ -112,8 +112,8 @@ def _pixels(png: bytes) -> np.ndarray:
 
 @pytest.mark.slow
 def test_page_in_headless_chromium(tmp_path, sample_videos):
-    """A real reconstruction of a moving clip, shown in the page: no console errors, the head is drawn,
-    seeking the video moves it, clicking the curves seeks the video."""
+    """A real reconstruction of a moving clip, shown in the page: no console errors, the head is drawn with
+    its lip colour, seeking the video moves it, clicking the curves seeks the video."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -148,6 +148,10 @@ def test_page_in_headless_chromium(tmp_path, sample_videos):
             background = np.array([0x29, 0x23, 0x20])  # the scene's background, BGR
             drawn = (np.abs(first - background).sum(2) > 30).mean()
             assert drawn > 0.05, f"the 3D view is blank ({drawn:.1%} non-background pixels)"
+            # the lips' colour (the scene's COLOR_0) is drawn: red well above the skin's (R - G about 10 on the
+            # skin, 30-49 on the lips; measured 1755 such pixels)
+            lips = int(((first[..., 2] - first[..., 1] > 25) & (first[..., 2] > 90)).sum())  # BGR
+            assert lips > 300, f"no lip colour in the 3D view ({lips} reddish pixels)"
             seek(1.0)
             assert abs(page.eval("window.spectreView.time") - 1.0) < 0.05
             second, m_second = _pixels(page.screenshot(rect)), np.array(page.eval(matrix))
