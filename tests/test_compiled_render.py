@@ -157,7 +157,7 @@ def test_warm_up_loads_the_kernels_only_when_they_draw(monkeypatch):
     compiled.load()
     calls = []
     real = compiled.shade_frames
-    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[13].copy())))  # alpha
+    monkeypatch.setattr(compiled, "shade_frames", lambda *a: (real(*a), calls.append(a[12].copy())))  # alpha
     monkeypatch.setenv("SPECTRE_RASTER", "auto")
     compiled.warm_up()
     assert len(calls) == 1 and calls[0].sum() > 0  # one small render that drew its triangle

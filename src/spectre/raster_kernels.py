@@ -45,7 +45,8 @@ NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)
 POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
 #: the functions compiled by :func:`load`, callees first
-_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_to_u8", "_shade", "shade_frames")
+_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_edge", "_draw", "_to_u8", "_tinted_faces", "_shade",
+            "shade_frames")
 
 
 @functools.cache
@@ -272,8 +273,22 @@ def _to_u8(value):
     return np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
-def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, tint, tinted_faces, rgb, alpha,
-                 out8):
+def _tinted_faces(tint, faces):
+    """(F,) bool: the faces with a corner whose ``tint`` (V, 3) is not 1; none when ``tint`` is empty. Most of
+    a face is plain grey: its pixels skip the interpolation."""
+    out = np.zeros(faces.shape[0], np.bool_)
+    if tint.shape[0] == 0:
+        return out
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            v = faces[f, k]
+            if tint[v, 0] != 1.0 or tint[v, 1] != 1.0 or tint[v, 2] != 1.0:
+                out[f] = True
+                break
+    return out
+
+
+def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat, clamp, tint, rgb, alpha, out8):
     """Grey shape of a batch into ``rgb`` (B, H, W, 3) and ``alpha`` (B, H, W), both zero on entry; or, when
     ``out8`` (B, H, W', 3) uint8 is not :data:`NO_BYTES`, straight into its first W columns (black there on
     entry; ``alpha``'s shape still gives H, W).
@@ -281,8 +296,7 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     ``src`` (B, V, 3) x, y and depth mapped to pixels by ``affine`` (B, 2, 3) (x, y only); world ``normals``
     (B, V, 3), or an empty array to compute them here, one frame at a time, from ``vertices`` (B, V, 3);
     ``faces`` (F, 3) int64; ``lights`` (B, L, 6): unit direction, then colour times albedo / L; ``clamp``
-    clips colours to [0, 1]; ``tint`` (V, 3) float32 per-vertex factors of the albedo, or (0, 3): grey, and
-    ``tinted_faces`` (F,) bool, the faces with a corner whose tint is not 1 (:func:`tint_array`)."""
+    clips colours to [0, 1]; ``tint`` (V, 3) float32 per-vertex factors of the albedo, or (0, 3): grey."""
     B, V = src.shape[0], src.shape[1]
     H, W = alpha.shape[1], alpha.shape[2]
     to_u8 = out8.shape[1] > 0
@@ -291,6 +305,7 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     points = np.empty((V, 3))
     own = normals.shape[0] == 0
     scratch = np.empty((V, 3), normals.dtype)
+    tinted_faces = _tinted_faces(tint, faces)
     for b in range(B):
         if not _to_pixels(src[b], affine[b], points):
             continue
@@ -338,25 +353,22 @@ def posed_frames_into(out: np.ndarray, vertices: np.ndarray, affine: np.ndarray,
                  np.empty((1, H, W), np.float32), out)
 
 
-def tint_array(tint: np.ndarray | None, n_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The kernels' ``tint`` and ``tinted_faces``: (V, 3) float32 and (F,) bool, the faces with a corner whose
-    tint is not 1 (most of a face is plain grey; they skip the interpolation), or (0, 3) and (0,) for none. A
-    tint for another mesh is a ``ValueError``."""
+def tint_array(tint: np.ndarray | None, n_vertices: int) -> np.ndarray:
+    """The kernels' ``tint``: (V, 3) float32, or (0, 3) for none; a tint for another mesh is a ``ValueError``."""
     if tint is None:
-        return np.zeros((0, 3), np.float32), np.zeros(0, np.bool_)
+        return np.zeros((0, 3), np.float32)
     tint = np.ascontiguousarray(tint, np.float32)
     if tint.shape != (n_vertices, 3):
         raise ValueError(f"tint {tint.shape} does not fit a mesh of {n_vertices} vertices")
-    return tint, (tint != 1.0).any(1)[faces].any(1)
+    return tint
 
 
 def _shade_posed(vertices, affine, faces, light, tint, rgb, alpha, out8) -> None:
     vertices = np.ascontiguousarray(vertices, np.float32)
     lights = np.ascontiguousarray(np.broadcast_to(np.asarray(light, np.float64), (len(vertices), *np.shape(light))))
-    faces = np.ascontiguousarray(faces, np.int64)
     load().shade_frames(vertices * POSED_AXES, np.ascontiguousarray(affine, np.float64),
-                        np.empty((0, 0, 3), np.float32), vertices, faces, lights, True, SPAN_EPS, FLAT, True,
-                        *tint_array(tint, vertices.shape[1], faces), rgb, alpha, out8)
+                        np.empty((0, 0, 3), np.float32), vertices, np.ascontiguousarray(faces, np.int64), lights,
+                        True, SPAN_EPS, FLAT, True, tint_array(tint, vertices.shape[1]), rgb, alpha, out8)
 
 
 def warm_up() -> None:

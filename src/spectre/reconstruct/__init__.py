@@ -6,8 +6,8 @@ overwrite=False)
 Reconstruct the face(s) of one video (:func:`spectre.reconstruct.reconstructor.reconstruct`): without
 ``output_dir`` nothing is written; with it the ``.npz``, the ARKit CSV (``arkit_format``: ``csv``,
 ``livelink`` or ``both``), the render video (``layout``, ``render_colours``) and optional meshes
-(``meshes``: ``obj``, ``ply``, ``glb``) are written there. The result holds per-face parameters, camera, landmarks, timestamps and
-``result.arkit`` (T, 52) with ``result.arkit_names``.
+(``meshes``: ``obj``, ``ply``, ``glb``) are written there. The result holds per-face parameters, camera,
+landmarks, timestamps and ``result.arkit`` (T, 52) with ``result.arkit_names``.
 
 Reconstruction: the ``fit`` and ``learned`` backends and the video-to-results path around them.
 

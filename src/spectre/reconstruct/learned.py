@@ -102,7 +102,8 @@ class LearnedBackend:
         filled = interpolate_landmarks(np.where(valid[:, None, None], lm, np.nan))
         tforms = face_crop_transform(filled, scale=self.crop_scale)
         T = len(tracks.indices)
-        stream = CropStream(source, tracks.indices, tforms, FACE_CROP_SIZE, warp_crop_fast if self.cfg.fast else warp_crop)
+        warp = warp_crop_fast if self.cfg.fast else warp_crop
+        stream = CropStream(source, tracks.indices, tforms, FACE_CROP_SIZE, warp)
         codes = self.encode(T, stream)
         params = {"shape": codes["shape"], "expression": codes["exp"], "jaw_pose": codes["pose"][:, 3:6],
                   "global_pose": codes["pose"][:, :3]}

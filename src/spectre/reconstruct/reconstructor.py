@@ -363,8 +363,8 @@ def reconstruct(path: str | Path, output_dir: str | Path | None = None, *, backe
     (``arkit_format``: ``csv``, ``livelink`` for the Live Link Face layout, or ``both``), the render video
     (``layout``: ``grid`` (default), ``overlay``, ``render``, ``none``; ``render_colours``: ``tinted``
     (default) or the official ``grey``) and optional meshes (``meshes``: ``obj``, ``ply`` or ``glb``, an
-    animated head scene for Blender/Unreal) are written there; existing
-    files are only replaced with ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
+    animated head scene for Blender/Unreal) are written there; existing files are only replaced with
+    ``overwrite=True``. ``backend`` is ``fit`` (default) or ``learned``,
     ``model`` ``ict`` or ``flame``, ``face`` ``largest`` (default), ``all`` or a track id, ``device``
     ``auto``/``cpu``/``cuda``/``mps``. ``config`` is a YAML file or a :class:`ReconstructConfig`; keyword
     arguments override it.

@@ -66,7 +66,8 @@ def posed_rows(model, face: FaceRows, to_window: np.ndarray) -> tuple[np.ndarray
 
 
 def render_window(model, faces_idx: torch.Tensor, face: FaceRows, to_window: np.ndarray,
-                  size: tuple[int, int], fast: bool = True, tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  size: tuple[int, int], fast: bool = True,
+                  tint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grey render of one face in the output window -> (rgb (n, H, W, 3) float32 premultiplied, alpha (n, H, W)).
 
     ``to_window`` (n, 3, 3) maps input px -> window px; ``size`` is the window's (width, height). ``fast``:
@@ -118,7 +119,8 @@ class VideoStage:
         frames (:func:`.compose.compose_posed`, the same bytes)."""
         if len(faces) == 1 and self.layout != "overlay":
             rows, verts, affine = posed_rows(self.model, faces[0], to_window)
-            return compose_posed(frames, rows, verts, affine, self.faces_idx.numpy(), self.light, self.layout, self.tint)
+            return compose_posed(frames, rows, verts, affine, self.faces_idx.numpy(), self.light, self.layout,
+                                 self.tint)
         renders = [render_window(self.model, self.faces_idx, face, to_window, self.window.size, tint=self.tint)
                    for face in faces]
         return compose(frames, renders, self.layout, self.opacity)

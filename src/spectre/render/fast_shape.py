@@ -276,12 +276,11 @@ def _render_compiled(normals: torch.Tensor | None, vertices: torch.Tensor | None
     none = np.empty((0, 0, 3), np.float32)
     rgb = np.zeros((B, H, W, 3), np.float32)
     alpha = np.zeros((B, H, W), np.float32)
-    faces_np = as_np(faces, np.int64)
     raster_kernels.load().shade_frames(as_np(src), as_np(affine, np.float64), none if normals is None else as_np(normals),
-                             none if vertices is None else as_np(vertices), faces_np,
+                             none if vertices is None else as_np(vertices), as_np(faces, np.int64),
                              as_np(light, np.float64), bool(cull_backfaces), _SPAN_EPS, _FLAT, bool(clamp),
-                             *raster_kernels.tint_array(None if tint is None else as_np(tint), src.shape[1], faces_np),
-                             rgb, alpha, raster_kernels.NO_BYTES)
+                             raster_kernels.tint_array(None if tint is None else as_np(tint), src.shape[1]), rgb, alpha,
+                             raster_kernels.NO_BYTES)
     return torch.from_numpy(rgb), torch.from_numpy(alpha)
 
 
@@ -309,7 +308,7 @@ def render_posed_torch(vertices: np.ndarray, affine: np.ndarray, faces: np.ndarr
     lights = torch.from_numpy(light).to(torch.float32)
     # the table's colours already hold albedo / L: undo the 1 / L, with albedo 1
     lights = torch.cat([lights[:, :3], lights[:, 3:] * lights.shape[0]], -1)
-    tint_t = None if tint is None else torch.from_numpy(raster_kernels.tint_array(tint, vertices.shape[1], faces)[0])
+    tint_t = None if tint is None else torch.from_numpy(raster_kernels.tint_array(tint, vertices.shape[1]))
     rgb, alpha = render_shape_pixels(normals, points, faces_t, size, lights=lights, albedo=1.0, tint=tint_t)
     return rgb.clamp_(0.0, 1.0).numpy(), alpha.numpy()
 
@@ -324,7 +323,8 @@ def _lit(normals: torch.Tensor, lights: torch.Tensor, albedo: float) -> torch.Te
 @torch.inference_mode()
 def render_shape_pixels(normals: torch.Tensor, points: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], *,
                         lights: torch.Tensor | None = None, albedo: float = SHAPE_GREY,
-                        cull_backfaces: bool = True, tint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        cull_backfaces: bool = True,
+                        tint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey shape of a batch: world vertex ``normals`` (B, V, 3), ``points`` (B, V, 3) pixel x, y (centres
     at integers) and depth, ``faces`` (F, 3) -> (rgb (B, H, W, 3) float32, black background; alpha
     (B, H, W) float32 hard coverage). ``lights`` (L, 6) or (B, L, 6), default the demo's 5 lights; ``tint``
