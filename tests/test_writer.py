@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spectre.errors import OutputError
-from spectre.io.writer import VideoWriter
+from spectre.io.writer import VideoWriter, _yuv420_frame
 from spectre.render.visualize import compose, shape_frames
 
 
@@ -42,6 +42,22 @@ def test_grid_video_keeps_frames_timing_and_audio(lrs3_video, tmp_path):
     # right half is the input: lossy but close
     err = np.abs(got[len(got) // 2][:, W:].astype(float) - frames[len(got) // 2]).mean()
     assert err < 4.0
+
+
+def test_frames_reach_the_encoder_as_swscale_would_convert_them(lrs3_video):
+    """The writer converts RGB to yuv420p itself (OpenCV, for speed): the planes must be those of FFmpeg's own
+    conversion (BT.601, limited range), or every video's colours would shift. Chroma differs a little at
+    edges: OpenCV averages each 2x2 block, FFmpeg's same-size path takes one pixel of it."""
+    frames, _, _ = read_video(lrs3_video)
+    for img in (frames[0], frames[-1], compose("grid", 255 - frames[5], np.ones(frames[5].shape[:2]), frames[5])):
+        img = np.ascontiguousarray(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2])
+        ours = _yuv420_frame(img)
+        ffmpeg = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        assert ours.format.name == "yuv420p" and (ours.width, ours.height) == (img.shape[1], img.shape[0])
+        a, b = ours.to_ndarray().astype(int), ffmpeg.to_ndarray().astype(int)
+        h = img.shape[0]
+        assert np.abs(a[:h] - b[:h]).max() <= 1  # luma
+        assert abs(a[h:].mean() - b[h:].mean()) < 0.2 and np.abs(a[h:] - b[h:]).mean() < 1.0  # chroma
 
 
 def test_uncopyable_audio_is_reencoded_to_aac(tmp_path):

@@ -40,6 +40,19 @@ def _frame_to_uint8(frame) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def _yuv420_frame(img: np.ndarray):
+    """An even-sized RGB frame as the encoder's ``yuv420p`` (BT.601, limited range, as swscale makes it).
+
+    Why: converted by OpenCV, writing a 1024x512 grid frame costs 0.6 ms less than when PyAV's swscale
+    converts it inside ``encode`` (7.0 vs 7.6 CPU ms with x264's own work; docs/performance.md, ninth session).
+    Same luma within 1 level; chroma is the mean of each 2x2 block where swscale takes one of its pixels
+    (tests/test_writer.py)."""
+    import av
+    import cv2
+
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+
+
 class VideoWriter:
     """Write RGB frames to ``path`` (.mp4/.mov/.mkv) as H.264 yuv420p.
 
@@ -54,6 +67,7 @@ class VideoWriter:
                  pts: Sequence[float] | None = None, *, overwrite: bool = False, crf: float = 18,
                  preset: str = "medium", x264_params: str | None = None):
         import av
+        import cv2  # noqa: F401 - the frames' colour conversion (0.1 s to load): here, not on the first frame
 
         self.path = Path(path)
         self.fps = float(fps)
@@ -136,8 +150,6 @@ class VideoWriter:
     def write(self, frame, t: float | None = None) -> None:
         """Append one RGB frame ((H, W, 3) uint8, or float in [0, 1]); ``t``: its presentation time in
         seconds when the timestamps are not known up front (default: ``pts`` given, else ``i / fps``)."""
-        import av
-
         img = _frame_to_uint8(frame)
         if img.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {img.shape[1]}x{img.shape[0]}, writer expects {self.width}x{self.height}")
@@ -150,7 +162,7 @@ class VideoWriter:
             t = self.pts[i]
         elif t is None:
             t = i / self.fps
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf = _yuv420_frame(img)
         vf.pts = int(round(t / _TIME_BASE))
         vf.time_base = _TIME_BASE
         for packet in self._video.encode(vf):
