@@ -9,6 +9,7 @@ from ..faces.landmarks import OneEuroConfig
 from ..faces.track import TrackerConfig, track_video
 from ..faces.tracks_file import save_tracks
 from ..io.inputs import display_path, expand_inputs
+from ..io.video import open_video
 from .options import add_image_folder
 
 HELP = "detect and track faces (478-point meshes + iBUG-68 landmarks + crop transforms) in videos"
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", action="store_true", help="One-Euro temporal filter on the landmarks")
     p.add_argument("--crop-scale", type=float, default=FACE_CROP_SCALE, help="face-crop scale stored with the tracks")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     add_image_folder(p)
 
 
@@ -41,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[out_dir])
     failed = 0
-    for item in items:
+    bars = not args.quiet and sys.stderr.isatty()
+    for i, item in enumerate(items):
         target = out_dir / f"{item.name}.tracks.npz"
         try:
             if target.exists() and not args.overwrite:
                 raise OutputError(f"{display_path(target)} already exists (pass --overwrite to replace it)")
-            tracks = track_video(item.path, face=args.face, config=cfg)
+            source = open_video(item.path)
+            with _frame_bar(bars, source.num_frames, item.name, i, len(items)) as bar:
+                tracks = track_video(source, face=args.face, config=cfg, progress=bar.update if bar else None)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_tracks(tracks, target, overwrite=args.overwrite, crop_scale=args.crop_scale)
             valid = sum(int(t.valid.sum()) for t in tracks.tracks.values())
@@ -58,3 +63,15 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"spectre: error: {exc}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _frame_bar(shown: bool, total: int, name: str, i: int, n: int):
+    """A progress bar of one input's frames (with an ETA; gone when done), or a stand-in that is false."""
+    import contextlib
+
+    if not shown:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    desc = f"{i + 1}/{n} {name}" if n > 1 else name
+    return tqdm(total=total or None, desc=desc, unit="frame", leave=False, dynamic_ncols=True)

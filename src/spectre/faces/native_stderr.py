@@ -40,6 +40,8 @@ def native_stderr_filtered():
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     out = b"".join(ln + b"\n" for ln in lines if not _NATIVE_NOISE.match(ln))
+                    if b"\r" in pending:  # a progress bar redrawing its line (native lines end in \n): now
+                        out, pending = out + pending, b""
                     if out:
                         os.write(saved, out)
                 if pending:  # a partial line (progress bars redraw with \r) is passed on as is

@@ -8,7 +8,7 @@ and holds frames back only while a face is missing, so memory stays bounded on a
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,20 +117,27 @@ class FaceTracker:
         finally:
             self.close()
 
-    def track(self, source: VideoSource, chunk_size: int = 32, chunk_mb: int = CHUNK_MB) -> FaceTracks:
+    def track(self, source: VideoSource, chunk_size: int = 32, chunk_mb: int = CHUNK_MB,
+              progress: Callable[[int], None] | None = None) -> FaceTracks:
         """Whole-clip tracks (landmarks only; frames are not kept), decoded in chunks of at most
-        ``chunk_size`` frames and about ``chunk_mb`` MB (1080p at 32 frames a chunk held 1 GB in all)."""
+        ``chunk_size`` frames and about ``chunk_mb`` MB (1080p at 32 frames a chunk held 1 GB in all).
+        ``progress(n)`` is told of every ``n`` frames tracked."""
         chunk = chunk_frames(source.width, source.height, chunk_mb, chunk_size)
-        parts = [fc.faces for fc in self.stream(source, chunk)]
+        parts = []
+        for fc in self.stream(source, chunk):
+            parts.append(fc.faces)
+            if progress is not None:
+                progress(len(fc.faces.indices))
         return FaceTracks.concat(parts)
 
 
 def track_video(path: str | Path | VideoSource, face: str | int = "largest", config: TrackerConfig | None = None,
-                chunk_size: int = 32) -> FaceTracks:
-    """Open ``path``, track its faces and select ``face``. Raises ``NoFaceError`` when no face is found."""
+                chunk_size: int = 32, progress: Callable[[int], None] | None = None) -> FaceTracks:
+    """Open ``path``, track its faces and select ``face`` (``progress``: as :meth:`FaceTracker.track`). Raises
+    ``NoFaceError`` when no face is found."""
     source = path if isinstance(path, VideoSource) else open_video(path)
     with FaceTracker(config) as tracker:
-        tracks = tracker.track(source, chunk_size)
+        tracks = tracker.track(source, chunk_size, progress=progress)
     selected = select_faces(tracks, face)
     if not selected.tracks:
         raise NoFaceError(f"{source.path}: no face found in any of its {len(tracks)} frames")
