@@ -239,43 +239,20 @@ def test_track_cli_batch_goes_on_after_bad_input(tmp_path, sample_videos, capsys
 
 def test_track_cli_shows_a_frame_bar_in_a_terminal_only(tmp_path, sample_videos):
     """In a terminal: a bar of each input's frames with its total (tqdm's ``n/total``); ``--quiet`` or a pipe:
-    no bar. The whole command as a process, its stderr a pseudo-terminal."""
-    import fcntl
-    import os
-    import pty
-    import struct
+    no bar. The whole command as a process."""
     import subprocess
     import sys
-    import termios
+
+    from terminal import run_in_terminal
 
     clip = sample_videos["PbgB2TaYhio_00007"]
-
-    def stderr_of(*extra, tty=True):
-        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-        cmd = [sys.executable, "-m", "spectre", "track", str(clip), "-o", str(out), *extra]
-        if not tty:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=300).stderr
-        leader, follower = pty.openpty()
-        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's width
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=follower)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                data = os.read(leader, 4096)
-            except OSError:  # the process has closed its end
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(timeout=300) == 0
-        os.close(leader)
-        return b"".join(chunks).decode(errors="replace")
-
-    shown = stderr_of()
-    assert "/35 [" in shown and "frame/s" in shown, shown
-    for quiet in (stderr_of("--quiet"), stderr_of(tty=False)):
-        assert "/35 [" not in quiet and "%|" not in quiet and "\r" not in quiet, quiet
+    cmd = [sys.executable, "-m", "spectre", "track", str(clip)]
+    code, shown = run_in_terminal([*cmd, "-o", str(tmp_path / "a")])
+    assert code == 0 and "/35 [" in shown and "frame/s" in shown, shown
+    code, quiet = run_in_terminal([*cmd, "-o", str(tmp_path / "b"), "--quiet"])
+    piped = subprocess.run([*cmd, "-o", str(tmp_path / "c")], capture_output=True, text=True, timeout=300).stderr
+    for text in (quiet, piped):
+        assert "/35 [" not in text and "%|" not in text, text
 
 
 def test_mapping_is_mirror_symmetric(tracked):

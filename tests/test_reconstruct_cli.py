@@ -199,3 +199,23 @@ def test_render_colours_option_colours_the_video(short_video, tmp_path):
         red[colours] = ((frames[..., 0] - frames[..., 1] > 40) & (frames[..., 0] > 80)).sum((1, 2))
     assert (red["tinted"] > 100).all(), red["tinted"]  # the lips, in every frame (measured: at least 248 px)
     assert red["grey"].max() < 5, red["grey"]
+
+
+@pytest.mark.slow
+def test_frame_bar_shows_before_torch_loads(short_video, tmp_path):
+    """In a terminal the video's frame bar is drawn before the command imports torch (1-2 s of a short job),
+    so its clock and ETA count from the start. The order is read from
+    the process's own ``-X importtime`` lines, which share the terminal."""
+    import re
+    import sys
+
+    from terminal import run_in_terminal
+
+    code, shown = run_in_terminal([sys.executable, "-X", "importtime", "-m", "spectre", "reconstruct",
+                                   str(short_video), "-o", str(tmp_path / "out"), "--layout", "none"])
+    assert code == 0, shown[-2000:]
+    first_bar = shown.find("0/27 [")
+    torch_imported = re.search(r"\|\s+torch\r?\n", shown)
+    assert first_bar >= 0 and torch_imported, shown[-2000:]
+    assert first_bar < torch_imported.start()
+    assert shown.rfind("/27 [") > torch_imported.start()  # the same bar counts on after the import

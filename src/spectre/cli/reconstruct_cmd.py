@@ -8,6 +8,7 @@ import sys
 from ..errors import SpectreError
 from ..io.inputs import display_path, expand_inputs
 from ..io.video import open_video
+from ..progress import frame_bar
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from ..reconstruct.tracked import CutSettings
 from ..reconstruct.trackproc import TrackProcess
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     # the default job's stage process and its tracking need no torch here: start both now, on the core
     # that importing torch and loading the face model leave idle (each is stopped if the job does not use it)
-    spawned = ahead = None
+    spawned = ahead = bar = None
     if (items and workers == 1 and not args.ray and args.backend != "learned" and not args.weights
             and args.face in (None, "largest")):
         try:
@@ -91,16 +92,22 @@ def run(args: argparse.Namespace) -> int:
             if "torch" not in sys.modules:
                 ahead = TrackProcess(items[0].path, CutSettings(video=video).with_given(
                     layout=args.layout, video_frame=args.video_frame), size=(first.width, first.height))
+            if len(items) == 1 and _shows_progress(args):  # shown now, not after torch's import
+                bar = frame_bar(items[0].path.name, first.num_frames)
     try:
-        return _run(args, workers, items, ahead, spawned)
+        return _run(args, workers, items, ahead, spawned, bar)
     finally:
-        for early in (ahead, spawned):
+        for early in (ahead, spawned, bar):
             if early is not None:
                 early.close()  # a no-op once the job used it
 
 
+def _shows_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _run(args: argparse.Namespace, workers: int, items, ahead: TrackProcess | None,
-         spawned: SpawnedStages | None) -> int:
+         spawned: SpawnedStages | None, bar) -> int:
     with imports_kept():
         from ..reconstruct.batch import run_batch
         from ..reconstruct.config import make_config
@@ -111,7 +118,7 @@ def _run(args: argparse.Namespace, workers: int, items, ahead: TrackProcess | No
                       precision=args.precision, assets=args.assets, arkit=False if args.no_arkit else None,
                       arkit_format=args.arkit_format,
                       learned={"weights": args.weights} if args.weights else None)
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = _shows_progress(args)
 
     def report(outcome):  # as it happens in a batch; the summary lists every failure once more at the end
         if outcome.status == "failed" and not progress and len(items) > 1:
@@ -119,7 +126,7 @@ def _run(args: argparse.Namespace, workers: int, items, ahead: TrackProcess | No
 
     summary = run_batch(items, args.output, cfg, overwrite=args.overwrite, workers=workers,
                         ray_address=args.ray, progress=progress, on_done=report, stage_processes=True,
-                        track_ahead=ahead, spawned_stages=spawned)
+                        track_ahead=ahead, spawned_stages=spawned, first_bar=bar)
     print(summary.text(), file=sys.stderr)
     line = wrote_line(summary.outcomes, args.output)
     if line:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from ..errors import InputError, OutputError, SpectreError
 from ..faces.crop import FACE_CROP_SCALE
@@ -10,6 +11,7 @@ from ..faces.track import TrackerConfig, track_video
 from ..faces.tracks_file import save_tracks
 from ..io.inputs import display_path, expand_inputs
 from ..io.video import open_video
+from ..progress import frame_bar
 from .options import add_image_folder
 
 HELP = "detect and track faces (478-point meshes + iBUG-68 landmarks + crop transforms) in videos"
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             if target.exists() and not args.overwrite:
                 raise OutputError(f"{display_path(target)} already exists (pass --overwrite to replace it)")
             source = open_video(item.path)
-            with _frame_bar(bars, source.num_frames, item.name, i, len(items)) as bar:
+            name = f"{i + 1}/{len(items)} {item.name}" if len(items) > 1 else item.name
+            with frame_bar(name, source.num_frames) if bars else contextlib.nullcontext() as bar:
                 tracks = track_video(source, face=args.face, config=cfg, progress=bar.update if bar else None)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_tracks(tracks, target, overwrite=args.overwrite, crop_scale=args.crop_scale)
@@ -64,14 +67,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"spectre: error: {exc}", file=sys.stderr)
     return 1 if failed else 0
 
-
-def _frame_bar(shown: bool, total: int, name: str, i: int, n: int):
-    """A progress bar of one input's frames (with an ETA; gone when done), or a stand-in that is false."""
-    import contextlib
-
-    if not shown:
-        return contextlib.nullcontext(None)
-    from tqdm import tqdm
-
-    desc = f"{i + 1}/{n} {name}" if n > 1 else name
-    return tqdm(total=total or None, desc=desc, unit="frame", leave=False, dynamic_ncols=True)

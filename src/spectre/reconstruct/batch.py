@@ -18,6 +18,7 @@ from ..config import from_dict, to_dict
 from ..errors import InputError, OutputError
 from ..io.inputs import InputItem, display_path, expand_inputs
 from ..io.video import frame_count
+from ..progress import frame_bar
 from .config import ReconstructConfig
 from .distributed import run_on_ray
 from .jobs import JobOutcome, run_job
@@ -131,14 +132,16 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
               ray_address: str | None = None, progress: bool = False, image_folders: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None, stage_processes: bool = False,
               track_ahead: TrackProcess | None = None,
-              spawned_stages: SpawnedStages | None = None) -> BatchSummary:
+              spawned_stages: SpawnedStages | None = None, first_bar=None) -> BatchSummary:
     """Reconstruct many videos into ``output_dir`` (mirroring folder inputs' trees, see
     :mod:`spectre.io.inputs`): finished videos are skipped (unless ``overwrite``), unfinished ones are
     redone, failures are collected in the returned summary. ``stage_processes``: one video at a time,
     the fit and the video stage in their own processes (:mod:`.stageprocs`). ``track_ahead``: tracking
     already started (by the command line, while torch loaded; a :mod:`.trackproc` process): the job of its
     video takes its chunks (one worker); ``spawned_stages``: stage processes started by the command
-    line before it imported torch, used with ``stage_processes``. The caller closes both (a no-op once used)."""
+    line before it imported torch, used with ``stage_processes``. The caller closes both (a no-op once used).
+    ``first_bar``: the first video's frame bar (:func:`spectre.progress.frame_bar`), opened by the command line
+    before it imported torch; closed here once that video is done."""
     cfg = (config or ReconstructConfig()).validate()
     out = Path(output_dir)
     items = _items(inputs, image_folders, out)
@@ -184,20 +187,16 @@ def run_batch(inputs: Sequence[str | Path | InputItem], output_dir: str | Path,
                     rec.start_processes()  # they start up while this process loads the model and tracks
                 rec.model  # noqa: B018 - loads (and checks) the face model asset
             for video, stem in jobs:
-                frame_bar = None
-                cb = None
-                if progress:
-                    from tqdm import tqdm
-
+                fbar, first_bar = first_bar, None
+                if progress and fbar is None:
                     # total: the video's frames; the count is the mean over the stages, so the ETA covers all
-                    frame_bar = tqdm(desc=Path(video).name, unit="frame", total=frame_count(video) or None,
-                                     position=1 if bar is not None else 0, leave=False, dynamic_ncols=True)
-                    cb = frame_bar.update
+                    fbar = frame_bar(Path(video).name, frame_count(video), position=1 if bar is not None else 0)
+                cb = fbar.update if fbar is not None else None
                 try:
                     done(run_job(video, stem, str(out), cfg_dict, overwrite, reconstructor=rec, progress=cb))
                 finally:
-                    if frame_bar is not None:
-                        frame_bar.close()
+                    if fbar is not None:
+                        fbar.close()
         finally:
             rec.close()
     else:
