@@ -329,3 +329,22 @@ det.close()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "GLOG_minloglevel": "2"}).stdout
     assert out.strip() == "terminated, open: True"
+
+
+def test_mediapipe_loads_without_its_drawing_helpers_until_they_are_used():
+    """Tracking imports MediaPipe without matplotlib (0.3 s of its import); MediaPipe's drawing helpers still
+    work for code that uses them. In a fresh interpreter, so that no earlier import decides."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from spectre.faces.mesh import import_mediapipe
+mp = import_mediapipe()
+assert "matplotlib.pyplot" not in sys.modules, "tracking loaded matplotlib"
+from mediapipe.python.solutions.drawing_utils import DrawingSpec
+assert mp.solutions.drawing_styles.get_default_face_mesh_tesselation_style().color == (128, 128, 128)
+assert DrawingSpec is mp.solutions.drawing_utils.DrawingSpec and "matplotlib.pyplot" in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -8,10 +8,14 @@ MediaPipe is imported when the graphs open, so importing this module stays cheap
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.machinery
 import logging
 import os
 import signal
+import sys
 import threading
+import types
 
 import numpy as np
 
@@ -47,12 +51,53 @@ def signals_deferred():
                 os.kill(os.getpid(), s)
 
 
+class _LoadedOnUse(types.ModuleType):
+    """Stands in for a module until one of its attributes is read: then imports the real one (which takes its
+    place in ``sys.modules`` and on its package) and answers from it. Unlike ``importlib.util.LazyLoader``'s
+    modules, the import machinery's own look at ``__spec__`` does not load it."""
+
+    def __getattr__(self, attr: str):
+        with _LOADING:
+            real = self.__dict__.get("_real")
+            if real is None:
+                if sys.modules.get(self.__name__) is self:
+                    del sys.modules[self.__name__]
+                real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+_LOADING = threading.RLock()
+
+
+def import_mediapipe():
+    """``import mediapipe``, with its drawing helpers loaded only when something uses them.
+
+    Why: the package imports ``solutions.drawing_utils``, which imports matplotlib's pyplot: 0.3 of the 0.5 s
+    that importing MediaPipe takes, in every process that tracks, for drawing that tracking never does. Those
+    two modules stand in as :class:`_LoadedOnUse` until one of their attributes is read, so code that draws
+    with MediaPipe works as before."""
+    standing_in = {}
+    if "mediapipe" not in sys.modules:
+        for name in ("drawing_utils", "drawing_styles"):
+            full = f"mediapipe.python.solutions.{name}"
+            if full not in sys.modules:
+                standing_in[name] = sys.modules[full] = _LoadedOnUse(full)
+                standing_in[name].__spec__ = importlib.machinery.ModuleSpec(full, None)
+    import mediapipe
+
+    solutions = sys.modules.get("mediapipe.python.solutions")
+    for name, module in standing_in.items():  # what importing them would have bound on their package
+        if solutions is not None and not hasattr(solutions, name):
+            setattr(solutions, name, module)
+    return mediapipe
+
+
 def _open_mesh(max_faces: int, min_detection_confidence: float, min_tracking_confidence: float):
     """MediaPipe's face-mesh graph in tracking mode with 478 points. Besides the landmarks we ask for
     the graph's own face detections: whenever it runs its detector (every frame while it follows fewer
     than ``max_faces`` faces) their scores give the per-face confidence without a second detector.
     Falls back to the plain ``FaceMesh`` solution if this MediaPipe build lays the graph out differently."""
-    import mediapipe as mp
+    mp = import_mediapipe()
 
     try:
         from mediapipe.python.solution_base import SolutionBase
@@ -129,8 +174,7 @@ class MeshDetector:
         with signals_deferred():
             # the first import too: a signal handled while MediaPipe's bindings initialise fails the import
             # ("initialization failed", then "type already defined" on every later try) instead of stopping
-            import mediapipe as mp
-
+            mp = import_mediapipe()
             self._mesh = _open_mesh(self.max_faces, self.min_detection_confidence, self.min_tracking_confidence)
             self._det = mp.solutions.face_detection.FaceDetection(
                 model_selection=self.detector_model, min_detection_confidence=min(self.min_detection_confidence, 0.3))
