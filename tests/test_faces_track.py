@@ -331,20 +331,45 @@ det.close()
     assert out.strip() == "terminated, open: True"
 
 
-def test_mediapipe_loads_without_its_drawing_helpers_until_they_are_used():
-    """Tracking imports MediaPipe without matplotlib (0.3 s of its import); MediaPipe's drawing helpers still
-    work for code that uses them. In a fresh interpreter, so that no earlier import decides."""
+def test_tracking_one_face_loads_neither_matplotlib_nor_scipy_optimize(sample_videos):
+    """Tracking a clip of one face imports neither matplotlib (through MediaPipe's drawing helpers, 0.3 s),
+    MediaPipe's audio tasks, nor scipy.optimize (the assignment of several faces, 0.2 s); MediaPipe's drawing
+    helpers and audio tasks still work for code that uses them. In a fresh interpreter, so that no earlier
+    import decides."""
     import subprocess
     import sys
 
-    code = """
+    code = f"""
 import sys
 from spectre.faces.mesh import import_mediapipe
+from spectre.faces.track import track_video
+tracks = track_video({str(sample_videos["PbgB2TaYhio_00007"])!r})
+assert len(tracks) == 35
+for heavy in ("matplotlib.pyplot", "scipy.optimize", "mediapipe.tasks.python.audio.audio_classifier"):
+    assert heavy not in sys.modules, heavy
 mp = import_mediapipe()
-assert "matplotlib.pyplot" not in sys.modules, "tracking loaded matplotlib"
+assert mp.tasks.audio.AudioClassifier.__name__ == "AudioClassifier"
 from mediapipe.python.solutions.drawing_utils import DrawingSpec
 assert mp.solutions.drawing_styles.get_default_face_mesh_tesselation_style().color == (128, 128, 128)
 assert DrawingSpec is mp.solutions.drawing_utils.DrawingSpec and "matplotlib.pyplot" in sys.modules
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_matching_one_against_many_is_the_hungarian_assignment():
+    """With one track or one face the cheapest admissible pair is taken without scipy: it must be the pair the
+    Hungarian assignment picks, and no pair when every cost is over the limit."""
+    from scipy.optimize import linear_sum_assignment
+
+    from spectre.faces.matching import ActiveTrack, assign, match_costs
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(100, 300, (478, 3)).astype(np.float32)
+    for n_tracks, n_faces in ((1, 1), (1, 3), (3, 1), (1, 4)):
+        active = [ActiveTrack.start(i, 0, base + rng.normal(0, 30, 3).astype(np.float32), None, 1.0)
+                  for i in range(n_tracks)]
+        faces = [(base + rng.normal(0, 30, 3).astype(np.float32), 0.9) for _ in range(n_faces)]
+        rows, cols = linear_sum_assignment(match_costs(active, faces, 1.0, 10.0))
+        assert assign(active, faces, landmark_weight=1.0, max_match_cost=10.0) == [(int(rows[0]), int(cols[0]))]
+        assert assign(active, faces, landmark_weight=1.0, max_match_cost=1e-9) == []

@@ -1,7 +1,8 @@
 """Identity matching: which detection in this frame continues which live track.
 
-Hungarian assignment (scipy) on ``(1 - IoU) + w * mean iBUG-68 landmark distance / face diagonal``;
-a pair costing more than ``max_match_cost`` is no match (the detection starts a new track).
+Hungarian assignment (scipy; the cheapest pair when one side has one) on
+``(1 - IoU) + w * mean iBUG-68 landmark distance / face diagonal``; a pair costing more than
+``max_match_cost`` is no match (the detection starts a new track).
 """
 from __future__ import annotations
 
@@ -44,13 +45,10 @@ class ActiveTrack:
         self.lmk68 = mp478_to_ibug68(points[:, :2])
 
 
-def assign(active: list[ActiveTrack], faces: list[tuple[np.ndarray, float | None]], landmark_weight: float,
-           max_match_cost: float) -> list[tuple[int, int]]:
-    """[(index into ``active``, index into ``faces``)] of the matched pairs."""
-    from scipy.optimize import linear_sum_assignment
-
-    if not active or not faces:
-        return []
+def match_costs(active: list[ActiveTrack], faces: list[tuple[np.ndarray, float | None]], landmark_weight: float,
+                max_match_cost: float) -> np.ndarray:
+    """(tracks, faces) cost of continuing each track with each face; a pair over ``max_match_cost`` costs
+    ``_NO_MATCH``."""
     cost = np.full((len(active), len(faces)), _NO_MATCH)
     for i, tr in enumerate(active):
         diag = float(np.hypot(tr.bbox[2] - tr.bbox[0], tr.bbox[3] - tr.bbox[1])) or 1.0
@@ -60,5 +58,20 @@ def assign(active: list[ActiveTrack], faces: list[tuple[np.ndarray, float | None
             v = (1.0 - iou) + landmark_weight * dist
             if v <= max_match_cost:
                 cost[i, j] = v
-    rows, cols = linear_sum_assignment(cost)
-    return [(r, k) for r, k in zip(rows, cols) if cost[r, k] < _NO_MATCH]
+    return cost
+
+
+def assign(active: list[ActiveTrack], faces: list[tuple[np.ndarray, float | None]], landmark_weight: float,
+           max_match_cost: float) -> list[tuple[int, int]]:
+    """[(index into ``active``, index into ``faces``)] of the matched pairs."""
+    if not active or not faces:
+        return []
+    cost = match_costs(active, faces, landmark_weight, max_match_cost)
+    if min(cost.shape) == 1:  # one track or one face (most frames): the cheapest pair; no scipy import (0.2 s)
+        r, k = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        pairs = [(int(r), int(k))]
+    else:
+        from scipy.optimize import linear_sum_assignment
+
+        pairs = [(int(r), int(k)) for r, k in zip(*linear_sum_assignment(cost))]
+    return [(r, k) for r, k in pairs if cost[r, k] < _NO_MATCH]

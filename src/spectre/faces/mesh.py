@@ -69,26 +69,30 @@ class _LoadedOnUse(types.ModuleType):
 _LOADING = threading.RLock()
 
 
-def import_mediapipe():
-    """``import mediapipe``, with its drawing helpers loaded only when something uses them.
+#: MediaPipe's modules that tracking never uses and that cost most of its import: the drawing helpers import
+#: matplotlib's pyplot (0.3 s), the audio tasks sounddevice (which runs ldconfig, gcc and ld to find PortAudio)
+_DEFERRED = ("python.solutions.drawing_utils", "python.solutions.drawing_styles", "tasks.python.audio")
 
-    Why: the package imports ``solutions.drawing_utils``, which imports matplotlib's pyplot: 0.3 of the 0.5 s
-    that importing MediaPipe takes, in every process that tracks, for drawing that tracking never does. Those
-    two modules stand in as :class:`_LoadedOnUse` until one of their attributes is read, so code that draws
-    with MediaPipe works as before."""
+
+def import_mediapipe():
+    """``import mediapipe``, with the modules in :data:`_DEFERRED` loaded only when something uses them.
+
+    Why: 0.35 of the 0.5 s that importing MediaPipe takes, in every process that tracks. Those modules stand in
+    as :class:`_LoadedOnUse` until one of their attributes is read, so code that draws with MediaPipe or runs
+    its audio tasks works as before."""
     standing_in = {}
     if "mediapipe" not in sys.modules:
-        for name in ("drawing_utils", "drawing_styles"):
-            full = f"mediapipe.python.solutions.{name}"
+        for name in _DEFERRED:
+            full = f"mediapipe.{name}"
             if full not in sys.modules:
-                standing_in[name] = sys.modules[full] = _LoadedOnUse(full)
-                standing_in[name].__spec__ = importlib.machinery.ModuleSpec(full, None)
+                standing_in[full] = sys.modules[full] = _LoadedOnUse(full)
+                standing_in[full].__spec__ = importlib.machinery.ModuleSpec(full, None)
     import mediapipe
 
-    solutions = sys.modules.get("mediapipe.python.solutions")
-    for name, module in standing_in.items():  # what importing them would have bound on their package
-        if solutions is not None and not hasattr(solutions, name):
-            setattr(solutions, name, module)
+    for full, module in standing_in.items():  # what importing them would have bound on their package
+        package, _, name = full.rpartition(".")
+        if package in sys.modules and not hasattr(sys.modules[package], name):
+            setattr(sys.modules[package], name, module)
     return mediapipe
 
 
