@@ -66,4 +66,3 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"spectre: error: {exc}", file=sys.stderr)
     return 1 if failed else 0
-

@@ -51,6 +51,9 @@ def signals_deferred():
                 os.kill(os.getpid(), s)
 
 
+_LOADING = threading.RLock()
+
+
 class _LoadedOnUse(types.ModuleType):
     """Stands in for a module until one of its attributes is read: then imports the real one (which takes its
     place in ``sys.modules`` and on its package) and answers from it. Unlike ``importlib.util.LazyLoader``'s
@@ -64,9 +67,6 @@ class _LoadedOnUse(types.ModuleType):
                     del sys.modules[self.__name__]
                 real = self.__dict__["_real"] = importlib.import_module(self.__name__)
         return getattr(real, attr)
-
-
-_LOADING = threading.RLock()
 
 
 #: MediaPipe's modules that tracking never uses and that cost most of its import: the drawing helpers import

@@ -67,7 +67,7 @@ class VideoWriter:
                  pts: Sequence[float] | None = None, *, overwrite: bool = False, crf: float = 18,
                  preset: str = "medium", x264_params: str | None = None):
         import av
-        import cv2  # noqa: F401 - the frames' colour conversion (0.1 s to load): here, not on the first frame
+        import cv2  # noqa: F401 - the frames' colour conversion (up to 0.1 s to load): here, not on the first frame
 
         self.path = Path(path)
         self.fps = float(fps)
