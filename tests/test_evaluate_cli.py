@@ -200,3 +200,27 @@ def test_folder_trees_are_walked_and_matched_by_relative_folder(tmp_path, monkey
     for spk in ("spk1", "spk2"):
         assert videos[f"{spk}_00001"]["reference"].startswith(f"ref/{spk}/00001.npy")
     assert videos["spk1_00001"]["geometry"]["nme_all"] < videos["spk2_00001"]["geometry"]["nme_all"]
+
+
+def test_progress_counts_inputs_and_shows_only_in_a_terminal(results_dir, tmp_path):
+    """``progress(done, total)`` before the first input and after each; the command draws it as a bar of inputs
+    in a terminal, not with ``--quiet`` nor when stderr is a pipe."""
+    import subprocess
+    import sys
+
+    from terminal import run_in_terminal
+
+    from spectre.evaluate.pipeline import EvaluationOptions, evaluate_inputs
+
+    calls = []
+    evaluate_inputs([results_dir], tmp_path / "api", EvaluationOptions(plots=False, judges=[]),
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 2), (1, 2), (2, 2)]
+    cmd = [sys.executable, "-m", "spectre", "evaluate", str(results_dir), "--no-plots", "--judge", "none"]
+    code, shown = run_in_terminal([*cmd, "-o", str(tmp_path / "tty")])
+    assert code == 0 and "/2 [" in shown and "input" in shown, shown
+    code, quiet = run_in_terminal([*cmd, "-o", str(tmp_path / "quiet"), "--quiet"])
+    piped = subprocess.run([*cmd, "-o", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
+    assert code == 0 and piped.returncode == 0
+    for text in (quiet, piped.stderr):
+        assert "/2 [" not in text and "%|" not in text, text

@@ -6,6 +6,7 @@ import argparse
 from ..atomic import atomic_write_text, check_writable
 from ..errors import InputError
 from ..evaluate.report import compare_runs, load_run
+from ..progress import progress_bar
 from .options import add_image_folder
 
 HELP = "score reconstructions against the input: landmark/mouth metrics, lip reading, reports, plots"
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder (default: ./evaluation); with --compare, where compare.md is written")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.add_argument("--judge", action="append", choices=("dlib", "mediapipe", "none"), metavar="dlib|mediapipe|none",
                    help="independent judge re-detecting 68 landmarks on the render and on the input (repeatable; "
                         "default: every installed one; none: off). Needs the render (--layout render or grid)")
@@ -63,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-
     logging.basicConfig(level=logging.WARNING, format="spectre: warning: %(message)s")
     if args.compare:
-
         a, b = (load_run(p) for p in args.compare)
         text = f"A = {args.compare[0]}\nB = {args.compare[1]}\n\n{compare_runs(a, b)}\n"
         if args.output is not None:
@@ -88,8 +88,18 @@ def run(args: argparse.Namespace) -> int:
         lipread=args.lipread, transcripts=args.transcripts, video=args.video, render=args.render, g2p=args.g2p,
         assets=args.assets, device=args.device,
         judges=None if not args.judge else [j for j in dict.fromkeys(args.judge) if j != "none"])
-    summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite,
-                              image_folders=args.image_folder)
+    bar = progress_bar("inputs", None, "input") if not args.quiet and sys.stderr.isatty() else None
+
+    def advance(done: int, total: int) -> None:  # a judged video re-detects landmarks on all its frames: slow
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    try:
+        summary = evaluate_inputs([Path(p) for p in args.inputs], out, options, overwrite=args.overwrite,
+                                  image_folders=args.image_folder, progress=advance if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     print(summary.table)
     for path, error in summary.failed:
         print(f"spectre: failed: {error}" if error.startswith(path) else f"spectre: failed: {path}: {error}",

@@ -1,7 +1,7 @@
 """`spectre evaluate` as a library call: inputs -> (prediction, reference) pairs -> metrics -> run folder."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +107,10 @@ def resolve_pair(path: Path, options: EvaluationOptions, single: bool, name: str
 
 
 def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOptions,
-                    overwrite: bool = False, image_folders: bool = False) -> EvaluationSummary:
-    """Evaluate every input, write the run folder; per-input failures are collected (one input: raised)."""
+                    overwrite: bool = False, image_folders: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> EvaluationSummary:
+    """Evaluate every input, write the run folder; per-input failures are collected (one input: raised).
+    ``progress(done, total)`` is told how many inputs are done: 0 before the first, then after each."""
     items = input_items(paths, image_folders)
     files = [it.path for it in items]
     names = dict(zip(map(str, files), _names(items)))
@@ -121,7 +123,9 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
     lipreading = None
     if options.lipread:
         lipreading = LipreadEvaluator.from_options(options)
-    for path in files:
+    for done, path in enumerate(files):
+        if progress is not None:
+            progress(done, len(files))
         name = names[str(path)]
         try:
             pred, ref = resolve_pair(path, options, single, name, folders[str(path)])
@@ -144,6 +148,8 @@ def evaluate_inputs(paths: Sequence[Path], out_dir: Path, options: EvaluationOpt
             if single:
                 raise
             failed.append((str(path), str(exc)))
+    if progress is not None:
+        progress(len(files), len(files))
     if not results:
         raise InputError("no input could be evaluated: " + "; ".join(f"{p}: {e}" for p, e in failed))
     settings = {"inputs": [str(p) for p in files], "reference": options.reference, "half": options.half,
