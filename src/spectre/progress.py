@@ -10,7 +10,7 @@ __all__ = ["frame_bar", "progress_bar"]
 
 
 def progress_bar(name: str, total: int | None, unit: str, position: int = 0):
-    """A bar counting ``unit`` s of ``name`` up to ``total`` (None or 0: unknown), removed when closed."""
+    """A bar named ``name`` counting ``unit`` items up to ``total`` (None or 0: unknown), removed when closed."""
     from tqdm import tqdm
 
     return tqdm(desc=name, unit=unit, total=total or None, position=position, leave=False, dynamic_ncols=True)
