@@ -96,6 +96,10 @@ def test_huber_is_quadratic_then_linear_and_continuous():
     assert torch.allclose(h[:3], 0.5 * x[:3] ** 2 / delta)
     assert torch.allclose(h[5:], x[5:].abs() - 0.5 * delta)
     assert abs(float(h[3] - h[4])) < 1e-5  # no jump at the transition
+    # its slope: x/δ below δ (0 at 0), the sign of x above
+    xg = x.clone().requires_grad_(True)
+    L.huber(xg, delta).sum().backward()
+    torch.testing.assert_close(xg.grad, torch.where(x.abs() < delta, x / delta, x.sign()), atol=1e-9, rtol=0)
 
 
 def test_second_difference_ignores_linear_motion():

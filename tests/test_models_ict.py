@@ -157,6 +157,31 @@ def test_contour_hard_pick_and_smoothness():
     assert step_hard > 0.8 and step_soft < 0.3
 
 
+def written_out_contour(model, vertices):
+    """The contour's definition, one point at a time: a softmax over the outward x of its own candidates."""
+    rows = []
+    for k in range(17):
+        cand = model.contour_candidates[k][model._candidate_valid[k]]
+        side = torch.sign(model.v_template[model.static_landmark_idx[k], 0])
+        pts = vertices[:, cand]  # (B, n, 3)
+        w = torch.softmax(pts[..., 0] * side / model.contour_softness_cm, dim=1)
+        rows.append((w[..., None] * pts).sum(1))
+    return torch.stack(rows, 1)
+
+
+def test_contour_is_a_softmax_over_each_points_candidates(ict):
+    g = torch.Generator().manual_seed(3)
+    p = ict.default_params(3)
+    p["expression"] = torch.rand(3, 53, generator=g)
+    p["rotation"] = torch.tensor([[0.0, 0.7, 0.0], [0.1, -0.5, 0.1], [0.0, 0.0, 0.0]])
+    v = ict.vertices(p).double()
+    torch.testing.assert_close(ict.landmarks(v)[:, :17], written_out_contour(ict, v), atol=1e-10, rtol=0)
+    torch.testing.assert_close(ict.landmarks(v)[:, 17:], v[:, ict.static_landmark_idx[17:]], atol=0, rtol=0)
+    # the gradient as well, on the landmark subset the fit uses (float64, finite differences)
+    sub = v[:1, ict.landmark_vertex_idx].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: ict.landmarks(x), (sub,), eps=1e-6, atol=1e-5)
+
+
 def test_landmarks_subset_path_and_gradient(ict):
     g = torch.Generator().manual_seed(1)
     p = ict.default_params(4)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spectre.geometry import vertex_normals
+from spectre.geometry import rotate_points, vertex_normals
 from spectre.render import Renderer, rasterize
 from spectre.render.visualize import crop_to_frame_vertices, render_shape_in_frame
 
@@ -42,6 +42,13 @@ def test_vertex_normals_match_deca_values_and_gradients():
     torch.testing.assert_close(a.grad, b.grad, atol=1e-10, rtol=0)
     small_v, small_f = random_mesh(B=1, V=8, F=10)
     assert torch.autograd.gradcheck(lambda x: vertex_normals(x, small_f), (small_v.requires_grad_(True),))
+
+
+def test_rotate_points_is_points_times_r_transposed():
+    g = torch.Generator().manual_seed(2)
+    pts, R = torch.randn(4, 50, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(rotate_points(pts, R), pts @ R.transpose(1, 2), atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(rotate_points, (pts[:2, :5].clone().requires_grad_(True), R[:2].clone().requires_grad_(True)))
 
 
 def test_vertex_normals_float32_and_changed_faces():

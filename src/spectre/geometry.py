@@ -24,6 +24,13 @@ def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = 1e-8) -> torch.Ten
     return R.reshape(*shape, 3, 3)
 
 
+def rotate_points(points: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``points @ R^T`` for (B, N, 3) points and (B, 3, 3) matrices, computed as ``(R @ points^T)^T``: the
+    same products, but the batched matmul (forward and backward) runs along N instead of over 3x3 blocks,
+    about twice as fast for the few hundred points a fit step rotates. The result is a transposed view."""
+    return torch.bmm(R, points.transpose(1, 2)).transpose(1, 2)
+
+
 def matrix_to_euler_y(rot_mats: torch.Tensor) -> torch.Tensor:
     """Yaw angle (rotation about y) of rotation matrices, as FLAME's ``rot_mat_to_euler``."""
     sy = torch.sqrt(rot_mats[..., 0, 0] ** 2 + rot_mats[..., 1, 0] ** 2)

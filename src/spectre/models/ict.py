@@ -218,6 +218,17 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("_local_candidates", torch.from_numpy(local[cand]))
         self.register_buffer("_contour_side", torch.from_numpy(side))
         self.register_buffer("_candidate_valid", torch.from_numpy(valid))
+        # the valid candidates alone, for _landmarks_exact (not saved: derived from the buffers above)
+        pos = np.flatnonzero(valid)  # their places in the padded (17, width) table
+        row = pos // width
+        self.register_buffer("_candidate_pos", torch.from_numpy(pos), persistent=False)
+        self.register_buffer("_candidate_sign", torch.from_numpy(side[row]), persistent=False)
+        self.register_buffer("_candidate_rows", torch.from_numpy((row[None] == np.arange(17)[:, None])
+                                                                 .astype(np.float32)), persistent=False)
+        for name, (s_idx, c_idx) in {"_gather": (lmk, cand), "_local_gather": (local[lmk], local[cand])}.items():
+            # every vertex the 68 landmarks read: the valid candidates, then the 51 fixed inner points
+            self.register_buffer(name, torch.from_numpy(np.concatenate([c_idx.reshape(-1)[pos], s_idx[17:]])),
+                                 persistent=False)
         self.register_buffer("_landmark_basis", self.basis.view(-1, V, 3)[:, torch.from_numpy(subset)]
                              .reshape(len(basis), -1).contiguous())
 
@@ -308,29 +319,33 @@ class ICTFaceModel(FaceModel):
         them, so it glides instead of jumping from vertex to vertex as the head turns. Differentiable
         w.r.t. the vertices (and through them every parameter)."""
         if vertices.shape[1] == self.v_template.shape[0]:
-            static, cand = self.static_landmark_idx, self.contour_candidates
+            gather = self._gather
         elif vertices.shape[1] == self.landmark_vertex_idx.shape[0]:
-            static, cand = self._local_static, self._local_candidates
+            gather = self._local_gather
         else:
             raise ValueError(f"expected {self.v_template.shape[0]} or {self.landmark_vertex_idx.shape[0]} "
                              f"vertices, got {vertices.shape[1]}")
         with torch.autocast(device_type=vertices.device.type, enabled=False):
-            return self._landmarks_exact(vertices, static, cand)
+            return self._landmarks_exact(vertices, gather)
 
-    def _landmarks_exact(self, vertices, static, cand) -> torch.Tensor:
-        # index_select and a broadcast sum, not fancy indexing and einsum: this runs in every fit
-        # iteration, and those take the slow batched paths (a bmm of 1x32 by 32x3 per contour point)
-        B = vertices.shape[0]
-        inner = vertices.index_select(1, static[17:])  # (B, 51, 3)
-        cv = vertices.index_select(1, cand.reshape(-1)).view(B, *cand.shape, 3)  # (B, 17, C, 3)
-        outward = cv[..., 0] * self._contour_side.to(cv)[None, :, None]
-        outward = outward.masked_fill(~self._candidate_valid, float("-inf"))
+    def _landmarks_exact(self, vertices, gather) -> torch.Tensor:
+        # this runs in every fit iteration, so: one gather of the points the landmarks read (coordinates
+        # first, so the products and sums below run along contiguous rows, and the backward pass fills one
+        # gradient buffer), the valid candidates only (a third of the padded table), and each contour point
+        # as a matmul with the 0/1 matrix of which candidates are its own
+        B, n = vertices.shape[0], self._candidate_pos.shape[0]
+        pts = vertices.transpose(1, 2).index_select(2, gather)  # (B, 3, n + 51)
+        cand, inner = pts.split([n, pts.shape[2] - n], dim=2)
+        outward = cand[:, 0] * self._candidate_sign.to(cand)  # (B, n)
+        table = outward.new_full((B, self._candidate_valid.numel()), float("-inf"))
+        table = table.index_copy(1, self._candidate_pos, outward).view(B, *self._candidate_valid.shape)
         if self.contour_softness_cm > 0:
-            weights = torch.softmax(outward / self.contour_softness_cm, dim=2)
+            weights = torch.softmax(table / self.contour_softness_cm, dim=2)
         else:
-            weights = F.one_hot(outward.argmax(dim=2), cand.shape[1]).to(cv)
-        contour = (weights.unsqueeze(-1) * cv).sum(2)
-        return torch.cat([contour, inner], dim=1)
+            weights = F.one_hot(table.argmax(dim=2), table.shape[2]).to(cand)
+        weights = weights.reshape(B, -1).index_select(1, self._candidate_pos)  # (B, n)
+        contour = (weights.unsqueeze(1) * cand) @ self._candidate_rows.to(cand).T  # (B, 3, 17)
+        return torch.cat([contour, inner], dim=2).transpose(1, 2)
 
     # ---- capabilities (see FaceModel) -------------------------------------------------------
     @property

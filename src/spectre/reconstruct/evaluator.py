@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from ..geometry import axis_angle_to_matrix, matrix_to_euler_y
+from ..geometry import axis_angle_to_matrix, matrix_to_euler_y, rotate_points
 from ..models.base import FaceModel
 
 __all__ = ["PointEvaluator"]
@@ -187,7 +187,7 @@ class PointEvaluator:
 
     def _rotate(self, pts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None) -> torch.Tensor:
         R = axis_angle_to_matrix(rot) if R is None else R  # (B, 3, 3)
-        return pts @ (R.transpose(1, 2) if self.transpose else R)
+        return rotate_points(pts, R if self.transpose else R.transpose(1, 2))
 
     def _yaw_bin(self, rot: torch.Tensor) -> torch.Tensor:
         yaw = torch.rad2deg(matrix_to_euler_y(axis_angle_to_matrix(rot.detach())))
