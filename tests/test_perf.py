@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spectre.geometry import rotate_points, vertex_normals
+from spectre.geometry import project_to_crop, project_to_crop_xy, rotate_points, vertex_normals
 from spectre.render import Renderer, rasterize
 from spectre.render.visualize import crop_to_frame_vertices, render_shape_in_frame
 
@@ -49,6 +49,12 @@ def test_rotate_points_is_points_times_r_transposed():
     pts, R = torch.randn(4, 50, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, 3, generator=g, dtype=torch.float64)
     torch.testing.assert_close(rotate_points(pts, R), pts @ R.transpose(1, 2), atol=1e-12, rtol=0)
     assert torch.autograd.gradcheck(rotate_points, (pts[:2, :5].clone().requires_grad_(True), R[:2].clone().requires_grad_(True)))
+
+
+def test_project_to_crop_xy_is_the_first_two_coordinates():
+    g = torch.Generator().manual_seed(4)
+    pts, cam = torch.randn(3, 20, 3, generator=g), torch.randn(3, 3, generator=g)
+    assert torch.equal(project_to_crop_xy(pts, cam), project_to_crop(pts, cam)[..., :2])
 
 
 def test_vertex_normals_float32_and_changed_faces():

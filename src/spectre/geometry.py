@@ -61,6 +61,13 @@ def project_to_crop(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     return p * p.new_tensor([1.0, -1.0, -1.0])
 
 
+def project_to_crop_xy(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+    """``project_to_crop(points, cam)[..., :2]``, the same numbers in half the ops (no z to drop): (B, N, 3)
+    points, (B, 3) cameras -> (B, N, 2). The fit projects every point set with it in every step."""
+    cam = cam.reshape(-1, 1, 3)
+    return (points[..., :2] + cam[..., 1:]) * cam[..., :1] * points.new_tensor([1.0, -1.0])
+
+
 def crop_to_pixels(xy, size: int):
     """Normalised crop coordinates [-1, 1] -> pixel coordinates of a ``size`` crop (``(x+1)*size/2``).
     The one place this convention is written; works on tensors and numpy arrays alike."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..geometry import axis_angle_to_matrix, project_to_crop
+from ..geometry import axis_angle_to_matrix, project_to_crop_xy
 from ..losses import huber, landmark_weights_68, lip_contact_loss, rel_dis, second_difference
 from ..models.base import FaceModel
 from .evaluator import PointEvaluator
@@ -66,7 +66,7 @@ class Objective:
     def _predict(self, coef, rot, cam, R=None):
         pts, lips, dense, edge = self.ev.edge_points(coef, rot, R)
         cam_lin = torch.cat([cam[:, :1].exp(), cam[:, 1:]], -1)
-        proj = (lambda x: project_to_crop(x, cam_lin)[..., :2] if x is not None else None)  # noqa: E731
+        proj = (lambda x: project_to_crop_xy(x, cam_lin) if x is not None else None)  # noqa: E731
         return proj(pts), proj(lips), lips, proj(dense), proj(edge)
 
     def lip_gap(self, lips3d, R, cam):
