@@ -11,7 +11,7 @@ import torch
 from spectre.evaluate.metrics import mouth_width
 from spectre.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project_to_crop
 from spectre.models.base import FaceModel, ParamSpec
-from spectre.reconstruct.evaluator import PointEvaluator
+from spectre.reconstruct.evaluator import PointEvaluator, mask_columns
 from spectre.reconstruct.fit import FitConfig, fit_track
 
 
@@ -78,6 +78,17 @@ def test_point_evaluator_is_fast_and_exact_for_linear_models(toy):
     d = fast - full
     # equal up to a per-frame translation (the rotation pivot), which the camera absorbs
     assert (d - d.mean(1, keepdim=True)).abs().max() < 1e-3
+
+
+def test_mask_columns_select_what_the_mask_selects():
+    x = torch.arange(24.0).view(2, 12)
+    cases = [([False] * 3 + [True] * 5 + [False] * 4, True), ([True] * 4 + [False] * 8, True),
+             ([True, False] * 6, False), ([False] * 12, False)]
+    for mask, one_run in cases:
+        m = torch.tensor(mask)
+        cols = mask_columns(m)
+        assert torch.equal(x[:, cols], x[:, m])
+        assert isinstance(cols, slice) == one_run  # one run of columns: a view of x, else a gather
 
 
 def test_matrix_to_axis_angle_roundtrip():

@@ -16,7 +16,16 @@ import torch
 from ..geometry import axis_angle_to_matrix, matrix_to_euler_y, rotate_points
 from ..models.base import FaceModel
 
-__all__ = ["PointEvaluator"]
+__all__ = ["PointEvaluator", "mask_columns"]
+
+
+def mask_columns(mask: torch.Tensor) -> slice | torch.Tensor:
+    """The columns a boolean ``mask`` selects, as a slice when they are one run (a view: no gather forward and
+    no scatter backward in every fit step), else as their indices."""
+    idx = torch.nonzero(mask.reshape(-1)).reshape(-1)
+    if len(idx) and int(idx[-1] - idx[0]) + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 class PointEvaluator:
@@ -182,7 +191,7 @@ class PointEvaluator:
         ev.sub_basis = self.sub_basis[free].contiguous()
         ev.defaults = self.defaults.clone()
         ev.defaults[fixed_mask] = fixed_values
-        ev.free = free
+        ev.free = mask_columns(free)
         return ev
 
     def _rotate(self, pts: torch.Tensor, rot: torch.Tensor, R: torch.Tensor | None = None) -> torch.Tensor:

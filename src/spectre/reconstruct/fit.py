@@ -29,7 +29,7 @@ from ..faces.landmarks import IBUG68_BROWS, IBUG68_EYES
 from ..geometry import matrix_to_axis_angle, pixels_to_crop, project_to_crop
 from ..models.base import FaceModel
 from .adam import Adam
-from .evaluator import PointEvaluator
+from .evaluator import PointEvaluator, mask_columns
 from .mp_lips import MP_LIPS
 from .objective import Objective, contact_weights, make_objective
 
@@ -316,10 +316,11 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
         shared = coef.detach()[:, id_mask].mean(0)
         coef.data[:, id_mask] = shared
     loss = None
+    id_cols, exp_cols = mask_columns(id_mask), mask_columns(~id_mask)
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        loss = objective(coef, rot, cam if to_model is None else cam * to_model, data, coef[:, id_mask],
-                         coef[:, ~id_mask], smooth=smooth)
+        loss = objective(coef, rot, cam if to_model is None else cam * to_model, data, coef[:, id_cols],
+                         coef[:, exp_cols], smooth=smooth)
         loss.backward()
         if grad_mask is not None:
             coef.grad.mul_(grad_mask)

@@ -49,7 +49,7 @@ class Objective:
         self.rest_gap = None   # (P,) upper-minus-lower inner-lip height of the rest mouth (model units)
         self.dense_w = None    # (D,) reliability weights of the dense face points
         self.edge = False      # the lip-edge term is on (the evaluator returns the edge candidates)
-        self.mouth = torch.arange(48, 68, device=device)
+        self.mouth = slice(48, 68)  # the 20 mouth landmarks (a slice: a view in every step)
         self.inner = torch.arange(len(MP_LIPS_OUTER), len(MP_LIPS), device=device)  # MP_LIPS_INNER in MP_LIPS
         pairs = torch.as_tensor(LIP_CONTACT_PAIRS, device=device)
         self.up, self.low = pairs[:, 0], pairs[:, 1]
