@@ -214,11 +214,8 @@ class ICTFaceModel(FaceModel):
         self.register_buffer("landmark_vertex_idx", torch.from_numpy(subset))
         self.register_buffer("static_landmark_idx", torch.from_numpy(lmk))
         self.register_buffer("contour_candidates", torch.from_numpy(cand))
-        self.register_buffer("_local_static", torch.from_numpy(local[lmk]))
-        self.register_buffer("_local_candidates", torch.from_numpy(local[cand]))
-        self.register_buffer("_contour_side", torch.from_numpy(side))
         self.register_buffer("_candidate_valid", torch.from_numpy(valid))
-        # the valid candidates alone, for _landmarks_exact (not saved: derived from the buffers above)
+        # the valid candidates alone, for _landmarks_exact (not saved: derived from the mesh above)
         pos = np.flatnonzero(valid)  # their places in the padded (17, width) table
         row = pos // width
         self.register_buffer("_candidate_pos", torch.from_numpy(pos), persistent=False)
