@@ -325,7 +325,7 @@ def _run(objective: Objective, prob: _Problem, lr: float, frames: np.ndarray, co
         if grad_mask is not None:
             coef.grad.mul_(grad_mask)
         else:
-            coef.grad[:, id_mask] = coef.grad[:, id_mask].mean(0, keepdim=True)
+            coef.grad[:, id_cols] = coef.grad[:, id_cols].mean(0, keepdim=True)
         if anchor:
             coef.grad[:anchor] = 0
             rot.grad[:anchor] = 0
