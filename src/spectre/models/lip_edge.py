@@ -25,11 +25,13 @@ no lip to cross), the lower lip's edge is its highest candidate, the upper lip's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import dijkstra
+
+if TYPE_CHECKING:  # scipy is imported where the strips are derived: the default fit never derives them, and
+    import scipy.sparse as sp  # its import (0.1 s) would delay the job's first fitted window
 
 __all__ = ["LipStrips", "derive_lip_strips", "select_lip_edge"]
 
@@ -57,6 +59,8 @@ class LipStrips:
 
 
 def _edge_graph(vertices: np.ndarray, faces: np.ndarray) -> sp.csr_matrix:
+    import scipy.sparse as sp
+
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     e = np.unique(np.sort(e, axis=1), axis=0)
     e = e[e[:, 0] != e[:, 1]]
@@ -86,6 +90,8 @@ def _strip(graph: sp.csr_matrix, verts: np.ndarray, outer: int, inner: int, oute
            depth: float) -> list[int]:
     """Outward from the inner-lip vertex towards the outer one (geodesically nearer at each step), then
     from it into the mouth (geodesically further and backwards), both near the strip's plane."""
+    from scipy.sparse.csgraph import dijkstra
+
     dist = dijkstra(graph, indices=outer)
     if not np.isfinite(dist[inner]):
         return [inner]
