@@ -27,6 +27,7 @@ from ..io.writer import EncoderThread
 from ..raster_kernels import warm_up
 from .childerrors import child_signals, only_read, picklable
 from .compose import compose_posed, open_video_writer
+from .stagespawn import at_idle_priority
 
 __all__ = ["serve"]
 
@@ -102,7 +103,7 @@ def _serve(role: str, inbox, outbox, abort) -> None:
     try:
         if role != "video":
             raise ValueError(f"unknown stage role {role!r}")
-        warm_up()  # the compiled rasteriser, while the parent starts up
+        at_idle_priority(warm_up)  # the compiled rasteriser, while the parent starts up
         while True:
             try:
                 msg = ch.get(in_job=False)
