@@ -45,8 +45,8 @@ NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)
 POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
 #: the functions compiled by :func:`load`, callees first
-_KERNELS = ("_normals_of", "vertex_normals", "_to_pixels", "_hidden", "_edge", "_draw", "_to_u8", "_tinted_faces", "_shade",
-            "shade_frames")
+_KERNELS = ("_normals_of", "_drawn_normals_of", "vertex_normals", "_to_pixels", "_hidden", "_edge", "_draw", "_to_u8",
+            "_tinted_faces", "_shade", "shade_frames")
 
 
 @functools.cache
@@ -109,6 +109,41 @@ def _normals_of(vertices, faces, out):
         out[i, 0] = acc[i, 0] / norm
         out[i, 1] = acc[i, 1] / norm
         out[i, 2] = acc[i, 2] / norm
+
+
+def _drawn_normals_of(vertices, faces, fbuf, box, need, out):
+    """:func:`_normals_of` for the vertices of the faces drawn in ``fbuf`` inside ``box`` only (the others'
+    rows of ``out`` are left as they are): the same sums in the same order, so the same normals, without the
+    hidden parts (the mouth's inside, the back of the head). ``need`` (V,) bool scratch, all False on entry
+    and on return."""
+    for yi in range(box[0], box[1] + 1):
+        for xi in range(box[2], box[3] + 1):
+            f = fbuf[yi, xi]
+            if f >= 0:
+                need[faces[f, 0]] = need[faces[f, 1]] = need[faces[f, 2]] = True
+    acc = np.zeros((vertices.shape[0], 3), np.float64)
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        if not (need[i0] or need[i1] or need[i2]):
+            continue
+        ax = float(vertices[i1, 0]) - vertices[i0, 0]
+        ay = float(vertices[i1, 1]) - vertices[i0, 1]
+        az = float(vertices[i1, 2]) - vertices[i0, 2]
+        bx = float(vertices[i2, 0]) - vertices[i0, 0]
+        by = float(vertices[i2, 1]) - vertices[i0, 1]
+        bz = float(vertices[i2, 2]) - vertices[i0, 2]
+        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        for i in (i0, i1, i2):
+            acc[i, 0] += nx
+            acc[i, 1] += ny
+            acc[i, 2] += nz
+    for i in range(vertices.shape[0]):
+        if need[i]:
+            need[i] = False
+            norm = max(math.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2), 1e-6)
+            out[i, 0] = acc[i, 0] / norm
+            out[i, 1] = acc[i, 1] / norm
+            out[i, 2] = acc[i, 2] / norm
 
 
 def vertex_normals(vertices, faces, out):
@@ -326,17 +361,18 @@ def shade_frames(src, affine, normals, vertices, faces, lights, cull, eps, flat,
     points = np.empty((V, 3))
     own = normals.shape[0] == 0
     scratch = np.empty((V, 3), normals.dtype)
+    need = np.zeros(V, np.bool_)
     tinted_faces = _tinted_faces(tint, faces)
     for b in range(B):
         if not _to_pixels(src[b], affine[b], points):
             continue
+        box = np.array([H, -1, W, -1])
+        _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if own:
-            _normals_of(vertices[b], faces, scratch)
+            _drawn_normals_of(vertices[b], faces, fbuf, box, need, scratch)
             nrm = scratch
         else:
             nrm = normals[b]
-        box = np.array([H, -1, W, -1])
-        _draw(points, faces, cull, eps, flat, zbuf, fbuf, box)
         if box[1] >= 0:
             if to_u8:
                 _shade(points, nrm, faces, lights[b], clamp, tint, tinted_faces, zbuf, fbuf, box, rgb[0], alpha[0],
