@@ -171,7 +171,7 @@ def test_heavy_imports_pause_the_collector_and_are_frozen_after():
     freezes what it created. A collector the caller had turned off stays off."""
     code = """
 import gc, sys
-from spectre.cli import imports_kept
+from spectre.collector import imports_kept
 full = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
 before = gc.get_freeze_count()

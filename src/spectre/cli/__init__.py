@@ -104,22 +104,6 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def imports_kept():
-    """Import heavy libraries (torch) with the cyclic collector paused, then freeze what they created.
-
-    Their modules live as long as the command: the full collections that their import sets off (three of
-    35-95 ms during torch's) and every later one (the job's last: 80 ms) would only walk them again."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
-
-
 def main(argv: list[str] | None = None) -> int:
     code = _main(argv)
     # an interrupted command leaves generators (MediaPipe graphs, decoder threads) in reference cycles of

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..collector import imports_kept
 from ..errors import SpectreError
 from ..io.inputs import display_path, expand_inputs
 from ..io.video import open_video
@@ -12,7 +13,6 @@ from ..progress import frame_bar
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from ..reconstruct.tracked import CutSettings
 from ..reconstruct.trackproc import TrackProcess
-from . import imports_kept
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"

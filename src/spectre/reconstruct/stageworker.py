@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from ..collector import imports_kept
 from ..io.writer import EncoderThread
 from ..raster_kernels import warm_up
 from .childerrors import child_signals, only_read, picklable
@@ -103,7 +104,8 @@ def _serve(role: str, inbox, outbox, abort) -> None:
     try:
         if role != "video":
             raise ValueError(f"unknown stage role {role!r}")
-        at_idle_priority(warm_up)  # the compiled rasteriser, while the parent starts up
+        with imports_kept():  # what the kernels leave lives as long as the process: never walked again
+            at_idle_priority(warm_up)  # the compiled rasteriser, while the parent starts up
         while True:
             try:
                 msg = ch.get(in_job=False)
