@@ -45,8 +45,8 @@ NO_BYTES = np.zeros((1, 0, 0, 3), np.uint8)
 POSED_AXES = np.array([1.0, -1.0, -1.0], np.float32)
 
 #: the functions compiled by :func:`load`, callees first
-_KERNELS = ("_normals_of", "_drawn_normals_of", "vertex_normals", "_to_pixels", "_hidden", "_edge", "_draw", "_to_u8",
-            "_tinted_faces", "_shade", "shade_frames")
+_KERNELS = ("_add_face_normal", "_unit_row", "_normals_of", "_drawn_normals_of", "vertex_normals", "_to_pixels",
+            "_hidden", "_edge", "_draw", "_to_u8", "_tinted_faces", "_shade", "shade_frames")
 
 
 @functools.cache
@@ -86,29 +86,39 @@ def raster_backend() -> str:
     return "torch"
 
 
+def _add_face_normal(vertices, faces, f, acc):
+    """Face ``f``'s normal, un-normalised (float64 cross product of two edges: its length is twice the
+    area), added to its corners' rows of ``acc``."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    ax = float(vertices[i1, 0]) - vertices[i0, 0]
+    ay = float(vertices[i1, 1]) - vertices[i0, 1]
+    az = float(vertices[i1, 2]) - vertices[i0, 2]
+    bx = float(vertices[i2, 0]) - vertices[i0, 0]
+    by = float(vertices[i2, 1]) - vertices[i0, 1]
+    bz = float(vertices[i2, 2]) - vertices[i0, 2]
+    nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    for i in (i0, i1, i2):
+        acc[i, 0] += nx
+        acc[i, 1] += ny
+        acc[i, 2] += nz
+
+
+def _unit_row(acc, i, out):
+    """Row ``i`` of ``acc`` divided by ``max(|row|, 1e-6)`` into ``out``."""
+    norm = max(math.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2), 1e-6)
+    out[i, 0] = acc[i, 0] / norm
+    out[i, 1] = acc[i, 1] / norm
+    out[i, 2] = acc[i, 2] / norm
+
+
 def _normals_of(vertices, faces, out):
     """Area-weighted unit vertex normals of one mesh (V, 3) into ``out`` (V, 3), as ``geometry.vertex_normals``:
     un-normalised face normals summed per vertex, divided by ``max(|n|, 1e-6)``."""
-    n_vert = vertices.shape[0]
-    acc = np.zeros((n_vert, 3), np.float64)
+    acc = np.zeros((vertices.shape[0], 3), np.float64)
     for f in range(faces.shape[0]):
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        ax = float(vertices[i1, 0]) - vertices[i0, 0]
-        ay = float(vertices[i1, 1]) - vertices[i0, 1]
-        az = float(vertices[i1, 2]) - vertices[i0, 2]
-        bx = float(vertices[i2, 0]) - vertices[i0, 0]
-        by = float(vertices[i2, 1]) - vertices[i0, 1]
-        bz = float(vertices[i2, 2]) - vertices[i0, 2]
-        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
-        for i in (i0, i1, i2):
-            acc[i, 0] += nx
-            acc[i, 1] += ny
-            acc[i, 2] += nz
-    for i in range(n_vert):
-        norm = max(math.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2), 1e-6)
-        out[i, 0] = acc[i, 0] / norm
-        out[i, 1] = acc[i, 1] / norm
-        out[i, 2] = acc[i, 2] / norm
+        _add_face_normal(vertices, faces, f, acc)
+    for i in range(vertices.shape[0]):
+        _unit_row(acc, i, out)
 
 
 def _drawn_normals_of(vertices, faces, fbuf, box, need, out):
@@ -123,27 +133,12 @@ def _drawn_normals_of(vertices, faces, fbuf, box, need, out):
                 need[faces[f, 0]] = need[faces[f, 1]] = need[faces[f, 2]] = True
     acc = np.zeros((vertices.shape[0], 3), np.float64)
     for f in range(faces.shape[0]):
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        if not (need[i0] or need[i1] or need[i2]):
-            continue
-        ax = float(vertices[i1, 0]) - vertices[i0, 0]
-        ay = float(vertices[i1, 1]) - vertices[i0, 1]
-        az = float(vertices[i1, 2]) - vertices[i0, 2]
-        bx = float(vertices[i2, 0]) - vertices[i0, 0]
-        by = float(vertices[i2, 1]) - vertices[i0, 1]
-        bz = float(vertices[i2, 2]) - vertices[i0, 2]
-        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
-        for i in (i0, i1, i2):
-            acc[i, 0] += nx
-            acc[i, 1] += ny
-            acc[i, 2] += nz
+        if need[faces[f, 0]] or need[faces[f, 1]] or need[faces[f, 2]]:
+            _add_face_normal(vertices, faces, f, acc)
     for i in range(vertices.shape[0]):
         if need[i]:
             need[i] = False
-            norm = max(math.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2), 1e-6)
-            out[i, 0] = acc[i, 0] / norm
-            out[i, 1] = acc[i, 1] / norm
-            out[i, 2] = acc[i, 2] / norm
+            _unit_row(acc, i, out)
 
 
 def vertex_normals(vertices, faces, out):
