@@ -282,21 +282,12 @@ class ICTFaceModel(FaceModel):
             idx = torch.as_tensor(vertex_idx, device=self.basis.device, dtype=torch.long)
             template = self.v_template[idx]
             basis = self.basis.view(self.basis.shape[0], -1, 3)[:, idx].reshape(self.basis.shape[0], -1)
-        ident = params["identity"]
-        shared = (len(ident) > 1 and not (torch.is_grad_enabled() and coeffs.requires_grad)
-                  and bool((ident == ident[:1]).all()))
-        return self._pose(template, basis, coeffs, params["rotation"], shared_identity=shared)
+        return self._pose(template, basis, coeffs, params["rotation"])
 
-    def _pose(self, template, basis, coeffs, rotation, shared_identity: bool = False) -> torch.Tensor:
+    def _pose(self, template, basis, coeffs, rotation) -> torch.Tensor:
         # geometry stays in the model's dtype even under bf16/fp16 autocast: centimetre coordinates in
         # bf16 would be off by ~0.5 mm and flip contour choices
         with torch.autocast(device_type=coeffs.device.type, enabled=False):
-            if shared_identity:
-                # one identity in every row (a track's frames, posed for its video): added to the template
-                # once, so the rows blend only the expressions (a third of the matmul)
-                n = self.n_identity
-                template = torch.addmm(template.to(coeffs).reshape(1, -1), coeffs[:1, :n], basis[:n].to(coeffs))
-                basis, coeffs = basis[n:], coeffs[:, n:]
             return self._pose_exact(template, basis, coeffs, rotation)
 
     def _pose_exact(self, template, basis, coeffs, rotation) -> torch.Tensor:
