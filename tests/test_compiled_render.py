@@ -244,7 +244,6 @@ def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels
         assert got.dtype == np.uint8 and np.array_equal(got, want)
 
 
-
 def test_skipping_hidden_triangles_draws_the_same_buffers(kernels, monkeypatch):
     """``_draw`` skips a triangle whose box is already nearer everywhere (``_hidden``). Compiled, and uncompiled
     with the skip counted, against the uncompiled loop with the skip off: identical depth and face buffers on
