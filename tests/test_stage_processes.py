@@ -258,25 +258,6 @@ def test_the_command_lines_threshold_is_the_default_first_window():
     assert clip_uses_processes(None) and not clip_uses_processes(-1)
 
 
-def test_start_up_at_idle_priority_leaves_the_caller_as_it_was():
-    """A stage process starts (imports, the compiled kernels) in a thread of the lowest priority: what it
-    returns or raises comes back, and the calling thread, which later draws the video, keeps its priority."""
-    import threading
-
-    from spectre.reconstruct.stagespawn import at_idle_priority
-
-    def own_priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    before = own_priority()
-    inside = at_idle_priority(own_priority)
-    assert own_priority() == before
-    if sys.platform.startswith("linux"):
-        assert inside == 19
-    with pytest.raises(ZeroDivisionError):
-        at_idle_priority(lambda: 1 / 0)
-
-
 def test_the_video_process_needs_no_torch(short_clip, tmp_path):
     """With the compiled rasteriser the video process gets posed vertices and never loads torch (about
     1.1 s of CPU and 300 MB per job on a laptop)."""

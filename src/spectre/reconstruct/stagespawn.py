@@ -2,21 +2,17 @@
 
 A stage process spends about half a CPU second starting (numpy, PyAV, the compiled rasteriser; with torch,
 about 2 s). Started by the :class:`~.reconstructor.Reconstructor`, that competes with tracking and the fit's
-first window; started by the command line before it imports torch itself, it is ready long before the
-first window is fitted. So the processes start here without a configuration: each imports its modules (at
-the lowest priority, :func:`at_idle_priority`: the parent's start-up and tracking need the cores more), then
-waits for its first message, ``("config", cfg_dict)`` (:meth:`SpawnedStages.configure`), and reports
+first window; started by the command line before it imports torch itself, it uses the core that the
+parent's import leaves idle. So the processes start here without a configuration: each imports its modules,
+then waits for its first message, ``("config", cfg_dict)`` (:meth:`SpawnedStages.configure`), and reports
 ``("ready", role)``.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import multiprocessing as mp
 import os
 import queue
-import sys
-import threading
 import time
 
 __all__ = ["CHILD_ENV", "FIRST_WINDOW", "SpawnedStages", "clip_uses_processes"]
@@ -59,34 +55,9 @@ def clip_uses_processes(num_frames: int | None, first_window: int = FIRST_WINDOW
 def stage_main(role: str, inbox, outbox, abort) -> None:
     """The stage process's entry point (spawned: it runs in the child)."""
     # deliberately here: the parent imports this module before torch, the child needs torch's stages
-    serve = at_idle_priority(lambda: importlib.import_module(".stageworker", __package__).serve)
+    from .stageworker import serve
+
     serve(role, inbox, outbox, abort)
-
-
-def at_idle_priority(fn):
-    """``fn()`` in a thread of the lowest CPU priority, waited for: its result, or its error raised here.
-
-    A stage process starts (imports, the compiled kernels: about half a CPU second) while the parent imports
-    torch and loads the face model and the tracking process starts: on two cores the three compete, and the
-    stage has nothing to do before the first fitted window, while the parent's start-up is the job's
-    critical path. Linux sets the priority of one thread (the caller's stays); elsewhere it runs as is."""
-    out: dict = {}
-
-    def run() -> None:
-        with contextlib.suppress(AttributeError, OSError):  # no os.setpriority, or not per thread
-            if sys.platform.startswith("linux"):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, name="spectre-start-up")
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 class SpawnedStages:

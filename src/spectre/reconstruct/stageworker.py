@@ -28,7 +28,6 @@ from ..io.writer import EncoderThread
 from ..raster_kernels import warm_up
 from .childerrors import child_signals, only_read, picklable
 from .compose import compose_posed, open_video_writer
-from .stagespawn import at_idle_priority
 
 __all__ = ["serve"]
 
@@ -105,7 +104,7 @@ def _serve(role: str, inbox, outbox, abort) -> None:
         if role != "video":
             raise ValueError(f"unknown stage role {role!r}")
         with imports_kept():  # what the kernels leave lives as long as the process: never walked again
-            at_idle_priority(warm_up)  # the compiled rasteriser, while the parent starts up
+            warm_up()  # the compiled rasteriser, while the parent starts up
         while True:
             try:
                 msg = ch.get(in_job=False)
