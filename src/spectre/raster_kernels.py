@@ -124,7 +124,7 @@ def _normals_of(vertices, faces, out):
 def _drawn_normals_of(vertices, faces, fbuf, box, need, out):
     """:func:`_normals_of` for the vertices of the faces drawn in ``fbuf`` inside ``box`` only (the others'
     rows of ``out`` are left as they are): the same sums in the same order, so the same normals, without the
-    hidden parts (the mouth's inside, the back of the head). ``need`` (V,) bool scratch, all False on entry
+    hidden parts (the mouth's inside, the eye sockets, the back faces). ``need`` (V,) bool scratch, all False on entry
     and on return."""
     for yi in range(box[0], box[1] + 1):
         for xi in range(box[2], box[3] + 1):
