@@ -7,6 +7,7 @@ file (the video is written to a temporary file and renamed on ``close``).
 """
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -18,10 +19,33 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import InputError, OutputError
 
-__all__ = ["EncoderThread", "VideoWriter"]
+__all__ = ["EncoderThread", "VideoWriter", "x264_asm"]
 
 _TIME_BASE = Fraction(1, 90000)
 _COPYABLE_AUDIO = {"aac", "mp3", "alac", "opus", "ac3"}
+#: x264's instruction sets up to AVX2, for CPUs with AVX-512. x264's AVX-512 code reads memory it never wrote
+#: (B-frames with its macroblock tree, frames not a multiple of 128 pixels wide, such as the 448x224 grid of a
+#: 224² clip): the same frames encoded again in one process gave other streams that decoded up to 40 levels
+#: apart, depending on what the heap held. Its AVX2 code gives one stream, at the same size and speed
+#: (docs/performance.md, thirteenth session). Every CPU with AVX-512 has all of these.
+X264_UP_TO_AVX2 = "MMX2,SSE,SSE2,SSE2Fast,SSE3,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,LZCNT,BMI1,BMI2,AVX2"
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), ()))
+
+
+def x264_asm(flags: frozenset[str] | None = None) -> str | None:
+    """libx264's ``asm`` option: :data:`X264_UP_TO_AVX2` where the CPU (``flags``, default this one's) has
+    AVX-512, else None (x264 picks its own code)."""
+    flags = _cpu_flags() if flags is None else flags
+    return X264_UP_TO_AVX2 if "avx512f" in flags and "avx2" in flags else None
 
 
 def _frame_to_uint8(frame) -> np.ndarray:
@@ -90,8 +114,10 @@ class VideoWriter:
             self._video.time_base = _TIME_BASE
             self._video.codec_context.time_base = _TIME_BASE
             options = {"crf": f"{crf:g}", "preset": preset}
-            if x264_params:  # libx264's own options, ``key=value:key=value``, over the preset's
-                options["x264-params"] = x264_params
+            # libx264's own options, ``key=value:key=value``, over the preset's
+            params = [p for p in (x264_params, f"asm={x264_asm()}" if x264_asm() else None) if p]
+            if params:
+                options["x264-params"] = ":".join(params)
             self._video.options = options
             self._audio_in = self._audio_out = self._audio_src = None
             if self._audio_from is not None:
