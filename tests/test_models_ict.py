@@ -7,7 +7,7 @@ import torch
 
 from spectre.errors import AssetError
 from spectre.models import load_face_model
-from spectre.models.ict import HEAD_PIVOT_CM, ICTFaceModel
+from spectre.models.ict import HEAD_PIVOT_CM, ICTFaceModel, _bundled_compact, load_ict_arrays
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +236,27 @@ def test_bad_npz_is_refused(tmp_path):
     np.savez(tmp_path / "partial.npz", neutral_vertices=np.zeros((3, 3), np.float32))
     with pytest.raises(AssetError, match="missing"):
         ICTFaceModel.from_file(tmp_path / "partial.npz")
+
+
+def test_compact_deltas_are_each_blocks_codes_times_its_scale(tmp_path):
+    src = _bundled_compact()
+    with np.load(src) as f:
+        d = {k: f[k] for k in f.files}
+    arrays = load_ict_arrays(src)
+    blocks = d["quant_block_range"]
+    for key in ("identity", "expression"):
+        want = np.concatenate([d[f"{key}_codes"][:, a:b].astype(np.float32) * d[f"{key}_scale"][:, i, None, None]
+                               for i, (a, b) in enumerate(blocks)], axis=1)
+        np.testing.assert_array_equal(arrays[key], want)
+    model = ICTFaceModel(arrays)  # all identity modes: the basis is the loaded buffer, not a copy
+    assert np.shares_memory(model.basis.numpy(), arrays["deltas"])
+    fewer = ICTFaceModel(arrays, n_identity=10)
+    np.testing.assert_array_equal(fewer.basis.view(10 + len(want), -1, 3).numpy(),
+                                  np.concatenate([arrays["identity"][:10], arrays["expression"]]))
+    d["quant_block_range"] = blocks[1:]  # the first vertices in no block: their deltas would be garbage
+    np.savez(tmp_path / "gap.npz", **d)
+    with pytest.raises(AssetError, match="quant_block_range"):
+        ICTFaceModel.from_file(tmp_path / "gap.npz")
 
 
 # ---- spectre assets convert-ict --------------------------------------------------------------------

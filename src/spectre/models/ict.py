@@ -60,7 +60,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_ict_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Read a full (``ict_face_model.npz``) or compact (``ict_compact.npz``) ICT model into one layout:
-    float32 ``neutral``, ``identity``, ``expression`` deltas, int64 ``triangles``, ``triangle_part``,
+    float32 ``neutral`` and ``deltas`` (identity rows, then expression rows; ``identity`` and ``expression`` are
+    views of it), int64 ``triangles``, ``triangle_part``,
     ``part_names``/``part_vertex_range`` (half-open), uv data, landmarks and jawline chains."""
     path = Path(path)
     d = _read_npz(path)
@@ -73,16 +74,26 @@ def load_ict_arrays(path: str | Path) -> dict[str, np.ndarray]:
     if missing:
         raise AssetError(f"{path} is not an ICT face model npz (missing {sorted(missing)})")
     out: dict[str, np.ndarray] = {}
-    if "format" in d:
-        blocks = d["quant_block_range"].astype(np.int64)
-        for key in ("identity", "expression"):
-            codes, scale = d[f"{key}_codes"], d[f"{key}_scale"].astype(np.float32)
-            block_of_vertex = np.repeat(np.arange(len(blocks)), blocks[:, 1] - blocks[:, 0])
-            out[key] = codes.astype(np.float32) * scale[:, block_of_vertex, None]
+    compact = "format" in d
+    parts = [d[f"{key}_codes" if compact else f"{key}_deltas"] for key in ("identity", "expression")]
+    if any(p.ndim != 3 for p in parts) or parts[0].shape[1:] != parts[1].shape[1:]:
+        raise AssetError(f"{path}: identity and expression deltas have shapes {parts[0].shape} and {parts[1].shape}")
+    # both written into one float32 buffer: the model's basis as it is (no 42 MB concatenation of the two,
+    # and no float copy of the codes before scaling; fresh pages are most of the model's load time)
+    out["deltas"] = np.empty((len(parts[0]) + len(parts[1]), *parts[0].shape[1:]), np.float32)
+    out["identity"], out["expression"] = out["deltas"][:len(parts[0])], out["deltas"][len(parts[0]):]
+    if compact:
+        blocks = d["quant_block_range"].astype(np.int64).reshape(-1, 2)
+        if len(blocks) == 0 or blocks[0, 0] != 0 or blocks[-1, 1] != out["deltas"].shape[1] or \
+                (blocks[1:, 0] != blocks[:-1, 1]).any() or (blocks[:, 1] <= blocks[:, 0]).any():
+            raise AssetError(f"{path}: quant_block_range does not split the vertices into consecutive blocks")
+        for key, codes in zip(("identity", "expression"), parts):
+            scale = d[f"{key}_scale"].astype(np.float32)
+            for i, (a, b) in enumerate(blocks):  # each block of vertices: int8 -> float32, times its scale
+                np.multiply(codes[:, a:b], scale[:, i, None, None], out=out[key][:, a:b])
         out["triangle_part"] = d["triangle_part"].astype(np.int64)
     else:
-        out["identity"] = d["identity_deltas"].astype(np.float32)
-        out["expression"] = d["expression_deltas"].astype(np.float32)
+        out["identity"][...], out["expression"][...] = parts
         face_end = d["part_face_range"][:, 1].astype(np.int64)
         out["triangle_part"] = np.searchsorted(face_end, d["triangle_to_face"].astype(np.int64), side="right")
     V = len(d["neutral_vertices"])
@@ -185,7 +196,10 @@ class ICTFaceModel(FaceModel):
 
         neutral = arrays["neutral"]
         V = neutral.shape[0]
-        basis = np.concatenate([arrays["identity"][:n_identity], arrays["expression"]], axis=0)  # (K, V, 3)
+        if n_identity == n_avail and "deltas" in arrays:  # identity then expression rows in one buffer
+            basis = arrays["deltas"]
+        else:
+            basis = np.concatenate([arrays["identity"][:n_identity], arrays["expression"]], axis=0)  # (K, V, 3)
         self.register_buffer("v_template", torch.from_numpy(neutral - np.float32(HEAD_PIVOT_CM)))
         self.register_buffer("basis", torch.from_numpy(np.ascontiguousarray(basis.reshape(len(basis), V * 3))))
         self.register_buffer("faces", torch.from_numpy(arrays["triangles"]))
