@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..allocator import keep_freed_buffers
 from ..collector import imports_kept
 from ..errors import SpectreError
 from ..io.inputs import display_path, expand_inputs
@@ -71,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_buffers()  # before any child starts: they inherit the policy
     workers = check_workers(args.workers)
     items = expand_inputs(args.inputs, image_folders=args.image_folder, exclude=[args.output])
     # the default job's stage process and its tracking need no torch here: start both now, on the core

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from ..allocator import keep_freed_buffers
 from ..errors import InputError, OutputError, SpectreError
 from ..faces.crop import FACE_CROP_SCALE
 from ..faces.landmarks import OneEuroConfig
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_buffers()  # before any child starts: they inherit the policy
     import sys
     from pathlib import Path
 
