@@ -2,11 +2,12 @@
 
 A job passes its frames' windows, posed vertices and pickled messages between processes in buffers of 1-10
 MB. By default glibc maps each such buffer fresh and unmaps it when freed (its threshold for mapping adapts
-only up to the largest buffer freed so far, and memory freed at the top of the heap is returned at once),
-so every buffer of every chunk is faulted in and zeroed by the kernel again: at 1080p that was about a
-tenth of the job's CPU time. Buffers below 32 MB now come from the heap and up to 64 MB of free heap is
-kept: the 246-frame 224² job 5 % faster, the 354-frame 1080p job 5 % (``spectre track`` 4 %), for 30-50 MB
-more peak memory across the job's processes (docs/performance.md, thirteenth session).
+only up to the largest buffer freed so far, and free memory at the top of the heap beyond twice that is returned),
+so every buffer of every chunk is faulted in and zeroed by the kernel again (at 1080p the job's process spent
+0.2 s of CPU zeroing pages). Buffers below 32 MB now come from the heap and up to 64 MB of free heap is
+kept: in A/B runs the 224² and 1080p jobs 5 % faster, `spectre track` up to 4 %, for 30-50 MB more peak
+memory across the job's processes (docs/performance.md, thirteenth session, with the smaller gains of the
+final interleaved runs).
 """
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ class VideoWriter:
             self._video.codec_context.time_base = _TIME_BASE
             options = {"crf": f"{crf:g}", "preset": preset}
             # libx264's own options, ``key=value:key=value``, over the preset's
-            params = [p for p in (x264_params, f"asm={x264_asm()}" if x264_asm() else None) if p]
+            asm = x264_asm()
+            params = [p for p in (x264_params, f"asm={asm}" if asm else None) if p]
             if params:
                 options["x264-params"] = ":".join(params)
             self._video.options = options
