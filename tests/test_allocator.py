@@ -29,10 +29,10 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _churn(mode: str, **env) -> tuple[str, int]:
+def _churn(mode: str) -> tuple[str, int]:
     clean = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
-    out = subprocess.run([sys.executable, "-c", _CHURN, mode], env={**clean, **env}, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", _CHURN, mode], env=clean, capture_output=True, text=True,
+                         check=True).stdout.split()
     return out[0], int(out[1])
 
 

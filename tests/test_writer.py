@@ -123,8 +123,10 @@ def test_the_same_frames_encode_to_the_same_bytes_whatever_the_heap_held(lrs3_vi
     import sys
 
     names = [str(tmp_path / f"{k}.mp4") for k in range(3)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
-    subprocess.run([sys.executable, "-c", _THRICE, str(lrs3_video), *names], env=env, check=True)
+    from spectre.allocator import MALLOC_ENV
+
+    subprocess.run([sys.executable, "-c", _THRICE, str(lrs3_video), *names], env={**os.environ, **MALLOC_ENV},
+                   check=True)
     first = Path(names[0]).read_bytes()
     assert all(Path(n).read_bytes() == first for n in names[1:])
 
