@@ -288,3 +288,107 @@ def test_the_video_process_without_the_compiled_rasteriser(short_clip, threaded,
         rec.close()
     a, b = _frames(tmp_path / "clip.mp4"), _frames(ref_out / "clip.mp4")
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+
+
+def _tracking_to_the_video(cfg, clip):
+    """The command line's arrangement: stage processes with a frame queue, and a tracking process that sends
+    its windows there (:mod:`spectre.reconstruct.trackproc`), handed to a reconstructor."""
+    from spectre.reconstruct.stagespawn import SpawnedStages
+    from spectre.reconstruct.tracked import CutSettings
+    from spectre.reconstruct.trackproc import TrackProcess
+
+    early = SpawnedStages(("video",), frames=3)
+    rec = Reconstructor(cfg, processes=True)
+    rec.spawned_stages = early
+    rec.track_ahead = TrackProcess(clip, CutSettings.of(cfg, video=True), frames_to=early.frames)
+    return rec, early
+
+
+def test_windows_straight_from_the_tracking_process(short_clip, threaded, tmp_path, monkeypatch):
+    """The windows go from the tracking process to the video process, never through the job's process:
+    the same results and video as the threads."""
+    from spectre.reconstruct.stageprocs import StageProcesses
+
+    ref, ref_out = threaded
+    sent = []
+    send = StageProcesses.send
+    monkeypatch.setattr(StageProcesses, "send", lambda self, role, item, handle: (sent.append(item[0]),
+                                                                                 send(self, role, item, handle)))
+    rec, early = _tracking_to_the_video(make_config(pipeline=SMALL), short_clip)
+    try:
+        tracker = rec.track_ahead
+        res = rec.run(short_clip, tmp_path / "a", stem="clip")
+        assert rec.track_ahead is None and not tracker.proc.is_alive() and tracker.proc.exitcode == 0
+    finally:
+        rec.close()
+    assert sent == ["frames-end"]  # the parent sends the frame count, no window (the posed faces go by a thread)
+    _same_results(res, ref)
+    a, b = _frames(tmp_path / "a" / "clip.mp4"), _frames(ref_out / "clip.mp4")
+    assert a.shape == b.shape == (27, 224, 448, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+
+
+def test_a_tracking_process_killed_while_it_sends_windows(short_clip, tmp_path):
+    """Killed with windows half written into the video process's frame queue: the job fails with the
+    tracking process's error (not a hang), leaves no partial file, and the video process serves the next
+    job."""
+    from proc_helpers import wait_until
+
+    from spectre.reconstruct.childerrors import StageProcessError
+
+    rec, early = _tracking_to_the_video(make_config(pipeline=SMALL), short_clip)
+    try:
+        tracker = rec.track_ahead
+        wait_until(lambda: early.frames.full())  # 3 chunks of windows queued, the first partly in the pipe
+        os.kill(tracker.proc.pid, signal.SIGKILL)
+        with pytest.raises(StageProcessError, match="tracking process ended unexpectedly"):
+            rec.run(short_clip, tmp_path / "a", stem="clip")
+        assert not [p.name for p in (tmp_path / "a").iterdir() if ".partial" in p.name]
+        video = early.procs["video"].pid
+        rec.run(short_clip, tmp_path / "b", stem="clip")  # tracked in this process, windows through it
+        assert rec._procs.procs["video"].pid == video
+        assert len(_frames(tmp_path / "b" / "clip.mp4")) == 27
+    finally:
+        rec.close()
+
+
+# Loaded by the command's process through PYTHONPATH: says (with a file) whether the job took a tracking
+# process whose windows go straight to the video process.
+_TAKEN_HOOK = """
+import os
+from pathlib import Path
+
+from spectre.reconstruct import trackproc as _tp
+
+_take = _tp.TrackProcess.take
+
+
+def _recorded(self):
+    Path(os.environ["SPECTRE_TEST_TAKEN"]).write_text(f"{self.path.name} {self.frames_to is not None}")
+    return _take(self)
+
+
+_tp.TrackProcess.take = _recorded
+"""
+
+
+@pytest.mark.slow
+@pytestmark_linux
+def test_the_command_lines_windows_go_straight_to_the_video_process(shared_dir, tmp_path):
+    """``spectre reconstruct`` on a clip longer than the fit's first window: the tracking process it starts
+    before importing torch sends its windows to the video process, and the job takes its chunks."""
+    clip = _long_clip(shared_dir, tmp_path / "clip.mp4")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_TAKEN_HOOK)
+    tag = uuid.uuid4().hex
+    env = _env(tag)
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    env["SPECTRE_TEST_TAKEN"] = str(tmp_path / "taken.txt")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "spectre", "reconstruct", str(clip), "-o", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "taken.txt").read_text() == "clip.mp4 True"
+    assert _frames(out / "clip.mp4").shape == (150, 160, 320, 3)
+    assert _gone(tag, 5.0), "a stage process outlived the command"

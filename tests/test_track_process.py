@@ -220,3 +220,87 @@ def test_a_killed_tracking_process_is_an_error_not_a_hang(short_clip):
         for _ in proc.take():  # the chunks it sent before it died, then the error
             pass
     proc.close()
+
+
+def test_the_windows_go_to_the_video_processs_queue(short_clip):
+    """Given the video process's frame queue, the process sends the windows there (tagged with its token)
+    and the job's chunks come without them. Its job may have all chunks before the video process has read
+    the windows: the process does not leave (nor is it stopped) until they have gone through the pipe."""
+    import multiprocessing as mp
+
+    cfg = make_config()
+    settings = CutSettings.of(cfg, video=True)
+    source = open_video(short_clip)
+    rec = Reconstructor(cfg)
+    frames_to = mp.get_context("spawn").Queue(3)
+    try:
+        own, _ = _collect(rec.tracked_frames(short_clip, source, settings.window(source.width, source.height)))
+        proc = TrackProcess(short_clip, settings, frames_to=frames_to)
+        rec.track_ahead = proc
+        tracked = rec.tracked_frames(short_clip, source, settings.window(source.width, source.height), frames_to)
+        assert isinstance(tracked, TrackedFromProcess) and tracked.frames_token == proc.token
+        got, _ = _collect(tracked)  # every chunk and the end, while the windows wait in the process
+        assert proc.proc.is_alive(), "left (or was stopped) before the video process had its windows"
+        sent = [frames_to.get(timeout=60) for _ in range(len(got) + 1)]
+        wait_until(lambda: not proc.proc.is_alive())
+        assert proc.proc.exitcode == 0
+    finally:
+        rec.close()
+    assert all(c.frames is None for c in got) and [c.row for c in got] == [c.row for c in own]
+    assert sent[-1] == ("frames-done", proc.token, sum(c.n for c in own))
+    for (kind, token, row, frames, times), ch in zip(sent[:-1], own):
+        assert (kind, token, row) == ("frames", proc.token, ch.row)
+        np.testing.assert_array_equal(frames, ch.frames)
+        np.testing.assert_array_equal(times, ch.times)
+
+
+def test_a_job_that_reads_the_windows_elsewhere_tracks_itself(short_clip):
+    """A process that sends its windows to a frame queue serves only a job whose video reads that queue
+    (and one that sends them with its chunks only a job that reads them there)."""
+    import multiprocessing as mp
+
+    cfg = make_config(pipeline=SMALL)
+    settings = CutSettings.of(cfg, video=True)
+    source = open_video(short_clip)
+    window = settings.window(source.width, source.height)
+    frames_to = mp.get_context("spawn").Queue(3)
+    for proc, job_reads in ((TrackProcess(short_clip, settings, frames_to=frames_to), None),
+                            (TrackProcess(short_clip, settings), frames_to)):
+        rec = Reconstructor(cfg)
+        rec.track_ahead = proc
+        try:
+            assert not isinstance(rec.tracked_frames(short_clip, source, window, job_reads), TrackedFromProcess)
+            assert not proc.proc.is_alive()
+        finally:
+            rec.close()
+
+
+def test_killed_while_it_writes_windows_is_an_end_of_file_for_their_reader(short_clip):
+    """Killed while it writes windows into the frame queue, it leaves part of a message in the pipe; the
+    reader (the video process) must then get an end of file, not wait for the rest for ever: the job's
+    process, which made the queue, keeps no write end of it."""
+    import multiprocessing as mp
+    import queue
+    import threading
+
+    frames_to = mp.get_context("spawn").Queue(3)
+    proc = TrackProcess(short_clip, CutSettings(chunk_mb=1, track_chunk=2), frames_to=frames_to)
+    wait_until(lambda: frames_to.full())  # 3 chunks of windows put, the first partly written into the pipe
+    os.kill(proc.proc.pid, signal.SIGKILL)
+    proc.proc.join(30)
+    outcome = []
+
+    def read():
+        try:
+            while True:
+                frames_to.get(timeout=30)
+        except (EOFError, OSError):
+            outcome.append("end of file")
+        except queue.Empty:
+            outcome.append("nothing, and no end of file")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)
+    assert outcome == ["end of file"]
+    proc.close()

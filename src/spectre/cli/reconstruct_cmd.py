@@ -13,7 +13,7 @@ from ..io.video import open_video
 from ..progress import frame_bar
 from ..reconstruct.stagespawn import SpawnedStages, clip_uses_processes
 from ..reconstruct.tracked import CutSettings
-from ..reconstruct.trackproc import TrackProcess
+from ..reconstruct.trackproc import TrackProcess, queued_chunks
 from .options import add_image_folder, check_workers
 
 HELP = "reconstruct 3D faces from videos (parameters, ARKit CSV, render video)"
@@ -86,14 +86,18 @@ def run(args: argparse.Namespace) -> int:
             first = None
         if first is not None:
             video = args.layout != "none"
-            if video and clip_uses_processes(first.num_frames):
-                spawned = SpawnedStages(("video",))
+            settings = CutSettings(video=video).with_given(layout=args.layout, video_frame=args.video_frame)
+            size = (first.width, first.height)
             # tracked in a process of its own while this one imports torch (as a thread here it shared one
             # GIL with the import: the 41-frame README clip took 1 s longer); with torch already imported
             # (the command called from Python) there is nothing to hide and the job tracks at once itself
-            if "torch" not in sys.modules:
-                ahead = TrackProcess(items[0].path, CutSettings(video=video).with_given(
-                    layout=args.layout, video_frame=args.video_frame), size=(first.width, first.height))
+            early = "torch" not in sys.modules
+            if video and clip_uses_processes(first.num_frames):
+                # with a queue for the tracking process's windows, which then never pass through this one
+                spawned = SpawnedStages(("video",), frames=queued_chunks(settings, *size) if early else 0)
+            if early:
+                ahead = TrackProcess(items[0].path, settings, size=size,
+                                     frames_to=spawned.frames if spawned is not None else None)
             if len(items) == 1 and _shows_progress(args):  # shown now, not after torch's import
                 bar = frame_bar(items[0].path.name, first.num_frames)
     try:

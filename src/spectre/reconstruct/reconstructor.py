@@ -92,13 +92,15 @@ class Reconstructor:
             self._tracker = FaceTracker()
         return self._tracker
 
-    def tracked_frames(self, path: Path, source, window: VideoWindow | None):
+    def tracked_frames(self, path: Path, source, window: VideoWindow | None, frames_to=None):
         """The overlapped job's tracked chunks of ``path``: from :attr:`track_ahead` when it is a tracking
-        process started for this video with this job's settings (:mod:`.trackproc`), else tracked here."""
+        process started for this video with this job's settings (:mod:`.trackproc`) that sends its windows
+        where this job's video reads them (``frames_to``: the video process's frame queue), else tracked
+        here."""
         early = self.track_ahead
         if isinstance(early, TrackProcess):
             self.track_ahead = None
-            if early.matches(path, CutSettings.of(self.cfg, video=window is not None)):
+            if early.matches(path, CutSettings.of(self.cfg, video=window is not None), frames_to):
                 return early.take()
             early.close()
         return TrackedFrames(self, path, source, window)

@@ -9,6 +9,9 @@ by the command line before it imports torch (:mod:`.stagespawn`), else when the
     parent: track -> window ------------------ frames' windows ---> video process
                   `-> fit thread -> posing thread --- posed faces ---/
 
+When the command line tracks in a process of its own (:mod:`.trackproc`) and gave it the video process's
+frame queue, the windows go from there straight to the video process and the parent gets the landmarks.
+
 The posing thread evaluates the face model for each solved run of frames and sends the posed vertices with
 their maps to the window (:func:`.videostage.posed_rows`), so the video process needs neither the model
 nor, with the compiled rasteriser, torch. The queue into the child is bounded (a slow video holds the
@@ -56,6 +59,7 @@ class StageProcesses:
         self.spawned = spawned if spawned is not None else SpawnedStages(roles)
         self.outbox, self.abort, self.inbox, self.procs = (self.spawned.outbox, self.spawned.abort,
                                                           self.spawned.inbox, self.spawned.procs)
+        self.frames = self.spawned.frames  # the video process's frame queue (a tracking process writes it)
         self.spawned.configure(to_dict(cfg))
         self.ready: set[str] = set()
         self.job = 0
@@ -295,7 +299,10 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
     prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
     pieces = []
     timings = {"track": 0.0}
-    tracked = rec.tracked_frames(path, source, window)
+    tracked = rec.tracked_frames(path, source, window, frames_to=procs.frames if video is not None else None)
+    frames_from = getattr(tracked, "frames_token", None)  # the windows go straight to the video process
+    if frames_from is not None:
+        video["frames_from"] = frames_from
     procs.start_job(video)
     posing = _Posing(rec, procs.inbox["video"], procs.job) if video is not None else None
 
@@ -317,7 +324,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
             if posing is not None:
                 posing.add_chunk(ch)
             fitting.put(("chunk", procs.job, ch.lm, ch.valid, ch.p478), lambda: procs.receive(handle))
-            if video is not None:
+            if video is not None and frames_from is None:
                 procs.send("video", ("frames", procs.job, ch.row, ch.frames, ch.times), handle)
             prog.add("track", ch.n)
             procs.receive(handle)
@@ -336,6 +343,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         fitted(*tracked.result(), assemble(pieces))
         while procs.running:
             procs.receive(handle, timeout=POLL_S)
+        tracked.close()  # a tracking process that sent the video its windows has left by now
     except BaseException:
         tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit
         fitting.close()

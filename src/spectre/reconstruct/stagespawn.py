@@ -52,30 +52,36 @@ def clip_uses_processes(num_frames: int | None, first_window: int = FIRST_WINDOW
     return not num_frames or num_frames > first_window
 
 
-def stage_main(role: str, inbox, outbox, abort) -> None:
+def stage_main(role: str, inbox, outbox, abort, frames) -> None:
     """The stage process's entry point (spawned: it runs in the child)."""
     # deliberately here: the parent imports this module before torch, the child needs torch's stages
     from .stageworker import serve
 
-    serve(role, inbox, outbox, abort)
+    serve(role, inbox, outbox, abort, frames)
 
 
 class SpawnedStages:
     """Stage processes (``roles``: ``video``, the one stage that runs in a process) and their queues, started
-    at once."""
+    at once.
 
-    def __init__(self, roles: tuple[str, ...] = ("video",)):
+    ``frames``: how many chunks of frames a tracking process started next (:mod:`.trackproc`) may queue
+    for the video process on a queue of their own, :attr:`frames` (0: none). Its windows then go straight
+    to the video process instead of through the job's process, which would unpickle and pickle them again
+    (278 MB at 1080p)."""
+
+    def __init__(self, roles: tuple[str, ...] = ("video",), frames: int = 0):
         ctx = mp.get_context("spawn")
         self.roles = tuple(roles)
         self.outbox = ctx.Queue()
         self.abort = ctx.Value("q", -1, lock=False)  # id of the job to stop
         self.inbox = {role: ctx.Queue(INBOX) for role in self.roles}
+        self.frames = ctx.Queue(frames) if frames > 0 and "video" in self.roles else None
         self.procs = {}
         self.configured = False
         self._closed = False
         for role, box in self.inbox.items():
             p = ctx.Process(target=stage_main, name=f"spectre-{role}", daemon=True,
-                            args=(role, box, self.outbox, self.abort))
+                            args=(role, box, self.outbox, self.abort, self.frames if role == "video" else None))
             with _child_env():
                 p.start()
             self.procs[role] = p
@@ -111,6 +117,6 @@ class SpawnedStages:
             if p.is_alive():
                 p.kill()
                 p.join(2.0)
-        for q in (self.outbox, *self.inbox.values()):
+        for q in (self.outbox, *self.inbox.values(), *([self.frames] if self.frames is not None else [])):
             q.cancel_join_thread()  # unread items must not keep this process from exiting
             q.close()

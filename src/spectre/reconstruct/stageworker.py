@@ -7,7 +7,9 @@ with each run of fitted frames, the posed vertices and the map to the window's p
 the input (:func:`.compose.compose_posed`) and encodes.
 
 Messages (tuples, the first item names them) arrive on the process's inbox, the first being
-``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known);
+``("config", cfg_dict)`` (:mod:`.stagespawn` starts the process before its configuration is known); a job
+whose windows come from the tracking process (``frames_from``: its token) reads them from the process's
+frame queue as well (:mod:`.trackproc`);
 everything it reports goes to the parent's outbox: ``("ready", role)``, then per job
 ``("progress", job, stage, n)``, ``("tmp", job, path)`` (its temporary file, removed by the parent should
 this process die), ``("done", job, role, busy_seconds)``, ``("error", job, role, exc)`` or
@@ -17,6 +19,7 @@ leaves on ``("stop",)`` or when its parent is gone.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue
 import time
@@ -39,13 +42,18 @@ class _Stopped(Exception):
 
 
 class _Channel:
-    """This process's inbox and the queues it writes to, with the job's abort flag checked while waiting."""
+    """This process's inbox, its frame queue (read during a job whose windows come from the tracking
+    process whose token is :attr:`frames_from`, until that process's last message there) and the queues it
+    writes to, with the job's abort flag checked while waiting."""
 
-    def __init__(self, inbox, outbox, abort):
-        self.inbox, self.outbox, self.abort = inbox, outbox, abort
+    def __init__(self, inbox, outbox, abort, frames=None):
+        self.inbox, self.outbox, self.abort, self.frames = inbox, outbox, abort, frames
         self.job = -1
+        self.frames_from: str | None = None
         self.parent = mp.parent_process()
         only_read(inbox)  # a parent killed while it writes frames is an end of file here, not a hang
+        if frames is not None:
+            only_read(frames)  # and a tracking process killed while it writes frames
 
     def alive(self) -> bool:
         return self.parent is None or self.parent.is_alive()
@@ -60,6 +68,13 @@ class _Channel:
                 self.check()
             elif not self.alive():
                 raise _Stopped()
+            if self.frames_from is not None:  # whichever queue has a message (their pipes' read ends)
+                if mp.connection.wait([self.inbox._reader, self.frames._reader], timeout=POLL_S):
+                    try:
+                        return self.get_nowait()
+                    except queue.Empty:
+                        pass
+                continue
             try:
                 return self.inbox.get(timeout=POLL_S)
             except queue.Empty:
@@ -71,8 +86,20 @@ class _Channel:
         """The next message if one is there (``queue.Empty`` if not)."""
         try:
             return self.inbox.get_nowait()
+        except queue.Empty:
+            if self.frames_from is None:
+                raise
         except (EOFError, OSError):  # every writer is gone (the parent died mid-message)
             raise _Stopped() from None
+        try:
+            msg = self.frames.get_nowait()
+        except (EOFError, OSError):
+            # the tracking process died before its last windows: the job hears why from it and stops
+            self.frames_from = None
+            raise _Stopped() from None
+        if msg[0] == "frames-done" and msg[1] == self.frames_from:
+            self.frames_from = None
+        return msg
 
     def put(self, q, item) -> None:
         while True:
@@ -84,11 +111,12 @@ class _Channel:
                 continue
 
 
-def serve(role: str, inbox, outbox, abort) -> None:
+def serve(role: str, inbox, outbox, abort, frames=None) -> None:
     """Entry point of a stage process (``role``: ``video``; its first message is its configuration,
-    :mod:`.stagespawn`). It leaves without the interpreter's teardown once its messages are sent."""
+    :mod:`.stagespawn`; ``frames``: its frame queue, or None). It leaves without the interpreter's teardown
+    once its messages are sent."""
     try:
-        _serve(role, inbox, outbox, abort)
+        _serve(role, inbox, outbox, abort, frames)
     finally:
         outbox.close()
         parent = mp.parent_process()
@@ -97,9 +125,9 @@ def serve(role: str, inbox, outbox, abort) -> None:
         os._exit(0)
 
 
-def _serve(role: str, inbox, outbox, abort) -> None:
+def _serve(role: str, inbox, outbox, abort, frames) -> None:
     child_signals()
-    ch = _Channel(inbox, outbox, abort)
+    ch = _Channel(inbox, outbox, abort, frames)
     try:
         if role != "video":
             raise ValueError(f"unknown stage role {role!r}")
@@ -144,14 +172,19 @@ def _serve(role: str, inbox, outbox, abort) -> None:
             outbox.put(("error", job, role, picklable(exc)))
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 return
+        finally:
+            ch.frames_from = None  # the frame queue is read by the job that takes its windows only
 
 
 def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_from, overwrite: bool,
-               batch: int, faces: np.ndarray, light: np.ndarray, tint: np.ndarray | None) -> None:
-    """Render, compose and encode each frame once both its window and its posed face are here (both from
-    the parent), in order; the temporary file is removed when the job stops early. Between batches the
-    inbox is read on while fewer than ``HOLD_MB`` of windows wait, so tracking goes on while the video
-    renders, with bounded memory."""
+               batch: int, faces: np.ndarray, light: np.ndarray, tint: np.ndarray | None,
+               frames_from: str | None = None) -> None:
+    """Render, compose and encode each frame once both its window (from the parent, or from the tracking
+    process whose token is ``frames_from``) and its posed face (from the parent) are here, in order; the
+    temporary file is removed when the job stops early. Between batches the queues are read on while fewer
+    than ``HOLD_MB`` of windows wait, so tracking goes on while the video renders, with bounded memory."""
+    if frames_from is not None and ch.frames is None:
+        raise ValueError("the job's windows come from a tracking process, but this process has no frame queue")
     writer = open_video_writer(layout, window, path, fps, audio_from=audio_from, overwrite=overwrite)
     job = ch.job
     encoder = None
@@ -159,7 +192,8 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
         ch.outbox.put(("tmp", job, str(writer.temporary_path)))
         encoder = EncoderThread(writer, check=ch.check,
                                 on_written=lambda n: ch.outbox.put(("progress", job, "video", n)))
-        state = _VideoState(job)
+        state = _VideoState(job, job if frames_from is None else frames_from)
+        ch.frames_from = frames_from
         while not state.finished:
             if not state.ready():
                 state.absorb(ch.get())
@@ -186,10 +220,12 @@ HOLD_MB = 48
 
 
 class _VideoState:
-    """The frames and posed faces (both from the parent) waiting to be rendered."""
+    """The frames (from the parent or the tracking process) and posed faces (from the parent) waiting to be
+    rendered."""
 
-    def __init__(self, job: int):
+    def __init__(self, job: int, frames_key):
         self.job = job
+        self.frames_key = frames_key  # what the frames' messages carry: the job's id or the tracker's token
         self.chunks: list[tuple] = []  # (row, frames, times), in order
         self.posed: list[tuple] = []   # (row, n, rows, vertices, affine), in order
         self.total: int | None = None  # frame count, once the parent has sent every frame
@@ -198,12 +234,14 @@ class _VideoState:
         self.held_bytes = 0
 
     def absorb(self, msg: tuple) -> None:
+        if msg[0] == "frames":
+            if msg[1] == self.frames_key:
+                self.chunks.append(msg[2:])
+                self.held_bytes += msg[3].nbytes
+            return
         if msg[1] != self.job:
             return
-        if msg[0] == "frames":
-            self.chunks.append(msg[2:])
-            self.held_bytes += msg[3].nbytes
-        elif msg[0] == "posed":
+        if msg[0] == "posed":
             self.posed.append(msg[2:])
         elif msg[0] == "frames-end":
             self.total = msg[2]

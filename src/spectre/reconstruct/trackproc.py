@@ -9,7 +9,9 @@ length, with or without a video; it cuts each frame to the video's window there
 the tracked chunks through a bounded queue. The job takes them (:meth:`TrackProcess.take`) when its own
 settings are the same, else it closes the process and tracks the video itself.
 
-Decoded frames stay in that process; only the windows (at most 512x512 by default) cross to the job.
+Decoded frames stay in that process; only the windows (at most 512x512 by default) leave it: to the job,
+or, when the command line gives it the video process's frame queue (``frames_to``, :mod:`.stagespawn`),
+straight to the video process, which is the only one that needs them (the job gets the landmarks).
 Our warnings there (the decoder's: a truncated file, timestamps that do not increase) are sent to the job,
 which logs them as its own (its handlers, not across its progress bar); MediaPipe's native messages are
 printed by that process.
@@ -20,7 +22,9 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
+import uuid
 from pathlib import Path
 
 from ..faces.track import FaceTracker
@@ -64,19 +68,20 @@ class _ToJob(logging.Handler):
             pass
 
 
-def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
+def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, token: str = "") -> None:
     """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk and
-    ``("log", ...)`` per warning (:class:`_ToJob`), then ``("end",)`` or ``("error", exc)``. It leaves without
-    the interpreter's teardown once they are sent."""
+    ``("log", ...)`` per warning (:class:`_ToJob`), then ``("end",)`` or ``("error", exc)``. With ``frames_to``
+    each chunk's windows go there instead, as ``("frames", token, row, frames, times)``, then
+    ``("frames-done", token, rows)``. It leaves without the interpreter's teardown once they are sent."""
     child_signals()
     parent = mp.parent_process()
 
-    def put(item) -> None:
+    def put(item, box=outbox) -> None:
         while True:
             if stop.is_set() or (parent is not None and not parent.is_alive()):
                 raise _Stopped()
             try:
-                outbox.put(item, timeout=POLL_S)
+                box.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
@@ -94,8 +99,14 @@ def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
             row = 0
             for fc in stream:
                 item = cut_chunk(fc, row, window, settings.crop_scale)
-                row += item[0].n
+                ch = item[0]
+                if frames_to is not None and ch.frames is not None:
+                    put(("frames", token, ch.row, ch.frames, ch.times), frames_to)
+                    ch.frames = None
+                row += ch.n
                 put(("chunk", item))
+            if frames_to is not None:
+                put(("frames-done", token, row), frames_to)
             put(("end",))
         except _Stopped:
             pass
@@ -110,28 +121,50 @@ def track_main(path: str, settings: CutSettings, outbox, stop) -> None:
         outbox.close()
         if not stop.is_set() and (parent is None or parent.is_alive()):
             outbox.join_thread()  # what was put reaches the pipe
+        if frames_to is not None:
+            _flush(frames_to, stop, parent)
         os._exit(0)
+
+
+def _flush(box, stop, parent) -> None:
+    """Wait until what was put on ``box`` has reached its pipe (its reader, the video process, takes the
+    frames as it renders them), unless the job stops this process or is gone first."""
+    box.close()
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (box.join_thread(), flushed.set()), daemon=True).start()
+    while not flushed.wait(POLL_S):
+        if stop.is_set() or (parent is not None and not parent.is_alive()):
+            return
 
 
 class TrackProcess:
     """Tracks ``path`` in a spawned process with ``settings``; :meth:`take` gives the job its chunks.
-    ``size``: the video's (width, height), which sizes the queue of chunks (3 without it)."""
+    ``size``: the video's (width, height), which sizes the queue of chunks (3 without it). ``frames_to``:
+    the video process's frame queue (:attr:`.stagespawn.SpawnedStages.frames`): the windows go there, tagged
+    with :attr:`token`, and the job's chunks come without them."""
 
-    def __init__(self, path: str | Path, settings: CutSettings, size: tuple[int, int] | None = None):
+    def __init__(self, path: str | Path, settings: CutSettings, size: tuple[int, int] | None = None,
+                 frames_to=None):
         ctx = mp.get_context("spawn")
-        self.path, self.settings = Path(path), settings
+        self.path, self.settings, self.frames_to = Path(path), settings, frames_to
+        self.token = uuid.uuid4().hex if frames_to is not None else None
         self.outbox = ctx.Queue(queued_chunks(settings, *size) if size else 3)
         self.stop = ctx.Event()
         self.proc = ctx.Process(target=track_main, name="spectre-track", daemon=True,
-                                args=(str(path), settings, self.outbox, self.stop))
+                                args=(str(path), settings, self.outbox, self.stop, frames_to, self.token))
         self.proc.start()
         only_read(self.outbox)  # the process's death mid-message is an end of file here, not a hang
+        if frames_to is not None:
+            # this process never writes there: with only the tracking process's write end open, its death
+            # mid-message is an end of file for the video process, not a hang
+            only_read(frames_to)
         self._taken = self._closed = False
 
-    def matches(self, path: str | Path, settings: CutSettings) -> bool:
-        """Whether this tracks ``path`` with ``settings`` and its chunks are still to be taken."""
+    def matches(self, path: str | Path, settings: CutSettings, frames_to=None) -> bool:
+        """Whether this tracks ``path`` with ``settings``, sends its windows where the job reads them (to
+        the queue ``frames_to``, or with the chunks when None), and its chunks are still to be taken."""
         return (not self._taken and not self._closed and settings == self.settings
-                and Path(path).resolve() == self.path.resolve())
+                and frames_to is self.frames_to and Path(path).resolve() == self.path.resolve())
 
     def take(self) -> TrackedFromProcess:
         if self._taken:
@@ -190,6 +223,8 @@ class TrackedFromProcess(TrackedParts):
     def __init__(self, tracker: TrackProcess):
         super().__init__(tracker.path)
         self.tracker = tracker
+        #: the windows went to the video process, tagged with this (None: they come with the chunks)
+        self.frames_token = tracker.token
 
     def __iter__(self):
         while True:
@@ -198,7 +233,8 @@ class TrackedFromProcess(TrackedParts):
                 self.tracker.close()
                 raise msg[1]
             if msg[0] == "end":
-                self.tracker.close()
+                if self.frames_token is None:  # else it leaves once the video process has its last windows
+                    self.tracker.close()
                 return
             if msg[0] == "log":
                 logging.getLogger(msg[1]).log(msg[2], "%s", msg[3])
