@@ -13,6 +13,7 @@ import torch
 from spectre import raster_kernels as compiled
 from spectre.errors import ConfigError
 from spectre.geometry import vertex_normals
+from spectre.io.writer import rgb_to_i420
 from spectre.reconstruct import compose
 from spectre.render import fast_shape
 from spectre.render.fast_shape import raster_backend, render_shape_fast_in_frame, render_shape_pixels
@@ -242,6 +243,12 @@ def test_drawing_straight_into_the_video_frames_gives_the_composed_bytes(kernels
         got = compose.compose_posed(frames, rows, v, a, faces.numpy(), light, layout, tint)
         assert alpha.sum() > 500 * len(rows)
         assert got.dtype == np.uint8 and np.array_equal(got, want)
+        if layout == "grid":  # the windows as the tracking process sends them: the converted grid's bytes
+            got = compose.compose_posed(rgb_to_i420(frames), rows, v, a, faces.numpy(), light, layout, tint)
+            assert np.array_equal(got, rgb_to_i420(want))
+        else:
+            with pytest.raises(ValueError, match="grid"):
+                compose.compose_posed(rgb_to_i420(frames), rows, v, a, faces.numpy(), light, layout, tint)
 
 
 def test_skipping_hidden_triangles_draws_the_same_buffers(kernels, monkeypatch):

@@ -222,13 +222,17 @@ def test_a_killed_tracking_process_is_an_error_not_a_hang(short_clip):
     proc.close()
 
 
-def test_the_windows_go_to_the_video_processs_queue(short_clip):
-    """Given the video process's frame queue, the process sends the windows there (tagged with its token)
-    and the job's chunks come without them. Its job may have all chunks before the video process has read
-    the windows: the process does not leave (nor is it stopped) until they have gone through the pipe."""
+@pytest.mark.parametrize("layout", ["grid", "overlay"])
+def test_the_windows_go_to_the_video_processs_queue(short_clip, layout):
+    """Given the video process's frame queue, the process sends the windows there (tagged with its token;
+    for the grid converted for the encoder) and the job's chunks come without them. Its job may have all
+    chunks before the video process has read the windows: the process does not leave (nor is it stopped)
+    until they have gone through the pipe."""
     import multiprocessing as mp
 
-    cfg = make_config()
+    from spectre.io.writer import rgb_to_i420
+
+    cfg = make_config(layout=layout)
     settings = CutSettings.of(cfg, video=True)
     source = open_video(short_clip)
     rec = Reconstructor(cfg)
@@ -250,7 +254,7 @@ def test_the_windows_go_to_the_video_processs_queue(short_clip):
     assert sent[-1] == ("frames-done", proc.token, sum(c.n for c in own))
     for (kind, token, row, frames, times), ch in zip(sent[:-1], own):
         assert (kind, token, row) == ("frames", proc.token, ch.row)
-        np.testing.assert_array_equal(frames, ch.frames)
+        np.testing.assert_array_equal(frames, rgb_to_i420(ch.frames) if layout == "grid" else ch.frames)
         np.testing.assert_array_equal(times, ch.times)
 
 

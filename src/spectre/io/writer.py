@@ -19,7 +19,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import InputError, OutputError
 
-__all__ = ["EncoderThread", "VideoWriter", "x264_asm"]
+__all__ = ["EncoderThread", "VideoWriter", "i420_beside", "rgb_to_i420", "x264_asm"]
 
 _TIME_BASE = Fraction(1, 90000)
 _COPYABLE_AUDIO = {"aac", "mp3", "alac", "opus", "ac3"}
@@ -64,17 +64,50 @@ def _frame_to_uint8(frame) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _yuv420_frame(img: np.ndarray):
-    """An even-sized RGB frame as the encoder's ``yuv420p`` (BT.601, limited range, as swscale makes it).
+def rgb_to_i420(frames: np.ndarray) -> np.ndarray:
+    """Even-sized RGB frames (n, H, W, 3) uint8 as the encoder's planar ``yuv420p`` (n, 3H/2, W): each frame's
+    Y plane (H, W), then U and V (H/2, W/2) one after the other (BT.601, limited range, as swscale makes it).
 
     Why: converted by OpenCV, writing a 1024x512 grid frame costs 0.6 ms less than when PyAV's swscale
     converts it inside ``encode`` (7.0 vs 7.6 CPU ms with x264's own work; docs/performance.md, ninth session).
     Same luma within 1 level; chroma is the mean of each 2x2 block where swscale takes one of its pixels
-    (tests/test_writer.py)."""
-    import av
+    (tests/test_writer.py). Every output pixel depends on its own 2x2 block only, which
+    :func:`i420_beside` relies on."""
     import cv2
 
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    n, h, w = frames.shape[:3]
+    out = np.empty((n, h * 3 // 2, w), np.uint8)
+    for i in range(n):
+        cv2.cvtColor(frames[i], cv2.COLOR_RGB2YUV_I420, dst=out[i])
+    return out
+
+
+def i420_beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two batches of :func:`rgb_to_i420` frames of one height side by side: the conversion of the RGB frames
+    put side by side, byte for byte (the seam falls between 2x2 blocks)."""
+    n, rows, wl = left.shape
+    wr = right.shape[2]
+    h, w = rows * 2 // 3, wl + wr
+    out = np.empty((n, rows, w), np.uint8)
+    flat, fl, fr = out.reshape(n, -1), left.reshape(n, -1), right.reshape(n, -1)
+    start = 0
+    for ph, pw, k in ((h, w, 1), (h // 2, w // 2, 2), (h // 2, w // 2, 2)):  # Y, U, V planes
+        dst = flat[:, start:start + ph * pw].reshape(n, ph, pw)
+        dst[:, :, :wl // k] = fl[:, start * wl // w:(start + ph * pw) * wl // w].reshape(n, ph, wl // k)
+        dst[:, :, wl // k:] = fr[:, start * wr // w:(start + ph * pw) * wr // w].reshape(n, ph, wr // k)
+        start += ph * pw
+    return out
+
+
+def _yuv420_frame(img: np.ndarray):
+    """An even-sized RGB frame as the encoder's ``yuv420p`` frame (:func:`rgb_to_i420`)."""
+    return _i420_frame(rgb_to_i420(img[None])[0])
+
+
+def _i420_frame(i420: np.ndarray):
+    import av
+
+    return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
 
 class VideoWriter:
@@ -182,6 +215,17 @@ class VideoWriter:
             raise ValueError(f"frame is {img.shape[1]}x{img.shape[0]}, writer expects {self.width}x{self.height}")
         if self.width % 2 or self.height % 2:
             img = np.pad(img, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
+        self._encode(_yuv420_frame(img), t)
+
+    def write_i420(self, frame: np.ndarray, t: float | None = None) -> None:
+        """Append one frame already converted (:func:`rgb_to_i420`, (3H/2, W) uint8; even sizes only)."""
+        if frame.dtype != np.uint8 or frame.shape != (self.height * 3 // 2, self.width) or self.height % 2 \
+                or self.width % 2:
+            raise ValueError(f"an I420 frame of {self.width}x{self.height} is ({self.height * 3 // 2}, "
+                             f"{self.width}) uint8 (even sizes only), not {frame.shape} {frame.dtype}")
+        self._encode(_i420_frame(frame), t)
+
+    def _encode(self, vf, t: float | None) -> None:
         i = self.frames_written
         if t is None and self.pts is not None:
             if i >= len(self.pts):
@@ -189,7 +233,6 @@ class VideoWriter:
             t = self.pts[i]
         elif t is None:
             t = i / self.fps
-        vf = _yuv420_frame(img)
         vf.pts = int(round(t / _TIME_BASE))
         vf.time_base = _TIME_BASE
         for packet in self._video.encode(vf):
@@ -272,9 +315,10 @@ class EncoderThread:
                 item = self.q.get()
                 if item is None:
                     return
-                frames, times = item
+                frames, times, i420 = item
+                write = self.writer.write_i420 if i420 else self.writer.write
                 for i, f in enumerate(frames):
-                    self.writer.write(f, None if times is None else float(times[i]))
+                    write(f, None if times is None else float(times[i]))
                 if self.on_written is not None:
                     self.on_written(len(frames))
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
@@ -286,12 +330,13 @@ class EncoderThread:
         if self.check is not None:
             self.check()
 
-    def put(self, frames, times: Sequence[float] | None = None) -> None:
-        """Queue ``frames`` (n, H, W, 3) uint8 with their presentation ``times`` (None: the writer's)."""
+    def put(self, frames, times: Sequence[float] | None = None, i420: bool = False) -> None:
+        """Queue ``frames`` (n, H, W, 3) uint8, or converted (``i420``: (n, 3H/2, W), :func:`rgb_to_i420`), with
+        their presentation ``times`` (None: the writer's)."""
         while True:
             self._raise()
             try:
-                self.q.put((frames, times), timeout=self.poll)
+                self.q.put((frames, times, i420), timeout=self.poll)
                 return
             except queue.Full:
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.writer import VideoWriter
+from ..io.writer import VideoWriter, i420_beside, rgb_to_i420
 from ..raster_kernels import posed_frames, posed_frames_into, raster_backend
 from .window import VideoWindow
 
@@ -88,7 +88,18 @@ def compose_posed(frames: np.ndarray, rows: np.ndarray, vertices: np.ndarray, af
                   light: np.ndarray, layout: str, tint: np.ndarray | None = None) -> np.ndarray:
     """:func:`compose` of one face drawn by :func:`render_posed` on ``rows`` of ``frames`` (n, H, W, 3) uint8,
     the same bytes. With the compiled kernels the ``grid`` and ``render`` layouts are drawn straight into the
-    output frames, without a float render and its conversion."""
+    output frames, without a float render and its conversion.
+
+    ``frames`` already converted for the encoder (:func:`.io.writer.rgb_to_i420`, (n, 3H/2, W), the grid
+    only) give the grid's frames converted too, the same bytes as converting the RGB grid: the windows of a
+    1080p video cross between processes and wait for their faces at half the size."""
+    if frames.ndim == 3:
+        if layout != "grid":
+            raise ValueError(f"converted (I420) windows are for the grid layout, not {layout!r}")
+        n, h, w = frames.shape[0], frames.shape[1] * 2 // 3, frames.shape[2]
+        blank = np.broadcast_to(np.uint8(0), (n, h, w, 3))  # the render layout reads only its shape
+        render = compose_posed(blank, rows, vertices, affine, faces, light, "render", tint)
+        return i420_beside(rgb_to_i420(render), frames)
     n, h, w = frames.shape[:3]
     if layout not in ("grid", "render") or raster_backend() != "numba":
         drawn = render_posed(vertices, affine, faces, light, (h, w), tint) if len(rows) else None

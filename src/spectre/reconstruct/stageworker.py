@@ -205,7 +205,8 @@ def _video_job(ch: _Channel, layout: str, window, path: str, fps: float, audio_f
                     break
             ch.check()
             frames, times, (rows, verts, affine) = state.take(batch)
-            encoder.put(compose_posed(frames, rows, verts, affine, faces, light, layout, tint), times)
+            encoder.put(compose_posed(frames, rows, verts, affine, faces, light, layout, tint), times,
+                        i420=frames.ndim == 3)
         encoder.finish()
         writer.close()
     except BaseException as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..faces.track import FaceTracker
 from ..io.video import chunk_frames, open_video
+from ..io.writer import rgb_to_i420
 from .childerrors import StageProcessError, child_signals, only_read, picklable
 from .tracked import CutSettings, TrackedParts, cut_chunk
 
@@ -71,7 +72,8 @@ class _ToJob(logging.Handler):
 def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, token: str = "") -> None:
     """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk and
     ``("log", ...)`` per warning (:class:`_ToJob`), then ``("end",)`` or ``("error", exc)``. With ``frames_to``
-    each chunk's windows go there instead, as ``("frames", token, row, frames, times)``, then
+    each chunk's windows go there instead, as ``("frames", token, row, frames, times)`` (for the grid layout
+    converted for the encoder, :func:`.io.writer.rgb_to_i420`, when their sizes are even), then
     ``("frames-done", token, rows)``. It leaves without the interpreter's teardown once they are sent."""
     child_signals()
     parent = mp.parent_process()
@@ -101,7 +103,12 @@ def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, t
                 item = cut_chunk(fc, row, window, settings.crop_scale)
                 ch = item[0]
                 if frames_to is not None and ch.frames is not None:
-                    put(("frames", token, ch.row, ch.frames, ch.times), frames_to)
+                    frames = ch.frames
+                    if settings.layout == "grid" and not (frames.shape[1] % 2 or frames.shape[2] % 2):
+                        # converted for the encoder here (the video process converts the render half only
+                        # and puts them side by side): half the bytes to send and to hold
+                        frames = rgb_to_i420(frames)
+                    put(("frames", token, ch.row, frames, ch.times), frames_to)
                     ch.frames = None
                 row += ch.n
                 put(("chunk", item))
