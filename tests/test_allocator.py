@@ -54,3 +54,37 @@ def test_children_inherit_the_policy_and_a_users_values_win(monkeypatch):
     assert keep_freed_buffers()
     assert os.environ["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+# threads that each hold a buffer: the arenas malloc made for them (glibc's malloc_info names each heap)
+_THREADS = """
+import ctypes, sys, tempfile, threading
+from spectre.allocator import keep_freed_buffers
+if sys.argv[1] == "policy":
+    keep_freed_buffers()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+held, go = [], threading.Barrier(4)
+def work():
+    go.wait()  # all four at once, as the job's threads
+    held.append(libc.malloc(1 << 20))
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with tempfile.NamedTemporaryFile("r") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(fp))
+    libc.fclose(ctypes.c_void_p(fp))
+    print(f.read().count("<heap nr="))
+"""
+
+
+def test_a_processs_threads_share_one_arena():
+    """Each thread's own arena kept its own free memory: the job's process grew with the clip's length."""
+    clean = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+    heaps = {mode: int(subprocess.run([sys.executable, "-c", _THREADS, mode], env=clean, capture_output=True,
+                                      text=True, check=True).stdout) for mode in ("default", "policy")}
+    assert heaps["default"] > 1 and heaps["policy"] == 1

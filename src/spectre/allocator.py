@@ -8,6 +8,10 @@ so every buffer of every chunk is faulted in and zeroed by the kernel again (at 
 kept: in A/B runs the 224² and 1080p jobs 5 % faster, `spectre track` up to 4 %, for 30-50 MB more peak
 memory across the job's processes (docs/performance.md, thirteenth session, with the smaller gains of the
 final interleaved runs).
+
+One arena for all of a process's threads: with one per thread (the fit's, the posing thread, the encoder's),
+each kept its own free memory and the job's process grew about 90 KB a frame at 224² (peak RSS 443 MB at
+246 frames, 560 MB at 1500); with one, 393 and 456 MB, at the same speed (fifteenth session).
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import os
 __all__ = ["MALLOC_ENV", "keep_freed_buffers"]
 
 #: glibc's own environment variables for the policy: children read them when they start
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+              "MALLOC_ARENA_MAX": "1"}
+#: mallopt's parameter numbers (malloc.h)
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}
 
 
 def keep_freed_buffers() -> bool:
@@ -34,6 +40,5 @@ def keep_freed_buffers() -> bool:
     for key, value in MALLOC_ENV.items():
         if key not in os.environ:  # else glibc read the user's value when this process started
             os.environ[key] = value
-            param = _M_MMAP_THRESHOLD if key == "MALLOC_MMAP_THRESHOLD_" else _M_TRIM_THRESHOLD
-            applied = libc.mallopt(param, int(value)) == 1 and applied
+            applied = libc.mallopt(_MALLOPT[key], int(value)) == 1 and applied
     return applied
