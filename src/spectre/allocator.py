@@ -11,7 +11,7 @@ final interleaved runs).
 
 One arena for all of a process's threads: with one per thread (the fit's, the posing thread, the encoder's),
 each kept its own free memory and the job's process grew about 90 KB a frame at 224² (peak RSS 443 MB at
-246 frames, 560 MB at 1500); with one, 393 and 456 MB, at the same speed (fifteenth session).
+246 frames, 560 MB at 1500); with one, 402 and 446 MB, at the same speed (fifteenth session).
 """
 from __future__ import annotations
 
