@@ -211,11 +211,6 @@ def test_shape_frames_layouts(golden_dir):
     assert np.abs(back[inner] - render[0][inner]).mean() < 12
 
 
-def _decoded(path) -> np.ndarray:
-    with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-
-
 def test_encoder_thread_writes_what_the_writer_writes(tmp_path):
     from spectre.io.writer import EncoderThread, rgb_to_i420
 
