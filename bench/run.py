@@ -19,6 +19,8 @@ the baseline of detection). Stages:
   workers   ``run_batch`` throughput with 1 and 2 workers       (baseline: 1 worker)
   job       ``spectre reconstruct`` vs ``spectre track``, whole   (the ratio of their wall times; peak RSS)
             processes, on the samples looped to 246 (224²) and 354 (1080p) frames (--quick: 224² only)
+  memory    the job's peak RSS at two lengths of each clip, and    (baseline: SPECTRE_BENCH_BASE's job, if given)
+            what each extra frame adds (224² 246/1500, 1080p 354/1000 frames; --quick: 224² only)
   ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
             only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
@@ -42,7 +44,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED = Path(os.environ.get("SPECTRE_SHARED", ROOT.parent / "shared"))
 SAMPLES = SHARED / "samples"
-STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "train", "ictenc")
+STAGES = ("faces", "nets", "model", "fit", "render", "video", "e2e", "length", "workers", "job", "memory", "train",
+          "ictenc")
 OPT_IN = ("ray",)  # run only when named with --only: it starts Ray clusters and takes minutes
 
 
@@ -459,6 +462,45 @@ def stage_job(quick: bool) -> list[dict]:
                      "value": t_job / t_track, "baseline": None,
                      "note": f"target <= 2.0 (issue 15); CPU-time ratio {cpu_job / max(cpu_track, 1e-9):.2f}"},
                 ]
+    return rows
+
+
+def stage_memory(quick: bool) -> list[dict]:
+    """Peak RSS of the main job against the clip's length, as whole processes (``_process``): the 224²
+    sample looped to 246 and 1500 frames, and (unless ``--quick``) the 1080p one to 354 and 1000. Reports
+    the job's own process (VmHWM: it holds the results) and its process tree (sampled), and what each
+    extra frame adds to the job's own peak: flat memory in the length means only the results' own size
+    (about 9 KB a frame in the .npz). ``SPECTRE_BENCH_BASE=OTHER/src`` measures that tree's job in the
+    same rounds, as the baseline."""
+    src = os.environ.get("SPECTRE_BENCH_SRC", str(ROOT / "src"))
+    trees = {"": src}
+    if os.environ.get("SPECTRE_BENCH_BASE"):
+        trees[" (base tree)"] = os.environ["SPECTRE_BENCH_BASE"]
+    clips = [("LRS3 224²", _lrs3_clip(), (246, 1500))]
+    mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
+    if mead and not quick:
+        clips.append(("MEAD 1080p", mead[0], (354, 1000)))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        scratch = Path(d)
+        for label, sample, lengths in clips:
+            own: dict[str, dict[int, float]] = {name: {} for name in trees}
+            for n in lengths:
+                clip = _looped_clip(sample, n, scratch / f"{sample.stem}_{n}.mp4", preset="ultrafast")
+                for name, tree in trees.items():
+                    env = dict(os.environ, PYTHONPATH=tree, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+                    _, _, peak, _ = _process(["reconstruct", str(clip), "-o", str(scratch / "r"), "--overwrite"],
+                                             env, scratch)
+                    own[name][n] = int((scratch / "hwm.txt").read_text()) / 1024.0
+                    rows.append({"stage": "memory", "case": f"{label} {n} fr: job's process{name}", "unit": "MB",
+                                 "value": own[name][n], "baseline": None,
+                                 "note": f"process tree {peak:.0f} MB"})
+            a, b = lengths
+            slope = {name: (v[b] - v[a]) * 1024.0 / (b - a) for name, v in own.items()}
+            base = slope.get(" (base tree)")
+            rows.append({"stage": "memory", "case": f"{label}: job's peak per extra frame, {a} -> {b} fr",
+                         "unit": "KB/frame", "value": slope[""], "baseline": base,
+                         "baseline_name": None if base is None else "base tree", "lower_is_better": True})
     return rows
 
 

@@ -13,6 +13,9 @@ from ..errors import InputError
 from ..io.video import FrameChunk
 from .landmarks import NUM_MESH_POINTS
 
+#: a :class:`FaceTrack`'s per-frame arrays
+TRACK_FIELDS = ("points478", "landmarks68", "bbox", "present", "interpolated", "confidence")
+
 
 @dataclass
 class FaceTrack:
@@ -42,8 +45,7 @@ class FaceTrack:
                    np.full((n, 4), np.nan, np.float32), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.float32))
 
     def take(self, rows: np.ndarray) -> FaceTrack:
-        return FaceTrack(self.track_id, self.points478[rows], self.landmarks68[rows], self.bbox[rows],
-                         self.present[rows], self.interpolated[rows], self.confidence[rows])
+        return FaceTrack(self.track_id, *(getattr(self, f)[rows] for f in TRACK_FIELDS))
 
 
 @dataclass
@@ -68,31 +70,44 @@ class FaceTracks:
         tracks = {}
         for tid in ids:
             pieces = [p.tracks.get(tid) or FaceTrack.empty(tid, len(p)) for p in parts]
-            tracks[tid] = FaceTrack(tid, *(np.concatenate([getattr(x, f) for x in pieces])
-                                          for f in ("points478", "landmarks68", "bbox", "present", "interpolated", "confidence")))
+            tracks[tid] = FaceTrack(tid, *(np.concatenate([getattr(x, f) for x in pieces]) for f in TRACK_FIELDS))
         p0 = parts[0]
         return cls(np.concatenate([p.indices for p in parts]), np.concatenate([p.pts_seconds for p in parts]),
                    p0.width, p0.height, p0.fps, tracks)
 
+    def largest_ids(self) -> np.ndarray:
+        """(T,) int64: in every frame the id of the valid face with the largest bbox w + h (the official
+        rule; ties go to the smaller id), -1 where no face is valid."""
+        out = np.full(len(self), -1, np.int64)
+        ids = sorted(self.tracks)
+        if ids:
+            sizes = np.stack([self.tracks[i].size for i in ids])  # (K,T)
+            has = sizes.max(0) > 0
+            out[has] = np.asarray(ids, np.int64)[sizes.argmax(0)[has]]
+        return out
+
     def largest_per_frame(self) -> FaceTrack:
         """The official rule: in every frame, the valid face with the largest bbox w + h. Its id is the
-        track chosen most often."""
-        n = len(self)
-        out = FaceTrack.empty(-1, n)
-        if not self.tracks:
-            return out
-        ids = list(self.tracks)
-        sizes = np.stack([self.tracks[i].size for i in ids])  # (K,T)
-        best = sizes.argmax(0)
-        has = sizes.max(0) > 0
-        for k, tid in enumerate(ids):
-            rows = np.flatnonzero(has & (best == k))
-            src = self.tracks[tid]
-            for f in ("points478", "landmarks68", "bbox", "present", "interpolated", "confidence"):
+        track chosen most often (:func:`most_chosen`)."""
+        chosen = self.largest_ids()
+        out = FaceTrack.empty(-1, len(self))
+        for tid, src in self.tracks.items():
+            rows = np.flatnonzero(chosen == tid)
+            for f in TRACK_FIELDS:
                 getattr(out, f)[rows] = getattr(src, f)[rows]
-        counts = np.bincount(best[has], minlength=len(ids)) if has.any() else np.zeros(len(ids), int)
-        out.track_id = ids[int(counts.argmax())]
+        out.track_id = most_chosen(chosen_counts(chosen), default=min(self.tracks, default=-1))
         return out
+
+
+def chosen_counts(chosen: np.ndarray) -> dict[int, int]:
+    """How many frames each track was chosen in (``chosen``: :meth:`FaceTracks.largest_ids`)."""
+    ids, counts = np.unique(chosen[chosen >= 0], return_counts=True)
+    return {int(i): int(c) for i, c in zip(ids, counts)}
+
+
+def most_chosen(counts: dict[int, int], default: int = -1) -> int:
+    """The id chosen in the most frames (ties: the smaller id); ``default`` when none was chosen."""
+    return min(counts, key=lambda i: (-counts[i], i)) if counts else default
 
 
 @dataclass

@@ -15,16 +15,15 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import InputError
 from .crop import FACE_CROP_SCALE, face_crop_transform
-from .tracks import FaceTrack, FaceTracks
+from .tracks import TRACK_FIELDS, FaceTrack, FaceTracks
 
 FORMAT_VERSION = 1
-_FIELDS = ("points478", "landmarks68", "bbox", "present", "interpolated", "confidence")
 
 
 def save_tracks(tracks: FaceTracks, path: str | Path, overwrite: bool = False, crop_scale: float = FACE_CROP_SCALE) -> Path:
     ids = sorted(tracks.tracks)
     n = len(tracks)
-    arrays = {f: np.stack([getattr(tracks.tracks[i], f) for i in ids]) if ids else np.zeros((0, n)) for f in _FIELDS}
+    arrays = {f: np.stack([getattr(tracks.tracks[i], f) for i in ids]) if ids else np.zeros((0, n)) for f in TRACK_FIELDS}
     crops = np.full((len(ids), n, 3, 3), np.nan)
     for k, i in enumerate(ids):
         t = tracks.tracks[i]
@@ -48,8 +47,8 @@ def load_tracks(path: str | Path) -> FaceTracks:
             d = {k: z[k] for k in z.files}
     except Exception as exc:
         raise InputError(f"{path}: not a readable tracks npz ({' '.join(str(exc).split())})") from None
-    missing = [k for k in ("track_ids", "indices", "pts_seconds", *_FIELDS) if k not in d]
+    missing = [k for k in ("track_ids", "indices", "pts_seconds", *TRACK_FIELDS) if k not in d]
     if missing:
         raise InputError(f"{path}: not a spectre tracks file (missing {', '.join(missing)})")
-    tracks = {int(i): FaceTrack(int(i), *(d[f][k] for f in _FIELDS)) for k, i in enumerate(d["track_ids"])}
+    tracks = {int(i): FaceTrack(int(i), *(d[f][k] for f in TRACK_FIELDS)) for k, i in enumerate(d["track_ids"])}
     return FaceTracks(d["indices"], d["pts_seconds"], int(d["width"]), int(d["height"]), float(d["fps"]), tracks)

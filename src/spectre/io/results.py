@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path
 from ..errors import InputError
 
 SCHEMA = "spectre.face/1"
@@ -129,13 +131,32 @@ def save_face_npz(path: str | Path, face: FaceResult, *, video: str, fps: float,
         if v.ndim and v.shape[0] != T and k not in ("param_names", "expression_names", "arkit_names"):
             raise ValueError(f"result array {k} has {v.shape[0]} frames, expected {T}")
     path = Path(path)
-    # numpy's zip writer runs in memory first: if the disk fills up mid-file, a half-written
-    # ZipFile left to the garbage collector would print an 'Exception ignored' traceback
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_bytes(buf.getbuffer())
+        write_npz(tmp, arrays)
     return path
+
+
+#: bytes of an array compressed at a time: the file is written without a copy of its arrays
+NPZ_PIECE = 1 << 20
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez_compressed`` writes (``np.load`` reads it), streamed: each array's bytes go to the
+    compressor a piece at a time, so writing costs no memory that grows with the video (numpy's own
+    writer copied each array whole, and the file was built in memory first). The zip file is closed on
+    any error (a full disk): no half-written archive is left for the garbage collector to complain about."""
+    with open(path, "wb") as fh:
+        archive = zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED)
+        try:
+            for name, value in arrays.items():
+                value = np.asarray(value, order="C")  # (not ascontiguousarray: it makes scalars 1-d)
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    npy_format.write_array_header_1_0(member, npy_format.header_data_from_array_1_0(value))
+                    data = value.reshape(-1).view(np.uint8)
+                    for a in range(0, len(data), NPZ_PIECE):
+                        member.write(data[a:a + NPZ_PIECE])
+        finally:
+            archive.close()
 
 
 def load_face_npz(path: str | Path) -> dict[str, np.ndarray | str | int | float]:
@@ -159,21 +180,30 @@ def load_face_npz(path: str | Path) -> dict[str, np.ndarray | str | int | float]
     return out
 
 
-def arkit_csv_text(face: FaceResult) -> str:
-    """CSV text: ``frame,time,valid,<52 ARKit names>`` (weights in [0, 1], 6 decimals)."""
+def _write_arkit_csv(fh, face: FaceResult) -> None:
     if face.arkit is None:
         raise ValueError("face result has no ARKit weights")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(fh, lineterminator="\n")
     w.writerow(["frame", "time", "valid", *ARKIT_NAMES])
     for i in range(face.num_frames):
         w.writerow([int(face.frame_index[i]), f"{float(face.timestamps[i]):.6f}", int(bool(face.valid[i])),
                     *(f"{float(x):.6f}" for x in face.arkit[i])])
+
+
+def arkit_csv_text(face: FaceResult) -> str:
+    """CSV text: ``frame,time,valid,<52 ARKit names>`` (weights in [0, 1], 6 decimals)."""
+    buf = io.StringIO()
+    _write_arkit_csv(buf, face)
     return buf.getvalue()
 
 
 def save_arkit_csv(path: str | Path, face: FaceResult, overwrite: bool = False) -> Path:
-    return atomic_write_text(path, arkit_csv_text(face), overwrite)
+    """Write :func:`arkit_csv_text` (atomic; row by row, not as one string in memory)."""
+    if face.arkit is None:
+        raise ValueError("face result has no ARKit weights")
+    with atomic_path(path, overwrite) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        _write_arkit_csv(fh, face)
+    return Path(path)
 
 
 def load_arkit_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,8 +19,9 @@ from ..models.base import FaceModel
 from .evaluator import PointEvaluator
 from .fit import FitConfig, TrackFit, _fix_identity, _normalise, _prepare, _result, _rigid_init, _run
 from .objective import make_objective
+from .rows import Rows
 
-__all__ = ["FitPiece", "StreamFit", "assemble", "fit_rows"]
+__all__ = ["FitPiece", "FitRows", "StreamFit", "assemble", "fit_rows"]
 
 
 @dataclass
@@ -30,27 +31,6 @@ class FitPiece:
     start: int
     stop: int
     fit: TrackFit  # arrays of ``stop - start`` rows
-
-
-class _Grow:
-    """A growing (T, ...) array (amortised doubling), so pushing chunks stays linear."""
-
-    def __init__(self, shape: tuple[int, ...], dtype, fill):
-        self.data = np.full((64, *shape), fill, dtype)
-        self.n = 0
-        self.fill = fill
-
-    def append(self, x: np.ndarray) -> None:
-        need = self.n + len(x)
-        if need > len(self.data):
-            new = np.full((max(need, 2 * len(self.data)), *self.data.shape[1:]), self.fill, self.data.dtype)
-            new[:self.n] = self.data[:self.n]
-            self.data = new
-        self.data[self.n:need] = x
-        self.n = need
-
-    def __getitem__(self, sl):
-        return self.data[:self.n][sl]
 
 
 class StreamFit:
@@ -65,9 +45,11 @@ class StreamFit:
         self.ev = evaluator or PointEvaluator(model)
         self.span, self.window = max(int(span), 1), max(int(window), 4)
         self.overlap = max(min(self.cfg.overlap, self.window // 2), 0)
-        self._lm = _Grow((68, 2), np.float64, 0.0)
-        self._valid = _Grow((), bool, False)
-        self._p478: _Grow | None = None
+        # the landmarks are forgotten once no window reads them again (only the first window's anchor rows
+        # stay); the valid flags are kept: the video reads them with each solved piece
+        self._lm = Rows((68, 2), np.float64)
+        self._valid = Rows((), bool)
+        self._p478: Rows | None = None
         self.done = 0            # rows [0, done) are final
         self.norm: tuple[np.ndarray, float] | None = None
         self.identity: np.ndarray | None = None
@@ -77,7 +59,7 @@ class StreamFit:
 
     @property
     def received(self) -> int:
-        return self._lm.n
+        return len(self._lm)
 
     def push(self, landmarks: np.ndarray, valid: np.ndarray, points478: np.ndarray | None = None) -> list[FitPiece]:
         """Append frames: ``landmarks`` (n, 68, 2) input px (anything where not ``valid``), ``valid`` (n,),
@@ -88,7 +70,7 @@ class StreamFit:
         if points478 is not None:
             p = np.asarray(points478, np.float64)
             if self._p478 is None:
-                self._p478 = _Grow(p.shape[1:], np.float64, np.nan)
+                self._p478 = Rows(p.shape[1:], np.float64)
                 self._p478.append(np.full((self.received - len(p), *p.shape[1:]), np.nan))
             self._p478.append(p)
         return self._solve(final=False)
@@ -170,6 +152,9 @@ class StreamFit:
             prob = self._empty_problem(rows)
         fit = _result(self.model, self.ev, self.objective.ev, prob, coef, rot, cam, self.final_loss)
         self.done = stop
+        for rows in (self._lm, self._p478):  # the next window reads from its anchor rows on
+            if rows is not None:
+                rows.forget(stop - self.overlap)
         return FitPiece(start, stop, fit_rows(fit, slice(anchor, None)))
 
     def _hold(self, n: int):
@@ -195,13 +180,46 @@ def fit_rows(fit: TrackFit, sl: slice) -> TrackFit:
                     lips2d=None if fit.lips2d is None else fit.lips2d[sl])
 
 
+class FitRows:
+    """A track's fit gathered piece by piece, in order, into per-frame arrays (:class:`~.rows.Rows`): the
+    pieces can go as soon as they are added, and the whole track's fit is not a second copy of them."""
+
+    def __init__(self, expect: int = 0):
+        """``expect``: the frames expected (the video's announced length)."""
+        self.expect = expect
+        self.rows: dict[str, Rows] = {}
+        self.last: TrackFit | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows["cam"]) if self.rows else 0
+
+    def add(self, piece: FitPiece) -> None:
+        if piece.start != len(self):
+            raise ValueError(f"fit piece of rows {piece.start}:{piece.stop} after {len(self)} rows")
+        f = piece.fit
+        arrays = {"cam": f.cam, "landmarks2d": f.landmarks2d, "landmarks3d": f.landmarks3d,
+                  **{f"param_{k}": v for k, v in f.params.items()}}
+        if f.lips2d is not None:
+            arrays["lips2d"] = f.lips2d
+        if not self.rows:
+            self.rows = {k: Rows(v.shape[1:], v.dtype, self.expect) for k, v in arrays.items()}
+        for k, v in arrays.items():
+            self.rows[k].append(v)
+        self.last = f
+
+    def fit(self) -> TrackFit:
+        """The whole track's :class:`TrackFit` (views of the gathered rows)."""
+        if self.last is None:
+            raise ValueError("no fit piece was added")
+        last, a = self.last, {k: r.array() for k, r in self.rows.items()}
+        return TrackFit(params={k: a[f"param_{k}"] for k in last.params}, cam=a["cam"], center=last.center,
+                        scale=last.scale, landmarks2d=a["landmarks2d"], landmarks3d=a["landmarks3d"],
+                        final_loss=last.final_loss, evaluator=last.evaluator, lips2d=a.get("lips2d"))
+
+
 def assemble(pieces: list[FitPiece]) -> TrackFit:
-    """One :class:`TrackFit` for the whole track from its pieces (in order)."""
-    fits = [p.fit for p in sorted(pieces, key=lambda p: p.start)]
-    last = fits[-1]
-    return TrackFit(params={k: np.concatenate([f.params[k] for f in fits]) for k in last.params},
-                    cam=np.concatenate([f.cam for f in fits]), center=last.center, scale=last.scale,
-                    landmarks2d=np.concatenate([f.landmarks2d for f in fits]),
-                    landmarks3d=np.concatenate([f.landmarks3d for f in fits]), final_loss=last.final_loss,
-                    evaluator=last.evaluator,
-                    lips2d=None if last.lips2d is None else np.concatenate([f.lips2d for f in fits]))
+    """One :class:`TrackFit` for the whole track from its pieces."""
+    rows = FitRows(sum(p.stop - p.start for p in pieces))
+    for p in sorted(pieces, key=lambda p: p.start):
+        rows.add(p)
+    return rows.fit()

@@ -21,7 +21,7 @@ import torch
 
 from ..io.video import chunk_frames, open_video
 from .compose import FaceRows
-from .fit_stream import StreamFit, assemble, fit_rows
+from .fit_stream import FitRows, StreamFit, fit_rows
 from .tracked import CutSettings, TrackedParts, cut_chunk
 from .videostage import VideoStage
 from .window import VideoWindow
@@ -95,7 +95,7 @@ class TrackedFrames(TrackedParts):
     the video's window as soon as it is tracked, so only the windows are kept."""
 
     def __init__(self, rec, path: Path, source, window: VideoWindow | None):
-        super().__init__(path)
+        super().__init__(path, source.num_frames)
         self.rec, self.source, self.window = rec, source, window
         self._stream = None
 
@@ -126,7 +126,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, fitted: Callable, o
     # a solved piece holds up to a window of frames: one waits while the video thread works on another
     to_fit, to_video = _Pipe(abort, 2), _Pipe(abort, 1)
     errors: list[BaseException] = []
-    pieces = []
+    fits = FitRows(source.num_frames)
     timings = {"track": 0.0, "fit": 0.0, "render": 0.0}
 
     def guarded(fn):
@@ -154,7 +154,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, fitted: Callable, o
                 new = fitter.push(lm, valid, p478)
             timings["fit"] += time.perf_counter() - t0
             for piece in new:
-                pieces.append(piece)
+                fits.add(piece)
                 prog.add("fit", piece.stop - piece.start)
                 if stage is not None:
                     for a in range(piece.start, piece.stop, 32):  # small items: less memory in flight
@@ -212,7 +212,7 @@ def run_overlapped(rec, path: Path, video_path: Path | None, fitted: Callable, o
             if errors:
                 raise errors[0]
             if i == 0:
-                fitted(*tracked.result(), assemble(pieces))
+                fitted(*tracked.result(), fits.fit())
     except BaseException as exc:
         abort.set()
         tracked.close()  # MediaPipe's graphs and the decoder thread stop here, not at interpreter exit

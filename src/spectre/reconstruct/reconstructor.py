@@ -101,7 +101,7 @@ class Reconstructor:
         if isinstance(early, TrackProcess):
             self.track_ahead = None
             if early.matches(path, CutSettings.of(self.cfg, video=window is not None), frames_to):
-                return early.take()
+                return early.take(source.num_frames)
             early.close()
         return TrackedFrames(self, path, source, window)
 

@@ -36,7 +36,7 @@ from ..io.video import open_video
 from ..render.fast_shape import video_light_table
 from .childerrors import StageProcessError
 from .compose import FaceRows
-from .fit_stream import StreamFit, assemble, fit_rows
+from .fit_stream import FitRows, StreamFit, fit_rows
 from .overlap import Progress, render_batch
 from .stagespawn import INBOX, SpawnedStages
 from .tracked import CutSettings
@@ -297,7 +297,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
                  "batch": render_batch(*window.size), "faces": rec.model.render_faces().numpy(),
                  "light": video_light_table(), "tint": video_tint(rec.model, cfg.render_colours)}
     prog = Progress(progress, ("track", "fit", "video") if video is not None else ("track", "fit"))
-    pieces = []
+    fits = FitRows(source.num_frames)
     timings = {"track": 0.0}
     tracked = rec.tracked_frames(path, source, window, frames_to=procs.frames if video is not None else None)
     frames_from = getattr(tracked, "frames_token", None)  # the windows go straight to the video process
@@ -309,7 +309,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
     def handle(msg: tuple) -> None:
         kind = msg[0]
         if kind == "piece":
-            pieces.append(msg[2])
+            fits.add(msg[2])
         elif kind == "progress":
             prog.add(msg[2], msg[3])
         elif kind == "done":  # CPU seconds of the child's job
@@ -340,7 +340,7 @@ def run_in_processes(rec, procs: StageProcesses, path: Path, video_path: Path | 
         timings["fit"] = fitting.busy
         if posing is not None:
             timings["pose"] = posing.busy
-        fitted(*tracked.result(), assemble(pieces))
+        fitted(*tracked.result(), fits.fit())
         while procs.running:
             procs.receive(handle, timeout=POLL_S)
         tracked.close()  # a tracking process that sent the video its windows has left by now

@@ -10,12 +10,13 @@ import numpy as np
 
 from ..errors import NoFaceError
 from ..faces.crop import FACE_CROP_SCALE, face_crop_transform
-from ..faces.track import FaceTrack, FaceTracks, select_faces
-from ..faces.tracks import FaceChunk
+from ..faces.track import FaceTrack, FaceTracks
+from ..faces.tracks import TRACK_FIELDS, FaceChunk, chosen_counts, most_chosen
 from ..io.video import CHUNK_MB
+from .rows import Rows
 from .window import VideoWindow
 
-__all__ = ["CutSettings", "TrackedChunk", "TrackedParts", "cut_chunk"]
+__all__ = ["ChunkFaces", "CutSettings", "TrackedChunk", "TrackedParts", "cut_chunk"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,30 @@ def _crop_tforms(lm68: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarra
     return out
 
 
+@dataclass
+class ChunkFaces:
+    """What a job keeps of a tracked chunk's faces: its frames' numbers and times, the largest face of
+    each frame and in how many frames each track was that face (the other faces are dropped here, in
+    the tracking process when there is one: only this crosses to the job)."""
+
+    indices: np.ndarray     # (n,) frame numbers
+    times: np.ndarray       # (n,) seconds
+    largest: FaceTrack      # per frame, the largest face (:meth:`FaceTracks.largest_per_frame`)
+    counts: dict[int, int]  # track id -> frames it was the largest
+    size: tuple[int, int, float]  # the video's width, height and frame rate as the tracker saw them
+
+
 def cut_chunk(fc: FaceChunk, row: int, window: VideoWindow | None,
-              crop_scale: float) -> tuple[TrackedChunk, FaceTracks, FaceTrack]:
-    """A tracked chunk (its first row ``row``) as the job keeps it, the chunk's tracks without its frames,
-    and its largest face per frame. ``window`` (stateful: it follows the face) cuts each frame."""
+              crop_scale: float) -> tuple[TrackedChunk, ChunkFaces]:
+    """A tracked chunk (its first row ``row``) as the job keeps it and its faces. ``window`` (stateful: it
+    follows the face) cuts each frame."""
     faces = fc.faces
     sel = faces.largest_per_frame()
-    part = FaceTracks(faces.indices, faces.pts_seconds, faces.width, faces.height, faces.fps, dict(faces.tracks))
+    kept = ChunkFaces(np.asarray(faces.indices), np.asarray(faces.pts_seconds), sel,
+                      chosen_counts(faces.largest_ids()), (faces.width, faces.height, faces.fps))
     valid = np.asarray(sel.valid, bool)
     lm = np.asarray(sel.landmarks68, np.float64)
-    ch = TrackedChunk(row, len(faces.indices), lm, valid, np.asarray(sel.points478), np.asarray(faces.pts_seconds))
+    ch = TrackedChunk(row, len(faces.indices), lm, valid, np.asarray(sel.points478), kept.times)
     if window is not None:
         boxes = np.where(valid[:, None], sel.bbox, np.nan)
         ch.tw = window.transforms(boxes, faces.pts_seconds)
@@ -92,31 +107,50 @@ def cut_chunk(fc: FaceChunk, row: int, window: VideoWindow | None,
             frames = frames.copy()  # full frame: do not keep the tracker's whole chunk alive
         ch.frames = frames
         ch.tf = _crop_tforms(lm, valid, crop_scale)
-    return ch, part, sel
+    return ch, kept
 
 
 class TrackedParts:
-    """What a job keeps of its tracked chunks besides the frames: each chunk's tracks and largest face."""
+    """What a job keeps of its tracked chunks besides the frames: the largest face of every frame, in
+    per-frame arrays that grow in place (:class:`~.rows.Rows`), so the whole track at the end is no copy."""
 
-    def __init__(self, path):
+    def __init__(self, path, frames: int = 0):
+        """``frames``: the video's announced frame count (room is reserved for them)."""
         self.path = path
-        self.parts: list[FaceTracks] = []
-        self.chosen: list[FaceTrack] = []
-        self.rows = 0
+        self._track = {f: None for f in TRACK_FIELDS}
+        self._expect = frames
+        self._indices = Rows((), np.int64, frames)
+        self._times = Rows((), np.float64, frames)
+        self._counts: dict[int, int] = {}
+        self._any = False  # a valid face in some frame
+        self._size: tuple[int, int, float] = (0, 0, 0.0)
 
-    def add(self, ch: TrackedChunk, part: FaceTracks, chosen: FaceTrack) -> TrackedChunk:
-        self.parts.append(part)
-        self.chosen.append(chosen)
-        self.rows += ch.n
+    @property
+    def rows(self) -> int:
+        return len(self._indices)
+
+    def add(self, ch: TrackedChunk, faces: ChunkFaces) -> TrackedChunk:
+        for f, rows in self._track.items():
+            x = getattr(faces.largest, f)
+            if rows is None:
+                rows = self._track[f] = Rows(x.shape[1:], x.dtype, self._expect)
+            rows.append(x)
+        self._indices.append(faces.indices)
+        self._times.append(faces.times)
+        for tid, n in faces.counts.items():
+            self._counts[tid] = self._counts.get(tid, 0) + n
+        self._any = self._any or bool(np.asarray(faces.largest.valid).any())
+        self._size = faces.size
         return ch
 
     def check_faces(self) -> None:
         """:class:`NoFaceError` when no frame had a face."""
-        if not any(np.asarray(c.valid).any() for c in self.chosen):
+        if not self._any:
             raise NoFaceError(f"{self.path}: no face found in any of its {self.rows} frames")
 
     def result(self) -> tuple[FaceTracks, FaceTrack]:
-        """The per-frame tracks and the selected (largest) face track."""
-        tracks = FaceTracks.concat(self.parts)
-        (track,) = select_faces(tracks, "largest").tracks.values()
+        """The per-frame tracks (with the selected face only) and the selected (largest) face's track."""
+        tid = most_chosen(self._counts)
+        track = FaceTrack(tid, *(self._track[f].array() for f in TRACK_FIELDS))
+        tracks = FaceTracks(self._indices.array(), self._times.array(), *self._size, {tid: track})
         return tracks, track

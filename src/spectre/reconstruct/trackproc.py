@@ -173,11 +173,12 @@ class TrackProcess:
         return (not self._taken and not self._closed and settings == self.settings
                 and frames_to is self.frames_to and Path(path).resolve() == self.path.resolve())
 
-    def take(self) -> TrackedFromProcess:
+    def take(self, frames: int = 0) -> TrackedFromProcess:
+        """Its tracked chunks (``frames``: the video's announced frame count)."""
         if self._taken:
             raise RuntimeError("the tracked chunks were already taken")
         self._taken = True
-        return TrackedFromProcess(self)
+        return TrackedFromProcess(self, frames)
 
     def get(self) -> tuple:
         """The next message; :class:`StageProcessError` when the process ended without sending one (or
@@ -227,8 +228,8 @@ class TrackProcess:
 class TrackedFromProcess(TrackedParts):
     """The tracked chunks of a :class:`TrackProcess`, iterated like :class:`~.overlap.TrackedFrames`."""
 
-    def __init__(self, tracker: TrackProcess):
-        super().__init__(tracker.path)
+    def __init__(self, tracker: TrackProcess, frames: int = 0):
+        super().__init__(tracker.path, frames)
         self.tracker = tracker
         #: the windows went to the video process, tagged with this (None: they come with the chunks)
         self.frames_token = tracker.token
