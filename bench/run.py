@@ -20,7 +20,7 @@ the baseline of detection). Stages:
   job       ``spectre reconstruct`` vs ``spectre track``, whole   (the ratio of their wall times; peak RSS)
             processes, on the samples looped to 246 (224²) and 354 (1080p) frames (--quick: 224² only)
   memory    the job's peak RSS at two lengths of each clip, and    (baseline: SPECTRE_BENCH_BASE's job, if given)
-            what each extra frame adds (224² 246/1500, 1080p 354/1000 frames; --quick: 224² only)
+            what each extra frame adds (224² 1000/3000, 1080p 1000/2000 frames; --quick: 224² 246/1000)
   ray       ``--ray`` with 1 and 2 worker nodes on 127.0.0.1    (bench_ray.run; baseline local --workers 1;
             only with ``--only ray``: it starts Ray clusters and takes minutes)
   train     ICT training step                                   (bench_train.run; baseline fp32 step)
@@ -467,7 +467,10 @@ def stage_job(quick: bool) -> list[dict]:
 
 def stage_memory(quick: bool) -> list[dict]:
     """Peak RSS of the main job against the clip's length, as whole processes (``_process``): the 224²
-    sample looped to 246 and 1500 frames, and (unless ``--quick``) the 1080p one to 354 and 1000. Reports
+    sample looped to 1000 and 3000 frames and the 1080p one to 1000 and 2000 (lengths at which the stages'
+    bounded queues are full already, so the difference is what the job keeps per frame: at 1080p the
+    posed faces waiting for the video process fill theirs at about 1000 frames; ``--quick``: the 224² clip
+    at 246 and 1000 frames). Reports
     the job's own process (VmHWM: it holds the results) and its process tree (sampled), and what each
     extra frame adds to the job's own peak: flat memory in the length means only the results' own size
     (about 9 KB a frame in the .npz). ``SPECTRE_BENCH_BASE=OTHER/src`` measures that tree's job in the
@@ -476,10 +479,10 @@ def stage_memory(quick: bool) -> list[dict]:
     trees = {"": src}
     if os.environ.get("SPECTRE_BENCH_BASE"):
         trees[" (base tree)"] = os.environ["SPECTRE_BENCH_BASE"]
-    clips = [("LRS3 224²", _lrs3_clip(), (246, 1500))]
+    clips = [("LRS3 224²", _lrs3_clip(), (246, 1000) if quick else (1000, 3000))]
     mead = sorted((SAMPLES / "MEAD").glob("*.mp4"))
     if mead and not quick:
-        clips.append(("MEAD 1080p", mead[0], (354, 1000)))
+        clips.append(("MEAD 1080p", mead[0], (1000, 2000)))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         scratch = Path(d)
@@ -561,7 +564,7 @@ def print_table(results: list[dict]) -> None:
         for r in res["rows"]:
             v, b = r.get("value"), r.get("baseline")
             ratio = "-"
-            if v and b:
+            if v and b and v > 0 and b > 0:
                 ratio = f"{(b / v if r.get('lower_is_better') else v / b):.2f}x"
             case = f"{r.get('case', r.get('mesh', ''))}" + (f" B={r['batch']}" if "batch" in r else "")
             print(f"{r['stage'][:20]:20} {case[:58]:58} {_fmt(v):>9} {_fmt(b):>9} {ratio:>7} {r.get('unit', ''):9} "
