@@ -16,8 +16,10 @@ from spectre.nets.face_encoder import EncoderSpec, FaceCodeEncoder, load_face_en
 
 #: overfit tolerances (mean absolute error on the training frames, batch statistics): blendshape weights in
 #: [0, 1] and radians. Measured on this clip: 0.053 / 0.013 after 100-150 steps (untrained 0.153 / 0.315);
-#: the expression error plateaus where the landmark term and the teacher disagree.
-EXP_TOL, ROT_TOL = 0.08, 0.03
+#: the expression error plateaus where the landmark term and the teacher disagree. The rotation limit is
+#: 0.04: with precise BN an AMD EPYC machine measured 0.0035 / 0.0308 (2026-12-02, the tree before too; the
+#: running statistics 0.022 / 0.173), other machines under 0.03.
+EXP_TOL, ROT_TOL = 0.08, 0.04
 
 SPEC = EncoderSpec(model="ict", outputs=(("expression", 53), ("rotation", 3)), image_size=32, clip_length=8)
 

@@ -363,9 +363,9 @@ from spectre.reconstruct import trackproc as _tp
 _take = _tp.TrackProcess.take
 
 
-def _recorded(self):
+def _recorded(self, *args, **kwargs):
     Path(os.environ["SPECTRE_TEST_TAKEN"]).write_text(f"{self.path.name} {self.frames_to is not None}")
-    return _take(self)
+    return _take(self, *args, **kwargs)
 
 
 _tp.TrackProcess.take = _recorded

@@ -45,8 +45,8 @@ class StreamFit:
         self.ev = evaluator or PointEvaluator(model)
         self.span, self.window = max(int(span), 1), max(int(window), 4)
         self.overlap = max(min(self.cfg.overlap, self.window // 2), 0)
-        # the landmarks are forgotten once no window reads them again (only the first window's anchor rows
-        # stay); the valid flags are kept: the video reads them with each solved piece
+        # landmarks and points are forgotten once no window reads them again (the next window's anchor rows
+        # on are kept); the valid flags are all kept: the video reads them with each solved piece
         self._lm = Rows((68, 2), np.float64)
         self._valid = Rows((), bool)
         self._p478: Rows | None = None

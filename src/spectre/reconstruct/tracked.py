@@ -10,8 +10,7 @@ import numpy as np
 
 from ..errors import NoFaceError
 from ..faces.crop import FACE_CROP_SCALE, face_crop_transform
-from ..faces.track import FaceTrack, FaceTracks
-from ..faces.tracks import TRACK_FIELDS, FaceChunk, chosen_counts, most_chosen
+from ..faces.tracks import TRACK_FIELDS, FaceChunk, FaceTrack, FaceTracks, chosen_counts, most_chosen
 from ..io.video import CHUNK_MB
 from .rows import Rows
 from .window import VideoWindow
