@@ -70,7 +70,7 @@ class _ToJob(logging.Handler):
 
 
 def track_main(path: str, settings: CutSettings, outbox, stop, frames_to=None, token: str = "") -> None:
-    """The tracking process (spawned): ``("chunk", (TrackedChunk, FaceTracks, FaceTrack))`` per chunk and
+    """The tracking process (spawned): ``("chunk", (TrackedChunk, ChunkFaces))`` per chunk and
     ``("log", ...)`` per warning (:class:`_ToJob`), then ``("end",)`` or ``("error", exc)``. With ``frames_to``
     each chunk's windows go there instead, as ``("frames", token, row, frames, times)`` (for the grid layout
     converted for the encoder, :func:`.io.writer.rgb_to_i420`, when their sizes are even), then
